@@ -1,0 +1,389 @@
+#include "apps/config.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <charconv>
+#include <fstream>
+#include <sstream>
+
+#include "operators/strings.h"
+
+namespace streammetrics {
+namespace {
+
+// yaml-cpp reports errors by exception; they are caught here and become statuses, so
+// none crosses this file.
+class Reader {
+ public:
+  static absl::Status Error(const std::string& path, std::string_view what) {
+    return absl::InvalidArgumentError(StrCat(path, ": ", what));
+  }
+
+  static absl::Status CheckKeys(const YAML::Node& node, const std::string& path,
+                                std::initializer_list<std::string_view> allowed) {
+    if (!node.IsMap()) return Error(path, "expected a mapping");
+    for (const auto& kv : node) {
+      std::string key = kv.first.Scalar();
+      bool ok = false;
+      for (std::string_view a : allowed) ok |= key == a;
+      if (!ok) return Error(Join(path, key), "unknown key");
+    }
+    return absl::OkStatus();
+  }
+
+  static std::string Join(const std::string& path, std::string_view key) {
+    return path.empty() ? std::string(key) : StrCat(path, ".", key);
+  }
+
+  static absl::StatusOr<std::string> String(const YAML::Node& n, const std::string& path) {
+    if (!n.IsScalar()) return Error(path, "expected a string");
+    return n.Scalar();
+  }
+
+  static absl::StatusOr<bool> Bool(const YAML::Node& n, const std::string& path) {
+    if (!n.IsScalar()) return Error(path, "expected true or false");
+    const std::string& s = n.Scalar();
+    if (s == "true" || s == "yes" || s == "on") return true;
+    if (s == "false" || s == "no" || s == "off") return false;
+    return Error(path, StrCat("expected true or false, got '", s, "'"));
+  }
+
+  static absl::StatusOr<double> Double(const YAML::Node& n, const std::string& path) {
+    if (!n.IsScalar()) return Error(path, "expected a number");
+    const std::string& s = n.Scalar();
+    double v;
+    auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+    if (ec != std::errc() || p != s.data() + s.size()) {
+      return Error(path, StrCat("expected a number, got '", s, "'"));
+    }
+    return v;
+  }
+
+  static absl::StatusOr<int64_t> Int(const YAML::Node& n, const std::string& path) {
+    if (!n.IsScalar()) return Error(path, "expected an integer");
+    const std::string& s = n.Scalar();
+    int64_t v;
+    auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+    if (ec != std::errc() || p != s.data() + s.size()) {
+      return Error(path, StrCat("expected an integer, got '", s, "'"));
+    }
+    return v;
+  }
+
+  static absl::StatusOr<int64_t> Duration(const YAML::Node& n, const std::string& path) {
+    if (!n.IsScalar()) return Error(path, "expected a duration such as 10s");
+    absl::StatusOr<int64_t> d = ParseDuration(n.Scalar());
+    if (!d.ok()) return Error(path, Message(d.status()));
+    return d;
+  }
+
+  static absl::StatusOr<std::vector<std::string>> StringList(const YAML::Node& n,
+                                                             const std::string& path) {
+    if (!n.IsSequence()) return Error(path, "expected a list");
+    std::vector<std::string> out;
+    for (size_t i = 0; i < n.size(); ++i) {
+      absl::StatusOr<std::string> s = String(n[i], StrCat(path, "[", i, "]"));
+      if (!s.ok()) return s.status();
+      out.push_back(*std::move(s));
+    }
+    return out;
+  }
+
+  static absl::StatusOr<EnrichOptions::Attributes> Attributes(const YAML::Node& n,
+                                                              const std::string& path) {
+    if (!n.IsMap()) return Error(path, "expected a mapping of attribute: value");
+    EnrichOptions::Attributes attrs;
+    for (const auto& kv : n) {
+      std::string key = kv.first.Scalar();
+      absl::StatusOr<std::string> v = String(kv.second, Join(path, key));
+      if (!v.ok()) return v.status();
+      attrs.emplace_back(key, *std::move(v));
+    }
+    return attrs;
+  }
+};
+
+#define SM_ASSIGN(lhs, expr)                  \
+  do {                                        \
+    auto sm_value = (expr);                   \
+    if (!sm_value.ok()) return sm_value.status(); \
+    lhs = *std::move(sm_value);               \
+  } while (0)
+#define SM_RETURN_IF_ERROR(expr)            \
+  do {                                      \
+    absl::Status sm_status = (expr);        \
+    if (!sm_status.ok()) return sm_status;  \
+  } while (0)
+
+absl::Status ParseWindow(const YAML::Node& n, const std::string& path, WindowSpec* w) {
+  SM_RETURN_IF_ERROR(
+      Reader::CheckKeys(n, path, {"name", "type", "size", "advance", "grace", "emit", "topic"}));
+  if (!n["name"]) return Reader::Error(path + ".name", "is required");
+  SM_ASSIGN(w->name, Reader::String(n["name"], path + ".name"));
+  if (!n["size"]) return Reader::Error(path + ".size", "is required");
+  SM_ASSIGN(w->size_ms, Reader::Duration(n["size"], path + ".size"));
+  std::string type = "tumbling";
+  if (n["type"]) SM_ASSIGN(type, Reader::String(n["type"], path + ".type"));
+  if (type == "tumbling") {
+    if (n["advance"]) return Reader::Error(path + ".advance", "only hopping windows advance");
+    w->advance_ms = w->size_ms;
+  } else if (type == "hopping") {
+    if (!n["advance"]) return Reader::Error(path + ".advance", "is required for a hopping window");
+    SM_ASSIGN(w->advance_ms, Reader::Duration(n["advance"], path + ".advance"));
+  } else {
+    return Reader::Error(path + ".type", StrCat("expected tumbling or hopping, got '", type, "'"));
+  }
+  if (n["grace"]) SM_ASSIGN(w->grace_ms, Reader::Duration(n["grace"], path + ".grace"));
+  if (n["emit"]) {
+    std::string emit;
+    SM_ASSIGN(emit, Reader::String(n["emit"], path + ".emit"));
+    if (emit == "final") {
+      w->emit = EmitMode::kFinal;
+    } else if (emit == "update") {
+      w->emit = EmitMode::kUpdate;
+    } else {
+      return Reader::Error(path + ".emit", StrCat("expected final or update, got '", emit, "'"));
+    }
+  }
+  if (n["topic"]) SM_ASSIGN(w->topic, Reader::String(n["topic"], path + ".topic"));
+  if (absl::Status s = ValidateWindowSpec(*w); !s.ok()) return Reader::Error(path, Message(s));
+  return absl::OkStatus();
+}
+
+absl::Status ParseRoot(const YAML::Node& root, AppConfig* c) {
+  PipelineConfig& p = c->pipeline;
+  SM_RETURN_IF_ERROR(Reader::CheckKeys(root, "", {"application", "topics", "input", "validation",
+                                                  "enrich", "dedupe", "aggregate", "processing",
+                                                  "kafka"}));
+  if (const YAML::Node n = root["application"]) {
+    SM_RETURN_IF_ERROR(Reader::CheckKeys(n, "application", {"id"}));
+    if (n["id"]) SM_ASSIGN(p.application_id, Reader::String(n["id"], "application.id"));
+    if (p.application_id.empty()) return Reader::Error("application.id", "must not be empty");
+  }
+  if (const YAML::Node n = root["topics"]) {
+    SM_RETURN_IF_ERROR(Reader::CheckKeys(n, "topics", {"input", "dead_letter"}));
+    if (n["input"]) SM_ASSIGN(p.input_topic, Reader::String(n["input"], "topics.input"));
+    if (n["dead_letter"]) {
+      SM_ASSIGN(p.dead_letter_topic, Reader::String(n["dead_letter"], "topics.dead_letter"));
+    }
+  }
+  if (const YAML::Node n = root["input"]) {
+    SM_RETURN_IF_ERROR(Reader::CheckKeys(n, "input", {"format", "max_document_bytes"}));
+    if (n["format"]) {
+      std::string f;
+      SM_ASSIGN(f, Reader::String(n["format"], "input.format"));
+      if (f == "json") {
+        p.format = EventFormat::kJson;
+      } else if (f == "protobuf") {
+        p.format = EventFormat::kProtobuf;
+      } else {
+        return Reader::Error("input.format", StrCat("expected json or protobuf, got '", f, "'"));
+      }
+    }
+    if (n["max_document_bytes"]) {
+      int64_t v;
+      SM_ASSIGN(v, Reader::Int(n["max_document_bytes"], "input.max_document_bytes"));
+      if (v <= 0) return Reader::Error("input.max_document_bytes", "must be > 0");
+      p.limits.max_document_bytes = static_cast<size_t>(v);
+    }
+  }
+  if (const YAML::Node n = root["validation"]) {
+    SM_RETURN_IF_ERROR(Reader::CheckKeys(
+        n, "validation",
+        {"value_min", "value_min_inclusive", "value_max", "max_future_skew", "max_age"}));
+    ValidationRules& v = p.validation;
+    if (n["value_min"]) SM_ASSIGN(v.value_min, Reader::Double(n["value_min"], "validation.value_min"));
+    if (n["value_min_inclusive"]) {
+      SM_ASSIGN(v.value_min_inclusive,
+                Reader::Bool(n["value_min_inclusive"], "validation.value_min_inclusive"));
+    }
+    if (n["value_max"]) SM_ASSIGN(v.value_max, Reader::Double(n["value_max"], "validation.value_max"));
+    if (v.value_max < v.value_min) {
+      return Reader::Error("validation.value_max", "must be >= validation.value_min");
+    }
+    if (n["max_future_skew"]) {
+      if (n["max_future_skew"].IsScalar() && n["max_future_skew"].Scalar() == "off") {
+        v.max_future_skew_ms = -1;
+      } else {
+        SM_ASSIGN(v.max_future_skew_ms,
+                  Reader::Duration(n["max_future_skew"], "validation.max_future_skew"));
+      }
+    }
+    if (n["max_age"]) SM_ASSIGN(v.max_age_ms, Reader::Duration(n["max_age"], "validation.max_age"));
+  }
+  if (const YAML::Node n = root["enrich"]) {
+    SM_RETURN_IF_ERROR(Reader::CheckKeys(n, "enrich", {"enabled", "derive", "lookup"}));
+    if (n["enabled"]) SM_ASSIGN(p.enrich_enabled, Reader::Bool(n["enabled"], "enrich.enabled"));
+    if (n["derive"]) {
+      std::vector<std::string> derive;
+      SM_ASSIGN(derive, Reader::StringList(n["derive"], "enrich.derive"));
+      p.enrich.derive_status_class = false;
+      p.enrich.derive_is_error = false;
+      for (const std::string& d : derive) {
+        if (d == "statusClass") {
+          p.enrich.derive_status_class = true;
+        } else if (d == "isError") {
+          p.enrich.derive_is_error = true;
+        } else {
+          return Reader::Error("enrich.derive",
+                               StrCat("unknown derived field '", d, "' (statusClass, isError)"));
+        }
+      }
+    }
+    if (const YAML::Node l = n["lookup"]) {
+      SM_RETURN_IF_ERROR(Reader::CheckKeys(l, "enrich.lookup", {"key", "table", "default"}));
+      if (l["key"]) SM_ASSIGN(p.enrich.lookup_key, Reader::String(l["key"], "enrich.lookup.key"));
+      if (const YAML::Node t = l["table"]) {
+        if (!t.IsMap()) return Reader::Error("enrich.lookup.table", "expected a mapping");
+        for (const auto& kv : t) {
+          std::string key = kv.first.Scalar();
+          EnrichOptions::Attributes attrs;
+          SM_ASSIGN(attrs, Reader::Attributes(kv.second, "enrich.lookup.table." + key));
+          p.enrich.table[key] = std::move(attrs);
+        }
+      }
+      if (l["default"]) {
+        SM_ASSIGN(p.enrich.defaults, Reader::Attributes(l["default"], "enrich.lookup.default"));
+      }
+    }
+  }
+  if (const YAML::Node n = root["dedupe"]) {
+    SM_RETURN_IF_ERROR(Reader::CheckKeys(n, "dedupe", {"enabled", "within"}));
+    if (n["enabled"]) SM_ASSIGN(p.dedupe_enabled, Reader::Bool(n["enabled"], "dedupe.enabled"));
+    if (n["within"]) SM_ASSIGN(p.dedupe.within_ms, Reader::Duration(n["within"], "dedupe.within"));
+    if (p.dedupe.within_ms <= 0) return Reader::Error("dedupe.within", "must be > 0");
+  }
+  if (const YAML::Node n = root["aggregate"]) {
+    SM_RETURN_IF_ERROR(Reader::CheckKeys(n, "aggregate",
+                                         {"group_by", "quantiles", "compression",
+                                          "late_to_dead_letter", "store", "windows"}));
+    if (n["group_by"]) SM_ASSIGN(p.group_by, Reader::StringList(n["group_by"], "aggregate.group_by"));
+    if (const YAML::Node q = n["quantiles"]) {
+      if (!q.IsSequence()) return Reader::Error("aggregate.quantiles", "expected a list");
+      p.quantiles.clear();
+      for (size_t i = 0; i < q.size(); ++i) {
+        double v;
+        SM_ASSIGN(v, Reader::Double(q[i], StrCat("aggregate.quantiles[", i, "]")));
+        p.quantiles.push_back(v);
+      }
+      if (absl::StatusOr<std::vector<QuantileSpec>> s = MakeQuantileSpecs(p.quantiles); !s.ok()) {
+        return Reader::Error("aggregate.quantiles", Message(s.status()));
+      }
+    }
+    if (n["compression"]) {
+      SM_ASSIGN(p.compression, Reader::Double(n["compression"], "aggregate.compression"));
+      if (!(p.compression >= 10 && p.compression <= 10000)) {
+        return Reader::Error("aggregate.compression", "must be in [10, 10000]");
+      }
+    }
+    if (n["late_to_dead_letter"]) {
+      SM_ASSIGN(p.late_to_dead_letter,
+                Reader::Bool(n["late_to_dead_letter"], "aggregate.late_to_dead_letter"));
+    }
+    if (n["store"]) {
+      std::string s;
+      SM_ASSIGN(s, Reader::String(n["store"], "aggregate.store"));
+      if (s == "memory") {
+        p.store = StoreType::kInMemory;
+      } else if (s == "rocksdb") {
+        p.store = StoreType::kRocksDb;
+      } else {
+        return Reader::Error("aggregate.store", StrCat("expected memory or rocksdb, got '", s, "'"));
+      }
+    }
+    if (const YAML::Node w = n["windows"]) {
+      if (!w.IsSequence() || w.size() == 0) {
+        return Reader::Error("aggregate.windows", "expected a non-empty list");
+      }
+      p.windows.clear();
+      for (size_t i = 0; i < w.size(); ++i) {
+        WindowSpec spec;
+        SM_RETURN_IF_ERROR(ParseWindow(w[i], StrCat("aggregate.windows[", i, "]"), &spec));
+        p.windows.push_back(std::move(spec));
+      }
+      if (absl::Status s = ValidateWindowSpecs(p.windows); !s.ok()) {
+        return Reader::Error("aggregate.windows", Message(s));
+      }
+    }
+  }
+  if (const YAML::Node n = root["processing"]) {
+    SM_RETURN_IF_ERROR(Reader::CheckKeys(n, "processing", {"commit_every_records"}));
+    if (n["commit_every_records"]) {
+      int64_t v;
+      SM_ASSIGN(v, Reader::Int(n["commit_every_records"], "processing.commit_every_records"));
+      if (v <= 0) return Reader::Error("processing.commit_every_records", "must be > 0");
+      c->commit_every_records = static_cast<uint64_t>(v);
+    }
+  }
+  if (const YAML::Node n = root["kafka"]) {
+    if (!n.IsMap()) return Reader::Error("kafka", "expected a mapping of librdkafka properties");
+    for (const auto& kv : n) {
+      std::string key = kv.first.Scalar();
+      std::string v;
+      SM_ASSIGN(v, Reader::String(kv.second, "kafka." + key));
+      c->kafka.emplace_back(key, v);
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<int64_t> ParseDuration(std::string_view text) {
+  text = StripAsciiWhitespace(text);
+  int64_t n;
+  auto [p, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
+  if (ec != std::errc() || p == text.data() || n < 0) {
+    return absl::InvalidArgumentError(
+        StrCat("'", text, "' is not a duration (e.g. 250ms, 10s, 1m, 2h, 1d)"));
+  }
+  std::string_view unit(p, text.data() + text.size() - p);
+  int64_t scale;
+  if (unit.empty() || unit == "ms") {
+    scale = 1;
+  } else if (unit == "s") {
+    scale = 1000;
+  } else if (unit == "m") {
+    scale = 60'000;
+  } else if (unit == "h") {
+    scale = 3'600'000;
+  } else if (unit == "d") {
+    scale = 86'400'000;
+  } else {
+    return absl::InvalidArgumentError(
+        StrCat("'", text, "': unknown unit '", unit, "' (ms, s, m, h, d)"));
+  }
+  if (n > INT64_MAX / scale) return absl::InvalidArgumentError(StrCat("'", text, "' is too long"));
+  return n * scale;
+}
+
+absl::StatusOr<AppConfig> ParseConfig(std::string_view yaml) {
+  AppConfig config;
+  config.pipeline = ReferencePipelineConfig();
+  try {
+    YAML::Node root = YAML::Load(std::string(yaml));
+    if (root.IsNull()) return config;  // empty file: all defaults
+    if (absl::Status s = ParseRoot(root, &config); !s.ok()) return s;
+  } catch (const YAML::Exception& e) {
+    return absl::InvalidArgumentError(StrCat("config: ", e.what()));
+  }
+  // Catch what only the assembled pipeline can tell (unknown group-by fields, ...).
+  if (absl::StatusOr<Topology> t = BuildMetricsTopology(config.pipeline); !t.ok()) {
+    return t.status();
+  }
+  return config;
+}
+
+absl::StatusOr<AppConfig> LoadConfigFile(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError(StrCat("config file ", path, ": cannot open"));
+  std::stringstream buf;
+  buf << in.rdbuf();
+  absl::StatusOr<AppConfig> config = ParseConfig(buf.str());
+  if (!config.ok()) {
+    return absl::Status(config.status().code(), StrCat(path, ": ", Message(config.status())));
+  }
+  return config;
+}
+
+}  // namespace streammetrics

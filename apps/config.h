@@ -1,0 +1,35 @@
+// The YAML configuration of the streammetrics binary. Every key, its meaning and its
+// default are documented in docs/CONFIGURATION.md; a key this parser does not know is
+// an error naming it (a typo must not silently fall back to a default).
+#ifndef STREAMMETRICS_APPS_CONFIG_H_
+#define STREAMMETRICS_APPS_CONFIG_H_
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "topology/metrics_pipeline.h"
+
+namespace streammetrics {
+
+struct AppConfig {
+  PipelineConfig pipeline;
+  // Offline mode (`process`, `demo`): commit after this many input records.
+  uint64_t commit_every_records = 10'000;
+  // librdkafka properties for the Kafka runtime, passed through verbatim.
+  std::vector<std::pair<std::string, std::string>> kafka;
+};
+
+// "250ms", "10s", "1m", "2h", "1d" or a plain integer (milliseconds).
+absl::StatusOr<int64_t> ParseDuration(std::string_view text);
+
+// InvalidArgument naming the key ("aggregate.windows[1].size: ...") on any error.
+absl::StatusOr<AppConfig> ParseConfig(std::string_view yaml);
+absl::StatusOr<AppConfig> LoadConfigFile(const std::string& path);
+
+}  // namespace streammetrics
+
+#endif  // STREAMMETRICS_APPS_CONFIG_H_

@@ -1,0 +1,198 @@
+// The streammetrics binary: parses flags and calls the libraries.
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "apps/config.h"
+#include "apps/event_generator.h"
+#include "apps/process_command.h"
+#include "operators/strings.h"
+
+namespace streammetrics {
+namespace {
+
+constexpr char kUsage[] = R"(usage: streammetrics <command> [flags]
+
+commands:
+  process  --config FILE --input EVENTS.jsonl|- --output DIR
+           run the pipeline in-process over a JSON-lines file; write every output
+           topic to DIR/<topic>.jsonl and print a summary
+  describe --config FILE
+           print the topology the config builds
+  loadgen  --output FILE|- [--count N] [--rate EVENTS_PER_S] [--seed S]
+           [--invalid F] [--duplicates F] [--late F]
+           write generated metric events as JSON lines
+  demo     [--config FILE] [--events N]
+           the main job, offline: generate events, aggregate them, show results
+  help     this text
+
+Configuration keys: docs/CONFIGURATION.md
+)";
+
+struct Flags {
+  std::map<std::string, std::string> values;
+  std::string error;
+};
+
+Flags ParseFlags(int argc, char** argv, int first) {
+  Flags f;
+  for (int i = first; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (!StartsWith(arg, "--")) {
+      f.error = "unexpected argument '" + arg + "'";
+      return f;
+    }
+    arg = arg.substr(2);
+    size_t eq = arg.find('=');
+    if (eq != std::string::npos) {
+      f.values[arg.substr(0, eq)] = arg.substr(eq + 1);
+    } else if (i + 1 < argc) {
+      f.values[arg] = argv[++i];
+    } else {
+      f.error = "flag --" + arg + " needs a value";
+      return f;
+    }
+  }
+  return f;
+}
+
+int Fail(const absl::Status& s) {
+  std::cerr << "streammetrics: " << Message(s) << "\n";
+  return 1;
+}
+
+int UsageError(const std::string& what) {
+  std::cerr << "streammetrics: " << what << "\n\n" << kUsage;
+  return 2;
+}
+
+absl::StatusOr<AppConfig> ConfigFrom(const Flags& f, bool required) {
+  auto it = f.values.find("config");
+  if (it == f.values.end()) {
+    if (required) return absl::InvalidArgumentError("--config FILE is required");
+    return ParseConfig("");
+  }
+  return LoadConfigFile(it->second);
+}
+
+bool Known(const Flags& f, std::initializer_list<std::string_view> names, std::string* bad) {
+  for (const auto& [k, v] : f.values) {
+    bool ok = false;
+    for (std::string_view n : names) ok |= k == n;
+    if (!ok) {
+      *bad = "unknown flag --" + k;
+      return false;
+    }
+  }
+  return true;
+}
+
+template <typename T>
+bool NumberFlag(const Flags& f, const std::string& name, T* out, std::string* bad) {
+  auto it = f.values.find(name);
+  if (it == f.values.end()) return true;
+  const std::string& s = it->second;
+  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), *out);
+  if (ec != std::errc() || p != s.data() + s.size()) {
+    *bad = "--" + name + ": '" + s + "' is not a number";
+    return false;
+  }
+  return true;
+}
+
+int Main(int argc, char** argv) {
+  if (argc < 2) return UsageError("no command");
+  const std::string command = argv[1];
+  if (command == "help" || command == "--help" || command == "-h") {
+    std::cout << kUsage;
+    return 0;
+  }
+  Flags flags = ParseFlags(argc, argv, 2);
+  if (!flags.error.empty()) return UsageError(flags.error);
+  std::string bad;
+
+  if (command == "process") {
+    if (!Known(flags, {"config", "input", "output"}, &bad)) return UsageError(bad);
+    if (!flags.values.contains("input")) return UsageError("--input is required");
+    if (!flags.values.contains("output")) return UsageError("--output is required");
+    absl::StatusOr<AppConfig> config = ConfigFrom(flags, true);
+    if (!config.ok()) return Fail(config.status());
+    const std::string& input_path = flags.values["input"];
+    std::ifstream file;
+    std::istream* input = &std::cin;
+    if (input_path != "-") {
+      file.open(input_path);
+      if (!file) return Fail(absl::NotFoundError("cannot open input " + input_path));
+      input = &file;
+    }
+    absl::StatusOr<ProcessResult> result = RunProcess(*config, *input, flags.values["output"]);
+    if (!result.ok()) return Fail(result.status());
+    std::cout << FormatProcessSummary(*config, *result);
+    return 0;
+  }
+  if (command == "describe") {
+    if (!Known(flags, {"config"}, &bad)) return UsageError(bad);
+    absl::StatusOr<AppConfig> config = ConfigFrom(flags, true);
+    if (!config.ok()) return Fail(config.status());
+    absl::StatusOr<Topology> topology = BuildMetricsTopology(config->pipeline);
+    if (!topology.ok()) return Fail(topology.status());
+    std::cout << topology->Describe();
+    return 0;
+  }
+  if (command == "loadgen") {
+    if (!Known(flags, {"output", "count", "rate", "seed", "invalid", "duplicates", "late"}, &bad)) {
+      return UsageError(bad);
+    }
+    if (!flags.values.contains("output")) return UsageError("--output is required");
+    GeneratorOptions gen;
+    uint64_t count = 100'000;
+    if (!NumberFlag(flags, "count", &count, &bad) ||
+        !NumberFlag(flags, "rate", &gen.events_per_second, &bad) ||
+        !NumberFlag(flags, "seed", &gen.seed, &bad) ||
+        !NumberFlag(flags, "invalid", &gen.invalid_fraction, &bad) ||
+        !NumberFlag(flags, "duplicates", &gen.duplicate_fraction, &bad) ||
+        !NumberFlag(flags, "late", &gen.late_fraction, &bad)) {
+      return UsageError(bad);
+    }
+    if (!(gen.events_per_second > 0)) return UsageError("--rate must be > 0");
+    std::ofstream file;
+    std::ostream* out = &std::cout;
+    if (flags.values["output"] != "-") {
+      file.open(flags.values["output"], std::ios::trunc);
+      if (!file) return Fail(absl::UnavailableError("cannot write " + flags.values["output"]));
+      out = &file;
+    }
+    EventGenerator generator(gen);
+    std::string line;
+    for (uint64_t i = 0; i < count; ++i) {
+      line.clear();
+      generator.Next(&line);
+      line.push_back('\n');
+      out->write(line.data(), static_cast<std::streamsize>(line.size()));
+    }
+    out->flush();
+    if (!*out) return Fail(absl::UnavailableError("writing events failed"));
+    return 0;
+  }
+  if (command == "demo") {
+    if (!Known(flags, {"config", "events", "rate"}, &bad)) return UsageError(bad);
+    DemoOptions options;
+    if (!NumberFlag(flags, "events", &options.events, &bad) ||
+        !NumberFlag(flags, "rate", &options.events_per_second, &bad)) {
+      return UsageError(bad);
+    }
+    if (!(options.events_per_second > 0)) return UsageError("--rate must be > 0");
+    absl::StatusOr<AppConfig> config = ConfigFrom(flags, false);
+    if (!config.ok()) return Fail(config.status());
+    if (absl::Status s = RunDemo(*config, options, std::cout); !s.ok()) return Fail(s);
+    return 0;
+  }
+  return UsageError("unknown command '" + command + "'");
+}
+
+}  // namespace
+}  // namespace streammetrics
+
+int main(int argc, char** argv) { return streammetrics::Main(argc, argv); }

@@ -1,0 +1,62 @@
+// dedupe: drops an event whose eventId was already seen within `within_ms` of stream
+// time (reference/003's idempotency). The dedupe operator keeps its own stream time:
+// the largest timestamp of the events it has been given.
+//
+// State: the 128-bit hash of each id (operators/hash.h) with the stream time at which it
+// was first seen. Ids expire in first-seen order once stream time passes first-seen +
+// within. The hot set lives in memory; each commit writes the ids added and removed
+// since the last commit to the operator's KeyValueStore (key: 16 hash bytes, value:
+// 8-byte first-seen time), so a durable store can restore it.
+#ifndef STREAMMETRICS_OPERATORS_DEDUPE_H_
+#define STREAMMETRICS_OPERATORS_DEDUPE_H_
+
+#include <cstdint>
+#include <deque>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "operators/hash.h"
+#include "operators/metric_event.h"
+#include "operators/processor.h"
+#include "statestore/key_value_store.h"
+
+namespace streammetrics {
+
+struct DedupeOptions {
+  // Default: 10 minutes.
+  int64_t within_ms = 10 * 60 * 1000;
+};
+
+class DedupeProcessor final : public Transformer<MetricEvent, MetricEvent> {
+ public:
+  DedupeProcessor(DedupeOptions options, std::string store_name)
+      : options_(options), store_name_(std::move(store_name)) {}
+
+  absl::Status Init(ProcessorContext* context) override;
+  absl::Status Process(const Record<MetricEvent>& record) override;
+  absl::Status Flush() override;
+
+  size_t live_ids() const { return seen_.size(); }
+
+ private:
+  struct Entry {
+    Hash128 id;
+    int64_t first_seen;
+  };
+  void Expire();
+
+  DedupeOptions options_;
+  std::string store_name_;
+  KeyValueStore* store_ = nullptr;
+  int64_t stream_time_ = INT64_MIN;
+  absl::flat_hash_map<Hash128, int64_t> seen_;
+  std::deque<Entry> order_;        // first-seen order, for expiry
+  std::vector<Entry> added_;       // since the last flush
+  std::vector<Hash128> removed_;   // since the last flush
+  std::string key_buf_;
+};
+
+}  // namespace streammetrics
+
+#endif  // STREAMMETRICS_OPERATORS_DEDUPE_H_

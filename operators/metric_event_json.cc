@@ -1,0 +1,994 @@
+// JSON decoding and encoding of MetricEvent (simdjson On-Demand), and
+// NewMetricEventDecoder. See metric_event_codec.h.
+//
+// Accepted document: one JSON object whose members are the event fields in either
+// spelling (reference/001 camelCase or reference/002 snake_case); unknown members are
+// ignored (but still validated as JSON); null means absent; a member given twice, in
+// either spelling, is an error. `timestamp` is epoch milliseconds (JSON integer), epoch
+// seconds with a fraction (JSON number with '.'/exponent, as Jackson writes an Instant),
+// or an RFC 3339 string.
+#include <simdjson.h>
+
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+#include "operators/metric_event.h"
+#include "operators/metric_event_codec.h"
+
+namespace streammetrics {
+namespace {
+
+namespace od = simdjson::ondemand;
+
+// Unknown members may hold nested values; they are walked to validate them, to at most
+// this depth (simdjson's On-Demand API does not validate what it skips).
+constexpr int kMaxUnknownDepth = 64;
+// Buffers start at this size so that the first few documents do not each grow them.
+constexpr size_t kInitialCapacity = 16 * 1024;
+// Timestamps are limited to the years 0001..9999 (UTC), the range RFC 3339 can write.
+constexpr int64_t kMinTimestampMs = -62135596800000;   // 0001-01-01T00:00:00Z
+constexpr int64_t kMaxTimestampMs = 253402300799999;   // 9999-12-31T23:59:59.999Z
+// Error messages quote at most this many bytes of an offending value or key.
+constexpr size_t kMaxQuotedBytes = 64;
+
+// Debian's abseil has its own absl::string_view (not an alias of std::string_view).
+absl::string_view Sv(std::string_view s) { return absl::string_view(s.data(), s.size()); }
+
+// ---------------------------------------------------------------------------------
+// Error helpers (only on the error path, so they may allocate).
+
+// Appends `s` to *out in double quotes, C-escaped and truncated, for error messages.
+void AppendQuoted(std::string_view s, std::string* out) {
+  const bool truncated = s.size() > kMaxQuotedBytes;
+  if (truncated) s = s.substr(0, kMaxQuotedBytes);
+  absl::StrAppend(out, "\"", absl::CHexEscape(Sv(s)), truncated ? "...\"" : "\"");
+}
+
+// A member name as it appears in error messages; plain names are shown as-is.
+std::string DisplayName(std::string_view name) {
+  bool plain = !name.empty() && name.size() <= kMaxQuotedBytes;
+  for (char c : name) {
+    if (!(absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' ||
+          c == '.')) {
+      plain = false;
+      break;
+    }
+  }
+  if (plain) return std::string(name);
+  std::string out;
+  AppendQuoted(name, &out);
+  return out;
+}
+
+std::string MemberPath(std::string_view map_name, std::string_view key) {
+  return absl::StrCat(Sv(map_name), ".", DisplayName(key));
+}
+
+absl::Status FieldError(std::string_view name, std::string_view message) {
+  return absl::InvalidArgumentError(absl::StrCat(Sv(name), ": ", Sv(message)));
+}
+
+absl::Status FieldJsonError(std::string_view name, simdjson::error_code error) {
+  return absl::InvalidArgumentError(
+      absl::StrCat(Sv(name), ": invalid JSON (", simdjson::error_message(error), ")"));
+}
+
+absl::Status JsonError(simdjson::error_code error) {
+  return absl::InvalidArgumentError(
+      absl::StrCat("invalid JSON: ", simdjson::error_message(error)));
+}
+
+std::string_view TypeName(od::json_type type) {
+  switch (type) {
+    case od::json_type::object:
+      return "object";
+    case od::json_type::array:
+      return "array";
+    case od::json_type::number:
+      return "number";
+    case od::json_type::string:
+      return "string";
+    case od::json_type::boolean:
+      return "boolean";
+    case od::json_type::null:
+      return "null";
+  }
+  return "unknown";
+}
+
+absl::Status TypeError(std::string_view name, std::string_view expected, od::json_type got) {
+  return FieldError(name, absl::StrCat("expected ", Sv(expected), ", got ", Sv(TypeName(got))));
+}
+
+// Length of the well-formed UTF-8 sequence (no overlong forms, no surrogates, nothing
+// above U+10FFFF) that starts with the non-ASCII byte p[0], or 0 if there is none.
+size_t Utf8SequenceLength(const unsigned char* p, size_t avail) {
+  const unsigned char c = p[0];
+  size_t len;
+  unsigned char lo = 0x80, hi = 0xBF;  // allowed range of the second byte
+  if (c >= 0xC2 && c <= 0xDF) {
+    len = 2;
+  } else if (c >= 0xE0 && c <= 0xEF) {
+    len = 3;
+    if (c == 0xE0) lo = 0xA0;
+    if (c == 0xED) hi = 0x9F;
+  } else if (c >= 0xF0 && c <= 0xF4) {
+    len = 4;
+    if (c == 0xF0) lo = 0x90;
+    if (c == 0xF4) hi = 0x8F;
+  } else {
+    return 0;
+  }
+  if (len > avail || p[1] < lo || p[1] > hi) return 0;
+  for (size_t k = 2; k < len; ++k) {
+    if (p[k] < 0x80 || p[k] > 0xBF) return 0;
+  }
+  return len;
+}
+
+// Offset of the first byte of `s` that is not part of well-formed UTF-8, or npos.
+size_t FindInvalidUtf8(std::string_view s) {
+  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
+  size_t i = 0;
+  while (i < s.size()) {
+    if (p[i] < 0x80) {
+      ++i;
+      continue;
+    }
+    const size_t len = Utf8SequenceLength(p + i, s.size() - i);
+    if (len == 0) return i;
+    i += len;
+  }
+  return std::string_view::npos;
+}
+
+// Names the member of `doc` whose key or value contains byte `pos` ("serviceId",
+// "tags.region"), by a lexical scan; empty when `pos` is not inside one. Used to
+// report invalid UTF-8, which simdjson detects for the whole document at once.
+std::string MemberPathAt(std::string_view doc, size_t pos, bool* in_key) {
+  struct Level {
+    bool is_object;
+    bool expect_key;
+    std::string_view key;
+  };
+  std::vector<Level> stack;
+  auto path = [&stack]() {
+    std::string out;
+    for (const Level& level : stack) {
+      if (!level.is_object || level.key.empty()) continue;
+      if (!out.empty()) out.push_back('.');
+      out += DisplayName(level.key);
+    }
+    return out;
+  };
+  *in_key = false;
+  size_t i = 0;
+  while (i < doc.size()) {
+    const char c = doc[i];
+    if (c == '"') {
+      size_t j = i + 1;
+      while (j < doc.size() && doc[j] != '"') j += doc[j] == '\\' ? 2 : 1;
+      const bool is_key = !stack.empty() && stack.back().is_object && stack.back().expect_key;
+      if (pos >= i && pos <= j) {
+        *in_key = is_key;
+        if (is_key) stack.back().key = {};
+        return path();
+      }
+      if (is_key) {
+        stack.back().key = doc.substr(i + 1, j - i - 1);
+        stack.back().expect_key = false;
+      }
+      i = j + 1;
+      continue;
+    }
+    if (i == pos) return path();
+    if (c == '{' || c == '[') {
+      stack.push_back(Level{c == '{', c == '{', {}});
+    } else if (c == '}' || c == ']') {
+      if (!stack.empty()) stack.pop_back();
+    } else if (c == ',' && !stack.empty() && stack.back().is_object) {
+      stack.back().expect_key = true;
+    }
+    ++i;
+  }
+  return {};
+}
+
+absl::Status Utf8Error(std::string_view doc) {
+  const size_t bad = FindInvalidUtf8(doc);
+  if (bad == std::string_view::npos) return absl::InvalidArgumentError("invalid UTF-8");
+  bool in_key = false;
+  const std::string member = MemberPathAt(doc, bad, &in_key);
+  if (member.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(in_key ? "invalid UTF-8 in a key at byte " : "invalid UTF-8 at byte ",
+                     bad));
+  }
+  return FieldError(member, in_key ? "invalid UTF-8 in a key" : "invalid UTF-8 in a string");
+}
+
+// ---------------------------------------------------------------------------------
+// Numbers and times.
+
+std::string_view TrimTrailingSpace(std::string_view s) {
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\n' ||
+                        s.back() == '\r')) {
+    s.remove_suffix(1);
+  }
+  return s;
+}
+
+bool IsDigit(char c) { return c >= '0' && c <= '9'; }
+
+// Full match of RFC 8259's number grammar.
+bool IsJsonNumber(std::string_view s) {
+  size_t i = 0;
+  const size_t n = s.size();
+  if (i < n && s[i] == '-') ++i;
+  if (i == n) return false;
+  if (s[i] == '0') {
+    ++i;
+  } else if (s[i] >= '1' && s[i] <= '9') {
+    while (i < n && IsDigit(s[i])) ++i;
+  } else {
+    return false;
+  }
+  if (i < n && s[i] == '.') {
+    ++i;
+    if (i == n || !IsDigit(s[i])) return false;
+    while (i < n && IsDigit(s[i])) ++i;
+  }
+  if (i < n && (s[i] == 'e' || s[i] == 'E')) {
+    ++i;
+    if (i < n && (s[i] == '+' || s[i] == '-')) ++i;
+    if (i == n || !IsDigit(s[i])) return false;
+    while (i < n && IsDigit(s[i])) ++i;
+  }
+  return i == n;
+}
+
+enum class TimeParse { kOk, kMalformed, kOutOfRange };
+
+// A JSON number token as a timestamp: an integer is epoch milliseconds; a number with
+// a fraction or exponent is epoch seconds. The decimal text is converted exactly (no
+// binary floating point); digits below the millisecond are truncated toward negative
+// infinity, as Java's Instant.toEpochMilli does.
+TimeParse ParseTimestampNumber(std::string_view s, int64_t* ms) {
+  if (!IsJsonNumber(s)) return TimeParse::kMalformed;
+  const bool negative = s.front() == '-';
+  if (negative) s.remove_prefix(1);
+  // s = int_digits [ '.' frac_digits ] [ e|E [sign] exp_digits ]
+  const size_t int_end = s.find_first_of(".eE");
+  const bool seconds = int_end != std::string_view::npos;
+  std::string_view int_digits = s.substr(0, int_end);
+  std::string_view frac_digits;
+  int64_t exponent = 0;
+  if (seconds) {
+    size_t i = int_end;
+    if (s[i] == '.') {
+      const size_t frac_end = s.find_first_of("eE", i + 1);
+      frac_digits = s.substr(i + 1, frac_end == std::string_view::npos ? std::string_view::npos
+                                                                       : frac_end - i - 1);
+      i = frac_end;
+    }
+    if (i != std::string_view::npos) {  // exponent
+      ++i;
+      bool exp_negative = false;
+      if (s[i] == '+' || s[i] == '-') exp_negative = s[i++] == '-';
+      for (; i < s.size(); ++i) {
+        if (exponent < 1000000) exponent = exponent * 10 + (s[i] - '0');  // saturate
+      }
+      if (exp_negative) exponent = -exponent;
+    }
+  }
+  // The digit string D = int_digits + frac_digits, with the millisecond point after
+  // `point` digits of D (point may be <= 0 or beyond D's end).
+  int64_t point = static_cast<int64_t>(int_digits.size()) + exponent + (seconds ? 3 : 0);
+  auto digit_at = [&](size_t k) {
+    return k < int_digits.size() ? int_digits[k] : frac_digits[k - int_digits.size()];
+  };
+  const size_t total = int_digits.size() + frac_digits.size();
+  size_t first = 0;  // skip leading zeros
+  while (first < total && digit_at(first) == '0') {
+    ++first;
+    --point;
+  }
+  int64_t whole = 0;
+  bool remainder = false;
+  if (first < total) {
+    if (point > 16) return TimeParse::kOutOfRange;  // >= 10^16 ms
+    for (int64_t k = 0; k < point; ++k) {
+      const size_t idx = first + static_cast<size_t>(k);
+      whole = whole * 10 + (idx < total ? digit_at(idx) - '0' : 0);
+    }
+    for (size_t idx = first + static_cast<size_t>(std::max<int64_t>(point, 0)); idx < total;
+         ++idx) {
+      if (digit_at(idx) != '0') {
+        remainder = true;
+        break;
+      }
+    }
+  }
+  if (negative) whole = -whole - (remainder ? 1 : 0);
+  if (whole < kMinTimestampMs || whole > kMaxTimestampMs) return TimeParse::kOutOfRange;
+  *ms = whole;
+  return TimeParse::kOk;
+}
+
+// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's days_from_civil).
+constexpr int64_t DaysFromCivil(int64_t y, unsigned m, unsigned d) {
+  y -= m <= 2;
+  const int64_t era = (y >= 0 ? y : y - 399) / 400;
+  const unsigned yoe = static_cast<unsigned>(y - era * 400);
+  const unsigned doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
+  const unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+  return era * 146097 + static_cast<int64_t>(doe) - 719468;
+}
+static_assert(DaysFromCivil(1970, 1, 1) == 0);
+static_assert(DaysFromCivil(1, 1, 1) * 86400000 == kMinTimestampMs);
+
+unsigned DaysInMonth(int64_t year, unsigned month) {
+  static constexpr unsigned kDays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+  if (month == 2 && year % 4 == 0 && (year % 100 != 0 || year % 400 == 0)) return 29;
+  return kDays[month - 1];
+}
+
+// Reads `count` decimal digits at s[*pos]; false when they are not all digits.
+bool ReadDigits(std::string_view s, size_t* pos, size_t count, unsigned* out) {
+  if (*pos + count > s.size()) return false;
+  unsigned v = 0;
+  for (size_t k = 0; k < count; ++k) {
+    const char c = s[*pos + k];
+    if (!IsDigit(c)) return false;
+    v = v * 10 + static_cast<unsigned>(c - '0');
+  }
+  *pos += count;
+  *out = v;
+  return true;
+}
+
+bool Expect(std::string_view s, size_t* pos, char c) {
+  if (*pos >= s.size() || s[*pos] != c) return false;
+  ++*pos;
+  return true;
+}
+
+// Strict RFC 3339 date-time: YYYY-MM-DDTHH:MM:SS[.1-9 digits](Z|+hh:mm|-hh:mm), with
+// 't'/'z' also accepted. No leap second (":60"). Fraction below 1 ms is truncated.
+TimeParse ParseRfc3339(std::string_view s, int64_t* ms) {
+  size_t pos = 0;
+  unsigned year, month, day, hour, minute, second;
+  if (!ReadDigits(s, &pos, 4, &year) || !Expect(s, &pos, '-') ||
+      !ReadDigits(s, &pos, 2, &month) || !Expect(s, &pos, '-') ||
+      !ReadDigits(s, &pos, 2, &day)) {
+    return TimeParse::kMalformed;
+  }
+  if (pos >= s.size() || (s[pos] != 'T' && s[pos] != 't')) return TimeParse::kMalformed;
+  ++pos;
+  if (!ReadDigits(s, &pos, 2, &hour) || !Expect(s, &pos, ':') ||
+      !ReadDigits(s, &pos, 2, &minute) || !Expect(s, &pos, ':') ||
+      !ReadDigits(s, &pos, 2, &second)) {
+    return TimeParse::kMalformed;
+  }
+  if (month < 1 || month > 12 || day < 1 || day > DaysInMonth(year, month) || hour > 23 ||
+      minute > 59 || second > 59) {
+    return TimeParse::kMalformed;
+  }
+  int64_t millis = 0;
+  if (pos < s.size() && s[pos] == '.') {
+    ++pos;
+    size_t digits = 0;
+    while (pos < s.size() && IsDigit(s[pos])) {
+      if (digits < 3) millis = millis * 10 + (s[pos] - '0');
+      ++digits;
+      ++pos;
+    }
+    if (digits == 0 || digits > 9) return TimeParse::kMalformed;
+    for (; digits < 3; ++digits) millis *= 10;
+  }
+  int64_t offset_seconds = 0;
+  if (pos < s.size() && (s[pos] == 'Z' || s[pos] == 'z')) {
+    ++pos;
+  } else if (pos < s.size() && (s[pos] == '+' || s[pos] == '-')) {
+    const bool minus = s[pos] == '-';
+    ++pos;
+    unsigned off_hour, off_minute;
+    if (!ReadDigits(s, &pos, 2, &off_hour) || !Expect(s, &pos, ':') ||
+        !ReadDigits(s, &pos, 2, &off_minute) || off_hour > 23 || off_minute > 59) {
+      return TimeParse::kMalformed;
+    }
+    offset_seconds = (minus ? -1 : 1) * static_cast<int64_t>(off_hour * 3600 + off_minute * 60);
+  } else {
+    return TimeParse::kMalformed;
+  }
+  if (pos != s.size()) return TimeParse::kMalformed;
+  const int64_t seconds = DaysFromCivil(year, month, day) * 86400 + hour * 3600 +
+                          minute * 60 + second - offset_seconds;
+  const int64_t result = seconds * 1000 + millis;
+  if (result < kMinTimestampMs || result > kMaxTimestampMs) return TimeParse::kOutOfRange;
+  *ms = result;
+  return TimeParse::kOk;
+}
+
+// ---------------------------------------------------------------------------------
+// The decoder.
+
+enum Field : uint8_t {
+  kEventId,
+  kTimestamp,
+  kServiceId,
+  kInstanceId,
+  kMetricType,
+  kMetricName,
+  kValue,
+  kUnit,
+  kTags,
+  kMetadata,
+  kUnknown,
+};
+
+Field LookupField(std::string_view key) {
+  switch (key.size()) {
+    case 4:
+      if (key == "unit") return kUnit;
+      if (key == "tags") return kTags;
+      break;
+    case 5:
+      if (key == "value") return kValue;
+      break;
+    case 7:
+      if (key == "eventId") return kEventId;
+      break;
+    case 8:
+      if (key == "event_id") return kEventId;
+      if (key == "metadata") return kMetadata;
+      break;
+    case 9:
+      if (key == "serviceId") return kServiceId;
+      if (key == "timestamp") return kTimestamp;
+      break;
+    case 10:
+      if (key == "service_id") return kServiceId;
+      if (key == "instanceId") return kInstanceId;
+      if (key == "metricType") return kMetricType;
+      if (key == "metricName") return kMetricName;
+      break;
+    case 11:
+      if (key == "instance_id") return kInstanceId;
+      if (key == "metric_type") return kMetricType;
+      if (key == "metric_name") return kMetricName;
+      break;
+    default:
+      break;
+  }
+  return kUnknown;
+}
+
+// A `null` token must be exactly that literal (type() only peeks at the first byte).
+absl::Status CheckNull(od::value& value, std::string_view name) {
+  bool is_null = false;
+  if (value.is_null().get(is_null) != simdjson::SUCCESS || !is_null) {
+    return FieldError(name, "invalid literal");
+  }
+  return absl::OkStatus();
+}
+
+// A value whose first byte starts no JSON value (type() failed), e.g. NaN or Infinity.
+absl::Status InvalidToken(od::value& value, std::string_view name, std::string_view expected) {
+  const std::string_view token = TrimTrailingSpace(value.raw_json_token());
+  std::string message = absl::StrCat("expected ", Sv(expected), ", got ");
+  AppendQuoted(token, &message);
+  std::string_view unsigned_token = token;
+  if (!token.empty() && (token[0] == '-' || token[0] == '+')) unsigned_token.remove_prefix(1);
+  if (!unsigned_token.empty() && (unsigned_token[0] == 'N' || unsigned_token[0] == 'I' ||
+                                  unsigned_token[0] == 'i')) {
+    message += " (JSON has no NaN or Infinity)";
+  }
+  return FieldError(name, message);
+}
+
+absl::Status ReadString(od::value& value, od::json_type type, std::string_view name,
+                        std::string_view* out) {
+  if (type != od::json_type::string) return TypeError(name, "a string", type);
+  if (auto error = value.get_string().get(*out)) return FieldJsonError(name, error);
+  return absl::OkStatus();
+}
+
+// The raw text of a number token, validated against the JSON grammar.
+absl::Status ReadNumberText(od::value& value, std::string_view name, std::string_view* out) {
+  *out = TrimTrailingSpace(value.raw_json_token());
+  if (!IsJsonNumber(*out)) return FieldError(name, "malformed number");
+  return absl::OkStatus();
+}
+
+// Walks a value nobody reads, so that malformed JSON inside it is still an error.
+absl::Status ValidateValue(od::value& value, std::string_view name, int depth) {
+  od::json_type type;
+  if (value.type().get(type) != simdjson::SUCCESS) return InvalidToken(value, name, "a value");
+  switch (type) {
+    case od::json_type::object: {
+      if (depth >= kMaxUnknownDepth) {
+        return FieldError(name, absl::StrCat("nested deeper than ", kMaxUnknownDepth));
+      }
+      od::object object;
+      if (auto error = value.get_object().get(object)) return FieldJsonError(name, error);
+      for (auto field_result : object) {
+        od::field field;
+        if (auto error = std::move(field_result).get(field)) return FieldJsonError(name, error);
+        std::string_view key;
+        if (auto error = field.unescaped_key().get(key)) return FieldJsonError(name, error);
+        if (auto status = ValidateValue(field.value(), name, depth + 1); !status.ok()) {
+          return status;
+        }
+      }
+      return absl::OkStatus();
+    }
+    case od::json_type::array: {
+      if (depth >= kMaxUnknownDepth) {
+        return FieldError(name, absl::StrCat("nested deeper than ", kMaxUnknownDepth));
+      }
+      od::array array;
+      if (auto error = value.get_array().get(array)) return FieldJsonError(name, error);
+      for (auto element_result : array) {
+        od::value element;
+        if (auto error = std::move(element_result).get(element)) {
+          return FieldJsonError(name, error);
+        }
+        if (auto status = ValidateValue(element, name, depth + 1); !status.ok()) return status;
+      }
+      return absl::OkStatus();
+    }
+    case od::json_type::string: {
+      std::string_view ignored;
+      if (auto error = value.get_string().get(ignored)) return FieldJsonError(name, error);
+      return absl::OkStatus();
+    }
+    case od::json_type::number: {
+      std::string_view ignored;
+      return ReadNumberText(value, name, &ignored);
+    }
+    case od::json_type::boolean: {
+      bool ignored;
+      if (value.get_bool().get(ignored)) return FieldError(name, "invalid literal");
+      return absl::OkStatus();
+    }
+    case od::json_type::null:
+      return CheckNull(value, name);
+  }
+  return FieldError(name, "unexpected JSON value");
+}
+
+// tags / metadata: an object of string, number or boolean values (numbers and booleans
+// are kept as their JSON text; null values are skipped).
+absl::Status DecodeStringMap(od::value& value, od::json_type type, std::string_view name,
+                             TagList* out) {
+  if (type != od::json_type::object) return TypeError(name, "an object", type);
+  od::object object;
+  if (auto error = value.get_object().get(object)) return FieldJsonError(name, error);
+  for (auto field_result : object) {
+    od::field field;
+    if (auto error = std::move(field_result).get(field)) return FieldJsonError(name, error);
+    std::string_view key;
+    if (auto error = field.unescaped_key().get(key)) return FieldJsonError(name, error);
+    od::value& item = field.value();
+    od::json_type item_type;
+    if (item.type().get(item_type) != simdjson::SUCCESS) {
+      return InvalidToken(item, MemberPath(name, key), "a string, number or boolean");
+    }
+    std::string_view text;
+    switch (item_type) {
+      case od::json_type::string:
+        if (auto error = item.get_string().get(text)) {
+          return FieldJsonError(MemberPath(name, key), error);
+        }
+        break;
+      case od::json_type::number:
+        if (auto status = ReadNumberText(item, MemberPath(name, key), &text); !status.ok()) {
+          return status;
+        }
+        break;
+      case od::json_type::boolean: {
+        bool b;
+        if (item.get_bool().get(b)) return FieldError(MemberPath(name, key), "invalid literal");
+        text = b ? "true" : "false";
+        break;
+      }
+      case od::json_type::null:
+        if (auto status = CheckNull(item, MemberPath(name, key)); !status.ok()) return status;
+        continue;
+      default:
+        return TypeError(MemberPath(name, key), "a string, number or boolean", item_type);
+    }
+    if (out->Find(key).has_value()) {
+      std::string message = "duplicate key ";
+      AppendQuoted(key, &message);
+      return FieldError(name, message);
+    }
+    if (!out->Add(key, text)) {
+      return FieldError(name, absl::StrCat("more than ", TagList::kCapacity, " entries"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status DecodeTimestamp(od::value& value, od::json_type type, std::string_view name,
+                             MetricEvent* event) {
+  TimeParse result;
+  if (type == od::json_type::number) {
+    std::string_view text = TrimTrailingSpace(value.raw_json_token());
+    result = ParseTimestampNumber(text, &event->timestamp_ms);
+    if (result == TimeParse::kMalformed) return FieldError(name, "malformed number");
+  } else if (type == od::json_type::string) {
+    std::string_view text;
+    if (auto error = value.get_string().get(text)) return FieldJsonError(name, error);
+    result = ParseRfc3339(text, &event->timestamp_ms);
+    if (result == TimeParse::kMalformed) {
+      std::string message = "expected an ISO-8601 date-time like 2024-02-07T01:00:00.123Z, got ";
+      AppendQuoted(text, &message);
+      return FieldError(name, message);
+    }
+  } else {
+    return TypeError(name, "a number (epoch ms or s.fraction) or an ISO-8601 string", type);
+  }
+  if (result == TimeParse::kOutOfRange) {
+    return FieldError(name, "out of range (years 0001 to 9999)");
+  }
+  event->has_timestamp = true;
+  return absl::OkStatus();
+}
+
+absl::Status DecodeValue(od::value& value, od::json_type type, std::string_view name,
+                         MetricEvent* event) {
+  if (type != od::json_type::number) return TypeError(name, "a number", type);
+  double d;
+  if (value.get_double().get(d) != simdjson::SUCCESS) {
+    const std::string_view text = TrimTrailingSpace(value.raw_json_token());
+    if (IsJsonNumber(text)) {
+      std::string message = "number out of range: ";
+      AppendQuoted(text, &message);
+      return FieldError(name, message);
+    }
+    return FieldError(name, "malformed number");
+  }
+  if (!std::isfinite(d)) return FieldError(name, "number out of range");
+  event->value = d;
+  event->has_value = true;
+  return absl::OkStatus();
+}
+
+absl::Status DecodeMember(Field field, std::string_view name, od::value& value,
+                          od::json_type type, MetricEvent* event) {
+  switch (field) {
+    case kEventId:
+      event->has_event_id = true;
+      return ReadString(value, type, name, &event->event_id);
+    case kServiceId:
+      event->has_service_id = true;
+      return ReadString(value, type, name, &event->service_id);
+    case kInstanceId:
+      event->has_instance_id = true;
+      return ReadString(value, type, name, &event->instance_id);
+    case kMetricName:
+      event->has_metric_name = true;
+      return ReadString(value, type, name, &event->metric_name);
+    case kUnit:
+      return ReadString(value, type, name, &event->unit);
+    case kMetricType: {
+      std::string_view text;
+      if (auto status = ReadString(value, type, name, &text); !status.ok()) return status;
+      const std::optional<MetricType> metric_type = ParseMetricType(text);
+      if (!metric_type.has_value()) {
+        std::string message = "unknown value ";
+        AppendQuoted(text, &message);
+        return FieldError(name, message);
+      }
+      event->metric_type = *metric_type;
+      event->has_metric_type = true;
+      return absl::OkStatus();
+    }
+    case kTimestamp:
+      return DecodeTimestamp(value, type, name, event);
+    case kValue:
+      return DecodeValue(value, type, name, event);
+    case kTags:
+      return DecodeStringMap(value, type, name, &event->tags);
+    case kMetadata:
+      return DecodeStringMap(value, type, name, &event->metadata);
+    case kUnknown:
+      break;
+  }
+  return absl::InternalError("unhandled field");
+}
+
+class JsonMetricEventDecoder final : public MetricEventDecoder {
+ public:
+  explicit JsonMetricEventDecoder(DecodeLimits limits) : limits_(limits) {
+    // Failure here is not fatal: Decode() allocates again when it needs to.
+    [[maybe_unused]] simdjson::error_code ignored = parser_.allocate(kInitialCapacity);
+  }
+
+  absl::Status Decode(std::string_view bytes, MetricEvent* event) override {
+    event->Clear();
+    absl::Status status = DecodeDocument(bytes, event);
+    if (!status.ok()) event->Clear();
+    return status;
+  }
+
+ private:
+  absl::Status DecodeDocument(std::string_view bytes, MetricEvent* event) {
+    if (bytes.size() > limits_.max_document_bytes) {
+      return absl::InvalidArgumentError(absl::StrCat("document too large: ", bytes.size(),
+                                                     " bytes (limit ",
+                                                     limits_.max_document_bytes, ")"));
+    }
+    if (bytes.size() + simdjson::SIMDJSON_PADDING > capacity_) {
+      size_t capacity = std::max(capacity_, kInitialCapacity);
+      while (capacity < bytes.size() + simdjson::SIMDJSON_PADDING) capacity *= 2;
+      buffer_ = std::make_unique_for_overwrite<char[]>(capacity);
+      capacity_ = capacity;
+    }
+    if (bytes.size() > parser_.capacity()) {
+      // Grow geometrically rather than to each new largest size.
+      size_t capacity = std::max(parser_.capacity(), kInitialCapacity);
+      while (capacity < bytes.size()) capacity *= 2;
+      if (auto error = parser_.allocate(capacity)) return JsonError(error);
+    }
+    // RFC 8259 section 8.1: a parser MAY ignore a leading byte order mark.
+    if (bytes.size() >= 3 && bytes.substr(0, 3) == "\xEF\xBB\xBF") bytes.remove_prefix(3);
+    if (!bytes.empty()) std::memcpy(buffer_.get(), bytes.data(), bytes.size());
+    std::memset(buffer_.get() + bytes.size(), 0, simdjson::SIMDJSON_PADDING);
+
+    od::document doc;
+    if (auto error = parser_.iterate(buffer_.get(), bytes.size(), capacity_).get(doc)) {
+      if (error == simdjson::UTF8_ERROR) return Utf8Error(bytes);
+      return JsonError(error);
+    }
+    od::json_type type;
+    if (auto error = doc.type().get(type)) return JsonError(error);
+    if (type != od::json_type::object) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("expected a JSON object at the top level, got ", Sv(TypeName(type))));
+    }
+    od::object object;
+    if (auto error = doc.get_object().get(object)) {
+      if (error == simdjson::INCOMPLETE_ARRAY_OR_OBJECT) {
+        return absl::InvalidArgumentError(
+            "invalid JSON: the document does not end with the top-level object's closing "
+            "brace (truncated, or trailing content)");
+      }
+      return JsonError(error);
+    }
+    if (auto status = DecodeMembers(object, event); !status.ok()) return status;
+    // On-Demand stops after the object's closing brace: anything after it is an error.
+    auto location = doc.current_location();
+    if (location.error() != simdjson::OUT_OF_BOUNDS) {
+      return absl::InvalidArgumentError("invalid JSON: trailing content after the object");
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status DecodeMembers(od::object& object, MetricEvent* event) {
+    uint32_t seen = 0;
+    std::string_view previous_key;  // for errors between members
+    for (auto field_result : object) {
+      od::field field;
+      std::string_view key;
+      simdjson::error_code error = std::move(field_result).get(field);
+      if (!error) error = field.unescaped_key().get(key);
+      if (error) {
+        if (previous_key.data() == nullptr) return JsonError(error);
+        return absl::InvalidArgumentError(absl::StrCat("invalid JSON after member ",
+                                                       DisplayName(previous_key), ": ",
+                                                       simdjson::error_message(error)));
+      }
+      previous_key = key;
+      const Field which = LookupField(key);
+      od::value& value = field.value();
+      if (which == kUnknown) {
+        // Forward compatibility: ignored, but it must still be valid JSON.
+        if (auto status = ValidateValue(value, DisplayName(key), 0); !status.ok()) {
+          return status;
+        }
+        continue;
+      }
+      const uint32_t bit = uint32_t{1} << which;
+      if (seen & bit) {
+        return absl::InvalidArgumentError(absl::StrCat("duplicate field ", DisplayName(key)));
+      }
+      seen |= bit;
+      od::json_type type;
+      if (value.type().get(type) != simdjson::SUCCESS) {
+        return InvalidToken(value, DisplayName(key), which == kValue ? "a number" : "a value");
+      }
+      if (type == od::json_type::null) {  // null means absent
+        if (auto status = CheckNull(value, key); !status.ok()) return status;
+        continue;
+      }
+      if (auto status = DecodeMember(which, key, value, type, event); !status.ok()) {
+        return status;
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  const DecodeLimits limits_;
+  std::unique_ptr<char[]> buffer_;  // the input copy, with SIMDJSON_PADDING spare bytes
+  size_t capacity_ = 0;             // bytes allocated at buffer_
+  od::parser parser_;
+};
+
+// ---------------------------------------------------------------------------------
+// Encoding.
+
+void AppendDouble(double v, std::string* out) {
+  if (!std::isfinite(v)) {  // JSON has no NaN/Infinity; null decodes as "absent"
+    out->append("null");
+    return;
+  }
+  char buf[32];
+  const auto result = std::to_chars(buf, buf + sizeof(buf), v);  // shortest round trip
+  out->append(buf, result.ptr);
+}
+
+void AppendInt(int64_t v, std::string* out) {
+  char buf[24];
+  const auto result = std::to_chars(buf, buf + sizeof(buf), v);
+  out->append(buf, result.ptr);
+}
+
+void AppendStringMap(const TagList& map, std::string* out) {
+  out->push_back('{');
+  bool first = true;
+  for (const Tag& tag : map) {
+    if (!first) out->push_back(',');
+    first = false;
+    AppendJsonString(tag.key, out);
+    out->push_back(':');
+    AppendJsonString(tag.value, out);
+  }
+  out->push_back('}');
+}
+
+}  // namespace
+
+std::unique_ptr<MetricEventDecoder> NewJsonMetricEventDecoder(DecodeLimits limits) {
+  return std::make_unique<JsonMetricEventDecoder>(limits);
+}
+
+std::unique_ptr<MetricEventDecoder> NewMetricEventDecoder(EventFormat format,
+                                                         DecodeLimits limits) {
+  switch (format) {
+    case EventFormat::kJson:
+      return NewJsonMetricEventDecoder(limits);
+    case EventFormat::kProtobuf:
+      return NewProtobufMetricEventDecoder(limits);
+  }
+  return nullptr;
+}
+
+void AppendJsonString(std::string_view s, std::string* out) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  out->push_back('"');
+  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
+  const size_t n = s.size();
+  size_t run = 0;  // start of the pending run of bytes copied verbatim
+  size_t i = 0;
+  while (i < n) {
+    const unsigned char c = p[i];
+    if (c >= 0x20 && c != '"' && c != '\\' && c < 0x80) {
+      ++i;
+      continue;
+    }
+    if (c >= 0x80) {
+      // Keep well-formed UTF-8 as is; replace each invalid byte with U+FFFD (below) so
+      // the output is always valid JSON.
+      if (const size_t len = Utf8SequenceLength(p + i, n - i); len != 0) {
+        i += len;
+        continue;
+      }
+    }
+    out->append(s.data() + run, i - run);
+    switch (c) {
+      case '"':
+        out->append("\\\"");
+        break;
+      case '\\':
+        out->append("\\\\");
+        break;
+      case '\b':
+        out->append("\\b");
+        break;
+      case '\f':
+        out->append("\\f");
+        break;
+      case '\n':
+        out->append("\\n");
+        break;
+      case '\r':
+        out->append("\\r");
+        break;
+      case '\t':
+        out->append("\\t");
+        break;
+      default:
+        if (c < 0x20) {
+          const char escape[] = {'\\', 'u', '0', '0', kHex[c >> 4], kHex[c & 0xF]};
+          out->append(escape, sizeof(escape));
+        } else {
+          out->append("\\ufffd");
+        }
+        break;
+    }
+    ++i;
+    run = i;
+  }
+  out->append(s.data() + run, n - run);
+  out->push_back('"');
+}
+
+void AppendMetricEventJson(const MetricEvent& event, std::string* out) {
+  out->push_back('{');
+  bool first = true;
+  auto key = [&](std::string_view name) {
+    if (!first) out->push_back(',');
+    first = false;
+    out->push_back('"');
+    out->append(name);
+    out->append("\":");
+  };
+  if (event.has_event_id) {
+    key("eventId");
+    AppendJsonString(event.event_id, out);
+  }
+  if (event.has_timestamp) {
+    key("timestamp");
+    AppendInt(event.timestamp_ms, out);
+  }
+  if (event.has_service_id) {
+    key("serviceId");
+    AppendJsonString(event.service_id, out);
+  }
+  if (event.has_instance_id) {
+    key("instanceId");
+    AppendJsonString(event.instance_id, out);
+  }
+  if (event.has_metric_type) {
+    key("metricType");
+    AppendJsonString(MetricTypeName(event.metric_type), out);
+  }
+  if (event.has_metric_name) {
+    key("metricName");
+    AppendJsonString(event.metric_name, out);
+  }
+  if (event.has_value) {
+    key("value");
+    AppendDouble(event.value, out);
+  }
+  if (!event.unit.empty()) {
+    key("unit");
+    AppendJsonString(event.unit, out);
+  }
+  if (!event.tags.empty()) {
+    key("tags");
+    AppendStringMap(event.tags, out);
+  }
+  if (!event.metadata.empty()) {
+    key("metadata");
+    AppendStringMap(event.metadata, out);
+  }
+  out->push_back('}');
+}
+
+}  // namespace streammetrics

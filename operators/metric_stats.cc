@@ -1,0 +1,75 @@
+#include "operators/metric_stats.h"
+
+#include <cstring>
+
+namespace streammetrics {
+namespace {
+
+constexpr uint8_t kVersion = 1;
+constexpr size_t kHeaderBytes = 1 + 8 * 4;
+
+template <typename T>
+void AppendRaw(T v, std::string* out) {
+  char buf[sizeof(T)];
+  std::memcpy(buf, &v, sizeof(T));  // little-endian hosts only (x86-64, aarch64)
+  out->append(buf, sizeof(T));
+}
+
+template <typename T>
+T ReadRaw(const char* p) {
+  T v;
+  std::memcpy(&v, p, sizeof(T));
+  return v;
+}
+
+}  // namespace
+
+void MetricStats::Merge(const MetricStats& other) {
+  if (other.count_ == 0) return;
+  count_ += other.count_;
+  sum_ += other.sum_;
+  if (other.min_ < min_) min_ = other.min_;
+  if (other.max_ > max_) max_ = other.max_;
+  digest_.Merge(other.digest_);
+}
+
+void MetricStats::Reset() {
+  double compression = digest_.compression();
+  count_ = 0;
+  sum_ = 0;
+  min_ = std::numeric_limits<double>::infinity();
+  max_ = -std::numeric_limits<double>::infinity();
+  digest_ = TDigest(compression);
+}
+
+void MetricStats::AppendTo(std::string* out) const {
+  out->push_back(static_cast<char>(kVersion));
+  AppendRaw<uint64_t>(count_, out);
+  AppendRaw<double>(sum_, out);
+  AppendRaw<double>(min_, out);
+  AppendRaw<double>(max_, out);
+  digest_.AppendTo(out);
+}
+
+absl::StatusOr<MetricStats> MetricStats::Parse(std::string_view bytes) {
+  if (bytes.size() < kHeaderBytes) {
+    return absl::DataLossError("metric stats: truncated header");
+  }
+  if (static_cast<uint8_t>(bytes[0]) != kVersion) {
+    return absl::DataLossError("metric stats: unknown version " +
+                               std::to_string(static_cast<uint8_t>(bytes[0])));
+  }
+  absl::StatusOr<TDigest> digest = TDigest::Parse(bytes.substr(kHeaderBytes));
+  if (!digest.ok()) {
+    return absl::DataLossError("metric stats: " + std::string(digest.status().message()));
+  }
+  MetricStats stats(digest->compression());
+  stats.count_ = ReadRaw<uint64_t>(bytes.data() + 1);
+  stats.sum_ = ReadRaw<double>(bytes.data() + 9);
+  stats.min_ = ReadRaw<double>(bytes.data() + 17);
+  stats.max_ = ReadRaw<double>(bytes.data() + 25);
+  stats.digest_ = *std::move(digest);
+  return stats;
+}
+
+}  // namespace streammetrics

@@ -1,0 +1,19 @@
+#include "operators/processor.h"
+
+namespace streammetrics {
+
+std::string_view DeadLetterReasonName(DeadLetterReason reason) {
+  switch (reason) {
+    case DeadLetterReason::kDeserialization:
+      return "deserialization";
+    case DeadLetterReason::kValidation:
+      return "validation";
+    case DeadLetterReason::kLate:
+      return "late";
+    case DeadLetterReason::kProcessing:
+      return "processing";
+  }
+  return "processing";
+}
+
+}  // namespace streammetrics

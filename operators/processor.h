@@ -1,0 +1,189 @@
+// The processor API: records, processors and the context a task hands them.
+//
+// A topology is instantiated once per task (one input partition). Records flow through
+// it synchronously and depth-first: a processor's Forward() returns after every
+// downstream processor has handled the record. One task is driven by one thread, so
+// nothing here is thread-safe and nothing needs to be.
+//
+// Records carry a *mutable* value pointer: a processor may change the value in place
+// before forwarding it (enrich does), which saves a copy per hop. The change is seen by
+// everything that runs after it for this record, later siblings of a fan-out included.
+// Processors that keep anything past Process() must copy it: the value, its string
+// views and the key all die when the record is done.
+#ifndef STREAMMETRICS_OPERATORS_PROCESSOR_H_
+#define STREAMMETRICS_OPERATORS_PROCESSOR_H_
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "statestore/state_store.h"
+
+namespace streammetrics {
+
+template <typename V>
+struct Record {
+  std::string_view key;
+  V* value = nullptr;
+  // Event time in epoch milliseconds.
+  int64_t timestamp_ms = 0;
+};
+
+// Why a record went to the dead-letter topic (header dlq.reason).
+enum class DeadLetterReason { kDeserialization, kValidation, kLate, kProcessing };
+inline constexpr int kDeadLetterReasonCount = 4;
+std::string_view DeadLetterReasonName(DeadLetterReason reason);
+
+// Where the record being processed came from: the input record as read, unchanged.
+struct SourceRecord {
+  std::string_view topic;
+  int32_t partition = 0;
+  int64_t offset = -1;
+  // The input record's own (broker/producer) timestamp, not the event time.
+  int64_t timestamp_ms = 0;
+  std::string_view key;
+  std::string_view value;
+};
+
+// Counters a task keeps; processors add to them. Plain integers: one thread per task.
+struct TaskCounters {
+  uint64_t records_read = 0;
+  uint64_t records_processed = 0;  // reached every aggregate they were meant for
+  uint64_t dead_letters[kDeadLetterReasonCount] = {};
+  uint64_t duplicates_dropped = 0;
+  uint64_t late_dropped = 0;        // late for every window: applied nowhere
+  uint64_t late_window_updates = 0; // (record, window definition) pairs skipped as late
+  uint64_t windows_emitted = 0;
+  uint64_t records_sent = 0;
+
+  uint64_t dead_letters_total() const {
+    uint64_t n = 0;
+    for (uint64_t d : dead_letters) n += d;
+    return n;
+  }
+};
+
+enum class PunctuationType { kStreamTime, kWallClock };
+
+class Punctuator {
+ public:
+  virtual ~Punctuator() = default;
+  // Called with the stream time or wall-clock time (ms) that triggered it.
+  virtual absl::Status Punctuate(int64_t time_ms) = 0;
+};
+
+// What a task offers its processors. Implemented by the engine.
+class ProcessorContext {
+ public:
+  virtual ~ProcessorContext() = default;
+
+  virtual std::string_view application_id() const = 0;
+  virtual int32_t partition() const = 0;
+
+  // Stream time: the largest record timestamp (event time) the task's sources have
+  // forwarded, or INT64_MIN before the first. Never goes back.
+  virtual int64_t stream_time_ms() const = 0;
+  // Sources report each forwarded record's event time here.
+  virtual void ObserveEventTime(int64_t timestamp_ms) = 0;
+  // The task's wall clock (mockable in tests).
+  virtual int64_t wall_clock_ms() const = 0;
+
+  // The input record being processed; valid only inside Process().
+  virtual const SourceRecord& source_record() const = 0;
+
+  // A store registered in the topology for this processor; nullptr if unknown.
+  virtual StateStore* GetStateStore(std::string_view name) = 0;
+
+  // Sends the current input record, unchanged, to the dead-letter topic with reason
+  // and error as headers (DESIGN.md). Never fails the task: the record collector
+  // reports send failures at commit.
+  virtual void DeadLetter(DeadLetterReason reason, std::string_view error) = 0;
+
+  // Hands a record to the record collector for `topic`.
+  virtual void Send(std::string_view topic, std::string_view key, std::string_view value,
+                    int64_t timestamp_ms) = 0;
+
+  // Calls punctuator every interval_ms of stream time or wall-clock time. The
+  // punctuator must outlive the task (processors schedule themselves in Init).
+  virtual void Schedule(PunctuationType type, int64_t interval_ms, Punctuator* punctuator) = 0;
+
+  virtual TaskCounters& counters() = 0;
+};
+
+// The untyped part of every processor: lifecycle hooks the task drives.
+//
+//   Created --Init()--> Running --Close()--> Closed
+// In Running the task calls Process() per record (typed, below), Flush() at each
+// commit and EndOfInput() when a bounded input is exhausted.
+class ProcessorBase {
+ public:
+  virtual ~ProcessorBase() = default;
+  virtual absl::Status Init(ProcessorContext* context) {
+    context_ = context;
+    return absl::OkStatus();
+  }
+  // Commit: move everything buffered for this commit downstream/into stores.
+  virtual absl::Status Flush() { return absl::OkStatus(); }
+  // Bounded input is exhausted: emit everything still open (e.g. close all windows).
+  virtual absl::Status EndOfInput() { return absl::OkStatus(); }
+  virtual absl::Status Close() { return absl::OkStatus(); }
+
+ protected:
+  ProcessorContext* context() const { return context_; }
+
+ private:
+  ProcessorContext* context_ = nullptr;
+};
+
+// A processor of records whose value type is In.
+template <typename In>
+class Processor : public virtual ProcessorBase {
+ public:
+  using InputType = In;
+  // Returns non-OK only for failures that must stop the task (a store error); bad
+  // records are dead-lettered through the context and processing goes on.
+  virtual absl::Status Process(const Record<In>& record) = 0;
+};
+
+// The downstream edge of a node whose outputs are Out: forwards to every child, in the
+// order they were added.
+template <typename Out>
+class Emitter {
+ public:
+  void AddChild(Processor<Out>* child) { children_.push_back(child); }
+  absl::Status Forward(const Record<Out>& record) {
+    for (Processor<Out>* child : children_) {
+      absl::Status s = child->Process(record);
+      if (!s.ok()) return s;
+    }
+    return absl::OkStatus();
+  }
+  bool empty() const { return children_.empty(); }
+
+ private:
+  std::vector<Processor<Out>*> children_;
+};
+
+// A node that produces records of type Out.
+template <typename Out>
+class HasOutput : public virtual ProcessorBase {
+ public:
+  using OutputType = Out;
+  Emitter<Out>& output() { return output_; }
+
+ protected:
+  absl::Status Forward(const Record<Out>& record) { return output_.Forward(record); }
+
+ private:
+  Emitter<Out> output_;
+};
+
+// In -> Out.
+template <typename In, typename Out>
+class Transformer : public Processor<In>, public HasOutput<Out> {};
+
+}  // namespace streammetrics
+
+#endif  // STREAMMETRICS_OPERATORS_PROCESSOR_H_

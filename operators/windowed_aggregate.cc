@@ -1,0 +1,366 @@
+#include "operators/strings.h"
+#include "operators/windowed_aggregate.h"
+
+#include <algorithm>
+
+
+namespace streammetrics {
+
+absl::Status AggregateOptions::Validate() const {
+  if (group_by.empty()) {
+    return absl::InvalidArgumentError("aggregate: group_by needs at least one dimension");
+  }
+  if (absl::Status s = ValidateWindowSpecs(windows); !s.ok()) return s;
+  if (quantiles.size() > kMaxQuantiles) {
+    return absl::InvalidArgumentError(
+        StrCat("aggregate: at most ", kMaxQuantiles, " quantiles"));
+  }
+  if (!(compression >= 10 && compression <= 10000)) {
+    return absl::InvalidArgumentError("aggregate: compression must be in [10, 10000]");
+  }
+  return absl::OkStatus();
+}
+
+WindowedAggregateProcessor::WindowedAggregateProcessor(AggregateOptions options,
+                                                       std::string store_name)
+    : options_(std::move(options)),
+      store_name_(std::move(store_name)),
+      pane_size_(PaneSize(options_.windows)),
+      merged_(options_.compression) {
+  if (options_.quantiles.empty()) {
+    options_.quantiles = *MakeQuantileSpecs({0.5, 0.95, 0.99});
+  }
+  for (const FieldRef& dim : options_.group_by) dim_names_.push_back(dim.output_name());
+  for (const WindowSpec& w : options_.windows) {
+    max_retention_ = std::max(max_retention_, w.size_ms + w.grace_ms);
+    has_update_windows_ |= w.emit == EmitMode::kUpdate;
+  }
+  next_start_.assign(options_.windows.size(), INT64_MIN);
+}
+
+absl::Status WindowedAggregateProcessor::Init(ProcessorContext* context) {
+  if (absl::Status s = ProcessorBase::Init(context); !s.ok()) return s;
+  store_ = dynamic_cast<WindowStore*>(context->GetStateStore(store_name_));
+  if (store_ == nullptr) {
+    return absl::FailedPreconditionError("aggregate: window store " + store_name_ +
+                                         " is not registered");
+  }
+  return absl::OkStatus();
+}
+
+int64_t WindowedAggregateProcessor::FirstOpenStart(const WindowSpec& w) const {
+  // The smallest aligned start s with CloseTime(s) > stream_time_.
+  return WindowSpec::FloorDiv(stream_time_ - w.size_ms - w.grace_ms, w.advance_ms) *
+             w.advance_ms +
+         w.advance_ms;
+}
+
+absl::Status WindowedAggregateProcessor::Process(const Record<MetricEvent>& record) {
+  const int64_t ts = record.timestamp_ms;
+  if (ts > stream_time_) stream_time_ = ts;
+
+  // Which window definitions can still take this record?
+  size_t late = 0;
+  for (size_t w = 0; w < options_.windows.size(); ++w) {
+    const WindowSpec& spec = options_.windows[w];
+    if (spec.CloseTime(spec.LatestStartFor(ts)) <= stream_time_) {
+      ++late;
+      continue;
+    }
+    int64_t first_open = std::max(spec.EarliestStartFor(ts), FirstOpenStart(spec));
+    if (next_start_[w] == INT64_MIN || first_open < next_start_[w]) {
+      next_start_[w] = first_open;
+      next_close_time_ = std::min(next_close_time_, spec.CloseTime(first_open));
+    }
+  }
+  TaskCounters& counters = context()->counters();
+  if (late == options_.windows.size()) {
+    ++counters.late_dropped;
+    if (options_.late_to_dead_letter) {
+      context()->DeadLetter(DeadLetterReason::kLate,
+                            "late: every window containing the event has closed");
+    }
+    return absl::OkStatus();
+  }
+  counters.late_window_updates += late;
+
+  key_buf_.clear();
+  AppendGroupKey(options_.group_by, *record.value, &key_buf_);
+  const uint32_t key = InternKey(key_buf_);
+  const int64_t pane_start = WindowSpec::FloorDiv(ts, pane_size_) * pane_size_;
+  KeyState& ks = keys_[key];
+  uint32_t pane_id;
+  if (ks.cur_pane_start == pane_start) {
+    pane_id = ks.cur_pane;
+  } else {
+    pane_id = PaneFor(key, pane_start);
+    ks.cur_pane_start = pane_start;
+    ks.cur_pane = pane_id;
+  }
+  Pane& pane = panes_[pane_id];
+  pane.stats.Add(record.value->value);
+  if (!pane.store_dirty) {
+    pane.store_dirty = true;
+    store_dirty_.push_back(pane_id);
+  }
+  if (has_update_windows_ && !pane.update_dirty) {
+    pane.update_dirty = true;
+    update_dirty_.push_back(pane_id);
+  }
+  ++counters.records_processed;
+
+  if (stream_time_ >= next_close_time_) return CloseDueWindows();
+  return absl::OkStatus();
+}
+
+uint32_t WindowedAggregateProcessor::InternKey(std::string_view key) {
+  auto it = key_ids_.find(key);
+  if (it != key_ids_.end()) return it->second;
+  uint32_t id;
+  if (!free_keys_.empty()) {
+    id = free_keys_.back();
+    free_keys_.pop_back();
+    keys_[id] = KeyState{};
+  } else {
+    id = static_cast<uint32_t>(keys_.size());
+    keys_.emplace_back();
+  }
+  keys_[id].key.assign(key.data(), key.size());
+  key_ids_.emplace(keys_[id].key, id);
+  return id;
+}
+
+uint32_t WindowedAggregateProcessor::PaneFor(uint32_t key, int64_t pane_start) {
+  auto [it, inserted] = pane_ids_.try_emplace(PaneKey{key, pane_start}, kNone);
+  if (!inserted) return it->second;
+  uint32_t id;
+  if (!free_panes_.empty()) {
+    id = free_panes_.back();
+    free_panes_.pop_back();
+  } else {
+    id = static_cast<uint32_t>(panes_.size());
+    panes_.push_back(Pane{.stats = MetricStats(options_.compression)});
+  }
+  Pane& pane = panes_[id];
+  pane.key = key;
+  pane.start = pane_start;
+  pane.compacted = false;
+  it->second = id;
+  panes_by_start_[pane_start].push_back(id);
+  ++keys_[key].panes;
+  return id;
+}
+
+void WindowedAggregateProcessor::RecomputeNextClose() {
+  next_close_time_ = INT64_MAX;
+  for (size_t w = 0; w < options_.windows.size(); ++w) {
+    if (next_start_[w] == INT64_MIN) continue;
+    next_close_time_ = std::min(next_close_time_, options_.windows[w].CloseTime(next_start_[w]));
+  }
+}
+
+absl::Status WindowedAggregateProcessor::CloseDueWindows() {
+  // Windows close in order of close time across definitions, so results of a smaller
+  // window never trail those of a larger one that closed later.
+  while (true) {
+    size_t best = options_.windows.size();
+    int64_t best_close = INT64_MAX;
+    for (size_t w = 0; w < options_.windows.size(); ++w) {
+      if (next_start_[w] == INT64_MIN) continue;
+      int64_t close = options_.windows[w].CloseTime(next_start_[w]);
+      if (close <= stream_time_ && close < best_close) {
+        best = w;
+        best_close = close;
+      }
+    }
+    if (best == options_.windows.size()) break;
+    const WindowSpec& spec = options_.windows[best];
+    // Skip stretches without data in one step.
+    if (panes_by_start_.empty()) {
+      next_start_[best] = FirstOpenStart(spec);
+      continue;
+    }
+    int64_t first_with_data = spec.EarliestStartFor(panes_by_start_.begin()->first);
+    if (first_with_data > next_start_[best]) {
+      next_start_[best] = std::min(first_with_data, FirstOpenStart(spec));
+      continue;
+    }
+    if (absl::Status s = EmitWindow(best, next_start_[best]); !s.ok()) return s;
+    next_start_[best] += spec.advance_ms;
+  }
+  RecomputeNextClose();
+  DropExpiredPanes();
+  return absl::OkStatus();
+}
+
+absl::Status WindowedAggregateProcessor::EmitWindow(size_t w, int64_t start) {
+  const WindowSpec& spec = options_.windows[w];
+  const int64_t end = start + spec.size_ms;
+  const bool only_changed = spec.emit == EmitMode::kUpdate;
+  ++mark_;
+  scratch_keys_.clear();
+  for (auto it = panes_by_start_.lower_bound(start); it != panes_by_start_.end() && it->first < end;
+       ++it) {
+    for (uint32_t pane_id : it->second) {
+      const Pane& pane = panes_[pane_id];
+      if (only_changed && !pane.update_dirty) continue;
+      KeyState& ks = keys_[pane.key];
+      if (ks.mark == mark_) continue;
+      ks.mark = mark_;
+      scratch_keys_.push_back(pane.key);
+    }
+  }
+  std::sort(scratch_keys_.begin(), scratch_keys_.end(),
+            [this](uint32_t a, uint32_t b) { return keys_[a].key < keys_[b].key; });
+  for (uint32_t key : scratch_keys_) {
+    if (absl::Status s = EmitResult(w, start, key); !s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status WindowedAggregateProcessor::EmitResult(size_t w, int64_t start, uint32_t key) {
+  const WindowSpec& spec = options_.windows[w];
+  const int64_t end = start + spec.size_ms;
+  const MetricStats* stats = nullptr;
+  if (spec.size_ms == pane_size_) {
+    auto it = pane_ids_.find(PaneKey{key, start});
+    if (it == pane_ids_.end()) return absl::OkStatus();
+    stats = &panes_[it->second].stats;
+  } else {
+    merged_.Reset();
+    for (int64_t p = start; p < end; p += pane_size_) {
+      auto it = pane_ids_.find(PaneKey{key, p});
+      if (it != pane_ids_.end()) merged_.Merge(panes_[it->second].stats);
+    }
+    if (merged_.count() == 0) return absl::OkStatus();
+    stats = &merged_;
+  }
+  const KeyState& ks = keys_[key];
+  if (!DecodeGroupKey(ks.key, dim_names_.size(), &scratch_dims_)) {
+    return absl::InternalError("aggregate: corrupt group key");
+  }
+  WindowedAggregate result;
+  result.window = &spec;
+  result.window_start = start;
+  result.window_end = end;
+  result.dim_names = &dim_names_;
+  result.dim_values = &scratch_dims_;
+  result.stats = stats;
+  result.quantiles = &options_.quantiles;
+  for (size_t i = 0; i < options_.quantiles.size(); ++i) {
+    result.quantile_values[i] = stats->Quantile(options_.quantiles[i].q);
+  }
+  result.rate = static_cast<double>(stats->count()) * 1000.0 / static_cast<double>(spec.size_ms);
+  ++context()->counters().windows_emitted;
+  // The result's timestamp is the window's last millisecond, so re-windowing results
+  // downstream puts each in the window it summarises.
+  return Forward(Record<WindowedAggregate>{ks.key, &result, end - 1});
+}
+
+void WindowedAggregateProcessor::FreePane(uint32_t id) {
+  Pane& pane = panes_[id];
+  pane_ids_.erase(PaneKey{pane.key, pane.start});
+  KeyState& ks = keys_[pane.key];
+  if (ks.cur_pane == id) {
+    ks.cur_pane = kNone;
+    ks.cur_pane_start = INT64_MIN;
+  }
+  if (--ks.panes == 0) {
+    key_ids_.erase(std::string_view(ks.key));
+    ks.key.clear();
+    free_keys_.push_back(pane.key);
+  }
+  pane.key = kNone;
+  pane.stats = MetricStats(options_.compression);  // release the digest's memory
+  pane.store_dirty = false;
+  pane.update_dirty = false;
+  free_panes_.push_back(id);
+}
+
+void WindowedAggregateProcessor::DropExpiredPanes() {
+  if (stream_time_ < INT64_MIN + max_retention_) return;
+  const int64_t horizon = stream_time_ - max_retention_;  // panes starting <= horizon go
+  auto end = panes_by_start_.upper_bound(horizon);
+  if (end == panes_by_start_.begin()) return;
+  for (auto it = panes_by_start_.begin(); it != end; ++it) {
+    for (uint32_t id : it->second) FreePane(id);
+  }
+  panes_by_start_.erase(panes_by_start_.begin(), end);
+  dropped_before_ = std::max(dropped_before_, horizon + 1);
+}
+
+absl::Status WindowedAggregateProcessor::Flush() {
+  // kUpdate windows: emit every open window whose panes changed since the last commit.
+  if (has_update_windows_ && !update_dirty_.empty()) {
+    for (size_t w = 0; w < options_.windows.size(); ++w) {
+      const WindowSpec& spec = options_.windows[w];
+      if (spec.emit != EmitMode::kUpdate) continue;
+      // Windows touched by a changed pane, each emitted once.
+      absl::btree_map<int64_t, std::vector<uint32_t>> touched;
+      for (uint32_t id : update_dirty_) {
+        const Pane& pane = panes_[id];
+        if (!pane.update_dirty) continue;
+        for (int64_t s = spec.EarliestStartFor(pane.start); s <= spec.LatestStartFor(pane.start);
+             s += spec.advance_ms) {
+          if (spec.CloseTime(s) > stream_time_) touched[s].push_back(pane.key);
+        }
+      }
+      for (auto& [start, keys] : touched) {
+        std::sort(keys.begin(), keys.end(),
+                  [this](uint32_t a, uint32_t b) { return keys_[a].key < keys_[b].key; });
+        keys.erase(std::unique(keys.begin(), keys.end()), keys.end());
+        for (uint32_t key : keys) {
+          if (absl::Status s = EmitResult(w, start, key); !s.ok()) return s;
+        }
+      }
+    }
+    for (uint32_t id : update_dirty_) panes_[id].update_dirty = false;
+    update_dirty_.clear();
+  }
+
+  // Write-back: changed panes to the store, expired ones out of it.
+  if (dropped_before_ != INT64_MIN) {
+    if (absl::Status s = store_->DeleteBefore(dropped_before_); !s.ok()) return s;
+  }
+  for (uint32_t id : store_dirty_) {
+    Pane& pane = panes_[id];
+    if (!pane.store_dirty) continue;
+    pane.store_dirty = false;
+    value_buf_.clear();
+    pane.stats.AppendTo(&value_buf_);
+    if (absl::Status s = store_->Put(keys_[pane.key].key, pane.start, value_buf_); !s.ok()) {
+      return s;
+    }
+  }
+  store_dirty_.clear();
+
+  // Panes that can take no more records (every window containing them is past its
+  // grace) are compacted: their digest buffers are merged and freed.
+  int64_t max_grace = 0;
+  for (const WindowSpec& w : options_.windows) max_grace = std::max(max_grace, w.grace_ms);
+  if (stream_time_ > INT64_MIN + pane_size_ + max_grace) {
+    const int64_t limit = stream_time_ - pane_size_ - max_grace;  // pane start < limit
+    for (auto it = panes_by_start_.lower_bound(compacted_before_);
+         it != panes_by_start_.end() && it->first < limit; ++it) {
+      for (uint32_t id : it->second) {
+        if (!panes_[id].compacted) {
+          panes_[id].stats.Compact();
+          panes_[id].compacted = true;
+        }
+      }
+      compacted_before_ = it->first;
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status WindowedAggregateProcessor::EndOfInput() {
+  if (panes_by_start_.empty()) return Flush();
+  // Advance stream time past the close of every window holding data.
+  const int64_t last_pane = panes_by_start_.rbegin()->first;
+  stream_time_ = std::max(stream_time_, last_pane + pane_size_ + max_retention_);
+  if (absl::Status s = CloseDueWindows(); !s.ok()) return s;
+  return Flush();
+}
+
+}  // namespace streammetrics

@@ -1,0 +1,155 @@
+// The windowed aggregate: groups events by dimensions and aggregates them into any
+// number of tumbling and hopping event-time windows at once, by stream slicing.
+//
+// Stream slicing. Time is cut into panes of PaneSize(windows) — the gcd of all sizes and
+// advances (10 s for 1m + 5m + 1m/10s) — and every event updates exactly one pane of its
+// group: one hash lookup and one MetricStats::Add, whatever the number of windows. A
+// window is the union of its panes; when it closes, its panes are merged (counts add,
+// t-digests merge) and the result is emitted. Cost per event does not grow with the
+// number of windows or their overlap; the merge work is paid once per window close.
+//
+// Time. The operator keeps its own stream time: the largest timestamp among the records
+// it was given (so an invalid event with a wild timestamp, dropped upstream, cannot close
+// windows). A window [start, end) closes when end + grace <= stream time.
+//
+// Late records. A record is late for a window definition when every window of that
+// definition containing it has closed. It still updates the windows that are open
+// (e.g. the 5m window when only the 1m one has closed). A record late for every
+// definition is dropped, counted (TaskCounters::late_dropped) and, if configured,
+// dead-lettered with reason `late`.
+//
+// Emission. kFinal: one result per (window, group) when the window closes, in window
+// order and, within a window, in group-key byte order. kUpdate: at each commit the
+// current result of every open window whose panes changed, and at close if it changed
+// since the last commit. EndOfInput() closes every window that holds data.
+//
+// State. Panes live in memory (the write-back cache); at each commit (Flush) the panes
+// changed since the last commit are written to the window store (key: group key,
+// window start: pane start, value: MetricStats encoding), and panes past retention
+// (pane start + max(size + grace) <= stream time) are dropped from both.
+#ifndef STREAMMETRICS_OPERATORS_WINDOWED_AGGREGATE_H_
+#define STREAMMETRICS_OPERATORS_WINDOWED_AGGREGATE_H_
+
+#include <cstdint>
+#include <deque>
+#include <string>
+#include <vector>
+
+#include "absl/container/btree_map.h"
+#include "absl/container/flat_hash_map.h"
+#include "operators/aggregate_result.h"
+#include "operators/dimension.h"
+#include "operators/metric_event.h"
+#include "operators/metric_stats.h"
+#include "operators/processor.h"
+#include "operators/strings.h"
+#include "operators/windows.h"
+#include "statestore/window_store.h"
+
+namespace streammetrics {
+
+struct AggregateOptions {
+  std::vector<FieldRef> group_by;  // at least one
+  std::vector<WindowSpec> windows;
+  std::vector<QuantileSpec> quantiles;  // default: p50, p95, p99
+  double compression = 100;             // t-digest compression
+  bool late_to_dead_letter = true;
+
+  // InvalidArgument naming what is wrong.
+  absl::Status Validate() const;
+};
+
+class WindowedAggregateProcessor final : public Transformer<MetricEvent, WindowedAggregate> {
+ public:
+  // REQUIRES: options.Validate().ok()
+  WindowedAggregateProcessor(AggregateOptions options, std::string store_name);
+
+  absl::Status Init(ProcessorContext* context) override;
+  absl::Status Process(const Record<MetricEvent>& record) override;
+  absl::Status Flush() override;
+  absl::Status EndOfInput() override;
+
+  // Introspection for tests and metrics.
+  int64_t stream_time() const { return stream_time_; }
+  size_t live_panes() const { return pane_ids_.size(); }
+  size_t live_keys() const { return key_ids_.size(); }
+  int64_t pane_size() const { return pane_size_; }
+
+ private:
+  static constexpr uint32_t kNone = UINT32_MAX;
+
+  struct KeyState {
+    std::string key;  // encoded group key; stable address (keys_ is a deque)
+    uint32_t panes = 0;
+    int64_t cur_pane_start = INT64_MIN;
+    uint32_t cur_pane = kNone;
+    uint64_t mark = 0;  // window-close bookkeeping
+  };
+  struct Pane {
+    uint32_t key = kNone;
+    int64_t start = 0;
+    MetricStats stats;
+    bool store_dirty = false;
+    bool update_dirty = false;
+    bool compacted = false;
+  };
+  struct PaneKey {
+    uint32_t key;
+    int64_t start;
+    friend bool operator==(const PaneKey&, const PaneKey&) = default;
+    template <typename H>
+    friend H AbslHashValue(H h, const PaneKey& k) {
+      return H::combine(std::move(h), k.key, k.start);
+    }
+  };
+
+  uint32_t InternKey(std::string_view key);
+  uint32_t PaneFor(uint32_t key, int64_t pane_start);
+  absl::Status CloseDueWindows();
+  // Emits window [start, start+size) of windows_[w] for every group with data in it
+  // (kFinal) or with panes changed since the last commit (kUpdate).
+  absl::Status EmitWindow(size_t w, int64_t start);
+  absl::Status EmitResult(size_t w, int64_t start, uint32_t key);
+  void DropExpiredPanes();
+  void FreePane(uint32_t id);
+  void RecomputeNextClose();
+  int64_t FirstOpenStart(const WindowSpec& w) const;
+
+  AggregateOptions options_;
+  std::string store_name_;
+  WindowStore* store_ = nullptr;
+  std::vector<std::string> dim_names_;
+  int64_t pane_size_;
+  int64_t max_retention_ = 0;  // max(size + grace)
+  int64_t stream_time_ = INT64_MIN;
+
+  // Per window definition: the start of the earliest window not yet closed, or
+  // INT64_MIN before the first record.
+  std::vector<int64_t> next_start_;
+  int64_t next_close_time_ = INT64_MAX;  // min CloseTime(next_start_[w])
+
+  std::deque<KeyState> keys_;
+  std::vector<uint32_t> free_keys_;
+  absl::flat_hash_map<std::string_view, uint32_t, StringHash, StringEq> key_ids_;  // views into keys_[i].key
+  std::vector<Pane> panes_;
+  std::vector<uint32_t> free_panes_;
+  absl::flat_hash_map<PaneKey, uint32_t> pane_ids_;
+  absl::btree_map<int64_t, std::vector<uint32_t>> panes_by_start_;
+  std::vector<uint32_t> store_dirty_;
+  std::vector<uint32_t> update_dirty_;
+  int64_t dropped_before_ = INT64_MIN;  // store retention applied at the next Flush
+  int64_t compacted_before_ = INT64_MIN;
+  bool has_update_windows_ = false;
+
+  // Scratch, reused.
+  std::string key_buf_;
+  std::string value_buf_;
+  std::vector<uint32_t> scratch_keys_;
+  std::vector<std::string_view> scratch_dims_;
+  MetricStats merged_;
+  uint64_t mark_ = 0;
+};
+
+}  // namespace streammetrics
+
+#endif  // STREAMMETRICS_OPERATORS_WINDOWED_AGGREGATE_H_

@@ -1,0 +1,74 @@
+#include "operators/strings.h"
+#include "topology/metrics_pipeline.h"
+
+#include <algorithm>
+
+
+namespace streammetrics {
+
+PipelineConfig ReferencePipelineConfig() {
+  PipelineConfig config;
+  WindowSpec one = WindowSpec::Tumbling("1m", 60'000, 10'000);
+  one.topic = "metrics-aggregated-1m";
+  WindowSpec five = WindowSpec::Tumbling("5m", 300'000, 10'000);
+  five.topic = "metrics-aggregated-5m";
+  WindowSpec sliding = WindowSpec::Hopping("1m-10s", 60'000, 10'000, 10'000);
+  sliding.topic = "metrics-aggregated-1m-10s";
+  config.windows = {one, five, sliding};
+  return config;
+}
+
+absl::StatusOr<Topology> BuildMetricsTopology(const PipelineConfig& config) {
+  for (std::string_view required : {"serviceId", "metricName"}) {
+    bool found = false;
+    for (const std::string& d : config.group_by) {
+      absl::StatusOr<FieldRef> ref = FieldRef::Parse(d);
+      if (ref.ok() && ref->output_name() == required && ref->kind() != FieldRef::Kind::kTag &&
+          ref->kind() != FieldRef::Kind::kMetadata) {
+        found = true;
+      }
+    }
+    if (!found) {
+      return absl::InvalidArgumentError(
+          StrCat("aggregate.group_by: must include ", required,
+                       " (aggregate results are keyed by serviceId and metricName)"));
+    }
+  }
+  std::vector<std::string> enriched =
+      config.enrich_enabled ? config.enrich.AttributeNames() : std::vector<std::string>{};
+  for (const std::string& d : config.group_by) {
+    absl::StatusOr<FieldRef> ref = FieldRef::Parse(d);
+    if (!ref.ok()) {
+      return absl::InvalidArgumentError(StrCat("aggregate.group_by: ", ref.status().message()));
+    }
+    if (ref->kind() == FieldRef::Kind::kEnriched &&
+        std::find(enriched.begin(), enriched.end(), d) == enriched.end()) {
+      return absl::InvalidArgumentError(StrCat(
+          "aggregate.group_by: unknown field '", d,
+          "' (not an event field, not tags.<key>/metadata.<key>, not set by enrich)"));
+    }
+  }
+
+  StreamsBuilder builder;
+  KStream<MetricEvent> events =
+      builder.Stream(config.input_topic, config.format, config.limits).Validate(config.validation,
+                                                                                "validate");
+  if (config.enrich_enabled) events = events.Enrich(config.enrich, "enrich");
+  if (config.dedupe_enabled) events = events.Dedupe(config.dedupe, "dedupe", config.store);
+
+  AggregateOptions options;
+  absl::StatusOr<std::vector<QuantileSpec>> quantiles = MakeQuantileSpecs(config.quantiles);
+  if (!quantiles.ok()) {
+    return absl::InvalidArgumentError(StrCat("aggregate.", quantiles.status().message()));
+  }
+  options.quantiles = *std::move(quantiles);
+  options.compression = config.compression;
+  options.late_to_dead_letter = config.late_to_dead_letter;
+  events.GroupBy(config.group_by)
+      .WindowedBy(config.windows)
+      .Aggregate(options, "aggregate", config.store)
+      .ToWindowTopics();
+  return builder.Build();
+}
+
+}  // namespace streammetrics

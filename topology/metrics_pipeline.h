@@ -1,0 +1,49 @@
+// The flagship job: reference/001's metrics pipeline, built with the DSL from a
+// PipelineConfig (apps/config.h fills one from YAML).
+//
+//   source(input, format) -> validate -> enrich -> dedupe -> groupBy(dims)
+//     -> windows (tumbling/hopping, one aggregate node, stream slicing)
+//     -> per window: to(window.topic) as JSON keyed by serviceId
+#ifndef STREAMMETRICS_TOPOLOGY_METRICS_PIPELINE_H_
+#define STREAMMETRICS_TOPOLOGY_METRICS_PIPELINE_H_
+
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "topology/topology.h"
+
+namespace streammetrics {
+
+struct PipelineConfig {
+  std::string application_id = "streammetrics";
+  std::string input_topic = "metrics-events";
+  std::string dead_letter_topic = "metrics-dead-letter";
+  EventFormat format = EventFormat::kJson;
+  DecodeLimits limits;
+  ValidationRules validation;
+  bool enrich_enabled = true;
+  EnrichOptions enrich;
+  bool dedupe_enabled = true;
+  DedupeOptions dedupe;
+  std::vector<std::string> group_by = {"serviceId", "metricName"};
+  std::vector<WindowSpec> windows;
+  std::vector<double> quantiles = {0.5, 0.95, 0.99};
+  double compression = 100;
+  bool late_to_dead_letter = true;
+  StoreType store = StoreType::kInMemory;
+};
+
+// reference/001: tumbling 1m and 5m to metrics-aggregated-1m/-5m, and the "sliding
+// 1 min / 10 s" hopping window to metrics-aggregated-1m-10s; grace 10 s; grouped by
+// serviceId and metricName.
+PipelineConfig ReferencePipelineConfig();
+
+// InvalidArgument naming the setting when the configuration cannot make a topology:
+// group_by must include serviceId and metricName (the aggregate record contract) and
+// every other dimension must be an event field, a tag, or an attribute enrich sets.
+absl::StatusOr<Topology> BuildMetricsTopology(const PipelineConfig& config);
+
+}  // namespace streammetrics
+
+#endif  // STREAMMETRICS_TOPOLOGY_METRICS_PIPELINE_H_

@@ -1,0 +1,268 @@
+#include "operators/strings.h"
+#include "topology/topology.h"
+
+
+namespace streammetrics {
+namespace {
+
+// Decodes raw bytes into a MetricEvent and forwards it with its event time.
+class MetricEventSource final : public RawSource, public HasOutput<MetricEvent> {
+ public:
+  MetricEventSource(EventFormat format, DecodeLimits limits)
+      : decoder_(NewMetricEventDecoder(format, limits)) {}
+
+  absl::Status ProcessSource(const SourceRecord& record) override {
+    absl::Status s = decoder_->Decode(record.value, &event_);
+    if (!s.ok()) {
+      context()->DeadLetter(DeadLetterReason::kDeserialization, Message(s));
+      return absl::OkStatus();
+    }
+    // An event without a timestamp still flows (validate rejects it); it must not move
+    // stream time.
+    int64_t ts = event_.has_timestamp ? event_.timestamp_ms : record.timestamp_ms;
+    if (event_.has_timestamp) context()->ObserveEventTime(ts);
+    return Forward(Record<MetricEvent>{record.key, &event_, ts});
+  }
+
+ private:
+  std::unique_ptr<MetricEventDecoder> decoder_;
+  MetricEvent event_;
+};
+
+std::string_view FormatName(EventFormat f) {
+  return f == EventFormat::kJson ? "json" : "protobuf";
+}
+
+std::string DurationText(int64_t ms) {
+  if (ms % 3'600'000 == 0 && ms != 0) return StrCat(ms / 3'600'000, "h");
+  if (ms % 60'000 == 0 && ms != 0) return StrCat(ms / 60'000, "m");
+  if (ms % 1000 == 0 && ms != 0) return StrCat(ms / 1000, "s");
+  return StrCat(ms, "ms");
+}
+
+}  // namespace
+
+std::vector<std::string> Topology::source_topics() const {
+  std::vector<std::string> topics;
+  for (const NodeDef& n : nodes_) {
+    if (n.kind == "source") topics.push_back(n.topic);
+  }
+  return topics;
+}
+
+std::vector<std::string> Topology::sink_topics() const {
+  std::vector<std::string> topics;
+  for (const NodeDef& n : nodes_) {
+    if (n.kind == "sink" &&
+        std::find(topics.begin(), topics.end(), n.topic) == topics.end()) {
+      topics.push_back(n.topic);
+    }
+  }
+  return topics;
+}
+
+std::string Topology::Describe() const {
+  std::string out = "Topology\n";
+  for (size_t i = 0; i < nodes_.size(); ++i) {
+    const NodeDef& n = nodes_[i];
+    StrAppend(&out, "  ", n.kind == "source" ? "Source: " : n.kind == "sink" ? "Sink: "
+                                                                                   : "Processor: ",
+                    n.name);
+    if (!n.detail.empty()) StrAppend(&out, " (", n.detail, ")");
+    out += "\n";
+    if (!n.stores.empty()) StrAppend(&out, "    stores: ", StrJoin(n.stores, ", "), "\n");
+    if (!n.children.empty()) {
+      std::vector<std::string> names;
+      for (size_t c : n.children) names.push_back(nodes_[c].name);
+      StrAppend(&out, "    --> ", StrJoin(names, ", "), "\n");
+    }
+    if (n.parent != SIZE_MAX) StrAppend(&out, "    <-- ", nodes_[n.parent].name, "\n");
+  }
+  if (!stores_.empty()) {
+    out += "Stores\n";
+    for (const StoreDef& s : stores_) {
+      StrAppend(&out, "  ", s.name, " (",
+                      s.kind == StoreKind::kWindow ? "window" : "key-value", ", ",
+                      s.type == StoreType::kInMemory ? "memory" : "rocksdb", ")\n");
+    }
+  }
+  return out;
+}
+
+StreamsBuilder::StreamsBuilder() = default;
+
+std::string StreamsBuilder::NextName(std::string_view kind, std::string_view given) {
+  ++counter_;
+  if (!given.empty()) return std::string(given);
+  return StrCat(kind, "-", counter_);
+}
+
+void StreamsBuilder::Fail(absl::Status status) {
+  if (status_.ok()) status_ = std::move(status);
+}
+
+size_t StreamsBuilder::AddNode(NodeDef node, size_t parent) {
+  for (const NodeDef& n : topology_.nodes_) {
+    if (n.name == node.name) {
+      Fail(absl::InvalidArgumentError(StrCat("topology: node name '", node.name,
+                                                   "' used twice")));
+    }
+  }
+  size_t index = topology_.nodes_.size();
+  node.parent = parent;
+  topology_.nodes_.push_back(std::move(node));
+  if (parent != SIZE_MAX) topology_.nodes_[parent].children.push_back(index);
+  return index;
+}
+
+void StreamsBuilder::AddStore(StoreDef store) {
+  for (const StoreDef& s : topology_.stores_) {
+    if (s.name == store.name) {
+      Fail(absl::InvalidArgumentError(StrCat("topology: store name '", store.name,
+                                                   "' used twice")));
+    }
+  }
+  topology_.stores_.push_back(std::move(store));
+}
+
+KStream<MetricEvent> StreamsBuilder::Stream(const std::string& topic, EventFormat format,
+                                            DecodeLimits limits) {
+  NodeDef node;
+  node.kind = "source";
+  node.name = NextName("source", "source-" + topic);
+  node.topic = topic;
+  node.detail = StrCat("topic: ", topic, ", format: ", FormatName(format));
+  node.factory = [format, limits]() -> std::unique_ptr<ProcessorBase> {
+    return std::make_unique<MetricEventSource>(format, limits);
+  };
+  if (topic.empty()) Fail(absl::InvalidArgumentError("source: topic must not be empty"));
+  return KStream<MetricEvent>(this, AddNode(std::move(node), SIZE_MAX));
+}
+
+const std::vector<WindowSpec>* StreamsBuilder::FindWindows(size_t node) const {
+  while (node != SIZE_MAX) {
+    const NodeDef& n = topology_.nodes_[node];
+    if (!n.windows.empty()) return &n.windows;
+    node = n.parent;
+  }
+  return nullptr;
+}
+
+absl::StatusOr<Topology> StreamsBuilder::Build() {
+  if (!status_.ok()) return status_;
+  if (topology_.source_topics().empty()) {
+    return absl::InvalidArgumentError("topology: no source");
+  }
+  return topology_;
+}
+
+namespace topology_internal {
+
+KStream<MetricEvent> AddValidate(StreamsBuilder* b, size_t parent, ValidationRules rules,
+                                 std::string name) {
+  return KStream<MetricEvent>(b, parent).Process<MetricEvent>(
+      "validate", std::move(name),
+      [rules]() { return std::make_unique<ValidateProcessor>(rules); },
+      StrCat("value ", rules.value_min_inclusive ? ">= " : "> ", rules.value_min,
+                   ", future skew <= ", DurationText(rules.max_future_skew_ms)));
+}
+
+KStream<MetricEvent> AddEnrich(StreamsBuilder* b, size_t parent, EnrichOptions options,
+                               std::string name) {
+  absl::StatusOr<Enricher> enricher = Enricher::Create(options);
+  if (!enricher.ok()) b->Fail(enricher.status());
+  std::string detail = StrCat("adds: ", StrJoin(options.AttributeNames(), ", "));
+  auto shared = std::make_shared<Enricher>(enricher.ok() ? *std::move(enricher) : Enricher());
+  return KStream<MetricEvent>(b, parent).Process<MetricEvent>(
+      "enrich", std::move(name), [shared]() { return std::make_unique<EnrichProcessor>(*shared); },
+      std::move(detail));
+}
+
+KStream<MetricEvent> AddDedupe(StreamsBuilder* b, size_t parent, DedupeOptions options,
+                               std::string name, StoreType store) {
+  if (options.within_ms <= 0) b->Fail(absl::InvalidArgumentError("dedupe: within must be > 0"));
+  std::string node_name = b->NextName("dedupe", name);
+  std::string store_name = node_name + "-store";
+  b->AddStore(StoreDef{store_name, StoreKind::kKeyValue, store});
+  return KStream<MetricEvent>(b, parent).Process<MetricEvent>(
+      "dedupe", node_name,
+      [options, store_name]() { return std::make_unique<DedupeProcessor>(options, store_name); },
+      StrCat("by eventId within ", DurationText(options.within_ms)), {store_name});
+}
+
+KGroupedStream AddGroupBy(StreamsBuilder* b, size_t parent,
+                          const std::vector<std::string>& dimensions) {
+  std::vector<FieldRef> dims;
+  for (const std::string& d : dimensions) {
+    absl::StatusOr<FieldRef> ref = FieldRef::Parse(d);
+    if (!ref.ok()) {
+      b->Fail(absl::InvalidArgumentError(StrCat("group_by: ", ref.status().message())));
+      continue;
+    }
+    dims.push_back(*std::move(ref));
+  }
+  if (dimensions.empty()) b->Fail(absl::InvalidArgumentError("group_by: no dimensions"));
+  return KGroupedStream(b, parent, std::move(dims));
+}
+
+void AddWindowTopicSinks(StreamsBuilder* b, size_t parent) {
+  const std::vector<WindowSpec>* windows = b->FindWindows(parent);
+  if (windows == nullptr) {
+    b->Fail(absl::InvalidArgumentError("ToWindowTopics: no aggregate upstream"));
+    return;
+  }
+  for (const WindowSpec& w : *windows) {
+    if (w.topic.empty()) continue;
+    KStream<WindowedAggregate>(b, parent).Window(w.name).To(w.topic, &SerializeAggregateJson,
+                                                            "sink-" + w.name);
+  }
+}
+
+}  // namespace topology_internal
+
+void SerializeAggregateJson(const Record<WindowedAggregate>& record, std::string* key,
+                            std::string* value) {
+  AppendAggregateKey(*record.value, key);
+  AppendAggregateJson(*record.value, value);
+}
+
+KStream<WindowedAggregate> TimeWindowedStream::Aggregate(AggregateOptions options,
+                                                         std::string name, StoreType store) {
+  options.group_by = dims_;
+  options.windows = windows_;
+  if (options.quantiles.empty()) options.quantiles = *MakeQuantileSpecs({0.5, 0.95, 0.99});
+  if (absl::Status s = options.Validate(); !s.ok()) builder_->Fail(s);
+  std::string node_name = builder_->NextName("aggregate", name);
+  std::string store_name = node_name + "-store";
+  builder_->AddStore(StoreDef{store_name, StoreKind::kWindow, store});
+  std::vector<std::string> dim_names, window_names, quantile_names;
+  for (const FieldRef& d : dims_) dim_names.push_back(d.config_name());
+  for (const WindowSpec& w : windows_) {
+    window_names.push_back(StrCat(
+        w.name, "=", w.tumbling() ? "tumbling " : "hopping ", DurationText(w.size_ms),
+        w.tumbling() ? "" : "/" + DurationText(w.advance_ms), " grace ", DurationText(w.grace_ms),
+        w.emit == EmitMode::kFinal ? "" : " emit-on-update"));
+  }
+  for (const QuantileSpec& q : options.quantiles) quantile_names.push_back(q.name);
+  NodeDef node;
+  node.kind = "aggregate";
+  node.name = node_name;
+  node.detail = StrCat("by [", StrJoin(dim_names, ", "), "] windows [",
+                             StrJoin(window_names, ", "), "] pane ",
+                             DurationText(PaneSize(windows_)), ", count sum min max avg rate ",
+                             StrJoin(quantile_names, " "));
+  node.stores = {store_name};
+  node.windows = windows_;
+  node.factory = [options, store_name]() -> std::unique_ptr<ProcessorBase> {
+    return std::make_unique<WindowedAggregateProcessor>(options, store_name);
+  };
+  node.connect = &KStream<MetricEvent>::Connect;
+  return KStream<WindowedAggregate>(builder_, builder_->AddNode(std::move(node), node_));
+}
+
+TimeWindowedStream KGroupedStream::WindowedBy(std::vector<WindowSpec> windows) {
+  if (absl::Status s = ValidateWindowSpecs(windows); !s.ok()) builder_->Fail(s);
+  return TimeWindowedStream(builder_, node_, dims_, std::move(windows));
+}
+
+}  // namespace streammetrics
