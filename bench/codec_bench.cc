@@ -46,8 +46,7 @@ std::string SnakeCaseJson(const EventText& t, const MetricEvent& e) {
   std::string out = "{\"event_id\":";
   AppendJsonString(t.event_id, &out);
   char ts[48];
-  std::snprintf(ts, sizeof(ts), "%lld.%03lld000000",
-                static_cast<long long>(t.timestamp_ms / 1000),
+  std::snprintf(ts, sizeof(ts), "%lld.%03lld000000", static_cast<long long>(t.timestamp_ms / 1000),
                 static_cast<long long>(t.timestamp_ms % 1000));
   out += ",\"timestamp\":";
   out += ts;
@@ -83,11 +82,11 @@ std::string SnakeCaseJson(const EventText& t, const MetricEvent& e) {
 
 const Corpus& GetCorpus() {
   static const Corpus* corpus = [] {
-    static constexpr const char* kServices[] = {"payment-service", "order-service",
-                                                "inventory-service", "user-service",
+    static constexpr const char* kServices[] = {"payment-service",      "order-service",
+                                                "inventory-service",    "user-service",
                                                 "notification-service", "search-service"};
-    static constexpr const char* kMetrics[] = {"api.request.duration", "db.query.duration",
-                                               "cache.lookup", "queue.publish.latency",
+    static constexpr const char* kMetrics[] = {"api.request.duration",   "db.query.duration",
+                                               "cache.lookup",           "queue.publish.latency",
                                                "external.call.duration", "jvm.gc.pause"};
     static constexpr const char* kEndpoints[] = {"/api/v1/payments", "/api/v1/orders/{id}",
                                                  "/api/v1/inventory/reserve", "/api/v1/users",
@@ -101,8 +100,8 @@ const Corpus& GetCorpus() {
     int64_t ts = 1707267600000;
     for (int i = 0; i < kEvents; ++i) {
       EventText t;
-      t.event_id = Hex(rng, 8) + "-" + Hex(rng, 4) + "-4" + Hex(rng, 3) + "-a" + Hex(rng, 3) +
-                   "-" + Hex(rng, 12);
+      t.event_id = Hex(rng, 8) + "-" + Hex(rng, 4) + "-4" + Hex(rng, 3) + "-a" + Hex(rng, 3) + "-" +
+                   Hex(rng, 12);
       t.service_id = kServices[rng() % 6];
       t.instance_id = t.service_id + "-pod-" + std::to_string(rng() % 12);
       t.metric_name = kMetrics[rng() % 6];
@@ -152,8 +151,8 @@ const Corpus& GetCorpus() {
   return *corpus;
 }
 
-void RunDecode(benchmark::State& state, EventFormat format,
-               const std::vector<std::string>& docs, size_t total_bytes) {
+void RunDecode(benchmark::State& state, EventFormat format, const std::vector<std::string>& docs,
+               size_t total_bytes) {
   auto decoder = NewMetricEventDecoder(format);
   MetricEvent event;
   // Every document must decode; a failure would make the numbers meaningless.
@@ -175,8 +174,7 @@ void RunDecode(benchmark::State& state, EventFormat format,
   }
   state.SetBytesProcessed(bytes);
   state.SetItemsProcessed(state.iterations());
-  state.counters["avg_bytes"] =
-      static_cast<double>(total_bytes) / static_cast<double>(docs.size());
+  state.counters["avg_bytes"] = static_cast<double>(total_bytes) / static_cast<double>(docs.size());
 }
 
 void BM_DecodeJsonCamelCase(benchmark::State& state) {

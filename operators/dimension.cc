@@ -1,31 +1,11 @@
 #include "operators/strings.h"
 #include "operators/dimension.h"
 
+#include <deque>
+
 
 namespace streammetrics {
 namespace {
-
-void AppendVarint(uint64_t v, std::string* out) {
-  while (v >= 0x80) {
-    out->push_back(static_cast<char>(v | 0x80));
-    v >>= 7;
-  }
-  out->push_back(static_cast<char>(v));
-}
-
-bool ReadVarint(std::string_view* in, uint64_t* v) {
-  uint64_t result = 0;
-  for (int shift = 0; shift <= 63 && !in->empty(); shift += 7) {
-    uint8_t byte = static_cast<uint8_t>(in->front());
-    in->remove_prefix(1);
-    result |= static_cast<uint64_t>(byte & 0x7f) << shift;
-    if ((byte & 0x80) == 0) {
-      *v = result;
-      return true;
-    }
-  }
-  return false;
-}
 
 struct NamedField {
   std::string_view camel;
@@ -99,18 +79,42 @@ void AppendGroupKey(const std::vector<FieldRef>& dims, const MetricEvent& event,
                     std::string* out) {
   for (const FieldRef& dim : dims) {
     std::string_view v = dim.Get(event).value_or(std::string_view());
-    AppendVarint(v.size(), out);
+    for (size_t nul; (nul = v.find('\0')) != std::string_view::npos; v.remove_prefix(nul + 1)) {
+      out->append(v.data(), nul);
+      out->append("\0\xff", 2);
+    }
     out->append(v.data(), v.size());
+    out->append("\0\x01", 2);
   }
 }
 
 bool DecodeGroupKey(std::string_view key, size_t expected, std::vector<std::string_view>* out) {
+  // Values without an escaped 0x00 decode to views into key; the rare value holding a
+  // 0x00 byte is rebuilt into per-thread storage that lives until the next call.
+  thread_local std::deque<std::string> unescaped;  // stable addresses on push_back
+  unescaped.clear();
   out->clear();
   while (!key.empty()) {
-    uint64_t len;
-    if (!ReadVarint(&key, &len) || len > key.size()) return false;
-    out->push_back(key.substr(0, len));
-    key.remove_prefix(len);
+    size_t end = key.find('\0');
+    if (end == std::string_view::npos || end + 1 >= key.size()) return false;
+    if (key[end + 1] == '\x01') {
+      out->push_back(key.substr(0, end));
+      key.remove_prefix(end + 2);
+      continue;
+    }
+    std::string value;
+    while (true) {
+      end = key.find('\0');
+      if (end == std::string_view::npos || end + 1 >= key.size()) return false;
+      value.append(key.data(), end);
+      char marker = key[end + 1];
+      key.remove_prefix(end + 2);
+      if (marker == '\x01') break;
+      if (marker != '\xff') return false;
+      value.push_back('\0');
+    }
+    unescaped.push_back(std::move(value));
+    out->push_back(std::string_view(unescaped.back()));
   }
   return out->size() == expected;
 }

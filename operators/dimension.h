@@ -42,8 +42,11 @@ class FieldRef {
   std::string config_name_;
 };
 
-// Group keys: each dimension's value as <varint length><bytes>, concatenated. A missing
-// value encodes as the empty string. Unambiguous for any bytes, cheap to decode.
+// Group keys: each dimension's value with every 0x00 byte written as 0x00 0xFF, followed
+// by the terminator 0x00 0x01. Unambiguous for any bytes, and order-preserving: keys
+// compare bytewise as their value tuples compare lexicographically (so results emit in
+// a natural order and a sorted store can range-scan by leading dimensions). A missing
+// value encodes as the empty string.
 void AppendGroupKey(const std::vector<FieldRef>& dims, const MetricEvent& event,
                     std::string* out);
 // Splits a group key into its dimension values (views into key). False when the key is

@@ -38,8 +38,8 @@ constexpr int kMaxUnknownDepth = 64;
 // Buffers start at this size so that the first few documents do not each grow them.
 constexpr size_t kInitialCapacity = 16 * 1024;
 // Timestamps are limited to the years 0001..9999 (UTC), the range RFC 3339 can write.
-constexpr int64_t kMinTimestampMs = -62135596800000;   // 0001-01-01T00:00:00Z
-constexpr int64_t kMaxTimestampMs = 253402300799999;   // 9999-12-31T23:59:59.999Z
+constexpr int64_t kMinTimestampMs = -62135596800000;  // 0001-01-01T00:00:00Z
+constexpr int64_t kMaxTimestampMs = 253402300799999;  // 9999-12-31T23:59:59.999Z
 // Error messages quote at most this many bytes of an offending value or key.
 constexpr size_t kMaxQuotedBytes = 64;
 
@@ -60,8 +60,7 @@ void AppendQuoted(std::string_view s, std::string* out) {
 std::string DisplayName(std::string_view name) {
   bool plain = !name.empty() && name.size() <= kMaxQuotedBytes;
   for (char c : name) {
-    if (!(absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' ||
-          c == '.')) {
+    if (!(absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.')) {
       plain = false;
       break;
     }
@@ -86,8 +85,7 @@ absl::Status FieldJsonError(std::string_view name, simdjson::error_code error) {
 }
 
 absl::Status JsonError(simdjson::error_code error) {
-  return absl::InvalidArgumentError(
-      absl::StrCat("invalid JSON: ", simdjson::error_message(error)));
+  return absl::InvalidArgumentError(absl::StrCat("invalid JSON: ", simdjson::error_message(error)));
 }
 
 std::string_view TypeName(od::json_type type) {
@@ -206,25 +204,47 @@ std::string MemberPathAt(std::string_view doc, size_t pos, bool* in_key) {
   return {};
 }
 
+// An error about the byte at `pos` of `doc`, naming the member it is in when possible.
+absl::Status LocatedError(std::string_view doc, size_t pos, std::string_view what) {
+  bool in_key = false;
+  const std::string member = MemberPathAt(doc, pos, &in_key);
+  if (member.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(Sv(what), in_key ? " in a key at byte " : " at byte ", pos));
+  }
+  return FieldError(member, absl::StrCat(Sv(what), in_key ? " in a key" : " in a string"));
+}
+
 absl::Status Utf8Error(std::string_view doc) {
   const size_t bad = FindInvalidUtf8(doc);
   if (bad == std::string_view::npos) return absl::InvalidArgumentError("invalid UTF-8");
-  bool in_key = false;
-  const std::string member = MemberPathAt(doc, bad, &in_key);
-  if (member.empty()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(in_key ? "invalid UTF-8 in a key at byte " : "invalid UTF-8 at byte ",
-                     bad));
+  return LocatedError(doc, bad, "invalid UTF-8");
+}
+
+// simdjson's UNESCAPED_CHARS: a control character (< 0x20) inside a string.
+absl::Status UnescapedCharError(std::string_view doc) {
+  bool in_string = false;
+  for (size_t i = 0; i < doc.size(); ++i) {
+    const char c = doc[i];
+    if (!in_string) {
+      in_string = c == '"';
+    } else if (c == '\\') {
+      ++i;
+    } else if (c == '"') {
+      in_string = false;
+    } else if (static_cast<unsigned char>(c) < 0x20) {
+      return LocatedError(doc, i, "unescaped control character");
+    }
   }
-  return FieldError(member, in_key ? "invalid UTF-8 in a key" : "invalid UTF-8 in a string");
+  return JsonError(simdjson::UNESCAPED_CHARS);
 }
 
 // ---------------------------------------------------------------------------------
 // Numbers and times.
 
 std::string_view TrimTrailingSpace(std::string_view s) {
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\n' ||
-                        s.back() == '\r')) {
+  while (!s.empty() &&
+         (s.back() == ' ' || s.back() == '\t' || s.back() == '\n' || s.back() == '\r')) {
     s.remove_suffix(1);
   }
   return s;
@@ -269,29 +289,26 @@ TimeParse ParseTimestampNumber(std::string_view s, int64_t* ms) {
   if (!IsJsonNumber(s)) return TimeParse::kMalformed;
   const bool negative = s.front() == '-';
   if (negative) s.remove_prefix(1);
-  // s = int_digits [ '.' frac_digits ] [ e|E [sign] exp_digits ]
-  const size_t int_end = s.find_first_of(".eE");
-  const bool seconds = int_end != std::string_view::npos;
-  std::string_view int_digits = s.substr(0, int_end);
+  // s = int_digits [ '.' frac_digits ] [ e|E [sign] exp_digits ], already validated.
+  size_t i = 0;
+  while (i < s.size() && IsDigit(s[i])) ++i;
+  const std::string_view int_digits = s.substr(0, i);
+  const bool seconds = i < s.size();  // a fraction or an exponent follows
   std::string_view frac_digits;
   int64_t exponent = 0;
-  if (seconds) {
-    size_t i = int_end;
-    if (s[i] == '.') {
-      const size_t frac_end = s.find_first_of("eE", i + 1);
-      frac_digits = s.substr(i + 1, frac_end == std::string_view::npos ? std::string_view::npos
-                                                                       : frac_end - i - 1);
-      i = frac_end;
+  if (i < s.size() && s[i] == '.') {
+    const size_t frac_begin = ++i;
+    while (i < s.size() && IsDigit(s[i])) ++i;
+    frac_digits = s.substr(frac_begin, i - frac_begin);
+  }
+  if (i < s.size()) {  // e|E [sign] digits
+    ++i;
+    bool exp_negative = false;
+    if (s[i] == '+' || s[i] == '-') exp_negative = s[i++] == '-';
+    for (; i < s.size(); ++i) {
+      if (exponent < 1000000) exponent = exponent * 10 + (s[i] - '0');  // saturate
     }
-    if (i != std::string_view::npos) {  // exponent
-      ++i;
-      bool exp_negative = false;
-      if (s[i] == '+' || s[i] == '-') exp_negative = s[i++] == '-';
-      for (; i < s.size(); ++i) {
-        if (exponent < 1000000) exponent = exponent * 10 + (s[i] - '0');  // saturate
-      }
-      if (exp_negative) exponent = -exponent;
-    }
+    if (exp_negative) exponent = -exponent;
   }
   // The digit string D = int_digits + frac_digits, with the millisecond point after
   // `point` digits of D (point may be <= 0 or beyond D's end).
@@ -370,16 +387,14 @@ bool Expect(std::string_view s, size_t* pos, char c) {
 TimeParse ParseRfc3339(std::string_view s, int64_t* ms) {
   size_t pos = 0;
   unsigned year, month, day, hour, minute, second;
-  if (!ReadDigits(s, &pos, 4, &year) || !Expect(s, &pos, '-') ||
-      !ReadDigits(s, &pos, 2, &month) || !Expect(s, &pos, '-') ||
-      !ReadDigits(s, &pos, 2, &day)) {
+  if (!ReadDigits(s, &pos, 4, &year) || !Expect(s, &pos, '-') || !ReadDigits(s, &pos, 2, &month) ||
+      !Expect(s, &pos, '-') || !ReadDigits(s, &pos, 2, &day)) {
     return TimeParse::kMalformed;
   }
   if (pos >= s.size() || (s[pos] != 'T' && s[pos] != 't')) return TimeParse::kMalformed;
   ++pos;
-  if (!ReadDigits(s, &pos, 2, &hour) || !Expect(s, &pos, ':') ||
-      !ReadDigits(s, &pos, 2, &minute) || !Expect(s, &pos, ':') ||
-      !ReadDigits(s, &pos, 2, &second)) {
+  if (!ReadDigits(s, &pos, 2, &hour) || !Expect(s, &pos, ':') || !ReadDigits(s, &pos, 2, &minute) ||
+      !Expect(s, &pos, ':') || !ReadDigits(s, &pos, 2, &second)) {
     return TimeParse::kMalformed;
   }
   if (month < 1 || month > 12 || day < 1 || day > DaysInMonth(year, month) || hour > 23 ||
@@ -414,8 +429,8 @@ TimeParse ParseRfc3339(std::string_view s, int64_t* ms) {
     return TimeParse::kMalformed;
   }
   if (pos != s.size()) return TimeParse::kMalformed;
-  const int64_t seconds = DaysFromCivil(year, month, day) * 86400 + hour * 3600 +
-                          minute * 60 + second - offset_seconds;
+  const int64_t seconds =
+      DaysFromCivil(year, month, day) * 86400 + hour * 3600 + minute * 60 + second - offset_seconds;
   const int64_t result = seconds * 1000 + millis;
   if (result < kMinTimestampMs || result > kMaxTimestampMs) return TimeParse::kOutOfRange;
   *ms = result;
@@ -476,13 +491,19 @@ Field LookupField(std::string_view key) {
   return kUnknown;
 }
 
-// A `null` token must be exactly that literal (type() only peeks at the first byte).
-absl::Status CheckNull(od::value& value, std::string_view name) {
+// Whether a value of type null is exactly that literal (type() only peeks at one byte).
+bool IsNullLiteral(od::value& value) {
   bool is_null = false;
-  if (value.is_null().get(is_null) != simdjson::SUCCESS || !is_null) {
-    return FieldError(name, "invalid literal");
+  return value.is_null().get(is_null) == simdjson::SUCCESS && is_null;
+}
+
+// Appends a hint when `token` looks like NaN or Infinity, which JSON does not have.
+void AppendNonFiniteHint(std::string_view token, std::string* message) {
+  if (!token.empty() && (token[0] == '-' || token[0] == '+')) token.remove_prefix(1);
+  if (!token.empty() &&
+      (token[0] == 'N' || token[0] == 'n' || token[0] == 'I' || token[0] == 'i')) {
+    message->append(" (JSON has no NaN or Infinity)");
   }
-  return absl::OkStatus();
 }
 
 // A value whose first byte starts no JSON value (type() failed), e.g. NaN or Infinity.
@@ -490,12 +511,7 @@ absl::Status InvalidToken(od::value& value, std::string_view name, std::string_v
   const std::string_view token = TrimTrailingSpace(value.raw_json_token());
   std::string message = absl::StrCat("expected ", Sv(expected), ", got ");
   AppendQuoted(token, &message);
-  std::string_view unsigned_token = token;
-  if (!token.empty() && (token[0] == '-' || token[0] == '+')) unsigned_token.remove_prefix(1);
-  if (!unsigned_token.empty() && (unsigned_token[0] == 'N' || unsigned_token[0] == 'I' ||
-                                  unsigned_token[0] == 'i')) {
-    message += " (JSON has no NaN or Infinity)";
-  }
+  AppendNonFiniteHint(token, &message);
   return FieldError(name, message);
 }
 
@@ -506,30 +522,35 @@ absl::Status ReadString(od::value& value, od::json_type type, std::string_view n
   return absl::OkStatus();
 }
 
-// The raw text of a number token, validated against the JSON grammar.
-absl::Status ReadNumberText(od::value& value, std::string_view name, std::string_view* out) {
+// The raw text of a number token; false unless it matches the JSON number grammar.
+bool ReadNumberText(od::value& value, std::string_view* out) {
   *out = TrimTrailingSpace(value.raw_json_token());
-  if (!IsJsonNumber(*out)) return FieldError(name, "malformed number");
-  return absl::OkStatus();
+  return IsJsonNumber(*out);
 }
 
-// Walks a value nobody reads, so that malformed JSON inside it is still an error.
-absl::Status ValidateValue(od::value& value, std::string_view name, int depth) {
+// Walks the value of an unknown member `key`, which nobody reads, so that malformed JSON
+// inside it is still an error. (Names are only built on the error path: no allocation.)
+absl::Status ValidateValue(od::value& value, std::string_view key, int depth) {
   od::json_type type;
-  if (value.type().get(type) != simdjson::SUCCESS) return InvalidToken(value, name, "a value");
+  if (value.type().get(type) != simdjson::SUCCESS) {
+    return InvalidToken(value, DisplayName(key), "a value");
+  }
   switch (type) {
     case od::json_type::object: {
       if (depth >= kMaxUnknownDepth) {
-        return FieldError(name, absl::StrCat("nested deeper than ", kMaxUnknownDepth));
+        return FieldError(DisplayName(key), absl::StrCat("nested deeper than ", kMaxUnknownDepth));
       }
       od::object object;
-      if (auto error = value.get_object().get(object)) return FieldJsonError(name, error);
+      if (auto error = value.get_object().get(object)) {
+        return FieldJsonError(DisplayName(key), error);
+      }
       for (auto field_result : object) {
         od::field field;
-        if (auto error = std::move(field_result).get(field)) return FieldJsonError(name, error);
-        std::string_view key;
-        if (auto error = field.unescaped_key().get(key)) return FieldJsonError(name, error);
-        if (auto status = ValidateValue(field.value(), name, depth + 1); !status.ok()) {
+        std::string_view ignored;
+        simdjson::error_code error = std::move(field_result).get(field);
+        if (!error) error = field.unescaped_key().get(ignored);
+        if (error) return FieldJsonError(DisplayName(key), error);
+        if (auto status = ValidateValue(field.value(), key, depth + 1); !status.ok()) {
           return status;
         }
       }
@@ -537,37 +558,43 @@ absl::Status ValidateValue(od::value& value, std::string_view name, int depth) {
     }
     case od::json_type::array: {
       if (depth >= kMaxUnknownDepth) {
-        return FieldError(name, absl::StrCat("nested deeper than ", kMaxUnknownDepth));
+        return FieldError(DisplayName(key), absl::StrCat("nested deeper than ", kMaxUnknownDepth));
       }
       od::array array;
-      if (auto error = value.get_array().get(array)) return FieldJsonError(name, error);
+      if (auto error = value.get_array().get(array)) {
+        return FieldJsonError(DisplayName(key), error);
+      }
       for (auto element_result : array) {
         od::value element;
         if (auto error = std::move(element_result).get(element)) {
-          return FieldJsonError(name, error);
+          return FieldJsonError(DisplayName(key), error);
         }
-        if (auto status = ValidateValue(element, name, depth + 1); !status.ok()) return status;
+        if (auto status = ValidateValue(element, key, depth + 1); !status.ok()) return status;
       }
       return absl::OkStatus();
     }
     case od::json_type::string: {
       std::string_view ignored;
-      if (auto error = value.get_string().get(ignored)) return FieldJsonError(name, error);
+      if (auto error = value.get_string().get(ignored)) {
+        return FieldJsonError(DisplayName(key), error);
+      }
       return absl::OkStatus();
     }
     case od::json_type::number: {
       std::string_view ignored;
-      return ReadNumberText(value, name, &ignored);
+      if (!ReadNumberText(value, &ignored)) return FieldError(DisplayName(key), "malformed number");
+      return absl::OkStatus();
     }
     case od::json_type::boolean: {
       bool ignored;
-      if (value.get_bool().get(ignored)) return FieldError(name, "invalid literal");
+      if (value.get_bool().get(ignored)) return FieldError(DisplayName(key), "invalid literal");
       return absl::OkStatus();
     }
     case od::json_type::null:
-      return CheckNull(value, name);
+      if (!IsNullLiteral(value)) return FieldError(DisplayName(key), "invalid literal");
+      return absl::OkStatus();
   }
-  return FieldError(name, "unexpected JSON value");
+  return FieldError(DisplayName(key), "unexpected JSON value");
 }
 
 // tags / metadata: an object of string, number or boolean values (numbers and booleans
@@ -595,8 +622,11 @@ absl::Status DecodeStringMap(od::value& value, od::json_type type, std::string_v
         }
         break;
       case od::json_type::number:
-        if (auto status = ReadNumberText(item, MemberPath(name, key), &text); !status.ok()) {
-          return status;
+        if (!ReadNumberText(item, &text)) {
+          std::string message = "malformed number ";
+          AppendQuoted(text, &message);
+          AppendNonFiniteHint(text, &message);
+          return FieldError(MemberPath(name, key), message);
         }
         break;
       case od::json_type::boolean: {
@@ -606,7 +636,7 @@ absl::Status DecodeStringMap(od::value& value, od::json_type type, std::string_v
         break;
       }
       case od::json_type::null:
-        if (auto status = CheckNull(item, MemberPath(name, key)); !status.ok()) return status;
+        if (!IsNullLiteral(item)) return FieldError(MemberPath(name, key), "invalid literal");
         continue;
       default:
         return TypeError(MemberPath(name, key), "a string, number or boolean", item_type);
@@ -655,12 +685,10 @@ absl::Status DecodeValue(od::value& value, od::json_type type, std::string_view 
   double d;
   if (value.get_double().get(d) != simdjson::SUCCESS) {
     const std::string_view text = TrimTrailingSpace(value.raw_json_token());
-    if (IsJsonNumber(text)) {
-      std::string message = "number out of range: ";
-      AppendQuoted(text, &message);
-      return FieldError(name, message);
-    }
-    return FieldError(name, "malformed number");
+    std::string message = IsJsonNumber(text) ? "number out of range: " : "malformed number ";
+    AppendQuoted(text, &message);
+    AppendNonFiniteHint(text, &message);
+    return FieldError(name, message);
   }
   if (!std::isfinite(d)) return FieldError(name, "number out of range");
   event->value = d;
@@ -668,8 +696,8 @@ absl::Status DecodeValue(od::value& value, od::json_type type, std::string_view 
   return absl::OkStatus();
 }
 
-absl::Status DecodeMember(Field field, std::string_view name, od::value& value,
-                          od::json_type type, MetricEvent* event) {
+absl::Status DecodeMember(Field field, std::string_view name, od::value& value, od::json_type type,
+                          MetricEvent* event) {
   switch (field) {
     case kEventId:
       event->has_event_id = true;
@@ -729,9 +757,8 @@ class JsonMetricEventDecoder final : public MetricEventDecoder {
  private:
   absl::Status DecodeDocument(std::string_view bytes, MetricEvent* event) {
     if (bytes.size() > limits_.max_document_bytes) {
-      return absl::InvalidArgumentError(absl::StrCat("document too large: ", bytes.size(),
-                                                     " bytes (limit ",
-                                                     limits_.max_document_bytes, ")"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "document too large: ", bytes.size(), " bytes (limit ", limits_.max_document_bytes, ")"));
     }
     if (bytes.size() + simdjson::SIMDJSON_PADDING > capacity_) {
       size_t capacity = std::max(capacity_, kInitialCapacity);
@@ -753,6 +780,7 @@ class JsonMetricEventDecoder final : public MetricEventDecoder {
     od::document doc;
     if (auto error = parser_.iterate(buffer_.get(), bytes.size(), capacity_).get(doc)) {
       if (error == simdjson::UTF8_ERROR) return Utf8Error(bytes);
+      if (error == simdjson::UNESCAPED_CHARS) return UnescapedCharError(bytes);
       return JsonError(error);
     }
     od::json_type type;
@@ -798,7 +826,7 @@ class JsonMetricEventDecoder final : public MetricEventDecoder {
       od::value& value = field.value();
       if (which == kUnknown) {
         // Forward compatibility: ignored, but it must still be valid JSON.
-        if (auto status = ValidateValue(value, DisplayName(key), 0); !status.ok()) {
+        if (auto status = ValidateValue(value, key, 0); !status.ok()) {
           return status;
         }
         continue;
@@ -813,7 +841,7 @@ class JsonMetricEventDecoder final : public MetricEventDecoder {
         return InvalidToken(value, DisplayName(key), which == kValue ? "a number" : "a value");
       }
       if (type == od::json_type::null) {  // null means absent
-        if (auto status = CheckNull(value, key); !status.ok()) return status;
+        if (!IsNullLiteral(value)) return FieldError(key, "invalid literal");
         continue;
       }
       if (auto status = DecodeMember(which, key, value, type, event); !status.ok()) {
@@ -867,8 +895,7 @@ std::unique_ptr<MetricEventDecoder> NewJsonMetricEventDecoder(DecodeLimits limit
   return std::make_unique<JsonMetricEventDecoder>(limits);
 }
 
-std::unique_ptr<MetricEventDecoder> NewMetricEventDecoder(EventFormat format,
-                                                         DecodeLimits limits) {
+std::unique_ptr<MetricEventDecoder> NewMetricEventDecoder(EventFormat format, DecodeLimits limits) {
   switch (format) {
     case EventFormat::kJson:
       return NewJsonMetricEventDecoder(limits);

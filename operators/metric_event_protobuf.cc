@@ -28,8 +28,8 @@ namespace pb = ::streammetrics::proto;
 absl::Status CopyMap(const google::protobuf::Map<std::string, std::string>& map,
                      std::string_view name, TagList* out) {
   if (map.size() > TagList::kCapacity) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(absl::string_view(name.data(), name.size()), ": more than ", TagList::kCapacity, " entries"));
+    return absl::InvalidArgumentError(absl::StrCat(absl::string_view(name.data(), name.size()),
+                                                   ": more than ", TagList::kCapacity, " entries"));
   }
   for (const auto& [key, value] : map) out->Add(key, value);
   return absl::OkStatus();
@@ -49,9 +49,8 @@ class ProtobufMetricEventDecoder final : public MetricEventDecoder {
  private:
   absl::Status DecodeMessage(std::string_view bytes, MetricEvent* event) {
     if (bytes.size() > limits_.max_document_bytes || bytes.size() > INT_MAX) {
-      return absl::InvalidArgumentError(absl::StrCat("document too large: ", bytes.size(),
-                                                     " bytes (limit ",
-                                                     limits_.max_document_bytes, ")"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "document too large: ", bytes.size(), " bytes (limit ", limits_.max_document_bytes, ")"));
     }
     // ParseFromArray clears the message first: the previous Decode's views die here.
     if (!message_.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {

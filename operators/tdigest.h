@@ -25,6 +25,9 @@
 //    pass are kept as their own centroids, so the extreme samples stay singletons, and
 //    merge passes alternate direction (ascending/descending) to avoid a left bias.
 //  * Min and max are tracked exactly: Quantile(0) == Min() and Quantile(1) == Max().
+//  * Determinism: the centroids depend only on the sequence of calls. A query in the
+//    middle of a stream merges the partial buffer, so it changes later centroids (not
+//    the accuracy); the same sequence of calls always gives the same bytes.
 //
 // Weights are sample counts: like the reference implementation, interpolation treats
 // a centroid of weight exactly 1 as a single sample (no interpolation across it) and
@@ -165,7 +168,11 @@ inline uint32_t GetFixed32(const char* p) {
 }
 inline double GetDouble(const char* p) {
   uint64_t v = 0;
-  for (int i = 0; i < 8; ++i) v |= uint64_t{static_cast<unsigned char>(p[i])} << (8 * i);
+  if constexpr (std::endian::native == std::endian::little) {
+    std::memcpy(&v, p, 8);
+  } else {
+    for (int i = 0; i < 8; ++i) v |= uint64_t{static_cast<unsigned char>(p[i])} << (8 * i);
+  }
   return std::bit_cast<double>(v);
 }
 
@@ -284,10 +291,12 @@ class TDigest {
     return result;
   }
 
-  // The fraction of the total weight at values <= x (a sample exactly at x counts
-  // half, as in the reference implementation): 0 below Min(), 1 above Max(), linear
-  // interpolation between centroids. The inverse of Quantile() where that is strictly
-  // increasing. NaN for an empty digest or NaN x. O(centroids). Not thread-safe.
+  // The estimated mid-rank of x as a fraction of the total weight: 0 below Min(), 1
+  // above Max(); samples exactly at x count half (e.g. 0.5 / TotalWeight() at
+  // x == Min() for a single sample there). Computed on the same piecewise-linear curve
+  // as Quantile(), so Cdf(Quantile(q)) == q wherever that curve is strictly increasing.
+  // NaN for an empty digest or NaN x. O(centroids) after merging the pending buffer.
+  // Not thread-safe.
   double Cdf(double x) const {
     MergeBuffer();
     if (centroids_.empty() || std::isnan(x)) {

@@ -4,6 +4,8 @@
 // random mutations of valid documents.
 #include "operators/metric_event_codec.h"
 
+#include <google/protobuf/stubs/common.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -17,8 +19,6 @@
 #include <utility>
 #include <vector>
 
-#include <google/protobuf/stubs/common.h>
-
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "operators/metric_event.h"
@@ -31,14 +31,33 @@ thread_local bool counting_allocations = false;
 thread_local long allocation_count = 0;
 }  // namespace
 
-// (noinline: once inlined, g++ 12 warns about free() on memory from operator new.)
-[[gnu::noinline]] void* operator new(std::size_t size) {
+// Every non-aligned form is replaced, so that allocation and deallocation always pair
+// (AddressSanitizer checks that). noinline: once inlined, g++ 12 warns about free() on
+// memory from operator new.
+namespace {
+[[gnu::noinline]] void* CountedMalloc(std::size_t size) noexcept {
   if (counting_allocations) ++allocation_count;
-  if (void* p = std::malloc(size == 0 ? 1 : size)) return p;
+  return std::malloc(size == 0 ? 1 : size);
+}
+[[gnu::noinline]] void* CountedMallocOrThrow(std::size_t size) {
+  if (void* p = CountedMalloc(size)) return p;
   throw std::bad_alloc();
 }
+}  // namespace
+[[gnu::noinline]] void* operator new(std::size_t size) { return CountedMallocOrThrow(size); }
+[[gnu::noinline]] void* operator new[](std::size_t size) { return CountedMallocOrThrow(size); }
+[[gnu::noinline]] void* operator new(std::size_t size, const std::nothrow_t&) noexcept {
+  return CountedMalloc(size);
+}
+[[gnu::noinline]] void* operator new[](std::size_t size, const std::nothrow_t&) noexcept {
+  return CountedMalloc(size);
+}
 [[gnu::noinline]] void operator delete(void* p) noexcept { std::free(p); }
+[[gnu::noinline]] void operator delete[](void* p) noexcept { std::free(p); }
 [[gnu::noinline]] void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+[[gnu::noinline]] void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
+[[gnu::noinline]] void operator delete(void* p, const std::nothrow_t&) noexcept { std::free(p); }
+[[gnu::noinline]] void operator delete[](void* p, const std::nothrow_t&) noexcept { std::free(p); }
 
 namespace streammetrics {
 namespace {
@@ -173,10 +192,8 @@ void ExpectJsonError(std::string_view json, std::string_view needle, DecodeLimit
   MetricEvent event;
   event.has_event_id = true;  // the decoder must clear it
   const absl::Status status = decoder->Decode(json, &event);
-  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument)
-      << status << "\n  input: " << json;
-  EXPECT_THAT(std::string(status.message()), HasSubstr(std::string(needle)))
-      << "input: " << json;
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status << "\n  input: " << json;
+  EXPECT_THAT(std::string(status.message()), HasSubstr(std::string(needle))) << "input: " << json;
   EXPECT_FALSE(event.has_event_id);
 }
 
@@ -201,10 +218,10 @@ TEST(JsonDecode, FactoryMakesJsonDecoder) {
 
 TEST(JsonDecode, MixedSpellingsAndEscapedKeys) {
   auto decoder = NewJsonMetricEventDecoder();
-  MetricEvent e = DecodeJsonOk(
-      R"({"event\u0049d":"e1","service_id":"s\"1\\","metricType":"CUSTOM_GAUGE",)"
-      R"("metric_name":"m\u00e9","value":-0.0,"unit":""})",
-      *decoder);
+  MetricEvent e =
+      DecodeJsonOk(R"({"event\u0049d":"e1","service_id":"s\"1\\","metricType":"CUSTOM_GAUGE",)"
+                   R"("metric_name":"m\u00e9","value":-0.0,"unit":""})",
+                   *decoder);
   EXPECT_EQ(e.event_id, "e1");
   EXPECT_EQ(e.service_id, "s\"1\\");
   EXPECT_EQ(e.metric_type, MetricType::kCustomGauge);
@@ -221,8 +238,7 @@ TEST(JsonDecode, AllMetricTypes) {
   auto decoder = NewJsonMetricEventDecoder();
   for (int i = 0; i < kMetricTypeCount; ++i) {
     const auto type = static_cast<MetricType>(i);
-    const std::string doc =
-        "{\"metricType\":\"" + std::string(MetricTypeName(type)) + "\"}";
+    const std::string doc = "{\"metricType\":\"" + std::string(MetricTypeName(type)) + "\"}";
     MetricEvent e = DecodeJsonOk(doc, *decoder);
     EXPECT_TRUE(e.has_metric_type);
     EXPECT_EQ(e.metric_type, type) << doc;
@@ -285,11 +301,11 @@ TEST(JsonDecode, TagValuesMayBeNumbersOrBooleans) {
 
 TEST(JsonDecode, NullMeansAbsent) {
   auto decoder = NewJsonMetricEventDecoder();
-  MetricEvent e = DecodeJsonOk(
-      R"({"eventId":null,"timestamp":null,"serviceId":null,"instanceId":null,)"
-      R"("metricType":null,"metricName":null,"value":null,"unit":null,"tags":null,)"
-      R"("metadata":null})",
-      *decoder);
+  MetricEvent e =
+      DecodeJsonOk(R"({"eventId":null,"timestamp":null,"serviceId":null,"instanceId":null,)"
+                   R"("metricType":null,"metricName":null,"value":null,"unit":null,"tags":null,)"
+                   R"("metadata":null})",
+                   *decoder);
   EXPECT_FALSE(e.has_event_id);
   EXPECT_FALSE(e.has_timestamp);
   EXPECT_FALSE(e.has_service_id);
@@ -416,6 +432,8 @@ TEST(JsonDecodeError, InvalidLiterals) {
   ExpectJsonError(R"({"extra":{"x":[1,fals]}})", "extra");
   ExpectJsonError(R"({"extra":{"x" 1}})", "extra");
   ExpectJsonError(R"({"serviceId":"a\qb"})", "serviceId");
+  ExpectJsonError(R"({"eventId":"\ud800"})", "eventId");  // lone surrogate
+  ExpectJsonError("{\"metricName\":\"a\nb\"}", "metricName: unescaped control character");
 }
 
 TEST(JsonDecodeError, UnknownMetricType) {
@@ -463,11 +481,14 @@ TEST(JsonDecodeError, BadTimestamps) {
 }
 
 TEST(JsonDecodeError, InvalidUtf8InsideAString) {
-  ExpectJsonError("{\"serviceId\":\"pay\xff" "ment\"}", "serviceId: invalid UTF-8");
+  ExpectJsonError(
+      "{\"serviceId\":\"pay\xff"
+      "ment\"}",
+      "serviceId: invalid UTF-8");
   ExpectJsonError("{\"tags\":{\"region\":\"us-\xc3\x28\"}}", "tags.region: invalid UTF-8");
   ExpectJsonError("{\"tags\":{\"re\xed\xa0\x80gion\":\"x\"}}", "tags: invalid UTF-8 in a key");
   ExpectJsonError("{\"eventId\":\"\xf4\x90\x80\x80\"}", "eventId: invalid UTF-8");  // > U+10FFFF
-  ExpectJsonError("{\"eventId\":\"\xc0\xaf\"}", "eventId: invalid UTF-8");  // overlong
+  ExpectJsonError("{\"eventId\":\"\xc0\xaf\"}", "eventId: invalid UTF-8");          // overlong
 }
 
 TEST(JsonDecodeError, DocumentTooLarge) {
@@ -504,8 +525,7 @@ TEST(JsonDecodeError, TrailingGarbage) {
 }
 
 TEST(JsonDecodeError, UnknownFieldNestedTooDeep) {
-  const std::string doc =
-      "{\"deep\":" + std::string(100, '[') + std::string(100, ']') + "}";
+  const std::string doc = "{\"deep\":" + std::string(100, '[') + std::string(100, ']') + "}";
   ExpectJsonError(doc, "deep: nested deeper than 64");
 }
 
@@ -571,21 +591,19 @@ TEST(JsonEncode, CamelCaseOmitsAbsentFields) {
   e.tags.Add("k", "v");
   json = "prefix:";
   AppendMetricEventJson(e, &json);
-  EXPECT_EQ(json,
-            R"(prefix:{"eventId":"e","timestamp":1707267600000,"metricType":"HTTP_REQUEST",)"
-            R"("value":245.5,"tags":{"k":"v"}})");
+  EXPECT_EQ(json, R"(prefix:{"eventId":"e","timestamp":1707267600000,"metricType":"HTTP_REQUEST",)"
+                  R"("value":245.5,"tags":{"k":"v"}})");
 
   auto decoder = NewJsonMetricEventDecoder();
   const std::string reference(kReferenceEvent);
   MetricEvent ref = DecodeJsonOk(reference, *decoder);
   json.clear();
   AppendMetricEventJson(ref, &json);
-  EXPECT_EQ(json,
-            R"({"eventId":"uuid-v4","timestamp":1707267600000,"serviceId":"payment-service",)"
-            R"("instanceId":"payment-service-pod-3","metricType":"HTTP_REQUEST",)"
-            R"("metricName":"api.request.duration","value":245.5,"unit":"milliseconds",)"
-            R"("tags":{"endpoint":"/api/v1/payments","method":"POST","statusCode":"200",)"
-            R"("region":"us-east-1"},"metadata":{"traceId":"abc123","spanId":"def456"}})");
+  EXPECT_EQ(json, R"({"eventId":"uuid-v4","timestamp":1707267600000,"serviceId":"payment-service",)"
+                  R"("instanceId":"payment-service-pod-3","metricType":"HTTP_REQUEST",)"
+                  R"("metricName":"api.request.duration","value":245.5,"unit":"milliseconds",)"
+                  R"("tags":{"endpoint":"/api/v1/payments","method":"POST","statusCode":"200",)"
+                  R"("region":"us-east-1"},"metadata":{"traceId":"abc123","spanId":"def456"}})");
 }
 
 TEST(JsonEncode, NonFiniteValueIsWrittenAsNull) {
@@ -609,7 +627,10 @@ TEST(JsonEncode, AppendJsonStringEscapes) {
   AppendJsonString("\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80", &out);  // valid UTF-8 kept
   EXPECT_EQ(out, "\"\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\"");
   out.clear();
-  AppendJsonString("a\xff" "b\xc3", &out);  // invalid bytes replaced, output stays valid
+  AppendJsonString(
+      "a\xff"
+      "b\xc3",
+      &out);  // invalid bytes replaced, output stays valid
   EXPECT_EQ(out, R"("a\ufffdb\ufffd")");
   out.clear();
   AppendJsonString("", &out);
@@ -682,7 +703,10 @@ TEST(ProtobufCodec, Errors) {
   absl::Status status = decoder->Decode("\xff\xff\xff", &e);
   EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(status.message(), "not a valid protobuf MetricEvent");
-  status = decoder->Decode(std::string_view("\x0a\x05" "ab", 4), &e);  // truncated string
+  status = decoder->Decode(std::string_view("\x0a\x05"
+                                            "ab",
+                                            4),
+                           &e);  // truncated string
   EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
 
   proto::MetricEvent message;
@@ -709,10 +733,10 @@ TEST(DecoderReuse, JsonSecondDecodeViewsAreCorrect) {
   auto decoder = NewJsonMetricEventDecoder();
   MetricEvent first = DecodeJsonOk(kReferenceEvent, *decoder);
   ExpectReferenceEvent(first);
-  MetricEvent second = DecodeJsonOk(
-      R"({"eventId":"second\u0021","serviceId":"billing","metricType":"CACHE_MISS",)"
-      R"("value":2,"tags":{"region":"eu-\"west\"-1"}})",
-      *decoder);
+  MetricEvent second =
+      DecodeJsonOk(R"({"eventId":"second\u0021","serviceId":"billing","metricType":"CACHE_MISS",)"
+                   R"("value":2,"tags":{"region":"eu-\"west\"-1"}})",
+                   *decoder);
   EXPECT_EQ(second.event_id, "second!");
   EXPECT_EQ(second.service_id, "billing");
   EXPECT_FALSE(second.has_instance_id);
@@ -725,8 +749,7 @@ TEST(DecoderReuse, JsonSecondDecodeViewsAreCorrect) {
   // buffers, and a smaller one after it still decodes.
   MetricEvent e;
   EXPECT_FALSE(decoder->Decode("{\"value\":\"x\"}", &e).ok());
-  const std::string big =
-      "{\"pad\":\"" + std::string(200000, 'p') + "\",\"eventId\":\"big\"}";
+  const std::string big = "{\"pad\":\"" + std::string(200000, 'p') + "\",\"eventId\":\"big\"}";
   EXPECT_EQ(DecodeJsonOk(big, *decoder).event_id, "big");
   ExpectReferenceEvent(DecodeJsonOk(kReferenceEvent, *decoder));
   // Views stay valid even after the caller's input is gone (they point into the decoder).
@@ -746,7 +769,8 @@ TEST(DecoderReuse, ProtobufSecondDecodeViewsAreCorrect) {
   MetricEvent eb;
   eb.has_event_id = true;
   eb.event_id = "second";
-  eb.tags.Add("region", std::string(20000, 'r'));  // beyond the arena's first block
+  const std::string long_value(20000, 'r');  // a message larger than the first one
+  eb.tags.Add("region", long_value);
   AppendMetricEventProtobuf(eb, &b);
   MetricEvent decoded;
   ASSERT_TRUE(decoder->Decode(a, &decoded).ok());
@@ -762,7 +786,8 @@ TEST(DecoderReuse, JsonSteadyStateDoesNotAllocate) {
   const std::vector<std::string> docs = {
       std::string(kReferenceEvent), std::string(kSnakeCaseEvent),
       R"({"eventId":"e\u00e9","timestamp":"2024-02-07T03:00:00.5+02:00","value":1e3,)"
-      R"("tags":{"statusCode":200,"ok":true},"unknown":{"nested":[1,2,{"x":null}]}})"};
+      R"("tags":{"statusCode":200,"ok":true,"a-rather-long-tag-key":null},)"
+      R"("an-unknown-member-with-a-long-name":{"nested":[1,2,{"x":null}]}})"};
   MetricEvent event;
   for (const std::string& doc : docs) ASSERT_TRUE(decoder->Decode(doc, &event).ok());
   bool all_ok = true;

@@ -1,1 +1,231 @@
+// The DSL, describe(), build errors, and the reference metrics pipeline end to end in
+// the TopologyTestDriver.
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <simdjson.h>
+
+#include "engine/topology_test_driver.h"
+#include "tests/test_events.h"
+#include "topology/metrics_pipeline.h"
+#include "topology/topology.h"
+
+namespace streammetrics {
+namespace {
+
+using testing::Ev;
+using testing::kT0;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+// Metric operators exist only on streams of MetricEvent, result operators only on
+// streams of results: the DSL does not compile otherwise.
+template <typename S>
+concept CanValidate = requires(S s) { s.Validate(ValidationRules{}); };
+template <typename S>
+concept CanToWindowTopics = requires(S s) { s.ToWindowTopics(); };
+static_assert(CanValidate<KStream<MetricEvent>>);
+static_assert(!CanValidate<KStream<WindowedAggregate>>);
+static_assert(CanToWindowTopics<KStream<WindowedAggregate>>);
+static_assert(!CanToWindowTopics<KStream<MetricEvent>>);
+
+TEST(Topology, DescribeListsNodesStoresAndEdges) {
+  StreamsBuilder b;
+  WindowSpec w = WindowSpec::Tumbling("1m", 60'000, 5'000);
+  w.topic = "out-1m";
+  b.Stream("events", EventFormat::kJson)
+      .Validate({}, "check")
+      .Dedupe({.within_ms = 600'000})
+      .GroupBy({"serviceId", "metricName"})
+      .WindowedBy({w})
+      .Aggregate({}, "agg")
+      .ToWindowTopics();
+  absl::StatusOr<Topology> t = b.Build();
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_EQ(t->Describe(),
+            "Topology\n"
+            "  Source: source-events (topic: events, format: json)\n"
+            "    --> check\n"
+            "  Processor: check (value > 0, future skew <= 5m)\n"
+            "    --> dedupe-3\n"
+            "    <-- source-events\n"
+            "  Processor: dedupe-3 (by eventId within 10m)\n"
+            "    stores: dedupe-3-store\n"
+            "    --> agg\n"
+            "    <-- check\n"
+            "  Processor: agg (by [serviceId, metricName] windows [1m=tumbling 1m grace 5s] "
+            "pane 1m, count sum min max avg rate p50 p95 p99)\n"
+            "    stores: agg-store\n"
+            "    --> window-1m\n"
+            "    <-- dedupe-3\n"
+            "  Processor: window-1m\n"
+            "    --> sink-1m\n"
+            "    <-- agg\n"
+            "  Sink: sink-1m (topic: out-1m)\n"
+            "    <-- window-1m\n"
+            "Stores\n"
+            "  dedupe-3-store (key-value, memory)\n"
+            "  agg-store (window, memory)\n");
+  EXPECT_THAT(t->source_topics(), ElementsAre("events"));
+  EXPECT_THAT(t->sink_topics(), ElementsAre("out-1m"));
+}
+
+TEST(Topology, BuildReportsTheFirstMistake) {
+  {
+    StreamsBuilder b;
+    b.Stream("in", EventFormat::kJson).GroupBy({"serviceId", "tags."}).WindowedBy(
+        {WindowSpec::Tumbling("1m", 60'000)});
+    EXPECT_EQ(std::string(Message(b.Build().status())),
+              "group_by: field 'tags.' names no key");
+  }
+  {
+    StreamsBuilder b;
+    b.Stream("in", EventFormat::kJson).GroupBy({"serviceId"}).WindowedBy(
+        {WindowSpec::Hopping("h", 60'000, 7'000)});
+    EXPECT_EQ(std::string(Message(b.Build().status())),
+              "window 'h': size must be a multiple of advance");
+  }
+  {
+    StreamsBuilder b;
+    b.Stream("in", EventFormat::kJson).Validate({}, "x").Validate({}, "x");
+    EXPECT_EQ(std::string(Message(b.Build().status())), "topology: node name 'x' used twice");
+  }
+  {
+    StreamsBuilder b;
+    EXPECT_EQ(std::string(Message(b.Build().status())), "topology: no source");
+  }
+}
+
+TEST(Topology, FilterAndFanOutDeliverToEveryBranch) {
+  StreamsBuilder b;
+  KStream<MetricEvent> events = b.Stream("in", EventFormat::kJson);
+  auto id = [](const Record<MetricEvent>& r, std::string*, std::string* v) {
+    v->assign(r.value->event_id);
+  };
+  events.Filter([](const Record<MetricEvent>& r) { return r.value->value > 10; }).To("big", id);
+  events.To("all", id);
+  absl::StatusOr<Topology> t = b.Build();
+  ASSERT_TRUE(t.ok());
+  TopologyTestDriver::Options o;
+  o.wall_clock_ms = kT0;
+  auto driver = *TopologyTestDriver::Create(*t, o);
+  ASSERT_TRUE(driver->PipeInput("in", "", Ev{.id = "small", .value = 5}.Json()).ok());
+  ASSERT_TRUE(driver->PipeInput("in", "", Ev{.id = "large", .value = 50}.Json()).ok());
+  std::vector<std::string> big, all;
+  for (const OutputRecord& r : driver->ReadOutput("big")) big.push_back(r.value);
+  for (const OutputRecord& r : driver->ReadOutput("all")) all.push_back(r.value);
+  EXPECT_THAT(big, ElementsAre("large"));
+  EXPECT_THAT(all, ElementsAre("small", "large"));
+}
+
+TEST(MetricsPipeline, RejectsGroupByWithoutTheContractFields) {
+  PipelineConfig c = ReferencePipelineConfig();
+  c.group_by = {"serviceId"};
+  EXPECT_THAT(std::string(Message(BuildMetricsTopology(c).status())),
+              HasSubstr("aggregate.group_by: must include metricName"));
+  c.group_by = {"serviceId", "metricName", "teem"};
+  EXPECT_THAT(std::string(Message(BuildMetricsTopology(c).status())),
+              HasSubstr("aggregate.group_by: unknown field 'teem'"));
+  c.group_by = {"serviceId", "metricName", "statusClass", "tags.endpoint"};
+  EXPECT_TRUE(BuildMetricsTopology(c).ok());
+  c.enrich_enabled = false;
+  EXPECT_THAT(std::string(Message(BuildMetricsTopology(c).status())),
+              HasSubstr("unknown field 'statusClass'"));
+}
+
+struct Agg {
+  std::string service, metric, window;
+  int64_t start;
+  uint64_t count;
+  double sum, min, max;
+  friend bool operator==(const Agg&, const Agg&) = default;
+  friend std::ostream& operator<<(std::ostream& os, const Agg& a) {
+    return os << a.service << "/" << a.metric << "/" << a.window << "@" << a.start << " n="
+              << a.count << " sum=" << a.sum << " [" << a.min << "," << a.max << "]";
+  }
+};
+
+std::vector<Agg> ReadAggs(TopologyTestDriver& d, const std::string& topic) {
+  std::vector<Agg> out;
+  simdjson::dom::parser parser;
+  for (const OutputRecord& r : d.ReadOutput(topic)) {
+    simdjson::dom::element doc = parser.parse(r.value);
+    EXPECT_EQ(r.key, std::string(std::string_view(doc["serviceId"])));
+    out.push_back(Agg{std::string(std::string_view(doc["serviceId"])),
+                      std::string(std::string_view(doc["metricName"])),
+                      std::string(std::string_view(doc["window"])), int64_t(doc["windowStart"]),
+                      uint64_t(doc["count"]), double(doc["sum"]), double(doc["min"]),
+                      double(doc["max"])});
+  }
+  return out;
+}
+
+// The reference pipeline over a known event set: valid events of two services and two
+// metrics, one undecodable, one invalid, one duplicate and one late event.
+TEST(MetricsPipeline, ReferencePipelineEndToEnd) {
+  absl::StatusOr<Topology> t = BuildMetricsTopology(ReferencePipelineConfig());
+  ASSERT_TRUE(t.ok()) << t.status();
+  TopologyTestDriver::Options o;
+  o.wall_clock_ms = kT0 + 3'600'000;
+  auto driver = *TopologyTestDriver::Create(*t, o);
+  auto pipe = [&](const std::string& value) {
+    ASSERT_TRUE(driver->PipeInput("metrics-events", "k", value, kT0).ok());
+  };
+  pipe(Ev{.id = "1", .ts = kT0 + 5'000, .value = 100}.Json());
+  pipe(Ev{.id = "2", .ts = kT0 + 15'000, .value = 300}.Json());
+  pipe(Ev{.id = "3", .ts = kT0 + 20'000, .value = 7, .service = "user-service"}.Json());
+  pipe(Ev{.id = "4", .ts = kT0 + 25'000, .value = 2, .metric = "db.query.duration"}.Json());
+  pipe("{not json");                                                  // offset 4
+  pipe(Ev{.id = "5", .ts = kT0 + 26'000, .value = -1}.Json());        // offset 5
+  pipe(Ev{.id = "2", .ts = kT0 + 27'000, .value = 999}.Json());       // duplicate of 2
+  pipe(Ev{.id = "6", .ts = kT0 + 70'000, .value = 50}.Json());        // next minute
+  pipe(Ev{.id = "7", .ts = kT0 + 130'000, .value = 60}.Json());       // closes [T0+60s, ..)
+  pipe(Ev{.id = "8", .ts = kT0 + 1'000, .value = 1}.Json());          // late for 1m, not 5m
+  pipe(Ev{.id = "9", .ts = kT0 + 700'000, .value = 5}.Json());        // closes the first 5m
+  pipe(Ev{.id = "10", .ts = kT0 + 2'000, .value = 1}.Json());         // late for every window
+  ASSERT_TRUE(driver->EndOfInput().ok());
+
+  const std::string http = "api.request.duration", db = "db.query.duration";
+  EXPECT_THAT(ReadAggs(*driver, "metrics-aggregated-1m"),
+              ElementsAre(Agg{"payment-service", http, "1m", kT0, 2, 400, 100, 300},
+                          Agg{"payment-service", db, "1m", kT0, 1, 2, 2, 2},
+                          Agg{"user-service", http, "1m", kT0, 1, 7, 7, 7},
+                          Agg{"payment-service", http, "1m", kT0 + 60'000, 1, 50, 50, 50},
+                          Agg{"payment-service", http, "1m", kT0 + 120'000, 1, 60, 60, 60},
+                          Agg{"payment-service", http, "1m", kT0 + 660'000, 1, 5, 5, 5}));
+  EXPECT_THAT(ReadAggs(*driver, "metrics-aggregated-5m"),
+              ElementsAre(Agg{"payment-service", http, "5m", kT0, 5, 511, 1, 300},
+                          Agg{"payment-service", db, "5m", kT0, 1, 2, 2, 2},
+                          Agg{"user-service", http, "5m", kT0, 1, 7, 7, 7},
+                          Agg{"payment-service", http, "5m", kT0 + 600'000, 1, 5, 5, 5}));
+  // Every applied event is in six 1m/10s windows, except "8": all six of its hopping
+  // windows had closed (close = start + 70 s <= T0+130s), so it counts only in 5m.
+  std::vector<Agg> hopping = ReadAggs(*driver, "metrics-aggregated-1m-10s");
+  double total = 0;
+  for (const Agg& a : hopping) total += a.sum;
+  EXPECT_EQ(total, 6 * (100 + 300 + 7 + 2 + 50 + 60 + 5));
+
+  std::vector<OutputRecord> dlq = driver->ReadOutput("metrics-dead-letter");
+  ASSERT_EQ(dlq.size(), 3u);
+  EXPECT_EQ(dlq[0].Header("dlq.reason"), "deserialization");
+  EXPECT_EQ(dlq[0].Header("dlq.offset"), "4");
+  EXPECT_EQ(dlq[0].value, "{not json");
+  EXPECT_EQ(dlq[0].key, "k");
+  EXPECT_EQ(dlq[1].Header("dlq.reason"), "validation");
+  EXPECT_EQ(dlq[1].Header("dlq.error"), "value: must be > 0, got -1");
+  EXPECT_EQ(dlq[1].Header("dlq.offset"), "5");
+  EXPECT_EQ(dlq[1].Header("dlq.topic"), "metrics-events");
+  EXPECT_EQ(dlq[1].Header("dlq.timestamp"), std::to_string(kT0));
+  EXPECT_EQ(dlq[2].Header("dlq.reason"), "late");
+  EXPECT_EQ(dlq[2].Header("dlq.offset"), "11");
+
+  const TaskCounters& c = driver->counters();
+  EXPECT_EQ(c.records_read, 12u);
+  EXPECT_EQ(c.records_processed, 8u);  // 1 2 3 4 6 7 8 9
+  EXPECT_EQ(c.late_window_updates, 2u);  // "8": 1m and 1m-10s
+  EXPECT_EQ(c.duplicates_dropped, 1u);
+  EXPECT_EQ(c.late_dropped, 1u);
+  EXPECT_EQ(c.dead_letters_total(), 3u);
+}
+
+}  // namespace
+}  // namespace streammetrics

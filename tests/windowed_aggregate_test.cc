@@ -1,1 +1,396 @@
+// The windowed aggregate through the TopologyTestDriver: window boundaries, grace,
+// lateness, stream slicing (hopping and long windows from panes), emit modes, state
+// write-back and retention. Values are asserted exactly; quantiles are asserted exactly
+// where the data makes them exact and against exact ranks otherwise.
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <simdjson.h>
+
+#include <algorithm>
+#include <map>
+#include <random>
+#include <set>
+
+#include "engine/topology_test_driver.h"
+#include "statestore/window_store.h"
+#include "tests/test_events.h"
+#include "topology/topology.h"
+
+namespace streammetrics {
+namespace {
+
+using testing::Ev;
+using testing::kT0;
+
+struct Result {
+  std::string key, service, metric, window, tags;
+  int64_t start = 0, end = 0, timestamp = 0;
+  uint64_t count = 0;
+  double sum = 0, avg = 0, min = 0, max = 0, p50 = 0, p95 = 0, p99 = 0, rate = 0;
+};
+
+Result Parse(const OutputRecord& r) {
+  simdjson::dom::parser parser;
+  simdjson::dom::element doc = parser.parse(r.value);
+  Result out;
+  out.key = r.key;
+  out.timestamp = r.timestamp_ms;
+  out.service = std::string(std::string_view(doc["serviceId"]));
+  out.metric = std::string(std::string_view(doc["metricName"]));
+  out.window = std::string(std::string_view(doc["window"]));
+  out.start = int64_t(doc["windowStart"]);
+  out.end = int64_t(doc["windowEnd"]);
+  out.count = uint64_t(doc["count"]);
+  out.sum = double(doc["sum"]);
+  out.avg = double(doc["avg"]);
+  out.min = double(doc["min"]);
+  out.max = double(doc["max"]);
+  out.p50 = double(doc["p50"]);
+  out.p95 = double(doc["p95"]);
+  out.p99 = double(doc["p99"]);
+  out.rate = double(doc["rate"]);
+  out.tags = simdjson::minify(doc["tags"]);
+  return out;
+}
+
+std::vector<Result> ParseAll(const std::vector<OutputRecord>& records) {
+  std::vector<Result> out;
+  for (const OutputRecord& r : records) out.push_back(Parse(r));
+  return out;
+}
+
+WindowSpec Tumbling(std::string name, int64_t size, int64_t grace, std::string topic) {
+  WindowSpec w = WindowSpec::Tumbling(std::move(name), size, grace);
+  w.topic = std::move(topic);
+  return w;
+}
+
+WindowSpec Hopping(std::string name, int64_t size, int64_t advance, int64_t grace,
+                   std::string topic) {
+  WindowSpec w = WindowSpec::Hopping(std::move(name), size, advance, grace);
+  w.topic = std::move(topic);
+  return w;
+}
+
+class Harness {
+ public:
+  explicit Harness(std::vector<WindowSpec> windows,
+                   std::vector<std::string> dims = {"serviceId", "metricName"},
+                   bool late_to_dead_letter = true) {
+    StreamsBuilder b;
+    AggregateOptions options;
+    options.late_to_dead_letter = late_to_dead_letter;
+    b.Stream("in", EventFormat::kJson)
+        .GroupBy(dims)
+        .WindowedBy(std::move(windows))
+        .Aggregate(options, "agg")
+        .ToWindowTopics();
+    absl::StatusOr<Topology> t = b.Build();
+    EXPECT_TRUE(t.ok()) << t.status();
+    topology_ = *std::move(t);
+    TopologyTestDriver::Options o;
+    o.wall_clock_ms = kT0 + 3'600'000;
+    auto d = TopologyTestDriver::Create(topology_, o);
+    EXPECT_TRUE(d.ok()) << d.status();
+    driver = *std::move(d);
+  }
+
+  void Pipe(const Ev& e) { ASSERT_TRUE(driver->PipeInput("in", "", e.Json()).ok()); }
+  std::vector<Result> Read(const std::string& topic) {
+    return ParseAll(driver->ReadOutput(topic));
+  }
+
+  Topology topology_;
+  std::unique_ptr<TopologyTestDriver> driver;
+};
+
+TEST(WindowedAggregate, TumblingWindowExactValuesAtClose) {
+  Harness h({Tumbling("1m", 60'000, 5'000, "out-1m")});
+  h.Pipe({.id = "a", .ts = kT0 + 1'000, .value = 10});
+  h.Pipe({.id = "b", .ts = kT0 + 59'999, .value = 30});  // last ms of [T0, T0+60s)
+  h.Pipe({.id = "c", .ts = kT0 + 60'000, .value = 99});  // first ms of the next window
+  h.Pipe({.id = "d", .ts = kT0 + 20'000, .value = 20});  // out of order, within grace
+  // Stream time T0+64.999s: end + grace = T0+65s not reached, nothing emitted yet.
+  h.Pipe({.id = "e", .ts = kT0 + 64'999, .value = 1});
+  EXPECT_TRUE(h.Read("out-1m").empty());
+  h.Pipe({.id = "f", .ts = kT0 + 65'000, .value = 1});  // closes [T0, T0+60s)
+  std::vector<Result> out = h.Read("out-1m");
+  ASSERT_EQ(out.size(), 1u);
+  const Result& r = out[0];
+  EXPECT_EQ(r.key, "payment-service");
+  EXPECT_EQ(r.service, "payment-service");
+  EXPECT_EQ(r.metric, "api.request.duration");
+  EXPECT_EQ(r.window, "1m");
+  EXPECT_EQ(r.start, kT0);
+  EXPECT_EQ(r.end, kT0 + 60'000);
+  EXPECT_EQ(r.timestamp, kT0 + 59'999);
+  EXPECT_EQ(r.count, 3u);
+  EXPECT_EQ(r.sum, 60);
+  EXPECT_EQ(r.avg, 20);
+  EXPECT_EQ(r.min, 10);
+  EXPECT_EQ(r.max, 30);
+  EXPECT_EQ(r.p50, 20);
+  EXPECT_EQ(r.rate, 3.0 / 60.0);
+  EXPECT_EQ(r.tags, "{}");
+  EXPECT_EQ(h.driver->counters().windows_emitted, 1u);
+}
+
+TEST(WindowedAggregate, RecordAfterCloseIsLateDroppedAndDeadLettered) {
+  Harness h({Tumbling("1m", 60'000, 0, "out-1m")});
+  h.Pipe({.id = "a", .ts = kT0 + 1'000, .value = 10});
+  h.Pipe({.id = "b", .ts = kT0 + 60'000, .value = 10});  // closes [T0, T0+60s), grace 0
+  ASSERT_EQ(h.Read("out-1m").size(), 1u);
+  Ev late{.id = "late", .ts = kT0 + 59'000, .value = 5};
+  h.Pipe(late);
+  EXPECT_EQ(h.driver->counters().late_dropped, 1u);
+  EXPECT_EQ(h.driver->counters().dead_letters[static_cast<int>(DeadLetterReason::kLate)], 1u);
+  std::vector<OutputRecord> dlq = h.driver->ReadOutput("metrics-dead-letter");
+  ASSERT_EQ(dlq.size(), 1u);
+  EXPECT_EQ(dlq[0].value, late.Json());  // the original bytes, unchanged
+  EXPECT_EQ(dlq[0].Header("dlq.reason"), "late");
+  EXPECT_EQ(dlq[0].Header("dlq.topic"), "in");
+  EXPECT_EQ(dlq[0].Header("dlq.partition"), "0");
+  EXPECT_EQ(dlq[0].Header("dlq.offset"), "2");
+  EXPECT_EQ(dlq[0].Header("dlq.error"), "late: every window containing the event has closed");
+  // The late record changed nothing: the next window holds only "b".
+  ASSERT_TRUE(h.driver->EndOfInput().ok());
+  std::vector<Result> out = h.Read("out-1m");
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].start, kT0 + 60'000);
+  EXPECT_EQ(out[0].count, 1u);
+}
+
+TEST(WindowedAggregate, LateForOneWindowStillCountsInTheOpenOne) {
+  Harness h({Tumbling("1m", 60'000, 0, "out-1m"), Tumbling("5m", 300'000, 0, "out-5m")});
+  h.Pipe({.id = "a", .ts = kT0 + 1'000, .value = 1});
+  h.Pipe({.id = "b", .ts = kT0 + 61'000, .value = 2});  // closes 1m [T0, T0+60s)
+  h.Pipe({.id = "c", .ts = kT0 + 2'000, .value = 4});   // late for 1m, not for 5m
+  EXPECT_EQ(h.driver->counters().late_dropped, 0u);
+  EXPECT_EQ(h.driver->counters().late_window_updates, 1u);
+  ASSERT_TRUE(h.driver->EndOfInput().ok());
+  std::vector<Result> one = h.Read("out-1m");
+  ASSERT_EQ(one.size(), 2u);
+  EXPECT_EQ(one[0].count, 1u);  // a only
+  EXPECT_EQ(one[0].sum, 1);
+  EXPECT_EQ(one[1].count, 1u);  // b
+  std::vector<Result> five = h.Read("out-5m");
+  ASSERT_EQ(five.size(), 1u);
+  EXPECT_EQ(five[0].count, 3u);
+  EXPECT_EQ(five[0].sum, 7);
+}
+
+TEST(WindowedAggregate, HoppingWindowEventLandsInEverySlidingWindow) {
+  Harness h({Hopping("1m-10s", 60'000, 10'000, 0, "out")});
+  h.Pipe({.id = "a", .ts = kT0 + 125'000, .value = 7});  // in windows starting T0+70s..T0+120s
+  ASSERT_TRUE(h.driver->EndOfInput().ok());
+  std::vector<Result> out = h.Read("out");
+  ASSERT_EQ(out.size(), 6u);
+  for (size_t i = 0; i < out.size(); ++i) {
+    EXPECT_EQ(out[i].start, kT0 + 70'000 + static_cast<int64_t>(i) * 10'000);
+    EXPECT_EQ(out[i].end, out[i].start + 60'000);
+    EXPECT_EQ(out[i].count, 1u);
+    EXPECT_EQ(out[i].sum, 7);
+    EXPECT_EQ(out[i].p99, 7);
+  }
+}
+
+TEST(WindowedAggregate, HoppingWindowsMergePanes) {
+  Harness h({Hopping("1m-10s", 60'000, 10'000, 0, "out")});
+  // One event per 10-second pane from T0 to T0+110s, value = pane index + 1.
+  for (int i = 0; i < 12; ++i) {
+    h.Pipe({.id = StrCat("e", i), .ts = kT0 + i * 10'000 + 5'000, .value = double(i + 1)});
+  }
+  ASSERT_TRUE(h.driver->EndOfInput().ok());
+  std::vector<Result> out = h.Read("out");
+  // Windows starting T0-50s .. T0+110s: 17 windows hold data.
+  ASSERT_EQ(out.size(), 17u);
+  for (const Result& r : out) {
+    double sum = 0;
+    uint64_t count = 0;
+    double lo = 1e9, hi = -1e9;
+    for (int i = 0; i < 12; ++i) {
+      int64_t ts = kT0 + i * 10'000 + 5'000;
+      if (ts >= r.start && ts < r.end) {
+        sum += i + 1;
+        ++count;
+        lo = std::min(lo, double(i + 1));
+        hi = std::max(hi, double(i + 1));
+      }
+    }
+    EXPECT_EQ(r.count, count) << r.start;
+    EXPECT_EQ(r.sum, sum) << r.start;
+    EXPECT_EQ(r.min, lo) << r.start;
+    EXPECT_EQ(r.max, hi) << r.start;
+  }
+}
+
+// The heart of stream slicing: every window of three overlapping definitions must equal a
+// brute-force computation over the raw events. Counts, sums, min and max exactly;
+// quantiles by rank against the exact sorted values.
+TEST(WindowedAggregate, SlicedWindowsEqualBruteForce) {
+  std::vector<WindowSpec> windows = {Tumbling("1m", 60'000, 10'000, "o1"),
+                                     Tumbling("5m", 300'000, 10'000, "o5"),
+                                     Hopping("1m-10s", 60'000, 10'000, 10'000, "oh")};
+  Harness h(windows);
+  std::mt19937_64 rng(7);
+  std::lognormal_distribution<double> latency(4.0, 0.6);
+  struct Raw {
+    int64_t ts;
+    std::string service;
+    double value;
+  };
+  std::vector<Raw> raw;
+  const char* services[] = {"a-svc", "b-svc", "c-svc"};
+  int64_t max_ts = INT64_MIN;
+  for (int i = 0; i < 20'000; ++i) {
+    // 10 minutes of events, jittered by up to 5 s (inside the 10 s grace).
+    int64_t ts = kT0 + i * 30 + static_cast<int64_t>(rng() % 5'000);
+    Raw r{ts, services[rng() % 3], std::round(latency(rng) * 100) / 100};
+    raw.push_back(r);
+    max_ts = std::max(max_ts, ts);
+    h.Pipe({.id = StrCat("e", i), .ts = r.ts, .value = r.value, .service = r.service});
+  }
+  ASSERT_TRUE(h.driver->EndOfInput().ok());
+  EXPECT_EQ(h.driver->counters().late_dropped, 0u);
+  EXPECT_EQ(h.driver->counters().records_processed, 20'000u);
+  size_t total = 0;
+  for (const WindowSpec& w : windows) {
+    std::vector<Result> out = h.Read(w.topic);
+    ASSERT_FALSE(out.empty());
+    total += out.size();
+    std::set<std::pair<int64_t, std::string>> seen;
+    for (const Result& r : out) {
+      EXPECT_EQ(r.end - r.start, w.size_ms);
+      EXPECT_EQ(r.start % w.advance_ms, 0);
+      EXPECT_TRUE(seen.insert({r.start, r.service}).second) << "emitted twice";
+      std::vector<double> values;
+      double sum = 0;
+      for (const Raw& e : raw) {
+        if (e.service == r.service && e.ts >= r.start && e.ts < r.end) {
+          values.push_back(e.value);
+          sum += e.value;
+        }
+      }
+      std::sort(values.begin(), values.end());
+      ASSERT_EQ(r.count, values.size()) << w.name << " " << r.start << " " << r.service;
+      EXPECT_NEAR(r.sum, sum, 1e-6 * sum);
+      EXPECT_EQ(r.min, values.front());
+      EXPECT_EQ(r.max, values.back());
+      if (values.size() >= 200) {
+        for (auto [q, v] : {std::pair{0.5, r.p50}, {0.95, r.p95}, {0.99, r.p99}}) {
+          double rank = double(std::upper_bound(values.begin(), values.end(), v) - values.begin()) /
+                        double(values.size());
+          EXPECT_NEAR(rank, q, 0.02) << w.name << " q=" << q << " n=" << values.size();
+        }
+      }
+    }
+    // Every (window, service) that holds events was emitted.
+    std::set<std::pair<int64_t, std::string>> expected;
+    for (const Raw& e : raw) {
+      for (int64_t s = w.EarliestStartFor(e.ts); s <= w.LatestStartFor(e.ts); s += w.advance_ms) {
+        expected.insert({s, e.service});
+      }
+    }
+    EXPECT_EQ(seen, expected) << w.name;
+  }
+  EXPECT_EQ(h.driver->counters().windows_emitted, total);
+}
+
+TEST(WindowedAggregate, ResultsComeInWindowThenKeyOrder) {
+  Harness h({Tumbling("1m", 60'000, 0, "o")});
+  h.Pipe({.id = "1", .ts = kT0 + 1, .service = "zeta"});
+  h.Pipe({.id = "2", .ts = kT0 + 2, .service = "alpha"});
+  h.Pipe({.id = "3", .ts = kT0 + 60'001, .service = "mid"});
+  ASSERT_TRUE(h.driver->EndOfInput().ok());
+  std::vector<Result> out = h.Read("o");
+  ASSERT_EQ(out.size(), 3u);
+  EXPECT_EQ(out[0].service, "alpha");
+  EXPECT_EQ(out[1].service, "zeta");
+  EXPECT_EQ(out[2].service, "mid");
+  EXPECT_EQ(out[2].start, kT0 + 60'000);
+}
+
+TEST(WindowedAggregate, GroupByTagsPutsThemInTheResultTags) {
+  Harness h({Tumbling("1m", 60'000, 0, "o")}, {"serviceId", "metricName", "tags.endpoint"});
+  h.Pipe({.id = "1", .ts = kT0, .value = 1, .tags = {{"endpoint", "/a"}}});
+  h.Pipe({.id = "2", .ts = kT0, .value = 2, .tags = {{"endpoint", "/b"}}});
+  h.Pipe({.id = "3", .ts = kT0, .value = 4, .tags = {{"endpoint", "/a"}}});
+  h.Pipe({.id = "4", .ts = kT0, .value = 8});  // no endpoint: its own group, ""
+  ASSERT_TRUE(h.driver->EndOfInput().ok());
+  std::vector<Result> out = h.Read("o");
+  ASSERT_EQ(out.size(), 3u);
+  std::map<std::string, double> sums;
+  for (const Result& r : out) sums[r.tags] = r.sum;
+  EXPECT_EQ(sums["{\"endpoint\":\"/a\"}"], 5);
+  EXPECT_EQ(sums["{\"endpoint\":\"/b\"}"], 2);
+  EXPECT_EQ(sums["{\"endpoint\":\"\"}"], 8);
+}
+
+TEST(WindowedAggregate, LongGapsCloseOnlyWindowsWithData) {
+  Harness h({Hopping("1m-10s", 60'000, 10'000, 0, "o")});
+  h.Pipe({.id = "1", .ts = kT0});
+  h.Pipe({.id = "2", .ts = kT0 + 30LL * 86'400'000});  // 30 days later
+  std::vector<Result> out = h.Read("o");
+  ASSERT_EQ(out.size(), 6u);  // the six windows of the first event, no empty ones
+  EXPECT_EQ(out.front().start, kT0 - 50'000);
+  EXPECT_EQ(out.back().start, kT0);
+}
+
+TEST(WindowedAggregate, EmitOnUpdateEmitsChangedWindowsAtCommit) {
+  WindowSpec w = Tumbling("1m", 60'000, 0, "o");
+  w.emit = EmitMode::kUpdate;
+  Harness h({w});
+  h.Pipe({.id = "1", .ts = kT0 + 1'000, .value = 1});
+  h.Pipe({.id = "2", .ts = kT0 + 2'000, .value = 2, .service = "other"});
+  EXPECT_TRUE(h.Read("o").empty());  // nothing until the commit
+  ASSERT_TRUE(h.driver->Commit().ok());
+  std::vector<Result> first = h.Read("o");
+  ASSERT_EQ(first.size(), 2u);
+  EXPECT_EQ(first[0].service, "other");
+  EXPECT_EQ(first[1].service, "payment-service");
+  EXPECT_EQ(first[1].sum, 1);
+  ASSERT_TRUE(h.driver->Commit().ok());
+  EXPECT_TRUE(h.Read("o").empty());  // nothing changed
+  h.Pipe({.id = "3", .ts = kT0 + 3'000, .value = 4});
+  ASSERT_TRUE(h.driver->Commit().ok());
+  std::vector<Result> second = h.Read("o");
+  ASSERT_EQ(second.size(), 1u);  // only the changed group
+  EXPECT_EQ(second[0].service, "payment-service");
+  EXPECT_EQ(second[0].count, 2u);
+  EXPECT_EQ(second[0].sum, 5);
+  // A change after the last commit is emitted when the window closes.
+  h.Pipe({.id = "4", .ts = kT0 + 4'000, .value = 8});
+  h.Pipe({.id = "5", .ts = kT0 + 60'000, .value = 1, .service = "other"});  // closes it
+  std::vector<Result> at_close = h.Read("o");
+  ASSERT_EQ(at_close.size(), 1u);
+  EXPECT_EQ(at_close[0].sum, 13);
+}
+
+TEST(WindowedAggregate, CommitWritesPanesToTheStoreAndRetentionDropsThem) {
+  Harness h({Tumbling("1m", 60'000, 0, "o"), Hopping("h", 60'000, 20'000, 0, "p")});
+  h.Pipe({.id = "1", .ts = kT0 + 1'000, .value = 3});
+  h.Pipe({.id = "2", .ts = kT0 + 25'000, .value = 5});
+  ASSERT_TRUE(h.driver->Commit().ok());
+  auto* store = dynamic_cast<WindowStore*>(h.driver->GetStateStore("agg-store"));
+  ASSERT_NE(store, nullptr);
+  // Pane size gcd(60s, 20s) = 20 s: two panes, [T0, T0+20s) and [T0+20s, T0+40s).
+  EXPECT_EQ(store->ApproximateNumEntries(), 2u);
+  std::vector<std::pair<int64_t, uint64_t>> panes;
+  ASSERT_TRUE(store
+                  ->FetchAll(INT64_MIN, INT64_MAX,
+                             [&](std::string_view, int64_t start, std::string_view value) {
+                               absl::StatusOr<MetricStats> s = MetricStats::Parse(value);
+                               if (!s.ok()) return s.status();
+                               panes.emplace_back(start, s->count());
+                               return absl::OkStatus();
+                             })
+                  .ok());
+  EXPECT_EQ(panes, (std::vector<std::pair<int64_t, uint64_t>>{{kT0, 1}, {kT0 + 20'000, 1}}));
+  // Far ahead: every window holding those panes closes and the panes expire.
+  h.Pipe({.id = "3", .ts = kT0 + 10 * 60'000, .value = 1});
+  ASSERT_TRUE(h.driver->Commit().ok());
+  EXPECT_EQ(store->ApproximateNumEntries(), 1u);  // only the new event's pane
+}
+
+}  // namespace
+}  // namespace streammetrics
