@@ -16,7 +16,7 @@ namespace {
 class Reader {
  public:
   static absl::Status Error(const std::string& path, std::string_view what) {
-    return absl::InvalidArgumentError(StrCat(path, ": ", what));
+    return absl::InvalidArgumentError(StrCat(path.empty() ? "config" : path, ": ", what));
   }
 
   static absl::Status CheckKeys(const YAML::Node& node, const std::string& path,

@@ -1,1 +1,165 @@
+// The streammetrics binary, run as a user runs it: process, describe, loadgen, errors.
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "tests/test_events.h"
+
+namespace streammetrics {
+namespace {
+
+using testing::Ev;
+using testing::kT0;
+using ::testing::HasSubstr;
+
+struct CommandRun {
+  int exit_code;
+  std::string output;  // stdout and stderr
+};
+
+CommandRun Streammetrics(const std::string& args) {
+  std::string cmd = std::string(SM_BINARY) + " " + args + " 2>&1";
+  FILE* p = popen(cmd.c_str(), "r");
+  std::string out;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof(buf), p)) > 0) out.append(buf, n);
+  int status = pclose(p);
+  return CommandRun{WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+}
+
+std::vector<std::string> Lines(const std::filesystem::path& path) {
+  std::ifstream in(path);
+  std::vector<std::string> lines;
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  return lines;
+}
+
+class ProcessCommandTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::temp_directory_path() /
+           ("sm-process-" + std::to_string(getpid()) + "-" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    std::filesystem::remove_all(dir_);
+    std::filesystem::create_directories(dir_);
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+  std::string Write(const std::string& name, const std::string& text) {
+    std::ofstream(dir_ / name) << text;
+    return (dir_ / name).string();
+  }
+  std::filesystem::path dir_;
+};
+
+TEST_F(ProcessCommandTest, ProcessWritesEveryTopicAndASummary) {
+  std::string config = Write("c.yaml", R"(
+validation: {max_future_skew: "off"}
+aggregate:
+  windows:
+    - {name: 1m, size: 1m, grace: 0s, topic: out-1m}
+)");
+  std::string input = Write(
+      "events.jsonl",
+      Ev{.id = "1", .ts = kT0 + 1'000, .value = 10}.Json() + "\n" +
+          Ev{.id = "2", .ts = kT0 + 2'000, .value = 30}.Json() + "\r\n" +  // CRLF tolerated
+          "\n" +                                                          // blank: skipped
+          "{\"eventId\":\n" +                                             // bad JSON
+          Ev{.id = "1", .ts = kT0 + 3'000, .value = 99}.Json() + "\n" +   // duplicate
+          Ev{.id = "3", .ts = kT0 + 61'000, .value = 5, .service = "user-service"}.Json() + "\n");
+  CommandRun r = Streammetrics("process --config " + config + " --input " + input + " --output " +
+                        (dir_ / "out").string());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("read:             5 events (1 blank lines skipped)\n"));
+  EXPECT_THAT(r.output, HasSubstr("processed:        3\n"));
+  EXPECT_THAT(r.output, HasSubstr("duplicates:       1\n"));
+  EXPECT_THAT(r.output, HasSubstr("dead-lettered:    1 (deserialization 1, validation 0, late 0, "
+                                  "processing 0)\n"));
+  EXPECT_THAT(r.output, HasSubstr("windows emitted:  2\n"));
+  EXPECT_THAT(r.output, HasSubstr("  out-1m.jsonl: 2 records\n"));
+
+  std::vector<std::string> out = Lines(dir_ / "out" / "out-1m.jsonl");
+  ASSERT_EQ(out.size(), 2u);
+  // p50 of {10, 30} is 30: as in the reference MergingDigest, rank q*n = 1 falls on the
+  // second of two single samples.
+  EXPECT_EQ(out[0],
+            "{\"serviceId\":\"payment-service\",\"metricName\":\"api.request.duration\","
+            "\"window\":\"1m\",\"windowStart\":1707267600000,\"windowEnd\":1707267660000,"
+            "\"count\":2,\"sum\":40,\"avg\":20,\"min\":10,\"max\":30,\"p50\":30,\"p95\":30,"
+            "\"p99\":30,\"rate\":0.03333333333333333,\"tags\":{}}");
+  EXPECT_THAT(out[1], HasSubstr("\"serviceId\":\"user-service\""));
+  EXPECT_THAT(out[1], HasSubstr("\"windowStart\":1707267660000"));
+
+  std::vector<std::string> dlq = Lines(dir_ / "out" / "metrics-dead-letter.jsonl");
+  ASSERT_EQ(dlq.size(), 1u);
+  EXPECT_THAT(dlq[0], HasSubstr("{\"reason\":\"deserialization\",\"error\":"));
+  EXPECT_THAT(dlq[0], HasSubstr("\"topic\":\"metrics-events\",\"partition\":0,\"offset\":2,"));
+  EXPECT_THAT(dlq[0], HasSubstr("\"original\":\"{\\\"eventId\\\":\"}"));
+}
+
+TEST_F(ProcessCommandTest, LoadgenOutputRunsThroughTheReferenceConfig) {
+  std::string events = (dir_ / "gen.jsonl").string();
+  CommandRun gen = Streammetrics("loadgen --output " + events +
+                          " --count 20000 --rate 1000 --invalid 0.01 --duplicates 0.01 --late 0");
+  ASSERT_EQ(gen.exit_code, 0) << gen.output;
+  EXPECT_EQ(Lines(events).size(), 20000u);
+  CommandRun r = Streammetrics("process --config " + std::string(SM_SOURCE_DIR) +
+                        "/config/reference.yaml --input " + events + " --output " +
+                        (dir_ / "out").string());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  // 20 s of event time per 20,000 events at 1000/s; every event accounted for once.
+  std::istringstream summary(r.output);
+  uint64_t read = 0, processed = 0, duplicates = 0, dead = 0;
+  for (std::string line; std::getline(summary, line);) {
+    std::sscanf(line.c_str(), "read: %lu", &read);
+    std::sscanf(line.c_str(), "processed: %lu", &processed);
+    std::sscanf(line.c_str(), "duplicates: %lu", &duplicates);
+    std::sscanf(line.c_str(), "dead-lettered: %lu", &dead);
+  }
+  EXPECT_EQ(read, 20000u);
+  EXPECT_EQ(processed + duplicates + dead, read) << r.output;
+  EXPECT_GT(duplicates, 100u);
+  EXPECT_GT(dead, 100u);
+  uint64_t counted = 0;
+  for (const std::string& line : Lines(dir_ / "out" / "metrics-aggregated-5m.jsonl")) {
+    size_t at = line.find("\"count\":");
+    counted += std::stoull(line.substr(at + 8));
+  }
+  EXPECT_EQ(counted, processed);  // the 5m windows hold every processed event exactly once
+}
+
+TEST_F(ProcessCommandTest, BadConfigFailsWithTheKeyNamed) {
+  std::string config = Write("bad.yaml", "aggregate: {windows: [{name: a, size: 1m, sise: 2}]}\n");
+  CommandRun r = Streammetrics("process --config " + config + " --input /dev/null --output " +
+                        (dir_ / "out").string());
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.output, "streammetrics: " + config + ": aggregate.windows[0].sise: unknown key\n");
+}
+
+TEST_F(ProcessCommandTest, UsageErrorsExitTwo) {
+  EXPECT_EQ(Streammetrics("").exit_code, 2);
+  CommandRun r = Streammetrics("process --config x.yaml --input a --output b --frobnicate 1");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.output, HasSubstr("streammetrics: unknown flag --frobnicate"));
+  EXPECT_EQ(Streammetrics("loadgen --output - --count many").exit_code, 2);
+  CommandRun missing = Streammetrics("process --config x.yaml --input /nonexistent --output b");
+  EXPECT_EQ(missing.exit_code, 1);
+  EXPECT_THAT(missing.output, HasSubstr("x.yaml: cannot open"));
+}
+
+TEST_F(ProcessCommandTest, DescribePrintsTheTopology) {
+  CommandRun r = Streammetrics("describe --config " + std::string(SM_SOURCE_DIR) +
+                        "/config/reference.yaml");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("Source: source-metrics-events (topic: metrics-events, format: json)"));
+  EXPECT_THAT(r.output, HasSubstr("Sink: sink-5m (topic: metrics-aggregated-5m)"));
+  EXPECT_THAT(r.output, HasSubstr("pane 10s"));
+}
+
+}  // namespace
+}  // namespace streammetrics
