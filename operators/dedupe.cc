@@ -5,10 +5,9 @@
 namespace streammetrics {
 namespace {
 
-void EncodeKey(const Hash128& h, std::string* out) {
-  out->resize(16);
-  std::memcpy(out->data(), &h.lo, 8);
-  std::memcpy(out->data() + 8, &h.hi, 8);
+void EncodeBlockKey(uint64_t seq, std::string* out) {
+  out->resize(8);
+  for (int i = 0; i < 8; ++i) (*out)[i] = static_cast<char>(seq >> (56 - 8 * i));
 }
 
 }  // namespace
@@ -47,24 +46,32 @@ void DedupeProcessor::Expire() {
   const int64_t horizon = stream_time_ - options_.within_ms;
   while (!order_.empty() && order_.front().first_seen <= horizon) {
     seen_.erase(order_.front().id);
-    removed_.push_back(order_.front().id);
     order_.pop_front();
   }
 }
 
 absl::Status DedupeProcessor::Flush() {
-  for (const Hash128& id : removed_) {
-    EncodeKey(id, &key_buf_);
+  // Blocks whose newest id has expired hold nothing live.
+  const int64_t horizon =
+      stream_time_ < INT64_MIN + options_.within_ms ? INT64_MIN : stream_time_ - options_.within_ms;
+  while (!blocks_.empty() && blocks_.front().newest <= horizon) {
+    EncodeBlockKey(blocks_.front().seq, &key_buf_);
     if (absl::Status s = store_->Delete(key_buf_); !s.ok()) return s;
+    blocks_.pop_front();
   }
-  removed_.clear();
-  char value[8];
+  if (added_.empty()) return absl::OkStatus();
+  value_buf_.resize(added_.size() * 24);
+  char* p = value_buf_.data();
   for (const Entry& e : added_) {
-    if (!seen_.contains(e.id)) continue;  // expired before this commit
-    EncodeKey(e.id, &key_buf_);
-    std::memcpy(value, &e.first_seen, 8);
-    if (absl::Status s = store_->Put(key_buf_, std::string_view(value, 8)); !s.ok()) return s;
+    std::memcpy(p, &e.id.lo, 8);
+    std::memcpy(p + 8, &e.id.hi, 8);
+    std::memcpy(p + 16, &e.first_seen, 8);
+    p += 24;
   }
+  const uint64_t seq = next_block_++;
+  EncodeBlockKey(seq, &key_buf_);
+  if (absl::Status s = store_->Put(key_buf_, value_buf_); !s.ok()) return s;
+  blocks_.push_back(Block{seq, added_.back().first_seen});
   added_.clear();
   return absl::OkStatus();
 }

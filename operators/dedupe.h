@@ -4,9 +4,13 @@
 //
 // State: the 128-bit hash of each id (operators/hash.h) with the stream time at which it
 // was first seen. Ids expire in first-seen order once stream time passes first-seen +
-// within. The hot set lives in memory; each commit writes the ids added and removed
-// since the last commit to the operator's KeyValueStore (key: 16 hash bytes, value:
-// 8-byte first-seen time), so a durable store can restore it.
+// within. The hot set lives in memory. Every event id is new state, so persisting ids one
+// by one would cost a store write per event; instead each commit writes the ids first seen
+// since the previous commit as ONE block to the operator's KeyValueStore:
+//   key:   8-byte big-endian block sequence number (blocks sort in first-seen order)
+//   value: n x { u64 hash.lo, u64 hash.hi, i64 first_seen } little-endian (24 bytes each)
+// A block is deleted once its newest id has expired. Restoring = reading the blocks in
+// key order and skipping ids already past the horizon.
 #ifndef STREAMMETRICS_OPERATORS_DEDUPE_H_
 #define STREAMMETRICS_OPERATORS_DEDUPE_H_
 
@@ -51,10 +55,16 @@ class DedupeProcessor final : public Transformer<MetricEvent, MetricEvent> {
   KeyValueStore* store_ = nullptr;
   int64_t stream_time_ = INT64_MIN;
   absl::flat_hash_map<Hash128, int64_t> seen_;
-  std::deque<Entry> order_;        // first-seen order, for expiry
-  std::vector<Entry> added_;       // since the last flush
-  std::vector<Hash128> removed_;   // since the last flush
+  struct Block {
+    uint64_t seq;
+    int64_t newest;  // first-seen time of the block's last id
+  };
+  std::deque<Entry> order_;   // first-seen order, for expiry
+  std::vector<Entry> added_;  // since the last flush
+  std::deque<Block> blocks_;  // written blocks, oldest first
+  uint64_t next_block_ = 0;
   std::string key_buf_;
+  std::string value_buf_;
 };
 
 }  // namespace streammetrics

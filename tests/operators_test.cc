@@ -367,27 +367,36 @@ TEST_F(DedupeTest, DropsRepeatsWithinTheWindowOnly) {
   EXPECT_THAT(Ids(), ::testing::ElementsAre("c", "a"));
 }
 
-TEST_F(DedupeTest, CommitWritesLiveIdsToTheStore) {
+TEST_F(DedupeTest, CommitWritesOneBlockOfNewIdsAndDropsExpiredBlocks) {
   Pipe("a", kT0);
-  Pipe("b", kT0);
-  Pipe("a", kT0);
+  Pipe("b", kT0 + 1'000);
+  Pipe("a", kT0 + 2'000);  // duplicate: not stored again
   ASSERT_TRUE(driver_->Commit().ok());
   auto* store = dynamic_cast<KeyValueStore*>(driver_->GetStateStore("dd-store"));
   ASSERT_NE(store, nullptr);
-  EXPECT_EQ(store->ApproximateNumEntries(), 2u);
-  std::string value;
-  Hash128 h = StableHash128("a");
-  std::string key(16, '\0');
-  std::memcpy(key.data(), &h.lo, 8);
-  std::memcpy(key.data() + 8, &h.hi, 8);
-  ASSERT_TRUE(*store->Get(key, &value));
-  int64_t first_seen;
-  ASSERT_EQ(value.size(), 8u);
-  std::memcpy(&first_seen, value.data(), 8);
-  EXPECT_EQ(first_seen, kT0);
-  Pipe("z", kT0 + 120'000);  // both expire
-  ASSERT_TRUE(driver_->Commit().ok());
+  ASSERT_EQ(store->ApproximateNumEntries(), 1u);
+  std::string block;
+  ASSERT_TRUE(*store->Get(std::string(8, '\0'), &block));  // block 0
+  ASSERT_EQ(block.size(), 48u);
+  auto entry = [&](size_t i) {
+    Hash128 h;
+    int64_t first_seen;
+    std::memcpy(&h.lo, block.data() + 24 * i, 8);
+    std::memcpy(&h.hi, block.data() + 24 * i + 8, 8);
+    std::memcpy(&first_seen, block.data() + 24 * i + 16, 8);
+    return std::pair{h, first_seen};
+  };
+  EXPECT_EQ(entry(0), (std::pair{StableHash128("a"), kT0}));
+  EXPECT_EQ(entry(1), (std::pair{StableHash128("b"), kT0 + 1'000}));
+  ASSERT_TRUE(driver_->Commit().ok());  // nothing new: no new block
   EXPECT_EQ(store->ApproximateNumEntries(), 1u);
+  Pipe("c", kT0 + 61'000);  // a and b expire (first seen + 60 s <= stream time)
+  ASSERT_TRUE(driver_->Commit().ok());
+  EXPECT_EQ(store->ApproximateNumEntries(), 1u);  // block 0 gone, block 1 = {c}
+  EXPECT_FALSE(*store->Get(std::string(8, '\0'), &block));
+  ASSERT_TRUE(*store->Get(std::string("\0\0\0\0\0\0\0\x01", 8), &block));
+  EXPECT_EQ(block.size(), 24u);
+  EXPECT_EQ(entry(0), (std::pair{StableHash128("c"), kT0 + 61'000}));
 }
 
 }  // namespace
