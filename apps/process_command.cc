@@ -3,6 +3,7 @@
 #include <simdjson.h>
 
 #include <chrono>
+#include <ctime>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -18,6 +19,16 @@ namespace streammetrics {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+// "2024-02-07T01:00:00Z"
+std::string UtcTime(int64_t ms) {
+  time_t secs = static_cast<time_t>(ms / 1000);
+  struct tm tm;
+  gmtime_r(&secs, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
 
 class OutputFiles {
  public:
@@ -167,6 +178,7 @@ std::string FormatProcessSummary(const AppConfig& config, const ProcessResult& r
 }
 
 absl::Status RunDemo(const AppConfig& config, const DemoOptions& options, std::ostream& out) {
+  const auto started = Clock::now();
   absl::StatusOr<Topology> topology = BuildMetricsTopology(config.pipeline);
   if (!topology.ok()) return topology.status();
   out << topology->Describe() << "\n";
@@ -216,8 +228,8 @@ absl::Status RunDemo(const AppConfig& config, const DemoOptions& options, std::o
       }
       if (start != printed_window) {
         if (printed_window != INT64_MIN) {
-          out << "[" << shown->name << " window " << printed_window << "] " << window_events
-              << " events aggregated\n";
+          out << "[" << shown->name << " window " << UtcTime(printed_window) << "] "
+              << window_events << " events aggregated\n";
         }
         printed_window = start;
         window_events = 0;
@@ -246,7 +258,7 @@ absl::Status RunDemo(const AppConfig& config, const DemoOptions& options, std::o
   if (absl::Status s = (*driver)->EndOfInput(); !s.ok()) return s;
   if (absl::Status s = drain(); !s.ok()) return s;
   if (printed_window != INT64_MIN) {
-    out << "[" << shown->name << " window " << printed_window << "] " << window_events
+    out << "[" << shown->name << " window " << UtcTime(printed_window) << "] " << window_events
         << " events aggregated\n";
   }
 
@@ -263,6 +275,7 @@ absl::Status RunDemo(const AppConfig& config, const DemoOptions& options, std::o
   ProcessResult result;
   result.lines = options.events;
   result.counters = (*driver)->counters();
+  result.seconds = std::chrono::duration<double>(Clock::now() - started).count();
   out << "\n" << FormatProcessSummary(config, result);
   return absl::OkStatus();
 }

@@ -35,7 +35,9 @@ std::string FormatProcessSummary(const AppConfig& config, const ProcessResult& r
 
 struct DemoOptions {
   uint64_t events = 1'000'000;
-  double events_per_second = 10'000;  // event time, not wall time
+  // Event-time rate of the generated stream (not wall time): 2,000/s spreads 1M events
+  // over ~8 minutes of event time, so several 1-minute windows close.
+  double events_per_second = 2'000;
 };
 // The main job on the embedded default until the Kafka runtime lands: generates events,
 // runs the pipeline in-process, prints one line per closed 1-minute window and a final
