@@ -7,6 +7,8 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <limits>
+#include <vector>
 #include <memory>
 
 #include "apps/event_generator.h"
@@ -126,20 +128,38 @@ absl::StatusOr<ProcessResult> RunProcess(const AppConfig& config, std::istream& 
     return absl::OkStatus();
   };
 
-  std::string line;
-  while (std::getline(input, line)) {
+  // Lines are read into a buffer bounded by the document limit: a longer line is cut at
+  // limit + 1 bytes (which the decoder then dead-letters as too large, with that prefix
+  // as the original) and the rest of it skipped, so no input line can exhaust memory.
+  const size_t limit = config.pipeline.limits.max_document_bytes;
+  std::vector<char> buf(limit + 2);
+  while (true) {
+    input.getline(buf.data(), static_cast<std::streamsize>(buf.size()));
+    size_t n = static_cast<size_t>(input.gcount());
+    if (input.eof() && n == 0) break;
+    bool cut = false;
+    if (input.fail() && !input.eof() && !input.bad()) {
+      // Longer than the buffer: keep the prefix, drop the rest of the line.
+      cut = true;
+      input.clear();
+      input.ignore(std::numeric_limits<std::streamsize>::max(), '\n');
+    } else if (n > 0 && !input.eof()) {
+      --n;  // gcount counted the newline getline consumed
+    }
+    if (input.bad()) break;
     ++result.lines;
-    if (!line.empty() && line.back() == '\r') line.pop_back();
+    std::string_view line(buf.data(), cut ? buf.size() - 1 : n);
+    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
     if (StripAsciiWhitespace(line).empty()) {
       ++result.blank_lines;
-      continue;
-    }
-    if (absl::Status s = (*driver)->PipeInput(config.pipeline.input_topic, "", line); !s.ok()) {
+    } else if (absl::Status s = (*driver)->PipeInput(config.pipeline.input_topic, "", line);
+               !s.ok()) {
       return s;
     }
     if (result.lines % 4096 == 0) {
       if (absl::Status s = drain(); !s.ok()) return s;
     }
+    if (input.eof()) break;
   }
   if (input.bad()) return absl::DataLossError("reading the input failed");
   if (absl::Status s = (*driver)->EndOfInput(); !s.ok()) return s;

@@ -102,6 +102,33 @@ aggregate:
   EXPECT_THAT(dlq[0], HasSubstr("\"original\":\"{\\\"eventId\\\":\"}"));
 }
 
+TEST_F(ProcessCommandTest, OverlongLineIsDeadLetteredAndTheRestProcessed) {
+  std::string config = Write("c.yaml", R"(
+input: {max_document_bytes: 400}
+validation: {max_future_skew: "off"}
+aggregate:
+  windows:
+    - {name: 1m, size: 1m, topic: out-1m}
+)");
+  std::string huge = "{\"eventId\":\"" + std::string(5'000'000, 'x') + "\"}";
+  std::string input = Write("events.jsonl", huge + "\n" +
+                                                Ev{.id = "1", .ts = kT0, .value = 10}.Json() +
+                                                "\n" + huge);  // last line, no newline
+  CommandRun r = Streammetrics("process --config " + config + " --input " + input +
+                               " --output " + (dir_ / "out").string());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("read:             3 events"));
+  EXPECT_THAT(r.output, HasSubstr("processed:        1\n"));
+  EXPECT_THAT(r.output, HasSubstr("deserialization 2,"));
+  std::vector<std::string> dlq = Lines(dir_ / "out" / "metrics-dead-letter.jsonl");
+  ASSERT_EQ(dlq.size(), 2u);
+  EXPECT_THAT(dlq[0], HasSubstr("\"offset\":0,"));
+  EXPECT_THAT(dlq[1], HasSubstr("\"offset\":2,"));
+  // The original is the first limit + 1 bytes: enough to identify the record.
+  EXPECT_LT(dlq[0].size(), 1000u);
+  EXPECT_EQ(Lines(dir_ / "out" / "out-1m.jsonl").size(), 1u);
+}
+
 TEST_F(ProcessCommandTest, LoadgenOutputRunsThroughTheReferenceConfig) {
   std::string events = (dir_ / "gen.jsonl").string();
   CommandRun gen = Streammetrics("loadgen --output " + events +
