@@ -168,6 +168,15 @@ TEST_F(ProcessCommandTest, BadConfigFailsWithTheKeyNamed) {
   EXPECT_EQ(r.output, "streammetrics: " + config + ": aggregate.windows[0].sise: unknown key\n");
 }
 
+TEST_F(ProcessCommandTest, RocksDbStoreIsRefusedUntilDurableStoresExist) {
+  std::string config = Write("r.yaml", "aggregate: {store: rocksdb}\n");
+  CommandRun r = Streammetrics("process --config " + config + " --input /dev/null --output " +
+                               (dir_ / "out").string());
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.output,
+            "streammetrics: store dedupe-store: only in-memory stores are available\n");
+}
+
 TEST_F(ProcessCommandTest, UsageErrorsExitTwo) {
   EXPECT_EQ(Streammetrics("").exit_code, 2);
   CommandRun r = Streammetrics("process --config x.yaml --input a --output b --frobnicate 1");
