@@ -88,7 +88,8 @@ absl::Status Task::Process(const SourceRecord& record) {
   absl::Status s = it->second->ProcessSource(record);
   current_ = nullptr;
   if (!s.ok()) return s;
-  if (stream_time_ >= next_stream_punctuation_) {
+  // No stream time yet (nothing with an event time forwarded): nothing to anchor on.
+  if (stream_time_ != INT64_MIN && stream_time_ >= next_stream_punctuation_) {
     return RunPunctuators(PunctuationType::kStreamTime, stream_time_);
   }
   return absl::OkStatus();
@@ -116,7 +117,11 @@ absl::Status Task::RunPunctuators(PunctuationType type, int64_t now) {
 }
 
 void Task::Schedule(PunctuationType type, int64_t interval_ms, Punctuator* punctuator) {
-  scheduled_.push_back(Scheduled{type, std::max<int64_t>(1, interval_ms), INT64_MIN, punctuator});
+  interval_ms = std::max<int64_t>(1, interval_ms);
+  // Wall clock: first due one interval after scheduling. Stream time: anchored at the
+  // first stream time seen (INT64_MIN = not yet), so the first check anchors it.
+  int64_t next = type == PunctuationType::kWallClock ? wall_clock_ms() + interval_ms : INT64_MIN;
+  scheduled_.push_back(Scheduled{type, interval_ms, next, punctuator});
   if (type == PunctuationType::kStreamTime) next_stream_punctuation_ = INT64_MIN;
 }
 

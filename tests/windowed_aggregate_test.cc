@@ -13,6 +13,7 @@
 
 #include "engine/topology_test_driver.h"
 #include "statestore/window_store.h"
+#include "tests/aggregate_results.h"
 #include "tests/test_events.h"
 #include "topology/topology.h"
 
@@ -22,41 +23,10 @@ namespace {
 using testing::Ev;
 using testing::kT0;
 
-struct Result {
-  std::string key, service, metric, window, tags;
-  int64_t start = 0, end = 0, timestamp = 0;
-  uint64_t count = 0;
-  double sum = 0, avg = 0, min = 0, max = 0, p50 = 0, p95 = 0, p99 = 0, rate = 0;
-};
-
-Result Parse(const OutputRecord& r) {
-  simdjson::dom::parser parser;
-  simdjson::dom::element doc = parser.parse(r.value);
-  Result out;
-  out.key = r.key;
-  out.timestamp = r.timestamp_ms;
-  out.service = std::string(std::string_view(doc["serviceId"]));
-  out.metric = std::string(std::string_view(doc["metricName"]));
-  out.window = std::string(std::string_view(doc["window"]));
-  out.start = int64_t(doc["windowStart"]);
-  out.end = int64_t(doc["windowEnd"]);
-  out.count = uint64_t(doc["count"]);
-  out.sum = double(doc["sum"]);
-  out.avg = double(doc["avg"]);
-  out.min = double(doc["min"]);
-  out.max = double(doc["max"]);
-  out.p50 = double(doc["p50"]);
-  out.p95 = double(doc["p95"]);
-  out.p99 = double(doc["p99"]);
-  out.rate = double(doc["rate"]);
-  out.tags = simdjson::minify(doc["tags"]);
-  return out;
-}
+using Result = testing::AggregateResult;
 
 std::vector<Result> ParseAll(const std::vector<OutputRecord>& records) {
-  std::vector<Result> out;
-  for (const OutputRecord& r : records) out.push_back(Parse(r));
-  return out;
+  return testing::ParseAggregates(records);
 }
 
 WindowSpec Tumbling(std::string name, int64_t size, int64_t grace, std::string topic) {
