@@ -7,6 +7,8 @@
 //   stage/3 dedupe    + dedupe by eventId within 10 min
 //   stage/4 aggregate + 1m and 5m tumbling and 1m/10s hopping windows, count/sum/min/max/
 //                       avg/rate and t-digest p50/p95/p99, results serialized as JSON
+//   stage/5 rocksdb   stage 4 with the dedupe and window stores in RocksDB: the cost of
+//                       writing changed state back to RocksDB at every commit
 //
 // The cost of a stage is the difference of ns_per_event between a stage and the one
 // before it. Commits happen every 10,000 events, as in offline mode, so the write-back
@@ -15,7 +17,10 @@
 //   build/bench/pipeline_bench --benchmark_counters_tabular=true
 #include <benchmark/benchmark.h>
 
+#include <unistd.h>
+
 #include <atomic>
+#include <filesystem>
 #include <cstdlib>
 #include <memory>
 #include <new>
@@ -75,10 +80,12 @@ class CountingCollector final : public RecordCollector {
   uint64_t bytes = 0;
 };
 
-// The reference pipeline cut after `stage` (0 = source only .. 4 = everything).
+// The reference pipeline cut after `stage` (0 = source only .. 4 = everything; 5 =
+// everything on RocksDB stores).
 Topology StageTopology(int stage) {
   PipelineConfig config = ReferencePipelineConfig();
-  if (stage == 4) return *BuildMetricsTopology(config);
+  if (stage == 5) config.store = StoreType::kRocksDb;
+  if (stage >= 4) return *BuildMetricsTopology(config);
   StreamsBuilder b;
   KStream<MetricEvent> s = b.Stream(config.input_topic, EventFormat::kJson);
   if (stage >= 1) s = s.Validate(config.validation);
@@ -117,6 +124,10 @@ void BM_Pipeline(benchmark::State& state) {
     CountingCollector collector;
     TaskConfig config;
     config.wall_clock = [wall_clock] { return wall_clock; };
+    const std::filesystem::path state_dir =
+        std::filesystem::temp_directory_path() / ("sm-bench-" + std::to_string(getpid()));
+    std::filesystem::remove_all(state_dir);
+    config.state_dir = state_dir.string();
     std::unique_ptr<Task> task = *Task::Create(topology, config, &collector);
     SourceRecord record;
     record.topic = "metrics-events";
@@ -134,6 +145,7 @@ void BM_Pipeline(benchmark::State& state) {
     outputs += collector.records;
     processed += task->counters().records_processed;
     task.reset();
+    std::filesystem::remove_all(state_dir);
     state.ResumeTiming();
   }
   const double n = static_cast<double>(state.iterations() * events.size());
@@ -143,10 +155,11 @@ void BM_Pipeline(benchmark::State& state) {
   state.counters["results"] = static_cast<double>(outputs) / state.iterations();
   state.counters["aggregated"] = static_cast<double>(processed) / state.iterations();
   state.counters["allocs_per_event"] = static_cast<double>(allocations) / n;
-  static const char* kNames[] = {"source", "validate", "enrich", "dedupe", "aggregate"};
+  static const char* kNames[] = {"source", "validate", "enrich", "dedupe", "aggregate",
+                                 "rocksdb"};
   state.SetLabel(kNames[stage]);
 }
-BENCHMARK(BM_Pipeline)->DenseRange(0, 4)->Unit(benchmark::kMillisecond)->Iterations(3);
+BENCHMARK(BM_Pipeline)->DenseRange(0, 5)->Unit(benchmark::kMillisecond)->Iterations(3);
 
 }  // namespace
 }  // namespace streammetrics

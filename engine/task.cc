@@ -35,17 +35,9 @@ absl::StatusOr<std::unique_ptr<Task>> Task::Create(const Topology& topology, Tas
                                                    RecordCollector* collector) {
   std::unique_ptr<Task> task(new Task(std::move(config), collector));
   for (const StoreDef& def : topology.stores()) {
-    if (def.type != StoreType::kInMemory) {
-      return absl::UnimplementedError(
-          StrCat("store ", def.name, ": only in-memory stores are available"));
-    }
-    std::unique_ptr<StateStore> store;
-    if (def.kind == StoreKind::kWindow) {
-      store = NewInMemoryWindowStore(def.name);
-    } else {
-      store = NewInMemoryKeyValueStore(def.name);
-    }
-    task->stores_.emplace(def.name, std::move(store));
+    absl::StatusOr<std::unique_ptr<StateStore>> store = task->OpenStore(def);
+    if (!store.ok()) return store.status();
+    task->stores_.emplace(def.name, *std::move(store));
   }
   const std::vector<NodeDef>& nodes = topology.nodes();
   task->processors_.reserve(nodes.size());
@@ -69,6 +61,31 @@ absl::StatusOr<std::unique_ptr<Task>> Task::Create(const Topology& topology, Tas
     if (absl::Status s = p->Init(task.get()); !s.ok()) return s;
   }
   return task;
+}
+
+std::string TaskId(int32_t partition) { return StrCat("0_", partition); }
+
+absl::StatusOr<std::unique_ptr<StateStore>> Task::OpenStore(const StoreDef& def) {
+  if (def.type == StoreType::kInMemory) {
+    if (def.kind == StoreKind::kWindow) return NewInMemoryWindowStore(def.name);
+    return NewInMemoryKeyValueStore(def.name);
+  }
+  if (config_.state_dir.empty()) {
+    return absl::FailedPreconditionError(
+        StrCat("store ", def.name, ": a RocksDB store needs a state directory"));
+  }
+  if (config_.rocksdb == nullptr) config_.rocksdb = RocksDbResources::Create(RocksDbBudget{});
+  std::string path = StrCat(config_.state_dir, "/", def.name);
+  if (def.kind == StoreKind::kWindow) {
+    absl::StatusOr<std::unique_ptr<WindowStore>> s =
+        OpenRocksDbWindowStore(def.name, path, config_.rocksdb);
+    if (!s.ok()) return s.status();
+    return std::unique_ptr<StateStore>(*std::move(s));
+  }
+  absl::StatusOr<std::unique_ptr<KeyValueStore>> s =
+      OpenRocksDbKeyValueStore(def.name, path, config_.rocksdb);
+  if (!s.ok()) return s.status();
+  return std::unique_ptr<StateStore>(*std::move(s));
 }
 
 absl::Status Task::CheckRunning() const {

@@ -21,6 +21,7 @@
 #include "absl/status/statusor.h"
 #include "engine/record_collector.h"
 #include "operators/processor.h"
+#include "statestore/rocksdb_stores.h"
 #include "statestore/state_store.h"
 #include "topology/topology.h"
 
@@ -32,7 +33,15 @@ struct TaskConfig {
   std::string dead_letter_topic = "metrics-dead-letter";
   // The wall clock (ms since epoch). Default: the system clock.
   std::function<int64_t()> wall_clock;
+  // Where this task's RocksDB stores live (<state.dir>/<application.id>/<task id>), one
+  // directory per store. Required when the topology has RocksDB stores.
+  std::string state_dir;
+  // Shared by every RocksDB store of the process; created on demand when null.
+  std::shared_ptr<RocksDbResources> rocksdb;
 };
+
+// Kafka Streams' task id: "<subtopology>_<partition>" (one subtopology for now).
+std::string TaskId(int32_t partition);
 
 class Task final : public ProcessorContext {
  public:
@@ -75,6 +84,7 @@ class Task final : public ProcessorContext {
   };
 
   Task(TaskConfig config, RecordCollector* collector);
+  absl::StatusOr<std::unique_ptr<StateStore>> OpenStore(const StoreDef& def);
   absl::Status CheckRunning() const;
   absl::Status RunPunctuators(PunctuationType type, int64_t now);
 

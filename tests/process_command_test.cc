@@ -173,8 +173,9 @@ TEST_F(ProcessCommandTest, RocksDbStoreIsRefusedUntilDurableStoresExist) {
   CommandRun r = Streammetrics("process --config " + config + " --input /dev/null --output " +
                                (dir_ / "out").string());
   EXPECT_EQ(r.exit_code, 1);
-  EXPECT_EQ(r.output,
-            "streammetrics: store dedupe-store: only in-memory stores are available\n");
+  EXPECT_EQ(r.output, "streammetrics: " + config +
+                          ": aggregate.store: rocksdb is not available yet (state is not "
+                          "restored after a restart until changelog restore lands); use memory\n");
 }
 
 TEST_F(ProcessCommandTest, UsageErrorsExitTwo) {

@@ -7,6 +7,9 @@
 #include <gtest/gtest.h>
 #include <simdjson.h>
 
+#include <unistd.h>
+
+#include <filesystem>
 #include <memory>
 #include <span>
 #include <string>
@@ -17,6 +20,7 @@
 #include "engine/task.h"
 #include "engine/topology_test_driver.h"
 #include "operators/metric_event_codec.h"
+#include "statestore/rocksdb_stores.h"
 #include "tests/aggregate_results.h"
 #include "tests/test_events.h"
 #include "topology/topology.h"
@@ -742,6 +746,75 @@ TEST(TaskCommit, FlushRunsInTopologicalOrderThenCollector) {
                                 "collector flush"));
   EXPECT_EQ(tk.counters().records_sent, 3u);
   EXPECT_EQ(collector.flushes, 2);
+}
+
+}  // namespace
+}  // namespace streammetrics
+
+namespace streammetrics {
+namespace {
+
+class NullCollector final : public RecordCollector {
+ public:
+  void Send(std::string_view, std::string_view, std::string_view, int64_t,
+            std::span<const Header>) override {}
+  absl::Status Flush() override { return absl::OkStatus(); }
+};
+
+Topology RocksDbDedupeTopology() {
+  StreamsBuilder b;
+  b.Stream("in", EventFormat::kJson)
+      .Dedupe({.within_ms = 60'000}, "dd", StoreType::kRocksDb)
+      .To("out", [](const Record<MetricEvent>&, std::string*, std::string*) {});
+  absl::StatusOr<Topology> t = b.Build();
+  EXPECT_TRUE(t.ok()) << t.status();
+  return *std::move(t);
+}
+
+// Proves the task opens a topology's RocksDB stores under its state directory and that a
+// commit's write-back reaches them: after the task is closed, the store reopened from
+// disk holds the block of ids the commit wrote.
+TEST(TaskStores, RocksDbStoresLiveUnderTheStateDirAndKeepCommittedState) {
+  std::filesystem::path dir = std::filesystem::temp_directory_path() /
+                              ("sm-task-rocksdb-" + std::to_string(getpid()));
+  std::filesystem::remove_all(dir);
+  Topology topology = RocksDbDedupeTopology();
+  NullCollector collector;
+  TaskConfig config;
+  config.partition = 2;
+  config.state_dir = (dir / TaskId(2)).string();
+  config.wall_clock = [] { return kT0; };
+  {
+    absl::StatusOr<std::unique_ptr<Task>> task = Task::Create(topology, config, &collector);
+    ASSERT_TRUE(task.ok()) << task.status();
+    for (const char* id : {"a", "b", "a"}) {
+      SourceRecord r;
+      r.topic = "in";
+      std::string value = Ev{.id = id, .ts = kT0}.Json();
+      r.value = value;
+      ASSERT_TRUE((*task)->Process(r).ok());
+    }
+    ASSERT_TRUE((*task)->Commit().ok());
+    ASSERT_TRUE((*task)->Close().ok());
+  }
+  EXPECT_EQ(TaskId(2), "0_2");
+  absl::StatusOr<std::unique_ptr<KeyValueStore>> store = OpenRocksDbKeyValueStore(
+      "dd-store", (dir / "0_2" / "dd-store").string(), RocksDbResources::Create({}));
+  ASSERT_TRUE(store.ok()) << store.status();
+  std::string block;
+  ASSERT_TRUE(*(*store)->Get(std::string(8, '\0'), &block));
+  EXPECT_EQ(block.size(), 48u);  // a and b, 24 bytes each; the duplicate not stored
+  ASSERT_TRUE((*store)->Close().ok());
+  std::filesystem::remove_all(dir);
+}
+
+TEST(TaskStores, RocksDbStoreWithoutStateDirIsRefused) {
+  Topology topology = RocksDbDedupeTopology();
+  NullCollector collector;
+  absl::StatusOr<std::unique_ptr<Task>> task = Task::Create(topology, TaskConfig{}, &collector);
+  EXPECT_EQ(task.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(std::string(Message(task.status())),
+            "store dd-store: a RocksDB store needs a state directory");
 }
 
 }  // namespace
