@@ -44,13 +44,9 @@ void DedupeProcessor::Expire() {
   // Saturating: stream_time_ - within must not overflow near INT64_MIN.
   if (stream_time_ < INT64_MIN + options_.within_ms) return;
   const int64_t horizon = stream_time_ - options_.within_ms;
-  while (order_head_ < order_.size() && order_[order_head_].first_seen <= horizon) {
-    seen_.erase(order_[order_head_].id);
-    ++order_head_;
-  }
-  if (order_head_ > 1024 && order_head_ * 2 > order_.size()) {
-    order_.erase(order_.begin(), order_.begin() + static_cast<ptrdiff_t>(order_head_));
-    order_head_ = 0;
+  while (!order_.empty() && order_.front().first_seen <= horizon) {
+    seen_.erase(order_.front().id);
+    order_.pop_front();
   }
 }
 

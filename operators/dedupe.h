@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "operators/chunked_queue.h"
 #include "operators/hash.h"
 #include "operators/metric_event.h"
 #include "operators/processor.h"
@@ -59,11 +60,7 @@ class DedupeProcessor final : public Transformer<MetricEvent, MetricEvent> {
     uint64_t seq;
     int64_t newest;  // first-seen time of the block's last id
   };
-  // First-seen order, for expiry: live entries are order_[order_head_..]. A vector with a
-  // moving head (compacted when the dead prefix is most of it) grows to the live size
-  // once and then allocates nothing, unlike a deque that allocates a block per ~20 ids.
-  std::vector<Entry> order_;
-  size_t order_head_ = 0;
+  ChunkedQueue<Entry> order_;  // first-seen order, for expiry
   std::vector<Entry> added_;  // since the last flush
   std::deque<Block> blocks_;  // written blocks, oldest first
   uint64_t next_block_ = 0;

@@ -1,4 +1,5 @@
-// JSON decoding and encoding of MetricEvent (simdjson On-Demand), and
+// JSON decoding and encoding of MetricEvent (simdjson: a fast path over its stage 1
+// output, and the On-Demand API for everything else; see "The fast path" below), and
 // NewMetricEventDecoder. See metric_event_codec.h.
 //
 // Accepted document: one JSON object whose members are the event fields in either
@@ -10,6 +11,7 @@
 #include <simdjson.h>
 
 #include <algorithm>
+#include <bit>
 #include <charconv>
 #include <cmath>
 #include <cstdint>
@@ -454,36 +456,42 @@ enum Field : uint8_t {
   kUnknown,
 };
 
+// Whether `key`, of N - 1 bytes, is `name` (a fixed-size compare, inlined).
+template <size_t N>
+bool KeyIs(std::string_view key, const char (&name)[N]) {
+  return std::memcmp(key.data(), name, N - 1) == 0;
+}
+
 Field LookupField(std::string_view key) {
   switch (key.size()) {
     case 4:
-      if (key == "unit") return kUnit;
-      if (key == "tags") return kTags;
+      if (KeyIs(key, "unit")) return kUnit;
+      if (KeyIs(key, "tags")) return kTags;
       break;
     case 5:
-      if (key == "value") return kValue;
+      if (KeyIs(key, "value")) return kValue;
       break;
     case 7:
-      if (key == "eventId") return kEventId;
+      if (KeyIs(key, "eventId")) return kEventId;
       break;
     case 8:
-      if (key == "event_id") return kEventId;
-      if (key == "metadata") return kMetadata;
+      if (KeyIs(key, "event_id")) return kEventId;
+      if (KeyIs(key, "metadata")) return kMetadata;
       break;
     case 9:
-      if (key == "serviceId") return kServiceId;
-      if (key == "timestamp") return kTimestamp;
+      if (KeyIs(key, "serviceId")) return kServiceId;
+      if (KeyIs(key, "timestamp")) return kTimestamp;
       break;
     case 10:
-      if (key == "service_id") return kServiceId;
-      if (key == "instanceId") return kInstanceId;
-      if (key == "metricType") return kMetricType;
-      if (key == "metricName") return kMetricName;
+      if (KeyIs(key, "service_id")) return kServiceId;
+      if (KeyIs(key, "instanceId")) return kInstanceId;
+      if (KeyIs(key, "metricType")) return kMetricType;
+      if (KeyIs(key, "metricName")) return kMetricName;
       break;
     case 11:
-      if (key == "instance_id") return kInstanceId;
-      if (key == "metric_type") return kMetricType;
-      if (key == "metric_name") return kMetricName;
+      if (KeyIs(key, "instance_id")) return kInstanceId;
+      if (KeyIs(key, "metric_type")) return kMetricType;
+      if (KeyIs(key, "metric_name")) return kMetricName;
       break;
     default:
       break;
@@ -740,15 +748,394 @@ absl::Status DecodeMember(Field field, std::string_view name, od::value& value, 
   return absl::InternalError("unhandled field");
 }
 
+// ---------------------------------------------------------------------------------
+// The fast path.
+//
+// Decode() first tries FastWalker below. The walker declines, without saying why, on
+// the first thing that is an error or that it does not handle; Decode() then decodes the
+// document again with DecodeMembers above, the reference decoder, which accepts or
+// rejects it and names the field in its errors. So the walker must never accept a
+// document that DecodeMembers rejects, and what it accepts must decode to exactly what
+// DecodeMembers produces. It accepts only well-formed JSON and applies the same rules
+// with the same helpers (LookupField, ParseMetricType, IsJsonNumber,
+// ParseTimestampNumber, ParseRfc3339, simdjson's parse_double and string unescaping, the
+// kMaxUnknownDepth limit).
+//
+// Why: for a ~400-byte event, the On-Demand API spends more time on its iterator
+// bookkeeping than on parsing. The walker instead reads the output of simdjson's stage 1
+// (run by the same runtime-selected kernel as On-Demand's): the offset of every
+// structural character and of the first byte of every scalar and string, in document
+// order, once simdjson has validated the UTF-8 and the strings' quoting and checked that
+// strings hold no control characters. A token's text runs from its offset to the next
+// one, trailing whitespace included.
+
+// The value of the 8 ASCII digits in `chunk` (the first in its low byte), by the SWAR
+// steps of simdjson's parse_eight_digits_unrolled.
+inline uint64_t EightDigits(uint64_t chunk) {
+  chunk -= 0x3030303030303030ULL;
+  chunk = chunk * 10 + (chunk >> 8);
+  return (((chunk & 0x000000FF000000FFULL) * (100 + (1000000ULL << 32))) +
+          (((chunk >> 16) & 0x000000FF000000FFULL) * (1 + (10000ULL << 32)))) >>
+         32;
+}
+
+// The value of the n (1 to 16) decimal digits at p, without a digit-by-digit dependency
+// chain. Reads the 16 bytes at p, which must be readable.
+inline uint64_t DigitsValue(const char* p, size_t n) {
+  static_assert(std::endian::native == std::endian::little);
+  uint64_t low, high;
+  std::memcpy(&low, p, 8);
+  std::memcpy(&high, p + 8, 8);
+  using U128 = unsigned __int128;
+  const unsigned shift = static_cast<unsigned>(8 * (16 - n));  // 0 to 120
+  // The digits moved to the end of 16 bytes, behind (16 - n) '0's.
+  U128 text = ((U128{high} << 64) | low) << shift;
+  const U128 zeros = (U128{0x3030303030303030ULL} << 64) | 0x3030303030303030ULL;
+  text |= zeros & ~(~U128{0} << shift);
+  return EightDigits(static_cast<uint64_t>(text)) * 100000000 +
+         EightDigits(static_cast<uint64_t>(text >> 64));
+}
+
+// ParseTimestampNumber for the usual tokens, "-?digits" and "-?digits.digits" with at
+// most 15 integer digits and no leading zero; any other token goes to
+// ParseTimestampNumber. Same results, faster. The 17 bytes at s.data() must be readable
+// (s is in a document followed by SIMDJSON_PADDING bytes).
+TimeParse FastTimestampNumber(std::string_view s, int64_t* ms) {
+  const char* p = s.data();
+  const char* const end = p + s.size();
+  const bool negative = p != end && *p == '-';
+  if (negative) ++p;
+  const char* const int_begin = p;
+  while (p != end && IsDigit(*p)) ++p;
+  const ptrdiff_t int_digits = p - int_begin;
+  if (int_digits == 0 || int_digits > 15 || (int_digits > 1 && *int_begin == '0')) {
+    return ParseTimestampNumber(s, ms);
+  }
+  int64_t whole = static_cast<int64_t>(DigitsValue(int_begin, static_cast<size_t>(int_digits)));
+  bool remainder = false;
+  if (p != end) {  // epoch seconds: '.' and at least one digit, and nothing else
+    if (*p != '.' || p + 1 == end) return ParseTimestampNumber(s, ms);
+    ++p;
+    int64_t millis = 0;
+    for (int k = 0; k < 3; ++k) {
+      int digit = 0;
+      if (p != end) {
+        if (!IsDigit(*p)) return ParseTimestampNumber(s, ms);
+        digit = *p++ - '0';
+      }
+      millis = millis * 10 + digit;
+    }
+    for (; p != end; ++p) {
+      if (!IsDigit(*p)) return ParseTimestampNumber(s, ms);
+      remainder |= *p != '0';
+    }
+    whole = whole * 1000 + millis;  // < 10^18: no overflow
+  }
+  if (negative) whole = -whole - (remainder ? 1 : 0);
+  if (whole < kMinTimestampMs || whole > kMaxTimestampMs) return TimeParse::kOutOfRange;
+  *ms = whole;
+  return TimeParse::kOk;
+}
+
+// memcmp(a, b, n) == 0 for the short strings compared here, without a library call.
+inline bool SameBytes(const char* a, const char* b, size_t n) {
+  for (; n >= 8; n -= 8, a += 8, b += 8) {
+    uint64_t x, y;
+    std::memcpy(&x, a, 8);
+    std::memcpy(&y, b, 8);
+    if (x != y) return false;
+  }
+  for (; n > 0; --n) {
+    if (*a++ != *b++) return false;
+  }
+  return true;
+}
+
+// MetricEvent::Clear() without rewriting the three TagLists' unused slots (~3 KB, a
+// measurable part of a decode). The size check is a reminder to reset new members here.
+static_assert(sizeof(void*) != 8 || sizeof(MetricEvent) == 104 + 3 * sizeof(TagList),
+              "MetricEvent changed: update ResetEvent");
+void ResetEvent(MetricEvent* event) {
+  event->event_id = {};
+  event->service_id = {};
+  event->instance_id = {};
+  event->metric_name = {};
+  event->unit = {};
+  event->timestamp_ms = 0;
+  event->value = 0;
+  event->metric_type = MetricType::kHttpRequest;
+  event->has_event_id = false;
+  event->has_service_id = false;
+  event->has_instance_id = false;
+  event->has_metric_name = false;
+  event->has_metric_type = false;
+  event->has_value = false;
+  event->has_timestamp = false;
+  event->tags.Clear();
+  event->metadata.Clear();
+  event->enriched.Clear();
+}
+
+// Parses one document whose stage 1 indexes are `index[0..count)`, followed (as stage 1
+// writes them) by two entries equal to the document's length, where `doc` has a 0 byte
+// (the zeroed padding, which matches no token). Every index read below is at most
+// `count`: each step reads the next index only after the current one matched a token.
+class FastWalker {
+ public:
+  FastWalker(const char* doc, const uint32_t* index, uint32_t count, bool has_backslash,
+             const simdjson::internal::dom_parser_implementation* unescaper, uint8_t* strings)
+      : doc_(doc),
+        index_(index),
+        count_(count),
+        has_backslash_(has_backslash),
+        unescaper_(unescaper),
+        strings_(strings) {}
+
+  // DecodeMembers' fast path, for the whole document.
+  bool Decode(MetricEvent* event) {
+    if (At(0) != '{') return false;
+    uint32_t k = 1;  // the current member's key
+    if (At(k) == '}') return k + 1 == count_;
+    uint32_t seen = 0;
+    for (;;) {
+      std::string_view key;
+      if (!Key(k, &key)) return false;
+      const uint32_t v = k + 2;  // the value
+      const Field which = LookupField(key);
+      uint32_t next = v + 1;  // after the value, when it is a scalar
+      if (which == kUnknown) {
+        next = Skip(v, 0);  // forward compatibility: ignored, but validated
+        if (next == 0) return false;
+      } else {
+        const uint32_t bit = uint32_t{1} << which;
+        if (seen & bit) return false;  // a duplicate
+        seen |= bit;
+        const char first = At(v);
+        if (first == 'n') {  // null means absent
+          if (Token(v) != "null") return false;
+        } else if (which == kTags || which == kMetadata) {
+          if (first != '{') return false;
+          next = Map(v, which == kTags ? &event->tags : &event->metadata);
+          if (next == 0) return false;
+        } else if (!Scalar(which, v, first, event)) {
+          return false;
+        }
+      }
+      const char separator = At(next);
+      if (separator == '}') return next + 1 == count_;  // nothing after the object
+      if (separator != ',') return false;
+      k = next + 1;
+    }
+  }
+
+ private:
+  // The first byte of token k.
+  char At(uint32_t k) const { return doc_[index_[k]]; }
+
+  static bool IsNumberStart(char c) { return c == '-' || IsDigit(c); }
+
+  // Token k (a scalar) without its trailing whitespace.
+  std::string_view Token(uint32_t k) const {
+    return TrimTrailingSpace(std::string_view(doc_ + index_[k], index_[k + 1] - index_[k]));
+  }
+
+  // The unescaped value of string token k (At(k) == '"'). Without any backslash in the
+  // document, that is the text between the quotes; else simdjson's unescaping (what
+  // get_string() and unescaped_key() do), into strings_. False on an invalid escape.
+  bool String(uint32_t k, std::string_view* out) {
+    const char* begin = doc_ + index_[k] + 1;
+    if (!has_backslash_) {
+      const char* end = doc_ + index_[k + 1] - 1;
+      while (*end != '"') --end;  // trailing whitespace: the closing quote comes first
+      *out = std::string_view(begin, static_cast<size_t>(end - begin));
+      return true;
+    }
+    uint8_t* end = unescaper_->parse_string(reinterpret_cast<const uint8_t*>(begin), strings_);
+    if (end == nullptr) return false;
+    *out = std::string_view(reinterpret_cast<const char*>(strings_),
+                            static_cast<size_t>(end - strings_));
+    strings_ = end;
+    return true;
+  }
+
+  // A member's key, token k, followed by its colon.
+  bool Key(uint32_t k, std::string_view* key) {
+    return At(k) == '"' && At(k + 1) == ':' && String(k, key);
+  }
+
+  // DecodeMember for the fields that take a scalar, `first` being At(v) (not 'n').
+  bool Scalar(Field which, uint32_t v, char first, MetricEvent* event) {
+    switch (which) {
+      case kEventId:
+        if (first != '"' || !String(v, &event->event_id)) return false;
+        event->has_event_id = true;
+        return true;
+      case kServiceId:
+        if (first != '"' || !String(v, &event->service_id)) return false;
+        event->has_service_id = true;
+        return true;
+      case kInstanceId:
+        if (first != '"' || !String(v, &event->instance_id)) return false;
+        event->has_instance_id = true;
+        return true;
+      case kMetricName:
+        if (first != '"' || !String(v, &event->metric_name)) return false;
+        event->has_metric_name = true;
+        return true;
+      case kUnit:
+        return first == '"' && String(v, &event->unit);
+      case kMetricType: {
+        std::string_view text;
+        if (first != '"' || !String(v, &text)) return false;
+        const std::optional<MetricType> type = ParseMetricType(text);
+        if (!type.has_value()) return false;
+        event->metric_type = *type;
+        event->has_metric_type = true;
+        return true;
+      }
+      case kTimestamp: {
+        TimeParse result;
+        if (IsNumberStart(first)) {
+          result = FastTimestampNumber(Token(v), &event->timestamp_ms);
+        } else if (first == '"') {
+          std::string_view text;
+          if (!String(v, &text)) return false;
+          result = ParseRfc3339(text, &event->timestamp_ms);
+        } else {
+          return false;
+        }
+        if (result != TimeParse::kOk) return false;
+        event->has_timestamp = true;
+        return true;
+      }
+      case kValue: {
+        // What get_double() does: numberparsing::parse_double() at the token, which also
+        // requires a structural character or whitespace after the number.
+        if (!IsNumberStart(first) || !IsJsonNumber(Token(v))) return false;
+        double d;
+        if (simdjson::SIMDJSON_BUILTIN_IMPLEMENTATION::numberparsing::parse_double(
+                reinterpret_cast<const uint8_t*>(doc_ + index_[v]))
+                .get(d) != simdjson::SUCCESS ||
+            !std::isfinite(d)) {
+          return false;
+        }
+        event->value = d;
+        event->has_value = true;
+        return true;
+      }
+      default:
+        return false;
+    }
+  }
+
+  // DecodeStringMap for the object at token k; returns the token after it, 0 to decline.
+  uint32_t Map(uint32_t k, TagList* out) {
+    ++k;
+    if (At(k) == '}') return k + 1;
+    for (;;) {
+      std::string_view key;
+      if (!Key(k, &key)) return 0;
+      const uint32_t v = k + 2;
+      const char first = At(v);
+      std::string_view text;
+      bool add = true;
+      if (first == '"') {
+        if (!String(v, &text)) return 0;
+      } else if (IsNumberStart(first)) {
+        text = Token(v);  // kept as its JSON text, like ReadNumberText
+        if (!IsJsonNumber(text)) return 0;
+      } else if (first == 't' || first == 'f') {
+        text = Token(v);
+        if (text != "true" && text != "false") return 0;
+      } else if (first == 'n') {
+        if (Token(v) != "null") return 0;
+        add = false;  // null values are skipped
+      } else {
+        return 0;  // an object, an array or not a value
+      }
+      if (add) {
+        if (out->size() == TagList::kCapacity) return 0;
+        for (const Tag& tag : *out) {
+          if (tag.key.size() == key.size() && SameBytes(tag.key.data(), key.data(), key.size())) {
+            return 0;  // a duplicate key
+          }
+        }
+        out->Add(key, text);
+      }
+      const char separator = At(v + 1);
+      if (separator == '}') return v + 2;
+      if (separator != ',') return 0;
+      k = v + 2;
+    }
+  }
+
+  // ValidateValue for the value at token k: the token after it, or 0 to decline.
+  uint32_t Skip(uint32_t k, int depth) {
+    switch (At(k)) {
+      case '"': {
+        std::string_view ignored;
+        return String(k, &ignored) ? k + 1 : 0;
+      }
+      case 't':
+        return Token(k) == "true" ? k + 1 : 0;
+      case 'f':
+        return Token(k) == "false" ? k + 1 : 0;
+      case 'n':
+        return Token(k) == "null" ? k + 1 : 0;
+      case '{': {
+        if (depth >= kMaxUnknownDepth) return 0;
+        ++k;
+        if (At(k) == '}') return k + 1;
+        for (;;) {
+          std::string_view ignored;
+          if (!Key(k, &ignored)) return 0;
+          const uint32_t next = Skip(k + 2, depth + 1);
+          if (next == 0) return 0;
+          if (At(next) == '}') return next + 1;
+          if (At(next) != ',') return 0;
+          k = next + 1;
+        }
+      }
+      case '[': {
+        if (depth >= kMaxUnknownDepth) return 0;
+        ++k;
+        if (At(k) == ']') return k + 1;
+        for (;;) {
+          const uint32_t next = Skip(k, depth + 1);
+          if (next == 0) return 0;
+          if (At(next) == ']') return next + 1;
+          if (At(next) != ',') return 0;
+          k = next + 1;
+        }
+      }
+      default:
+        return IsNumberStart(At(k)) && IsJsonNumber(Token(k)) ? k + 1 : 0;
+    }
+  }
+
+  const char* const doc_;
+  const uint32_t* const index_;
+  const uint32_t count_;
+  const bool has_backslash_;
+  const simdjson::internal::dom_parser_implementation* const unescaper_;
+  uint8_t* strings_;  // where the next unescaped string goes
+};
+
 class JsonMetricEventDecoder final : public MetricEventDecoder {
  public:
   explicit JsonMetricEventDecoder(DecodeLimits limits) : limits_(limits) {
     // Failure here is not fatal: Decode() allocates again when it needs to.
     [[maybe_unused]] simdjson::error_code ignored = parser_.allocate(kInitialCapacity);
+    // The fast path's stage 1, with the same runtime-selected kernel as parser_'s. Without
+    // it (out of memory), every document takes the reference path.
+    if (simdjson::get_active_implementation()->create_dom_parser_implementation(
+            kInitialCapacity, simdjson::DEFAULT_MAX_DEPTH, indexer_) != simdjson::SUCCESS) {
+      indexer_.reset();
+    }
   }
 
   absl::Status Decode(std::string_view bytes, MetricEvent* event) override {
-    event->Clear();
+    ResetEvent(event);
     absl::Status status = DecodeDocument(bytes, event);
     if (!status.ok()) event->Clear();
     return status;
@@ -764,19 +1151,31 @@ class JsonMetricEventDecoder final : public MetricEventDecoder {
       size_t capacity = std::max(capacity_, kInitialCapacity);
       while (capacity < bytes.size() + simdjson::SIMDJSON_PADDING) capacity *= 2;
       buffer_ = std::make_unique_for_overwrite<char[]>(capacity);
+      strings_ = std::make_unique_for_overwrite<uint8_t[]>(capacity);
       capacity_ = capacity;
     }
-    if (bytes.size() > parser_.capacity()) {
-      // Grow geometrically rather than to each new largest size.
-      size_t capacity = std::max(parser_.capacity(), kInitialCapacity);
+    // Parsers grow geometrically rather than to each new largest size.
+    auto grown = [&bytes](size_t capacity) {
+      capacity = std::max(capacity, kInitialCapacity);
       while (capacity < bytes.size()) capacity *= 2;
-      if (auto error = parser_.allocate(capacity)) return JsonError(error);
+      return capacity;
+    };
+    if (indexer_ != nullptr && bytes.size() > indexer_->capacity() &&
+        indexer_->set_capacity(grown(indexer_->capacity())) != simdjson::SUCCESS) {
+      indexer_.reset();
     }
     // RFC 8259 section 8.1: a parser MAY ignore a leading byte order mark.
     if (bytes.size() >= 3 && bytes.substr(0, 3) == "\xEF\xBB\xBF") bytes.remove_prefix(3);
     if (!bytes.empty()) std::memcpy(buffer_.get(), bytes.data(), bytes.size());
     std::memset(buffer_.get() + bytes.size(), 0, simdjson::SIMDJSON_PADDING);
 
+    if (FastDecodeDocument(bytes.size(), event)) return absl::OkStatus();
+
+    // Not handled by the fast path, or an error: decode again with the reference decoder.
+    ResetEvent(event);
+    if (bytes.size() > parser_.capacity()) {
+      if (auto error = parser_.allocate(grown(parser_.capacity()))) return JsonError(error);
+    }
     od::document doc;
     if (auto error = parser_.iterate(buffer_.get(), bytes.size(), capacity_).get(doc)) {
       if (error == simdjson::UTF8_ERROR) return Utf8Error(bytes);
@@ -805,6 +1204,20 @@ class JsonMetricEventDecoder final : public MetricEventDecoder {
       return absl::InvalidArgumentError("invalid JSON: trailing content after the object");
     }
     return absl::OkStatus();
+  }
+
+  // The fast path (see FastWalker) for the document in buffer_; false to decline.
+  bool FastDecodeDocument(size_t length, MetricEvent* event) {
+    if (indexer_ == nullptr ||
+        indexer_->stage1(reinterpret_cast<const uint8_t*>(buffer_.get()), length,
+                         simdjson::stage1_mode::regular) != simdjson::SUCCESS) {
+      return false;
+    }
+    FastWalker walker(buffer_.get(), indexer_->structural_indexes.get(),
+                      indexer_->n_structural_indexes,
+                      std::memchr(buffer_.get(), '\\', length) != nullptr, indexer_.get(),
+                      strings_.get());
+    return walker.Decode(event);
   }
 
   absl::Status DecodeMembers(od::object& object, MetricEvent* event) {
@@ -853,8 +1266,10 @@ class JsonMetricEventDecoder final : public MetricEventDecoder {
 
   const DecodeLimits limits_;
   std::unique_ptr<char[]> buffer_;  // the input copy, with SIMDJSON_PADDING spare bytes
-  size_t capacity_ = 0;             // bytes allocated at buffer_
+  std::unique_ptr<uint8_t[]> strings_;  // the fast path's unescaped strings, as large
+  size_t capacity_ = 0;                 // bytes allocated at buffer_ and at strings_
   od::parser parser_;
+  std::unique_ptr<simdjson::internal::dom_parser_implementation> indexer_;
 };
 
 // ---------------------------------------------------------------------------------

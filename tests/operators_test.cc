@@ -5,11 +5,14 @@
 
 #include <cmath>
 #include <cstring>
+#include <deque>
+#include <random>
 #include <limits>
 
 #include "absl/container/flat_hash_set.h"
 #include "engine/topology_test_driver.h"
 #include "operators/aggregate_result.h"
+#include "operators/chunked_queue.h"
 #include "operators/dimension.h"
 #include "operators/enrich.h"
 #include "operators/hash.h"
@@ -324,6 +327,33 @@ TEST(Quantiles, NamesAndValidation) {
             "quantiles: 1 is not in (0, 1)");
   EXPECT_EQ(std::string(Message(MakeQuantileSpecs({0.5, 0.5}).status())),
             "quantiles: 0.5 given twice");
+}
+
+TEST(ChunkedQueue, BehavesLikeADequeAcrossChunkBoundaries) {
+  ChunkedQueue<int, 4> q;
+  std::deque<int> model;
+  std::mt19937 rng(3);
+  int next = 0;
+  for (int step = 0; step < 20'000; ++step) {
+    // Phases of growth and of draining, so chunks are used up, freed and reused.
+    bool push = model.empty() || ((step / 500) % 2 == 0 ? rng() % 4 != 0 : rng() % 4 == 0);
+    if (push) {
+      q.push_back(next);
+      model.push_back(next++);
+    } else {
+      ASSERT_EQ(q.front(), model.front()) << step;
+      q.pop_front();
+      model.pop_front();
+    }
+    ASSERT_EQ(q.size(), model.size());
+    ASSERT_EQ(q.empty(), model.empty());
+  }
+  while (!model.empty()) {
+    ASSERT_EQ(q.front(), model.front());
+    q.pop_front();
+    model.pop_front();
+  }
+  EXPECT_TRUE(q.empty());
 }
 
 // Dedupe through a real topology: source -> dedupe -> sink of event ids.
