@@ -40,6 +40,10 @@ class MetricEventDecoder {
 
 std::unique_ptr<MetricEventDecoder> NewJsonMetricEventDecoder(DecodeLimits limits = {});
 std::unique_ptr<MetricEventDecoder> NewProtobufMetricEventDecoder(DecodeLimits limits = {});
+// The JSON decoder without its fast path: every document goes through simdjson On-Demand.
+// Same contract and results (tests compare the two); slower. For tests only.
+std::unique_ptr<MetricEventDecoder> NewReferenceJsonMetricEventDecoderForTesting(
+    DecodeLimits limits = {});
 std::unique_ptr<MetricEventDecoder> NewMetricEventDecoder(EventFormat format,
                                                          DecodeLimits limits = {});
 

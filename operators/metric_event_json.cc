@@ -1123,7 +1123,8 @@ class FastWalker {
 
 class JsonMetricEventDecoder final : public MetricEventDecoder {
  public:
-  explicit JsonMetricEventDecoder(DecodeLimits limits) : limits_(limits) {
+  JsonMetricEventDecoder(DecodeLimits limits, bool fast_path)
+      : limits_(limits), fast_path_(fast_path) {
     // Failure here is not fatal: Decode() allocates again when it needs to.
     [[maybe_unused]] simdjson::error_code ignored = parser_.allocate(kInitialCapacity);
     // The fast path's stage 1, with the same runtime-selected kernel as parser_'s. Without
@@ -1208,7 +1209,7 @@ class JsonMetricEventDecoder final : public MetricEventDecoder {
 
   // The fast path (see FastWalker) for the document in buffer_; false to decline.
   bool FastDecodeDocument(size_t length, MetricEvent* event) {
-    if (indexer_ == nullptr ||
+    if (!fast_path_ || indexer_ == nullptr ||
         indexer_->stage1(reinterpret_cast<const uint8_t*>(buffer_.get()), length,
                          simdjson::stage1_mode::regular) != simdjson::SUCCESS) {
       return false;
@@ -1265,6 +1266,7 @@ class JsonMetricEventDecoder final : public MetricEventDecoder {
   }
 
   const DecodeLimits limits_;
+  const bool fast_path_;  // false: every document takes the reference path (tests)
   std::unique_ptr<char[]> buffer_;  // the input copy, with SIMDJSON_PADDING spare bytes
   std::unique_ptr<uint8_t[]> strings_;  // the fast path's unescaped strings, as large
   size_t capacity_ = 0;                 // bytes allocated at buffer_ and at strings_
@@ -1307,7 +1309,12 @@ void AppendStringMap(const TagList& map, std::string* out) {
 }  // namespace
 
 std::unique_ptr<MetricEventDecoder> NewJsonMetricEventDecoder(DecodeLimits limits) {
-  return std::make_unique<JsonMetricEventDecoder>(limits);
+  return std::make_unique<JsonMetricEventDecoder>(limits, /*fast_path=*/true);
+}
+
+std::unique_ptr<MetricEventDecoder> NewReferenceJsonMetricEventDecoderForTesting(
+    DecodeLimits limits) {
+  return std::make_unique<JsonMetricEventDecoder>(limits, /*fast_path=*/false);
 }
 
 std::unique_ptr<MetricEventDecoder> NewMetricEventDecoder(EventFormat format, DecodeLimits limits) {

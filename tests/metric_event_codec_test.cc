@@ -23,6 +23,8 @@
 #include "gtest/gtest.h"
 #include "operators/metric_event.h"
 #include "operators/metric_event.pb.h"
+#include "operators/strings.h"
+#include "apps/event_generator.h"
 
 // Counts this thread's operator new calls while counting is on, to check that
 // steady-state decoding allocates nothing.
@@ -883,6 +885,64 @@ TEST(Fuzz, MutatedProtobufMessagesDecodeOrFailCleanly) {
       ASSERT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
     }
   }
+}
+
+}  // namespace
+}  // namespace streammetrics
+
+namespace streammetrics {
+namespace {
+
+// The JSON decoder has a fast path (its own walk over simdjson's stage-1 index) and falls
+// back to the reference On-Demand decoder for anything it declines. Both must agree on
+// every input: the same status (code and message) and, when OK, the same event.
+std::string Describe(const absl::Status& s, const MetricEvent& e) {
+  if (!s.ok()) return StrCat("error ", static_cast<int>(s.code()), ": ", Message(s));
+  std::string out;
+  AppendMetricEventJson(e, &out);
+  StrAppend(&out, " | has:", e.has_event_id, e.has_service_id, e.has_instance_id,
+            e.has_metric_name, e.has_metric_type, e.has_value, e.has_timestamp);
+  return out;
+}
+
+TEST(JsonDecoderFastPath, AgreesWithTheReferenceDecoderOnGeneratedAndMutatedInput) {
+  GeneratorOptions options;
+  options.invalid_fraction = 0.2;
+  options.duplicate_fraction = 0;
+  EventGenerator generator(options);
+  auto fast = NewJsonMetricEventDecoder();
+  auto reference = NewReferenceJsonMetricEventDecoderForTesting();
+  std::mt19937_64 rng(11);
+  const std::string specials[] = {"\\", "\"", "\\u0000", "\\ud83d\\ude00", "\xff", "\x01", "{",
+                                  "}",  "[",  "]",       ",",            ":",    " ", "null",
+                                  "1e999", "-0", "1.5e3", "\"tags\":{\"a\":1}"};
+  MetricEvent a, b;
+  int mutated = 0;
+  for (int i = 0; i < 20'000; ++i) {
+    std::string doc;
+    generator.Next(&doc);
+    if (i % 2 == 1) {  // mutate: replace, insert or delete at random places
+      ++mutated;
+      for (int m = 0, n = 1 + static_cast<int>(rng() % 3); m < n && !doc.empty(); ++m) {
+        size_t at = rng() % doc.size();
+        switch (rng() % 3) {
+          case 0:
+            doc[at] = static_cast<char>(rng());
+            break;
+          case 1:
+            doc.insert(at, specials[rng() % std::size(specials)]);
+            break;
+          default:
+            doc.erase(at, 1 + rng() % 8);
+            break;
+        }
+      }
+    }
+    absl::Status sa = fast->Decode(doc, &a);
+    absl::Status sb = reference->Decode(doc, &b);
+    ASSERT_EQ(Describe(sa, a), Describe(sb, b)) << "input: " << doc;
+  }
+  EXPECT_EQ(mutated, 10'000);
 }
 
 }  // namespace
