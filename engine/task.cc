@@ -154,7 +154,7 @@ StateStore* Task::GetStateStore(std::string_view name) {
 
 void Task::DeadLetter(DeadLetterReason reason, std::string_view error) {
   ++counters_.dead_letters[static_cast<int>(reason)];
-  const SourceRecord& r = *current_;
+  const SourceRecord& r = source_record();
   char partition[24], offset[24], timestamp[24];
   const Header headers[] = {
       {"dlq.reason", DeadLetterReasonName(reason)},

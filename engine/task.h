@@ -65,7 +65,12 @@ class Task final : public ProcessorContext {
   int64_t stream_time_ms() const override { return stream_time_; }
   void ObserveEventTime(int64_t timestamp_ms) override;
   int64_t wall_clock_ms() const override { return config_.wall_clock(); }
-  const SourceRecord& source_record() const override { return *current_; }
+  // Outside Process() (a punctuator, Flush, EndOfInput) there is no input record: an empty
+  // one with offset -1 stands in, so a dead letter sent from there carries no bytes but
+  // still reaches the dead-letter topic with its reason and error.
+  const SourceRecord& source_record() const override {
+    return current_ != nullptr ? *current_ : kNoRecord;
+  }
   StateStore* GetStateStore(std::string_view name) override;
   void DeadLetter(DeadLetterReason reason, std::string_view error) override;
   void Send(std::string_view topic, std::string_view key, std::string_view value,
@@ -97,6 +102,7 @@ class Task final : public ProcessorContext {
   std::vector<Scheduled> scheduled_;
   int64_t stream_time_ = INT64_MIN;
   int64_t next_stream_punctuation_ = INT64_MAX;
+  static inline const SourceRecord kNoRecord{};
   const SourceRecord* current_ = nullptr;
   TaskCounters counters_;
 };

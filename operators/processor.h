@@ -90,15 +90,16 @@ class ProcessorContext {
   // The task's wall clock (mockable in tests).
   virtual int64_t wall_clock_ms() const = 0;
 
-  // The input record being processed; valid only inside Process().
+  // The input record being processed. Outside Process() (punctuators, Flush, EndOfInput)
+  // an empty record with offset -1.
   virtual const SourceRecord& source_record() const = 0;
 
   // A store registered in the topology for this processor; nullptr if unknown.
   virtual StateStore* GetStateStore(std::string_view name) = 0;
 
   // Sends the current input record, unchanged, to the dead-letter topic with reason
-  // and error as headers (DESIGN.md). Never fails the task: the record collector
-  // reports send failures at commit.
+  // and error as headers (DESIGN.md); outside Process() an empty record (offset -1).
+  // Never fails the task: the record collector reports send failures at commit.
   virtual void DeadLetter(DeadLetterReason reason, std::string_view error) = 0;
 
   // Hands a record to the record collector for `topic`.

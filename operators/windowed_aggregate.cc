@@ -2,6 +2,7 @@
 #include "operators/windowed_aggregate.h"
 
 #include <algorithm>
+#include <cmath>
 
 
 namespace streammetrics {
@@ -56,6 +57,12 @@ int64_t WindowedAggregateProcessor::FirstOpenStart(const WindowSpec& w) const {
 }
 
 absl::Status WindowedAggregateProcessor::Process(const Record<MetricEvent>& record) {
+  // validate rejects these, but a topology need not validate (and protobuf carries NaN):
+  // one non-finite value would turn a window's sum and avg into nulls.
+  if (!std::isfinite(record.value->value)) {
+    context()->DeadLetter(DeadLetterReason::kProcessing, "aggregate: value is not finite");
+    return absl::OkStatus();
+  }
   const int64_t ts = record.timestamp_ms;
   if (ts > stream_time_) stream_time_ = ts;
 

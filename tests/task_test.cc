@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <limits>
 #include <memory>
 #include <span>
 #include <string>
@@ -815,6 +816,85 @@ TEST(TaskStores, RocksDbStoreWithoutStateDirIsRefused) {
   EXPECT_EQ(task.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(std::string(Message(task.status())),
             "store dd-store: a RocksDB store needs a state directory");
+}
+
+}  // namespace
+}  // namespace streammetrics
+
+namespace streammetrics {
+namespace {
+
+// Dead-letters from Flush, where no input record is being processed.
+class DeadLetterOnFlush final : public Transformer<MetricEvent, MetricEvent> {
+ public:
+  absl::Status Process(const Record<MetricEvent>& r) override { return Forward(r); }
+  absl::Status Flush() override {
+    context()->DeadLetter(DeadLetterReason::kProcessing, "flush failed");
+    return absl::OkStatus();
+  }
+};
+
+// Regression: DeadLetter and source_record() dereferenced a null current record outside
+// Process(), crashing the task when a processor dead-lettered from Flush or a punctuator.
+TEST(TaskDeadLetters, OutsideProcessTheyCarryAnEmptyRecordInsteadOfCrashing) {
+  StreamsBuilder b;
+  b.Stream("in", EventFormat::kJson).Process<MetricEvent>("dlq-on-flush", "f", [] {
+    return std::make_unique<DeadLetterOnFlush>();
+  });
+  absl::StatusOr<Topology> t = b.Build();
+  ASSERT_TRUE(t.ok()) << t.status();
+  TopologyTestDriver::Options o;
+  o.wall_clock_ms = kT0;
+  auto d = *TopologyTestDriver::Create(*t, o);
+  ASSERT_TRUE(d->Commit().ok());
+  std::vector<OutputRecord> dlq = d->ReadOutput("metrics-dead-letter");
+  ASSERT_EQ(dlq.size(), 1u);
+  EXPECT_EQ(dlq[0].value, "");
+  EXPECT_EQ(dlq[0].Header("dlq.reason"), "processing");
+  EXPECT_EQ(dlq[0].Header("dlq.error"), "flush failed");
+  EXPECT_EQ(dlq[0].Header("dlq.topic"), "");
+  EXPECT_EQ(dlq[0].Header("dlq.offset"), "-1");
+}
+
+TEST(TaskDeadLetters, NonFiniteValuesNeverReachAnAggregate) {
+  StreamsBuilder b;
+  WindowSpec w = WindowSpec::Tumbling("1m", 60'000, 0);
+  w.topic = "out";
+  b.Stream("in", EventFormat::kProtobuf)  // no Validate: protobuf can carry NaN and inf
+      .GroupBy({"serviceId", "metricName"})
+      .WindowedBy({w})
+      .Aggregate({}, "agg")
+      .ToWindowTopics();
+  absl::StatusOr<Topology> t = b.Build();
+  ASSERT_TRUE(t.ok()) << t.status();
+  TopologyTestDriver::Options o;
+  o.wall_clock_ms = kT0;
+  auto d = *TopologyTestDriver::Create(*t, o);
+  for (double v : {2.0, std::numeric_limits<double>::quiet_NaN(),
+                   std::numeric_limits<double>::infinity(), 3.0}) {
+    MetricEvent e;
+    e.service_id = "s";
+    e.has_service_id = true;
+    e.metric_name = "m";
+    e.has_metric_name = true;
+    e.timestamp_ms = kT0;
+    e.has_timestamp = true;
+    e.value = v;
+    e.has_value = true;
+    std::string bytes;
+    AppendMetricEventProtobuf(e, &bytes);
+    ASSERT_TRUE(d->PipeInput("in", "", bytes).ok());
+  }
+  ASSERT_TRUE(d->EndOfInput().ok());
+  std::vector<OutputRecord> dlq = d->ReadOutput("metrics-dead-letter");
+  ASSERT_EQ(dlq.size(), 2u);
+  EXPECT_EQ(dlq[0].Header("dlq.error"), "aggregate: value is not finite");
+  EXPECT_EQ(dlq[1].Header("dlq.reason"), "processing");
+  std::vector<OutputRecord> out = d->ReadOutput("out");
+  ASSERT_EQ(out.size(), 1u);
+  testing::AggregateResult r = testing::ParseAggregate(out[0]);
+  EXPECT_EQ(r.count, 2u);
+  EXPECT_EQ(r.sum, 5);
 }
 
 }  // namespace
