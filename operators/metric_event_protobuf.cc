@@ -14,6 +14,8 @@
 #include <string>
 #include <string_view>
 
+#include <google/protobuf/stubs/common.h>
+
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "operators/metric_event.h"
@@ -53,6 +55,10 @@ class ProtobufMetricEventDecoder final : public MetricEventDecoder {
           "document too large: ", bytes.size(), " bytes (limit ", limits_.max_document_bytes, ")"));
     }
     // ParseFromArray clears the message first: the previous Decode's views die here.
+    // libprotobuf logs an ERROR line for every string field with invalid UTF-8 before the
+    // parse fails; the error is returned (and dead-lettered) instead, so bad input cannot
+    // flood the logs.
+    google::protobuf::LogSilencer silence_parse_errors;
     if (!message_.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
       return absl::InvalidArgumentError("not a valid protobuf MetricEvent");
     }

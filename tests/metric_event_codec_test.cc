@@ -947,3 +947,30 @@ TEST(JsonDecoderFastPath, AgreesWithTheReferenceDecoderOnGeneratedAndMutatedInpu
 
 }  // namespace
 }  // namespace streammetrics
+
+namespace streammetrics {
+namespace {
+
+// Regression: libprotobuf logged an ERROR line per message with invalid UTF-8 in a string
+// field, so bad input could flood the logs; the decoder returns the error instead.
+TEST(ProtobufDecoder, InvalidUtf8IsAnErrorAndLogsNothing) {
+  std::string bytes;
+  {
+    // Encode by hand: field 3 (service_id), wire type 2, 5 bytes of invalid UTF-8.
+    bytes.push_back(static_cast<char>((3 << 3) | 2));
+    bytes.push_back(5);
+    bytes.append("bad\xff\xfe", 5);
+  }
+  auto decoder = NewProtobufMetricEventDecoder();
+  MetricEvent event;
+  ::testing::internal::CaptureStderr();
+  absl::Status s1 = decoder->Decode(bytes, &event);
+  absl::Status s2 = decoder->Decode(bytes, &event);
+  std::string logged = ::testing::internal::GetCapturedStderr();
+  EXPECT_EQ(s1.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(s2.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(logged, "");
+}
+
+}  // namespace
+}  // namespace streammetrics
