@@ -256,7 +256,8 @@ absl::Status ParseRoot(const YAML::Node& root, AppConfig* c) {
   if (const YAML::Node n = root["aggregate"]) {
     SM_RETURN_IF_ERROR(Reader::CheckKeys(n, "aggregate",
                                          {"group_by", "quantiles", "compression",
-                                          "late_to_dead_letter", "store", "windows"}));
+                                          "late_to_dead_letter", "idle_close", "store",
+                                          "windows"}));
     if (n["group_by"]) SM_ASSIGN(p.group_by, Reader::StringList(n["group_by"], "aggregate.group_by"));
     if (const YAML::Node q = n["quantiles"]) {
       if (!q.IsSequence()) return Reader::Error("aggregate.quantiles", "expected a list");
@@ -279,6 +280,13 @@ absl::Status ParseRoot(const YAML::Node& root, AppConfig* c) {
     if (n["late_to_dead_letter"]) {
       SM_ASSIGN(p.late_to_dead_letter,
                 Reader::Bool(n["late_to_dead_letter"], "aggregate.late_to_dead_letter"));
+    }
+    if (const YAML::Node idle = n["idle_close"]) {
+      if (idle.IsScalar() && idle.Scalar() == "off") {
+        p.idle_close_ms = 0;
+      } else {
+        SM_ASSIGN(p.idle_close_ms, Reader::Duration(idle, "aggregate.idle_close"));
+      }
     }
     if (n["store"]) {
       std::string s;

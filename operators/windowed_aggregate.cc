@@ -16,6 +16,7 @@ absl::Status AggregateOptions::Validate() const {
     return absl::InvalidArgumentError(
         StrCat("aggregate: at most ", kMaxQuantiles, " quantiles"));
   }
+  if (idle_close_ms < 0) return absl::InvalidArgumentError("aggregate: idle_close must be >= 0");
   if (!(compression >= 10 && compression <= 10000)) {
     return absl::InvalidArgumentError("aggregate: compression must be in [10, 10000]");
   }
@@ -46,6 +47,27 @@ absl::Status WindowedAggregateProcessor::Init(ProcessorContext* context) {
     return absl::FailedPreconditionError("aggregate: window store " + store_name_ +
                                          " is not registered");
   }
+  if (options_.idle_close_ms > 0) {
+    context->Schedule(PunctuationType::kWallClock, std::min<int64_t>(options_.idle_close_ms, 1000),
+                      this);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status WindowedAggregateProcessor::Punctuate(int64_t now_ms) {
+  if (record_since_tick_) {
+    record_since_tick_ = false;
+    last_record_wall_ = now_ms;
+    stream_time_at_last_record_ = stream_time_;
+    return absl::OkStatus();
+  }
+  if (last_record_wall_ == INT64_MIN) return absl::OkStatus();
+  const int64_t idle = now_ms - last_record_wall_;
+  if (idle < options_.idle_close_ms) return absl::OkStatus();
+  const int64_t advanced = stream_time_at_last_record_ + idle;
+  if (advanced <= stream_time_) return absl::OkStatus();
+  stream_time_ = advanced;
+  if (stream_time_ >= next_close_time_) return CloseDueWindows();
   return absl::OkStatus();
 }
 
@@ -65,6 +87,7 @@ absl::Status WindowedAggregateProcessor::Process(const Record<MetricEvent>& reco
   }
   const int64_t ts = record.timestamp_ms;
   if (ts > stream_time_) stream_time_ = ts;
+  record_since_tick_ = true;  // idleness is judged per wall-clock tick, not per record
 
   // Which window definitions can still take this record?
   size_t late = 0;

@@ -18,6 +18,13 @@
 // definition is dropped, counted (TaskCounters::late_dropped) and, if configured,
 // dead-lettered with reason `late`.
 //
+// Idleness (★). With idle_close_ms > 0, when the operator has received no record for
+// idle_close_ms of wall-clock time, its stream time moves on with the wall clock from the
+// last record's (stream time at last record + wall time since), checked every second of
+// wall clock, so windows of a quiet partition still close and emit. Only relative wall
+// time is used: replaying old data works the same. A record arriving afterwards for a
+// window closed this way is late.
+//
 // Emission. kFinal: one result per (window, group) when the window closes, in window
 // order and, within a window, in group-key byte order. kUpdate: at each commit the
 // current result of every open window whose panes changed, and at close if it changed
@@ -54,12 +61,15 @@ struct AggregateOptions {
   std::vector<QuantileSpec> quantiles;  // default: p50, p95, p99
   double compression = 100;             // t-digest compression
   bool late_to_dead_letter = true;
+  // Wall-clock idleness after which stream time follows the wall clock; 0 disables.
+  int64_t idle_close_ms = 0;
 
   // InvalidArgument naming what is wrong.
   absl::Status Validate() const;
 };
 
-class WindowedAggregateProcessor final : public Transformer<MetricEvent, WindowedAggregate> {
+class WindowedAggregateProcessor final : public Transformer<MetricEvent, WindowedAggregate>,
+                                         public Punctuator {
  public:
   // REQUIRES: options.Validate().ok()
   WindowedAggregateProcessor(AggregateOptions options, std::string store_name);
@@ -68,6 +78,8 @@ class WindowedAggregateProcessor final : public Transformer<MetricEvent, Windowe
   absl::Status Process(const Record<MetricEvent>& record) override;
   absl::Status Flush() override;
   absl::Status EndOfInput() override;
+  // Wall-clock punctuation: idleness (see above).
+  absl::Status Punctuate(int64_t now_ms) override;
 
   // Introspection for tests and metrics.
   int64_t stream_time() const { return stream_time_; }
@@ -122,6 +134,11 @@ class WindowedAggregateProcessor final : public Transformer<MetricEvent, Windowe
   int64_t pane_size_;
   int64_t max_retention_ = 0;  // max(size + grace)
   int64_t stream_time_ = INT64_MIN;
+  // Idleness, judged at each wall-clock tick (no clock read per record): the tick at which
+  // records were last seen, and the stream time then.
+  bool record_since_tick_ = false;
+  int64_t last_record_wall_ = INT64_MIN;
+  int64_t stream_time_at_last_record_ = INT64_MIN;
 
   // Per window definition: the start of the earliest window not yet closed, or
   // INT64_MIN before the first record.

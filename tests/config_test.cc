@@ -45,6 +45,8 @@ TEST(Config, EmptyMeansTheReferencePipeline) {
   EXPECT_EQ(p.windows[1].topic, "metrics-aggregated-5m");
   EXPECT_EQ(p.windows[2].advance_ms, 10'000);
   EXPECT_EQ(c->commit_every_records, 10'000u);
+  EXPECT_EQ(p.idle_close_ms, 30'000);
+  EXPECT_EQ(ParseConfig("aggregate: {idle_close: \"off\"}")->pipeline.idle_close_ms, 0);
 }
 
 TEST(Config, ShippedReferenceConfigLoads) {
@@ -82,6 +84,7 @@ aggregate:
   quantiles: [0.5, 0.999]
   compression: 200
   late_to_dead_letter: false
+  idle_close: 2m
   store: memory
   windows:
     - {name: w, type: hopping, size: 2m, advance: 30s, grace: 1s, emit: update, topic: t}
@@ -107,6 +110,7 @@ kafka: {bootstrap.servers: embedded, linger.ms: 5}
   EXPECT_EQ(p.quantiles, (std::vector<double>{0.5, 0.999}));
   EXPECT_EQ(p.compression, 200);
   EXPECT_FALSE(p.late_to_dead_letter);
+  EXPECT_EQ(p.idle_close_ms, 120'000);
   ASSERT_EQ(p.windows.size(), 1u);
   EXPECT_EQ(p.windows[0].size_ms, 120'000);
   EXPECT_EQ(p.windows[0].advance_ms, 30'000);

@@ -46,10 +46,10 @@ class Harness {
  public:
   explicit Harness(std::vector<WindowSpec> windows,
                    std::vector<std::string> dims = {"serviceId", "metricName"},
-                   bool late_to_dead_letter = true) {
+                   int64_t idle_close_ms = 0) {
     StreamsBuilder b;
     AggregateOptions options;
-    options.late_to_dead_letter = late_to_dead_letter;
+    options.idle_close_ms = idle_close_ms;
     b.Stream("in", EventFormat::kJson)
         .GroupBy(dims)
         .WindowedBy(std::move(windows))
@@ -360,6 +360,42 @@ TEST(WindowedAggregate, CommitWritesPanesToTheStoreAndRetentionDropsThem) {
   h.Pipe({.id = "3", .ts = kT0 + 10 * 60'000, .value = 1});
   ASSERT_TRUE(h.driver->Commit().ok());
   EXPECT_EQ(store->ApproximateNumEntries(), 1u);  // only the new event's pane
+}
+
+// ★ A quiet partition still gets its window: after idle_close of wall-clock silence,
+// stream time follows the wall clock from the last record's.
+TEST(WindowedAggregate, IdlenessClosesWindowsOnTheWallClock) {
+  Harness h({Tumbling("1m", 60'000, 10'000, "o")}, {"serviceId", "metricName"}, 5'000);
+  h.Pipe({.id = "a", .ts = kT0 + 30'000, .value = 4});
+  // Wall-clock ticks every second; the first sees the record (stream time T0+30s). The
+  // window [T0, T0+60s) closes at stream time T0+70s: 40 s of wall clock after that tick.
+  for (int tick = 1; tick <= 40; ++tick) {
+    ASSERT_TRUE(h.driver->AdvanceWallClock(1'000).ok());
+    ASSERT_TRUE(h.Read("o").empty()) << "tick " << tick;
+  }
+  ASSERT_TRUE(h.driver->AdvanceWallClock(1'000).ok());  // tick 41: idle 40 s
+  std::vector<Result> out = h.Read("o");
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].start, kT0);
+  EXPECT_EQ(out[0].count, 1u);
+  EXPECT_EQ(out[0].sum, 4);
+  // A record for the window closed by idleness is late.
+  h.Pipe({.id = "b", .ts = kT0 + 50'000, .value = 1});
+  EXPECT_EQ(h.driver->counters().late_dropped, 1u);
+}
+
+TEST(WindowedAggregate, IdlenessIsIgnoredWhileRecordsFlowOrWhenDisabled) {
+  Harness busy({Tumbling("1m", 60'000, 10'000, "o")}, {"serviceId", "metricName"}, 5'000);
+  Harness off({Tumbling("1m", 60'000, 10'000, "o")}, {"serviceId", "metricName"}, 0);
+  for (int tick = 0; tick < 100; ++tick) {
+    // One record a second, all in the same minute's event time: never idle.
+    busy.Pipe({.id = StrCat("e", tick), .ts = kT0 + 30'000, .value = 1});
+    ASSERT_TRUE(busy.driver->AdvanceWallClock(1'000).ok());
+    if (tick == 0) off.Pipe({.id = "a", .ts = kT0 + 30'000, .value = 1});
+    ASSERT_TRUE(off.driver->AdvanceWallClock(1'000).ok());
+  }
+  EXPECT_TRUE(busy.Read("o").empty());
+  EXPECT_TRUE(off.Read("o").empty());
 }
 
 }  // namespace

@@ -31,6 +31,8 @@ struct PipelineConfig {
   std::vector<double> quantiles = {0.5, 0.95, 0.99};
   double compression = 100;
   bool late_to_dead_letter = true;
+  // Wall-clock idleness after which windows close anyway (★); 0 disables. Default 30 s.
+  int64_t idle_close_ms = 30'000;
   StoreType store = StoreType::kInMemory;
 };
 
