@@ -129,7 +129,7 @@ int Main(int argc, char** argv) {
     }
     absl::StatusOr<ProcessResult> result = RunProcess(*config, *input, flags.values["output"]);
     if (!result.ok()) return Fail(result.status());
-    std::cout << FormatProcessSummary(*config, *result);
+    std::cout << FormatProcessSummary(*result);
     return 0;
   }
   if (command == "describe") {

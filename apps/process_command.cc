@@ -170,7 +170,7 @@ absl::StatusOr<ProcessResult> RunProcess(const AppConfig& config, std::istream& 
   return result;
 }
 
-std::string FormatProcessSummary(const AppConfig& config, const ProcessResult& r) {
+std::string FormatProcessSummary(const ProcessResult& r) {
   const TaskCounters& c = r.counters;
   std::string out;
   StrAppend(&out, "read:             ", c.records_read, " events (", r.blank_lines,
@@ -193,7 +193,6 @@ std::string FormatProcessSummary(const AppConfig& config, const ProcessResult& r
   std::snprintf(rate, sizeof(rate), "%.3f s, %.0f events/s",
                 r.seconds, r.seconds > 0 ? static_cast<double>(c.records_read) / r.seconds : 0.0);
   StrAppend(&out, "elapsed:          ", rate, "\n");
-  (void)config;
   return out;
 }
 
@@ -296,7 +295,7 @@ absl::Status RunDemo(const AppConfig& config, const DemoOptions& options, std::o
   result.lines = options.events;
   result.counters = (*driver)->counters();
   result.seconds = std::chrono::duration<double>(Clock::now() - started).count();
-  out << "\n" << FormatProcessSummary(config, result);
+  out << "\n" << FormatProcessSummary(result);
   return absl::OkStatus();
 }
 

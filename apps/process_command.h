@@ -31,7 +31,7 @@ absl::StatusOr<ProcessResult> RunProcess(const AppConfig& config, std::istream& 
                                          const std::string& output_dir);
 
 // The human-readable summary `streammetrics process` prints.
-std::string FormatProcessSummary(const AppConfig& config, const ProcessResult& result);
+std::string FormatProcessSummary(const ProcessResult& result);
 
 struct DemoOptions {
   uint64_t events = 1'000'000;
