@@ -43,6 +43,8 @@ class TopologyTestDriver {
     std::optional<int64_t> wall_clock_ms;
     // Commit after every N piped records (0: only on Commit()/EndOfInput()).
     uint64_t commit_every_records = 0;
+    // The task's state directory, for topologies with RocksDB stores.
+    std::string state_dir;
   };
 
   static absl::StatusOr<std::unique_ptr<TopologyTestDriver>> Create(const Topology& topology,

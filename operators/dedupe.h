@@ -9,8 +9,9 @@
 // since the previous commit as ONE block to the operator's KeyValueStore:
 //   key:   8-byte big-endian block sequence number (blocks sort in first-seen order)
 //   value: n x { u64 hash.lo, u64 hash.hi, i64 first_seen } little-endian (24 bytes each)
-// A block is deleted once its newest id has expired. Restoring = reading the blocks in
-// key order and skipping ids already past the horizon.
+// A block is deleted once its newest id has expired. The operator's stream time and next
+// block number are one more entry (key "meta"). Init() restores from the store: the
+// blocks in key order, skipping ids already past the horizon.
 #ifndef STREAMMETRICS_OPERATORS_DEDUPE_H_
 #define STREAMMETRICS_OPERATORS_DEDUPE_H_
 
@@ -50,6 +51,7 @@ class DedupeProcessor final : public Transformer<MetricEvent, MetricEvent> {
     int64_t first_seen;
   };
   void Expire();
+  absl::Status Restore();
 
   DedupeOptions options_;
   std::string store_name_;
@@ -64,6 +66,7 @@ class DedupeProcessor final : public Transformer<MetricEvent, MetricEvent> {
   std::vector<Entry> added_;  // since the last flush
   std::deque<Block> blocks_;  // written blocks, oldest first
   uint64_t next_block_ = 0;
+  int64_t last_meta_stream_time_ = INT64_MIN;  // as last written
   std::string key_buf_;
   std::string value_buf_;
 };

@@ -5,8 +5,8 @@
 namespace streammetrics {
 namespace {
 
-constexpr uint8_t kVersion = 1;
-constexpr size_t kHeaderBytes = 1 + 8 * 4;
+constexpr uint8_t kVersion = 2;
+constexpr size_t kHeaderBytes = 1 + 8 * 4 + 1;
 
 template <typename T>
 void AppendRaw(T v, std::string* out) {
@@ -48,7 +48,10 @@ void MetricStats::AppendTo(std::string* out) const {
   AppendRaw<double>(sum_, out);
   AppendRaw<double>(min_, out);
   AppendRaw<double>(max_, out);
-  digest_.AppendTo(out);
+  const size_t flags_at = out->size();
+  out->push_back(0);
+  digest_.AppendTo(out);  // merges the digest's buffer: read its parity after
+  (*out)[flags_at] = static_cast<char>(digest_.merge_parity() ? 1 : 0);
 }
 
 absl::StatusOr<MetricStats> MetricStats::Parse(std::string_view bytes) {
@@ -59,6 +62,8 @@ absl::StatusOr<MetricStats> MetricStats::Parse(std::string_view bytes) {
     return absl::DataLossError("metric stats: unknown version " +
                                std::to_string(static_cast<uint8_t>(bytes[0])));
   }
+  const uint8_t flags = static_cast<uint8_t>(bytes[kHeaderBytes - 1]);
+  if (flags > 1) return absl::DataLossError("metric stats: unknown flags");
   absl::StatusOr<TDigest> digest = TDigest::Parse(bytes.substr(kHeaderBytes));
   if (!digest.ok()) {
     return absl::DataLossError("metric stats: " + std::string(digest.status().message()));
@@ -69,6 +74,7 @@ absl::StatusOr<MetricStats> MetricStats::Parse(std::string_view bytes) {
   stats.min_ = ReadRaw<double>(bytes.data() + 17);
   stats.max_ = ReadRaw<double>(bytes.data() + 25);
   stats.digest_ = *std::move(digest);
+  stats.digest_.set_merge_parity(flags == 1);
   return stats;
 }
 

@@ -43,8 +43,9 @@ class MetricStats {
   void Compact() { digest_.Compact(); }
   size_t MemoryBytes() const { return sizeof(*this) - sizeof(digest_) + digest_.MemoryBytes(); }
 
-  // Layout: u8 version (1), u64 count, f64 sum, f64 min, f64 max (little-endian), then
-  // the digest's own encoding (operators/tdigest.h).
+  // Layout: u8 version (2), u64 count, f64 sum, f64 min, f64 max (little-endian), u8
+  // flags (bit 0: the digest's merge parity, so a parsed pane evolves bit for bit like the
+  // original), then the digest's own encoding (operators/tdigest.h).
   void AppendTo(std::string* out) const;
   // DataLoss for a truncated or corrupt encoding.
   static absl::StatusOr<MetricStats> Parse(std::string_view bytes);

@@ -371,6 +371,13 @@ class TDigest {
            unit_.capacity() * sizeof(double) + weighted_.capacity() * sizeof(Centroid);
   }
 
+  // The direction of the next merge pass (passes alternate; see above). The serialized
+  // layout below does not hold it; a caller that needs a parsed digest to evolve bit for
+  // bit like the original (state restored after a restart) stores it beside the bytes,
+  // read after AppendTo (which merges first), and sets it on the parsed digest.
+  bool merge_parity() const { return (merge_count_ & 1) != 0; }
+  void set_merge_parity(bool odd) { merge_count_ = odd ? 1 : 0; }
+
   // Serialization (merges the buffer first; the output depends only on the merged
   // state, so it is deterministic). Appends to *out, all integers and doubles
   // little-endian, doubles as IEEE-754 binary64 bit patterns:

@@ -2,6 +2,7 @@
 #include "operators/windowed_aggregate.h"
 
 #include <algorithm>
+#include <cstring>
 #include <cmath>
 
 
@@ -51,6 +52,91 @@ absl::Status WindowedAggregateProcessor::Init(ProcessorContext* context) {
     context->Schedule(PunctuationType::kWallClock, std::min<int64_t>(options_.idle_close_ms, 1000),
                       this);
   }
+  return Restore();
+}
+
+namespace {
+
+// The operator's own state beside its panes: key "" (no group key encodes empty) at
+// window start INT64_MAX (never reached by retention's DeleteBefore).
+constexpr int64_t kMetaStart = INT64_MAX;
+constexpr uint8_t kMetaVersion = 1;
+
+template <typename T>
+void PutRaw(T v, std::string* out) {
+  char buf[sizeof(T)];
+  std::memcpy(buf, &v, sizeof(T));
+  out->append(buf, sizeof(T));
+}
+
+template <typename T>
+bool GetRaw(std::string_view* in, T* v) {
+  if (in->size() < sizeof(T)) return false;
+  std::memcpy(v, in->data(), sizeof(T));
+  in->remove_prefix(sizeof(T));
+  return true;
+}
+
+}  // namespace
+
+void WindowedAggregateProcessor::AppendMeta(std::string* out) const {
+  // Layout: u8 version, i64 stream time, u32 n, n x {i64 size, i64 advance, i64 next start}.
+  out->push_back(static_cast<char>(kMetaVersion));
+  PutRaw<int64_t>(stream_time_, out);
+  PutRaw<uint32_t>(static_cast<uint32_t>(options_.windows.size()), out);
+  for (size_t w = 0; w < options_.windows.size(); ++w) {
+    PutRaw<int64_t>(options_.windows[w].size_ms, out);
+    PutRaw<int64_t>(options_.windows[w].advance_ms, out);
+    PutRaw<int64_t>(next_start_[w], out);
+  }
+}
+
+absl::Status WindowedAggregateProcessor::Restore() {
+  std::string meta;
+  absl::StatusOr<bool> found = store_->Fetch("", kMetaStart, &meta);
+  if (!found.ok()) return found.status();
+  auto corrupt = [this](std::string_view why) {
+    return absl::DataLossError(StrCat("aggregate: store ", store_name_, ": ", why,
+                                      "; the store must be rebuilt"));
+  };
+  if (*found) {
+    std::string_view in = meta;
+    uint8_t version;
+    uint32_t n;
+    if (!GetRaw(&in, &version) || version != kMetaVersion || !GetRaw(&in, &stream_time_) ||
+        !GetRaw(&in, &n)) {
+      return corrupt("unreadable operator state");
+    }
+    if (n != options_.windows.size()) {
+      return corrupt("state written by a topology with other windows");
+    }
+    for (size_t w = 0; w < n; ++w) {
+      int64_t size, advance;
+      if (!GetRaw(&in, &size) || !GetRaw(&in, &advance) || !GetRaw(&in, &next_start_[w])) {
+        return corrupt("unreadable operator state");
+      }
+      if (size != options_.windows[w].size_ms || advance != options_.windows[w].advance_ms) {
+        return corrupt("state written by a topology with other windows");
+      }
+    }
+    if (!in.empty()) return corrupt("unreadable operator state");
+    RecomputeNextClose();
+  }
+  bool any_pane = false;
+  absl::Status s = store_->FetchAll(
+      INT64_MIN, kMetaStart, [&](std::string_view key, int64_t start, std::string_view value) {
+        any_pane = true;
+        if (WindowSpec::FloorDiv(start, pane_size_) * pane_size_ != start) {
+          return corrupt("a pane does not start on the pane grid (other windows?)");
+        }
+        absl::StatusOr<MetricStats> stats = MetricStats::Parse(value);
+        if (!stats.ok()) return corrupt(Message(stats.status()));
+        Pane& pane = panes_[PaneFor(InternKey(key), start)];
+        pane.stats = *std::move(stats);
+        return absl::OkStatus();
+      });
+  if (!s.ok()) return s;
+  if (any_pane && !*found) return corrupt("panes without operator state");
   return absl::OkStatus();
 }
 
@@ -348,7 +434,14 @@ absl::Status WindowedAggregateProcessor::Flush() {
     update_dirty_.clear();
   }
 
-  // Write-back: changed panes to the store, expired ones out of it.
+  // Write-back: changed panes to the store, expired ones out of it, and the operator's
+  // own state (stream time, next windows to close) when it moved.
+  value_buf_.clear();
+  AppendMeta(&value_buf_);
+  if (value_buf_ != last_meta_) {
+    if (absl::Status s = store_->Put("", kMetaStart, value_buf_); !s.ok()) return s;
+    last_meta_ = value_buf_;
+  }
   if (dropped_before_ != INT64_MIN) {
     if (absl::Status s = store_->DeleteBefore(dropped_before_); !s.ok()) return s;
   }

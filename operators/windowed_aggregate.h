@@ -33,7 +33,11 @@
 // State. Panes live in memory (the write-back cache); at each commit (Flush) the panes
 // changed since the last commit are written to the window store (key: group key,
 // window start: pane start, value: MetricStats encoding), and panes past retention
-// (pane start + max(size + grace) <= stream time) are dropped from both.
+// (pane start + max(size + grace) <= stream time) are dropped from both. The operator's
+// own state — stream time, the next window of each definition to close, and the windows'
+// sizes and advances — is one more entry (key "", start INT64_MAX). Init() restores
+// everything from the store, so a task reopened on a durable store after a clean commit
+// goes on exactly where it stopped; a store written by other windows is DataLoss.
 #ifndef STREAMMETRICS_OPERATORS_WINDOWED_AGGREGATE_H_
 #define STREAMMETRICS_OPERATORS_WINDOWED_AGGREGATE_H_
 
@@ -115,6 +119,8 @@ class WindowedAggregateProcessor final : public Transformer<MetricEvent, Windowe
     }
   };
 
+  absl::Status Restore();
+  void AppendMeta(std::string* out) const;
   uint32_t InternKey(std::string_view key);
   uint32_t PaneFor(uint32_t key, int64_t pane_start);
   absl::Status CloseDueWindows();
@@ -161,6 +167,7 @@ class WindowedAggregateProcessor final : public Transformer<MetricEvent, Windowe
   // Scratch, reused.
   std::string key_buf_;
   std::string value_buf_;
+  std::string last_meta_;  // as last written
   std::vector<uint32_t> scratch_keys_;
   std::vector<std::string_view> scratch_dims_;
   MetricStats merged_;

@@ -343,8 +343,9 @@ TEST(WindowedAggregate, CommitWritesPanesToTheStoreAndRetentionDropsThem) {
   ASSERT_TRUE(h.driver->Commit().ok());
   auto* store = dynamic_cast<WindowStore*>(h.driver->GetStateStore("agg-store"));
   ASSERT_NE(store, nullptr);
-  // Pane size gcd(60s, 20s) = 20 s: two panes, [T0, T0+20s) and [T0+20s, T0+40s).
-  EXPECT_EQ(store->ApproximateNumEntries(), 2u);
+  // Pane size gcd(60s, 20s) = 20 s: two panes, [T0, T0+20s) and [T0+20s, T0+40s), and
+  // the operator's own state entry.
+  EXPECT_EQ(store->ApproximateNumEntries(), 3u);
   std::vector<std::pair<int64_t, uint64_t>> panes;
   ASSERT_TRUE(store
                   ->FetchAll(INT64_MIN, INT64_MAX,
@@ -359,7 +360,7 @@ TEST(WindowedAggregate, CommitWritesPanesToTheStoreAndRetentionDropsThem) {
   // Far ahead: every window holding those panes closes and the panes expire.
   h.Pipe({.id = "3", .ts = kT0 + 10 * 60'000, .value = 1});
   ASSERT_TRUE(h.driver->Commit().ok());
-  EXPECT_EQ(store->ApproximateNumEntries(), 1u);  // only the new event's pane
+  EXPECT_EQ(store->ApproximateNumEntries(), 2u);  // the new event's pane + state entry
 }
 
 // ★ A quiet partition still gets its window: after idle_close of wall-clock silence,
