@@ -2,25 +2,13 @@
 
 #include <cstring>
 
+#include "operators/fixed_encoding.h"
+
 namespace streammetrics {
 namespace {
 
 constexpr uint8_t kVersion = 2;
 constexpr size_t kHeaderBytes = 1 + 8 * 4 + 1;
-
-template <typename T>
-void AppendRaw(T v, std::string* out) {
-  char buf[sizeof(T)];
-  std::memcpy(buf, &v, sizeof(T));  // little-endian hosts only (x86-64, aarch64)
-  out->append(buf, sizeof(T));
-}
-
-template <typename T>
-T ReadRaw(const char* p) {
-  T v;
-  std::memcpy(&v, p, sizeof(T));
-  return v;
-}
 
 }  // namespace
 
@@ -44,10 +32,10 @@ void MetricStats::Reset() {
 
 void MetricStats::AppendTo(std::string* out) const {
   out->push_back(static_cast<char>(kVersion));
-  AppendRaw<uint64_t>(count_, out);
-  AppendRaw<double>(sum_, out);
-  AppendRaw<double>(min_, out);
-  AppendRaw<double>(max_, out);
+  AppendFixed<uint64_t>(count_, out);
+  AppendFixed<double>(sum_, out);
+  AppendFixed<double>(min_, out);
+  AppendFixed<double>(max_, out);
   const size_t flags_at = out->size();
   out->push_back(0);
   digest_.AppendTo(out);  // merges the digest's buffer: read its parity after
@@ -69,10 +57,12 @@ absl::StatusOr<MetricStats> MetricStats::Parse(std::string_view bytes) {
     return absl::DataLossError("metric stats: " + std::string(digest.status().message()));
   }
   MetricStats stats(digest->compression());
-  stats.count_ = ReadRaw<uint64_t>(bytes.data() + 1);
-  stats.sum_ = ReadRaw<double>(bytes.data() + 9);
-  stats.min_ = ReadRaw<double>(bytes.data() + 17);
-  stats.max_ = ReadRaw<double>(bytes.data() + 25);
+  // The length check above guarantees every read below succeeds.
+  std::string_view header = bytes.substr(1, kHeaderBytes - 2);  // after version, before flags
+  ReadFixed(&header, &stats.count_);
+  ReadFixed(&header, &stats.sum_);
+  ReadFixed(&header, &stats.min_);
+  ReadFixed(&header, &stats.max_);
   stats.digest_ = *std::move(digest);
   stats.digest_.set_merge_parity(flags == 1);
   return stats;

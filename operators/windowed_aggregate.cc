@@ -3,6 +3,8 @@
 
 #include <algorithm>
 #include <cstring>
+
+#include "operators/fixed_encoding.h"
 #include <cmath>
 
 
@@ -62,32 +64,17 @@ namespace {
 constexpr int64_t kMetaStart = INT64_MAX;
 constexpr uint8_t kMetaVersion = 1;
 
-template <typename T>
-void PutRaw(T v, std::string* out) {
-  char buf[sizeof(T)];
-  std::memcpy(buf, &v, sizeof(T));
-  out->append(buf, sizeof(T));
-}
-
-template <typename T>
-bool GetRaw(std::string_view* in, T* v) {
-  if (in->size() < sizeof(T)) return false;
-  std::memcpy(v, in->data(), sizeof(T));
-  in->remove_prefix(sizeof(T));
-  return true;
-}
-
 }  // namespace
 
 void WindowedAggregateProcessor::AppendMeta(std::string* out) const {
   // Layout: u8 version, i64 stream time, u32 n, n x {i64 size, i64 advance, i64 next start}.
   out->push_back(static_cast<char>(kMetaVersion));
-  PutRaw<int64_t>(stream_time_, out);
-  PutRaw<uint32_t>(static_cast<uint32_t>(options_.windows.size()), out);
+  AppendFixed<int64_t>(stream_time_, out);
+  AppendFixed<uint32_t>(static_cast<uint32_t>(options_.windows.size()), out);
   for (size_t w = 0; w < options_.windows.size(); ++w) {
-    PutRaw<int64_t>(options_.windows[w].size_ms, out);
-    PutRaw<int64_t>(options_.windows[w].advance_ms, out);
-    PutRaw<int64_t>(next_start_[w], out);
+    AppendFixed<int64_t>(options_.windows[w].size_ms, out);
+    AppendFixed<int64_t>(options_.windows[w].advance_ms, out);
+    AppendFixed<int64_t>(next_start_[w], out);
   }
 }
 
@@ -103,8 +90,8 @@ absl::Status WindowedAggregateProcessor::Restore() {
     std::string_view in = meta;
     uint8_t version;
     uint32_t n;
-    if (!GetRaw(&in, &version) || version != kMetaVersion || !GetRaw(&in, &stream_time_) ||
-        !GetRaw(&in, &n)) {
+    if (!ReadFixed(&in, &version) || version != kMetaVersion || !ReadFixed(&in, &stream_time_) ||
+        !ReadFixed(&in, &n)) {
       return corrupt("unreadable operator state");
     }
     if (n != options_.windows.size()) {
@@ -112,7 +99,7 @@ absl::Status WindowedAggregateProcessor::Restore() {
     }
     for (size_t w = 0; w < n; ++w) {
       int64_t size, advance;
-      if (!GetRaw(&in, &size) || !GetRaw(&in, &advance) || !GetRaw(&in, &next_start_[w])) {
+      if (!ReadFixed(&in, &size) || !ReadFixed(&in, &advance) || !ReadFixed(&in, &next_start_[w])) {
         return corrupt("unreadable operator state");
       }
       if (size != options_.windows[w].size_ms || advance != options_.windows[w].advance_ms) {
