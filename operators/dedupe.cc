@@ -1,11 +1,15 @@
 #include "operators/dedupe.h"
 
-#include <cstring>
-
+#include "operators/fixed_encoding.h"
 #include "operators/strings.h"
 
 namespace streammetrics {
 namespace {
+
+// The operator's own state: u8 version, i64 stream time, u64 next block sequence.
+constexpr std::string_view kMetaKey = "meta";  // block keys are 8 bytes: no clash
+constexpr uint8_t kMetaVersion = 1;
+constexpr size_t kEntryBytes = 24;             // u64 hash.lo, u64 hash.hi, i64 first seen
 
 void EncodeBlockKey(uint64_t seq, std::string* out) {
   out->resize(8);
@@ -13,6 +17,12 @@ void EncodeBlockKey(uint64_t seq, std::string* out) {
 }
 
 }  // namespace
+
+int64_t DedupeProcessor::Horizon() const {
+  // Saturating: stream_time_ - within must not overflow near INT64_MIN.
+  return stream_time_ < INT64_MIN + options_.within_ms ? INT64_MIN
+                                                       : stream_time_ - options_.within_ms;
+}
 
 absl::Status DedupeProcessor::Init(ProcessorContext* context) {
   if (absl::Status s = ProcessorBase::Init(context); !s.ok()) return s;
@@ -24,12 +34,6 @@ absl::Status DedupeProcessor::Init(ProcessorContext* context) {
   return Restore();
 }
 
-namespace {
-// The operator's own state: u8 version, i64 stream time, u64 next block sequence.
-constexpr std::string_view kMetaKey = "meta";  // block keys are 8 bytes: no clash
-constexpr uint8_t kMetaVersion = 1;
-}  // namespace
-
 absl::Status DedupeProcessor::Restore() {
   auto corrupt = [this](std::string_view why) {
     return absl::DataLossError(
@@ -39,27 +43,27 @@ absl::Status DedupeProcessor::Restore() {
   absl::StatusOr<bool> found = store_->Get(kMetaKey, &meta);
   if (!found.ok()) return found.status();
   if (*found) {
-    if (meta.size() != 17 || static_cast<uint8_t>(meta[0]) != kMetaVersion) {
+    std::string_view in = meta;
+    uint8_t version;
+    if (!ReadFixed(&in, &version) || version != kMetaVersion || !ReadFixed(&in, &stream_time_) ||
+        !ReadFixed(&in, &next_block_) || !in.empty()) {
       return corrupt("unreadable operator state");
     }
-    std::memcpy(&stream_time_, meta.data() + 1, 8);
-    std::memcpy(&next_block_, meta.data() + 9, 8);
   }
-  const int64_t horizon =
-      stream_time_ < INT64_MIN + options_.within_ms ? INT64_MIN : stream_time_ - options_.within_ms;
+  const int64_t horizon = Horizon();
   absl::Status s = store_->Range("", "", [&](std::string_view key, std::string_view value) {
     if (key == kMetaKey) return absl::OkStatus();
-    if (key.size() != 8 || value.empty() || value.size() % 24 != 0 || !*found) {
+    if (key.size() != 8 || value.empty() || value.size() % kEntryBytes != 0 || !*found) {
       return corrupt("unreadable block");
     }
     uint64_t seq = 0;
     for (char c : key) seq = (seq << 8) | static_cast<uint8_t>(c);
     int64_t newest = INT64_MIN;
-    for (size_t at = 0; at < value.size(); at += 24) {
+    while (!value.empty()) {  // whole entries: the size check above
       Entry e;
-      std::memcpy(&e.id.lo, value.data() + at, 8);
-      std::memcpy(&e.id.hi, value.data() + at + 8, 8);
-      std::memcpy(&e.first_seen, value.data() + at + 16, 8);
+      ReadFixed(&value, &e.id.lo);
+      ReadFixed(&value, &e.id.hi);
+      ReadFixed(&value, &e.first_seen);
       newest = e.first_seen;
       if (e.first_seen > horizon && seen_.try_emplace(e.id, e.first_seen).second) {
         order_.push_back(e);
@@ -92,9 +96,7 @@ absl::Status DedupeProcessor::Process(const Record<MetricEvent>& record) {
 }
 
 void DedupeProcessor::Expire() {
-  // Saturating: stream_time_ - within must not overflow near INT64_MIN.
-  if (stream_time_ < INT64_MIN + options_.within_ms) return;
-  const int64_t horizon = stream_time_ - options_.within_ms;
+  const int64_t horizon = Horizon();
   while (!order_.empty() && order_.front().first_seen <= horizon) {
     seen_.erase(order_.front().id);
     order_.pop_front();
@@ -103,30 +105,27 @@ void DedupeProcessor::Expire() {
 
 absl::Status DedupeProcessor::Flush() {
   // Blocks whose newest id has expired hold nothing live.
-  const int64_t horizon =
-      stream_time_ < INT64_MIN + options_.within_ms ? INT64_MIN : stream_time_ - options_.within_ms;
+  const int64_t horizon = Horizon();
   while (!blocks_.empty() && blocks_.front().newest <= horizon) {
     EncodeBlockKey(blocks_.front().seq, &key_buf_);
     if (absl::Status s = store_->Delete(key_buf_); !s.ok()) return s;
     blocks_.pop_front();
   }
   if (stream_time_ != last_meta_stream_time_ || !added_.empty()) {
-    const uint64_t next = next_block_ + (added_.empty() ? 0 : 1);
-    char meta[17];
-    meta[0] = static_cast<char>(kMetaVersion);
-    std::memcpy(meta + 1, &stream_time_, 8);
-    std::memcpy(meta + 9, &next, 8);
-    if (absl::Status s = store_->Put(kMetaKey, std::string_view(meta, 17)); !s.ok()) return s;
+    value_buf_.clear();
+    AppendFixed<uint8_t>(kMetaVersion, &value_buf_);
+    AppendFixed<int64_t>(stream_time_, &value_buf_);
+    AppendFixed<uint64_t>(next_block_ + (added_.empty() ? 0 : 1), &value_buf_);
+    if (absl::Status s = store_->Put(kMetaKey, value_buf_); !s.ok()) return s;
     last_meta_stream_time_ = stream_time_;
   }
   if (added_.empty()) return absl::OkStatus();
-  value_buf_.resize(added_.size() * 24);
-  char* p = value_buf_.data();
+  value_buf_.clear();
+  value_buf_.reserve(added_.size() * kEntryBytes);
   for (const Entry& e : added_) {
-    std::memcpy(p, &e.id.lo, 8);
-    std::memcpy(p + 8, &e.id.hi, 8);
-    std::memcpy(p + 16, &e.first_seen, 8);
-    p += 24;
+    AppendFixed(e.id.lo, &value_buf_);
+    AppendFixed(e.id.hi, &value_buf_);
+    AppendFixed(e.first_seen, &value_buf_);
   }
   const uint64_t seq = next_block_++;
   EncodeBlockKey(seq, &key_buf_);

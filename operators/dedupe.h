@@ -51,6 +51,8 @@ class DedupeProcessor final : public Transformer<MetricEvent, MetricEvent> {
     int64_t first_seen;
   };
   void Expire();
+  // Ids first seen at or before this stream time have expired.
+  int64_t Horizon() const;
   absl::Status Restore();
 
   DedupeOptions options_;

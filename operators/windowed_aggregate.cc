@@ -170,7 +170,10 @@ absl::Status WindowedAggregateProcessor::Process(const Record<MetricEvent>& reco
       ++late;
       continue;
     }
-    int64_t first_open = std::max(spec.EarliestStartFor(ts), FirstOpenStart(spec));
+    // Usually the event cannot lower the next window to close: skip the divisions.
+    const int64_t earliest = spec.EarliestStartFor(ts);
+    if (next_start_[w] != INT64_MIN && earliest >= next_start_[w]) continue;
+    int64_t first_open = std::max(earliest, FirstOpenStart(spec));
     if (next_start_[w] == INT64_MIN || first_open < next_start_[w]) {
       next_start_[w] = first_open;
       next_close_time_ = std::min(next_close_time_, spec.CloseTime(first_open));
