@@ -1,9 +1,16 @@
 #include "operators/strings.h"
 #include "engine/task.h"
 
+#include <algorithm>
 #include <chrono>
+#include <cctype>
 #include <charconv>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <sstream>
 
+#include "absl/strings/escaping.h"
 #include "statestore/in_memory_stores.h"
 
 namespace streammetrics {
@@ -20,6 +27,80 @@ std::string_view FormatInt(int64_t v, char (&buf)[24]) {
   return std::string_view(buf, end - buf);
 }
 
+// The checkpoint file: the last commit's marker and each durable store's changelog
+// position after it. Text, one item a line:
+//   streammetrics-checkpoint 1
+//   marker <hex of CommitMarker::Encode()>
+//   store <name> <offset>
+struct CheckpointFile {
+  CommitMarker marker;
+  StringMap<int64_t> offsets;
+};
+
+constexpr std::string_view kCheckpointHeader = "streammetrics-checkpoint 1";
+
+std::string CheckpointPath(const std::string& state_dir) { return state_dir + "/.checkpoint"; }
+
+// nullopt when absent or unreadable: both mean "no checkpoint", and restore then
+// replays the whole changelog, which is correct from any committed local state.
+std::optional<CheckpointFile> ReadCheckpoint(const std::string& state_dir) {
+  std::ifstream in(CheckpointPath(state_dir));
+  if (!in) return std::nullopt;
+  std::string line;
+  if (!std::getline(in, line) || line != kCheckpointHeader) return std::nullopt;
+  CheckpointFile file;
+  bool has_marker = false;
+  while (std::getline(in, line)) {
+    std::istringstream words(line);
+    std::string kind, a, b;
+    words >> kind >> a;
+    if (kind == "marker") {
+      if (a.size() % 2 != 0 ||
+          !std::all_of(a.begin(), a.end(), [](unsigned char c) { return std::isxdigit(c); })) {
+        return std::nullopt;
+      }
+      absl::StatusOr<CommitMarker> m = CommitMarker::Decode(absl::HexStringToBytes(a));
+      if (!m.ok()) return std::nullopt;
+      file.marker = *std::move(m);
+      has_marker = true;
+    } else if (kind == "store") {
+      int64_t offset = -1;
+      if (!(words >> offset) || offset < 0) return std::nullopt;
+      file.offsets[a] = offset;
+    } else {
+      return std::nullopt;
+    }
+  }
+  if (!has_marker) return std::nullopt;
+  return file;
+}
+
+absl::Status WriteCheckpoint(const std::string& state_dir, const CheckpointFile& file) {
+  const std::string path = CheckpointPath(state_dir);
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << kCheckpointHeader << "\n";
+    out << "marker " << absl::BytesToHexString(file.marker.Encode()) << "\n";
+    std::vector<std::pair<std::string, int64_t>> sorted(file.offsets.begin(), file.offsets.end());
+    std::sort(sorted.begin(), sorted.end());
+    for (const auto& [name, offset] : sorted) out << "store " << name << " " << offset << "\n";
+    out.flush();
+    if (!out) return absl::UnavailableError(StrCat("checkpoint: cannot write ", tmp));
+  }
+  std::error_code ec;
+  std::filesystem::rename(tmp, path, ec);
+  if (ec) return absl::UnavailableError(StrCat("checkpoint: rename to ", path, ": ", ec.message()));
+  return absl::OkStatus();
+}
+
+uint64_t NewIncarnation() {
+  std::random_device rd;
+  uint64_t v = (uint64_t{rd()} << 32) ^ rd() ^
+               static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
+  return v == 0 ? 1 : v;
+}
+
 }  // namespace
 
 Task::Task(TaskConfig config, RecordCollector* collector)
@@ -33,11 +114,41 @@ Task::~Task() {
 
 absl::StatusOr<std::unique_ptr<Task>> Task::Create(const Topology& topology, TaskConfig config,
                                                    RecordCollector* collector) {
+  if ((config.changelog == nullptr) != (config.changelog_reader == nullptr)) {
+    return absl::InvalidArgumentError("task: a changelog needs both a writer and a reader");
+  }
+  absl::StatusOr<std::unique_ptr<Task>> task = CreateOnce(topology, config, collector, false);
+  if (task.ok() || task.status().code() != absl::StatusCode::kDataLoss ||
+      config.changelog == nullptr || config.state_dir.empty()) {
+    return task;
+  }
+  // Corrupt local state: the changelogs hold every committed change, so rebuild.
+  std::string why(task.status().message());
+  task = CreateOnce(topology, std::move(config), collector, true);
+  if (task.ok()) (*task)->restore_report_.rebuilt_because = std::move(why);
+  return task;
+}
+
+absl::StatusOr<std::unique_ptr<Task>> Task::CreateOnce(const Topology& topology,
+                                                       TaskConfig config,
+                                                       RecordCollector* collector,
+                                                       bool wipe_local_state) {
   std::unique_ptr<Task> task(new Task(std::move(config), collector));
+  if (wipe_local_state) {
+    std::error_code ec;
+    std::filesystem::remove_all(task->config_.state_dir, ec);
+    if (ec) {
+      return absl::UnavailableError(
+          StrCat("task: cannot wipe ", task->config_.state_dir, ": ", ec.message()));
+    }
+  }
   for (const StoreDef& def : topology.stores()) {
     absl::StatusOr<std::unique_ptr<StateStore>> store = task->OpenStore(def);
     if (!store.ok()) return store.status();
     task->stores_.emplace(def.name, *std::move(store));
+  }
+  if (task->config_.changelog != nullptr) {
+    if (absl::Status s = task->RestoreFromChangelogs(); !s.ok()) return s;
   }
   const std::vector<NodeDef>& nodes = topology.nodes();
   task->processors_.reserve(nodes.size());
@@ -49,7 +160,7 @@ absl::StatusOr<std::unique_ptr<Task>> Task::Create(const Topology& topology, Tas
       if (source == nullptr) {
         return absl::InternalError(StrCat("node ", node.name, " has no parent and is no source"));
       }
-      if (!task->sources_.emplace(node.topic, source).second) {
+      if (!task->sources_.emplace(node.topic, Source{.node = source}).second) {
         return absl::InvalidArgumentError(StrCat("topic ", node.topic, " has two sources"));
       }
     } else {
@@ -63,9 +174,85 @@ absl::StatusOr<std::unique_ptr<Task>> Task::Create(const Topology& topology, Tas
   return task;
 }
 
+absl::Status Task::RestoreFromChangelogs() {
+  attempt_.incarnation = NewIncarnation();
+  std::optional<CheckpointFile> checkpoint;
+  if (!config_.state_dir.empty()) checkpoint = ReadCheckpoint(config_.state_dir);
+  ChangelogReader& reader = *config_.changelog_reader;
+
+  // Where each store starts, and the last commit its changelog shows after that.
+  std::vector<int64_t> from(logged_.size(), 0);
+  uint64_t sequence = UINT64_MAX;
+  for (size_t i = 0; i < logged_.size(); ++i) {
+    const Logged& l = logged_[i];
+    uint64_t last = 0;
+    if (l.durable && checkpoint.has_value() &&
+        std::find(existed_before_open_.begin(), existed_before_open_.end(), l.name) !=
+            existed_before_open_.end()) {
+      auto it = checkpoint->offsets.find(l.name);
+      if (it != checkpoint->offsets.end()) {
+        from[i] = it->second;
+        last = checkpoint->marker.sequence;
+      }
+    }
+    absl::StatusOr<std::optional<CommitMarker>> marker = reader.LastMarker(l.name, from[i]);
+    if (!marker.ok()) return marker.status();
+    if (marker->has_value()) last = (*marker)->sequence;
+    sequence = std::min(sequence, last);
+  }
+  if (logged_.empty()) sequence = 0;
+
+  // Every store to the same commit: the last one every changelog shows (on a broker
+  // with atomic transactions, always the last one; see changelog.h).
+  uint64_t applied = 0;
+  for (size_t i = 0; i < logged_.size(); ++i) {
+    LoggedStore* store = logged_[i].store;
+    absl::StatusOr<RestoreStats> stats = RestoreFromChangelog(
+        reader, logged_[i].name, from[i], sequence,
+        [store](const ChangeRecord& c) { return store->ApplyRestored(c); });
+    if (!stats.ok()) return stats.status();
+    applied += stats->records_applied;
+    if (stats->last_marker.has_value() && stats->last_marker->sequence == sequence) {
+      last_commit_ = stats->last_marker;
+    }
+    restore_report_.stores.push_back(
+        StoreRestoreReport{.store = logged_[i].name, .from_offset = from[i], .stats = *stats});
+  }
+  if (!last_commit_.has_value() && sequence > 0 && checkpoint.has_value() &&
+      checkpoint->marker.sequence == sequence) {
+    last_commit_ = checkpoint->marker;
+  }
+  if (sequence > 0 && !last_commit_.has_value()) {
+    return absl::DataLossError(StrCat("task ", TaskId(config_.partition), ": commit ", sequence,
+                                      " has no marker to resume from"));
+  }
+  restore_report_.last_sequence = sequence;
+  attempt_.sequence = sequence + 1;
+  // A long replay is not repeated after the next crash.
+  if (applied > 0 && last_commit_.has_value()) return Checkpoint();
+  return absl::OkStatus();
+}
+
 std::string TaskId(int32_t partition) { return StrCat("0_", partition); }
 
 absl::StatusOr<std::unique_ptr<StateStore>> Task::OpenStore(const StoreDef& def) {
+  absl::StatusOr<std::unique_ptr<StateStore>> local = OpenLocalStore(def);
+  if (!local.ok() || config_.changelog == nullptr) return local;
+  std::unique_ptr<StateStore> logged;
+  if (def.kind == StoreKind::kWindow) {
+    logged = NewLoggedWindowStore(
+        std::unique_ptr<WindowStore>(static_cast<WindowStore*>(local->release())),
+        config_.changelog, &attempt_);
+  } else {
+    logged = NewLoggedKeyValueStore(
+        std::unique_ptr<KeyValueStore>(static_cast<KeyValueStore*>(local->release())),
+        config_.changelog, &attempt_);
+  }
+  logged_.push_back(Logged{AsLoggedStore(logged.get()), def.name, def.type == StoreType::kRocksDb});
+  return logged;
+}
+
+absl::StatusOr<std::unique_ptr<StateStore>> Task::OpenLocalStore(const StoreDef& def) {
   if (def.type == StoreType::kInMemory) {
     if (def.kind == StoreKind::kWindow) return NewInMemoryWindowStore(def.name);
     return NewInMemoryKeyValueStore(def.name);
@@ -76,6 +263,8 @@ absl::StatusOr<std::unique_ptr<StateStore>> Task::OpenStore(const StoreDef& def)
   }
   if (config_.rocksdb == nullptr) config_.rocksdb = RocksDbResources::Create(RocksDbBudget{});
   std::string path = StrCat(config_.state_dir, "/", def.name);
+  std::error_code ec;
+  if (std::filesystem::exists(path + "/CURRENT", ec)) existed_before_open_.push_back(def.name);
   if (def.kind == StoreKind::kWindow) {
     absl::StatusOr<std::unique_ptr<WindowStore>> s =
         OpenRocksDbWindowStore(def.name, path, config_.rocksdb);
@@ -90,6 +279,11 @@ absl::StatusOr<std::unique_ptr<StateStore>> Task::OpenStore(const StoreDef& def)
 
 absl::Status Task::CheckRunning() const {
   if (state_ == State::kRunning) return absl::OkStatus();
+  if (state_ == State::kFailed) {
+    return absl::FailedPreconditionError(
+        StrCat("task ", config_.application_id, "-", config_.partition,
+               " failed at a commit; create it again to restore the last commit"));
+  }
   return absl::FailedPreconditionError(
       StrCat("task ", config_.application_id, "-", config_.partition, " is closed"));
 }
@@ -102,7 +296,9 @@ absl::Status Task::Process(const SourceRecord& record) {
   }
   ++counters_.records_read;
   current_ = &record;
-  absl::Status s = it->second->ProcessSource(record);
+  it->second.partition = record.partition;
+  it->second.next_offset = record.offset + 1;
+  absl::Status s = it->second.node->ProcessSource(record);
   current_ = nullptr;
   if (!s.ok()) return s;
   // No stream time yet (nothing with an event time forwarded): nothing to anchor on.
@@ -175,6 +371,7 @@ void Task::Send(std::string_view topic, std::string_view key, std::string_view v
 
 absl::Status Task::Commit() {
   if (absl::Status s = CheckRunning(); !s.ok()) return s;
+  if (config_.changelog != nullptr) return CommitWithChangelogs();
   for (auto& p : processors_) {
     if (absl::Status s = p->Flush(); !s.ok()) return s;
   }
@@ -182,6 +379,93 @@ absl::Status Task::Commit() {
     if (absl::Status s = store->Flush(); !s.ok()) return s;
   }
   return collector_->Flush();
+}
+
+absl::Status Task::Fault(CommitStep step) {
+  return config_.fault_injector ? config_.fault_injector(step) : absl::OkStatus();
+}
+
+absl::Status Task::Fail(absl::Status s) {
+  state_ = State::kFailed;
+  for (Logged& l : logged_) l.store->DiscardStaged();
+  return s;
+}
+
+CommitMarker Task::NextMarker() const {
+  CommitMarker marker{.incarnation = attempt_.incarnation, .sequence = attempt_.sequence};
+  if (last_commit_.has_value()) marker.offsets = last_commit_->offsets;
+  for (const auto& [topic, source] : sources_) {
+    if (source.next_offset < 0) continue;
+    auto it = std::find_if(marker.offsets.begin(), marker.offsets.end(), [&](const InputOffset& o) {
+      return o.topic == topic && o.partition == source.partition;
+    });
+    if (it != marker.offsets.end()) {
+      it->next_offset = source.next_offset;
+    } else {
+      marker.offsets.push_back(InputOffset{std::string(topic), source.partition, source.next_offset});
+    }
+  }
+  std::sort(marker.offsets.begin(), marker.offsets.end(),
+            [](const InputOffset& a, const InputOffset& b) {
+              return std::tie(a.topic, a.partition) < std::tie(b.topic, b.partition);
+            });
+  return marker;
+}
+
+absl::Status Task::CommitWithChangelogs() {
+  for (auto& p : processors_) {
+    if (absl::Status s = p->Flush(); !s.ok()) return Fail(s);
+  }
+  if (absl::Status s = Fault(CommitStep::kProcessorsFlushed); !s.ok()) return Fail(s);
+  CommitMarker marker = NextMarker();
+  const std::string encoded = marker.Encode();
+  for (const Logged& l : logged_) {
+    config_.changelog->Append(l.name, ChangeRecord{.type = ChangeType::kCommit,
+                                                   .value = encoded,
+                                                   .incarnation = marker.incarnation,
+                                                   .sequence = marker.sequence});
+  }
+  if (absl::Status s = config_.changelog->Flush(); !s.ok()) return Fail(s);
+  if (absl::Status s = Fault(CommitStep::kMarkersAppended); !s.ok()) return Fail(s);
+  if (absl::Status s = collector_->Flush(); !s.ok()) return Fail(s);
+  if (absl::Status s = Fault(CommitStep::kCollectorCommitted); !s.ok()) return Fail(s);
+  for (size_t i = 0; i < logged_.size(); ++i) {
+    if (absl::Status s = logged_[i].store->ApplyStaged(); !s.ok()) return Fail(s);
+    if (i == 0) {
+      if (absl::Status s = Fault(CommitStep::kFirstStoreApplied); !s.ok()) return Fail(s);
+    }
+  }
+  if (absl::Status s = Fault(CommitStep::kStoresApplied); !s.ok()) return Fail(s);
+  last_commit_ = std::move(marker);
+  ++attempt_.sequence;
+  uint64_t logged = 0;
+  for (const Logged& l : logged_) logged += l.store->changes_logged();
+  if (logged - changes_at_checkpoint_ >= config_.checkpoint_every_changes) {
+    if (absl::Status s = Checkpoint(); !s.ok()) return Fail(s);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Task::Checkpoint() {
+  if (config_.state_dir.empty() || !last_commit_.has_value()) return absl::OkStatus();
+  CheckpointFile file{.marker = *last_commit_};
+  bool any = false;
+  for (const Logged& l : logged_) {
+    if (!l.durable) continue;
+    if (absl::Status s = l.store->local().Flush(); !s.ok()) return s;
+    file.offsets[l.name] = config_.changelog->EndOffset(l.name);
+    any = true;
+  }
+  if (!any) return absl::OkStatus();
+  if (absl::Status s = Fault(CommitStep::kCheckpointFlushed); !s.ok()) return s;
+  if (absl::Status s = WriteCheckpoint(config_.state_dir, file); !s.ok()) return s;
+  changes_at_checkpoint_ = 0;
+  for (const Logged& l : logged_) changes_at_checkpoint_ += l.store->changes_logged();
+  return absl::OkStatus();
+}
+
+std::vector<InputOffset> Task::committed_offsets() const {
+  return last_commit_.has_value() ? last_commit_->offsets : std::vector<InputOffset>{};
 }
 
 absl::Status Task::EndOfInput() {
@@ -194,11 +478,24 @@ absl::Status Task::EndOfInput() {
 
 absl::Status Task::Close() {
   if (state_ == State::kClosed) return absl::OkStatus();
-  state_ = State::kClosed;
   absl::Status result;
+  // Local stores hold exactly the last commit (nothing is staged between commits), so a
+  // running task checkpoints it; a failed one may have applied part of a commit.
+  if (state_ == State::kRunning && config_.changelog != nullptr) result.Update(Checkpoint());
+  state_ = State::kClosed;
   for (auto& p : processors_) result.Update(p->Close());
   for (auto& [name, store] : stores_) result.Update(store->Close());
   return result;
+}
+
+void Task::CloseAsCrashed() {
+  if (state_ == State::kClosed) return;
+  state_ = State::kClosed;
+  for (auto& [name, store] : stores_) {
+    LoggedStore* logged = AsLoggedStore(store.get());
+    StateStore* local = logged != nullptr ? &logged->local() : store.get();
+    if (!CloseRocksDbStoreAsCrashed(local).ok()) local->Close().IgnoreError();
+  }
 }
 
 }  // namespace streammetrics

@@ -4,16 +4,41 @@
 // Lifecycle (checked: a call in the wrong state returns FailedPrecondition):
 //
 //   Create() --> Running --Close()--> Closed
+//                   |                   ^
+//                   +--a commit fails--> Failed --Close()/CloseAsCrashed()
 //
 // In Running: Process() per input record, in offset order; Commit() at each commit
-// interval (processors flush in topological order, then stores, then the collector);
-// PunctuateWallClock() from the thread loop; EndOfInput() when a bounded input ends.
+// interval; PunctuateWallClock() from the thread loop; EndOfInput() when a bounded input
+// ends. A failed commit leaves the task Failed: its in-memory state is ahead of what was
+// committed, so the caller closes it and creates it again, which restores the state of
+// the last successful commit (Kafka Streams' "task corrupted").
+//
+// Changelogs. With TaskConfig::changelog set, every store is wrapped in the changelogging
+// layer (statestore/logged_stores.h) and Create() first restores each store from its
+// changelog — from the local checkpoint for RocksDB stores, from the start for in-memory
+// ones — to the task's last complete commit, then resumes input at that commit's offsets
+// (committed_offsets()). A commit then runs:
+//   1. processors flush in topological order (changes staged and appended to changelogs);
+//   2. a commit marker {incarnation, sequence, input offsets} to every changelog;
+//   3. the collector's flush — under exactly-once the transaction commit that makes
+//      outputs, changelog records and markers visible at once;
+//   4. the staged changes reach the local stores;
+//   5. every checkpoint_every_changes changes: RocksDB stores flush their memtables and
+//      the checkpoint file (<state_dir>/.checkpoint) records each store's changelog
+//      position. A clean Close() writes one too, so a clean restart replays nothing and
+//      a crash replays only the changes since the last checkpoint.
+// A local store that is corrupt (DataLoss when opened or read) is wiped and rebuilt from
+// its changelog; restore_report() says what restore did.
+//
+// Without changelogs, a commit flushes processors, then every store (the local store is
+// the only copy), then the collector.
 #ifndef STREAMMETRICS_ENGINE_TASK_H_
 #define STREAMMETRICS_ENGINE_TASK_H_
 
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -21,11 +46,23 @@
 #include "absl/status/statusor.h"
 #include "engine/record_collector.h"
 #include "operators/processor.h"
+#include "statestore/changelog.h"
+#include "statestore/logged_stores.h"
 #include "statestore/rocksdb_stores.h"
 #include "statestore/state_store.h"
 #include "topology/topology.h"
 
 namespace streammetrics {
+
+// The steps of a commit with changelogs, for fault injection (see Task).
+enum class CommitStep {
+  kProcessorsFlushed,   // changes staged and appended to the changelogs
+  kMarkersAppended,     // commit markers appended and acknowledged
+  kCollectorCommitted,  // the collector's flush (the transaction) succeeded
+  kFirstStoreApplied,   // the first changelogged store got its staged changes
+  kStoresApplied,       // every store did
+  kCheckpointFlushed,   // RocksDB stores flushed, checkpoint file not yet written
+};
 
 struct TaskConfig {
   std::string application_id = "streammetrics";
@@ -38,6 +75,29 @@ struct TaskConfig {
   std::string state_dir;
   // Shared by every RocksDB store of the process; created on demand when null.
   std::shared_ptr<RocksDbResources> rocksdb;
+  // Changelogs (both or neither; must outlive the task). See the class comment.
+  ChangelogWriter* changelog = nullptr;
+  ChangelogReader* changelog_reader = nullptr;
+  // Checkpoint after a commit once this many changes were logged since the last one.
+  // Fewer: more frequent RocksDB flushes; more: a longer replay after a crash.
+  // Default: 100,000.
+  uint64_t checkpoint_every_changes = 100'000;
+  // Fault injection for tests: called at each step of a commit with changelogs; a
+  // non-OK status fails the commit at that step.
+  std::function<absl::Status(CommitStep)> fault_injector;
+};
+
+// What Create() did to restore one store.
+struct StoreRestoreReport {
+  std::string store;
+  int64_t from_offset = 0;  // the checkpoint's position, or 0
+  RestoreStats stats;
+};
+struct TaskRestoreReport {
+  std::vector<StoreRestoreReport> stores;
+  uint64_t last_sequence = 0;  // the commit the task resumes after (0: none)
+  // Non-empty when local state was wiped and rebuilt from the changelogs: why.
+  std::string rebuilt_because;
 };
 
 // Kafka Streams' task id: "<subtopology>_<partition>" (one subtopology for now).
@@ -58,6 +118,14 @@ class Task final : public ProcessorContext {
   absl::Status PunctuateWallClock();
   absl::Status EndOfInput();
   absl::Status Close();
+  // Fault injection: ends the task as a kill -9 would: no checkpoint, RocksDB stores
+  // lose what they had not flushed, nothing else is written.
+  void CloseAsCrashed();
+
+  // The input offsets of the last successful commit (restored ones after Create()):
+  // where input resumes. Empty before the first commit.
+  std::vector<InputOffset> committed_offsets() const;
+  const TaskRestoreReport& restore_report() const { return restore_report_; }
 
   // ProcessorContext.
   std::string_view application_id() const override { return config_.application_id; }
@@ -80,7 +148,17 @@ class Task final : public ProcessorContext {
   const TaskCounters& counters() const { return counters_; }
 
  private:
-  enum class State { kRunning, kClosed };
+  enum class State { kRunning, kFailed, kClosed };
+  struct Source {
+    RawSource* node;
+    int32_t partition = 0;
+    int64_t next_offset = -1;  // -1: no record since the task started
+  };
+  struct Logged {
+    LoggedStore* store;
+    std::string name;
+    bool durable;  // a RocksDB store: checkpointed
+  };
   struct Scheduled {
     PunctuationType type;
     int64_t interval_ms;
@@ -89,7 +167,18 @@ class Task final : public ProcessorContext {
   };
 
   Task(TaskConfig config, RecordCollector* collector);
+  static absl::StatusOr<std::unique_ptr<Task>> CreateOnce(const Topology& topology,
+                                                          TaskConfig config,
+                                                          RecordCollector* collector,
+                                                          bool wipe_local_state);
   absl::StatusOr<std::unique_ptr<StateStore>> OpenStore(const StoreDef& def);
+  absl::StatusOr<std::unique_ptr<StateStore>> OpenLocalStore(const StoreDef& def);
+  absl::Status RestoreFromChangelogs();
+  absl::Status CommitWithChangelogs();
+  absl::Status Checkpoint();
+  absl::Status Fault(CommitStep step);
+  absl::Status Fail(absl::Status s);
+  CommitMarker NextMarker() const;
   absl::Status CheckRunning() const;
   absl::Status RunPunctuators(PunctuationType type, int64_t now);
 
@@ -97,8 +186,14 @@ class Task final : public ProcessorContext {
   RecordCollector* collector_;
   State state_ = State::kRunning;
   std::vector<std::unique_ptr<ProcessorBase>> processors_;  // topological order
-  StringMap<RawSource*> sources_;  // by topic
+  StringMap<Source> sources_;  // by topic
   StringMap<std::unique_ptr<StateStore>> stores_;
+  std::vector<Logged> logged_;
+  std::vector<std::string> existed_before_open_;  // durable stores found on disk
+  CommitAttempt attempt_;
+  std::optional<CommitMarker> last_commit_;
+  uint64_t changes_at_checkpoint_ = 0;
+  TaskRestoreReport restore_report_;
   std::vector<Scheduled> scheduled_;
   int64_t stream_time_ = INT64_MIN;
   int64_t next_stream_punctuation_ = INT64_MAX;

@@ -1,6 +1,6 @@
 #include "operators/dedupe.h"
 
-#include "operators/fixed_encoding.h"
+#include "statestore/fixed_encoding.h"
 #include "operators/strings.h"
 
 namespace streammetrics {

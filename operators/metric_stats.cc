@@ -2,7 +2,7 @@
 
 #include <cstring>
 
-#include "operators/fixed_encoding.h"
+#include "statestore/fixed_encoding.h"
 
 namespace streammetrics {
 namespace {

@@ -4,7 +4,7 @@
 #include <algorithm>
 #include <cstring>
 
-#include "operators/fixed_encoding.h"
+#include "statestore/fixed_encoding.h"
 #include <cmath>
 
 

@@ -18,6 +18,7 @@
 #include "rocksdb/status.h"
 #include "rocksdb/table.h"
 #include "rocksdb/write_buffer_manager.h"
+#include "statestore/fixed_encoding.h"
 
 namespace streammetrics {
 namespace {
@@ -133,6 +134,16 @@ class RocksDbInstance {
     return result;
   }
 
+  // As a crash leaves the store: memtables not flushed are dropped.
+  absl::Status CloseAsCrashed() {
+    if (db_ == nullptr) return absl::OkStatus();
+    absl::Status s =
+        Convert("set options", db_->SetDBOptions({{"avoid_flush_during_shutdown", "true"}}));
+    absl::Status closed = Convert("close", db_->Close());
+    db_.reset();
+    return s.ok() ? closed : s;
+  }
+
   uint64_t ApproximateNumEntries() const {
     uint64_t n = 0;
     if (db_ == nullptr || !db_->GetIntProperty("rocksdb.estimate-num-keys", &n)) return 0;
@@ -210,6 +221,7 @@ class RocksDbInstance {
 class RocksDbKeyValueStore final : public KeyValueStore {
  public:
   explicit RocksDbKeyValueStore(std::unique_ptr<RocksDbInstance> db) : db_(std::move(db)) {}
+  RocksDbInstance& instance() { return *db_; }
 
   std::string_view name() const override { return db_->name(); }
   absl::Status Flush() override { return db_->Flush(); }
@@ -232,41 +244,31 @@ class RocksDbKeyValueStore final : public KeyValueStore {
   std::unique_ptr<RocksDbInstance> db_;
 };
 
-// Window key: 8-byte big-endian window start with the sign bit flipped (so unsigned
-// bytewise order equals signed numeric order), then the group key.
-constexpr size_t kStartBytes = 8;
-
-void AppendStart(int64_t start, std::string* out) {
-  uint64_t u = static_cast<uint64_t>(start) ^ (uint64_t{1} << 63);
-  for (int shift = 56; shift >= 0; shift -= 8) {
-    out->push_back(static_cast<char>((u >> shift) & 0xff));
-  }
-}
+// Window key: the window start, order-preserving (statestore/fixed_encoding.h), then the
+// group key.
+constexpr size_t kStartBytes = kOrderedInt64Bytes;
 
 std::string EncodeStart(int64_t start) {
   std::string out;
   out.reserve(kStartBytes);
-  AppendStart(start, &out);
+  AppendOrderedInt64(start, &out);
   return out;
 }
 
 std::string EncodeWindowKey(std::string_view key, int64_t start) {
   std::string out;
   out.reserve(kStartBytes + key.size());
-  AppendStart(start, &out);
+  AppendOrderedInt64(start, &out);
   out.append(key.data(), key.size());
   return out;
 }
 
-int64_t DecodeStart(std::string_view encoded) {
-  uint64_t u = 0;
-  for (size_t i = 0; i < kStartBytes; ++i) u = (u << 8) | static_cast<uint8_t>(encoded[i]);
-  return static_cast<int64_t>(u ^ (uint64_t{1} << 63));
-}
+int64_t DecodeStart(std::string_view encoded) { return DecodeOrderedInt64(encoded); }
 
 class RocksDbWindowStore final : public WindowStore {
  public:
   explicit RocksDbWindowStore(std::unique_ptr<RocksDbInstance> db) : db_(std::move(db)) {}
+  RocksDbInstance& instance() { return *db_; }
 
   std::string_view name() const override { return db_->name(); }
   absl::Status Flush() override { return db_->Flush(); }
@@ -353,6 +355,12 @@ absl::StatusOr<std::unique_ptr<WindowStore>> OpenRocksDbWindowStore(
   auto db = OpenInstance(std::move(name), std::move(path), std::move(resources));
   if (!db.ok()) return db.status();
   return std::make_unique<RocksDbWindowStore>(*std::move(db));
+}
+
+absl::Status CloseRocksDbStoreAsCrashed(StateStore* store) {
+  if (auto* kv = dynamic_cast<RocksDbKeyValueStore*>(store)) return kv->instance().CloseAsCrashed();
+  if (auto* w = dynamic_cast<RocksDbWindowStore*>(store)) return w->instance().CloseAsCrashed();
+  return absl::InvalidArgumentError("not a RocksDB store");
 }
 
 }  // namespace streammetrics

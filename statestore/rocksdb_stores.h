@@ -62,6 +62,11 @@ absl::StatusOr<std::unique_ptr<KeyValueStore>> OpenRocksDbKeyValueStore(
 absl::StatusOr<std::unique_ptr<WindowStore>> OpenRocksDbWindowStore(
     std::string name, std::string path, std::shared_ptr<RocksDbResources> resources);
 
+// Fault injection: closes `store`, a RocksDB store, as a kill -9 leaves it: the writes
+// since its last Flush() are lost (the stores keep no WAL), flushed ones stay.
+// InvalidArgument when `store` is not a RocksDB store.
+absl::Status CloseRocksDbStoreAsCrashed(StateStore* store);
+
 }  // namespace streammetrics
 
 #endif  // STREAMMETRICS_STATESTORE_ROCKSDB_STORES_H_
