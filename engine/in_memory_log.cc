@@ -61,6 +61,10 @@ void InMemoryLog::AbortOpenTransaction() {
   open_changes_.clear();
 }
 
+void InMemoryLog::TreatAsCommittedSince(size_t index) {
+  for (size_t i = index; i < outputs_.size(); ++i) outputs_[i].aborted = false;
+}
+
 std::vector<InMemoryLog::Output> InMemoryLog::Outputs(std::string_view topic) const {
   std::vector<Output> out;
   for (const Output& o : outputs_) {

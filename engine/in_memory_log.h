@@ -43,6 +43,14 @@ class InMemoryLog {
   // The producer died: the open transaction is aborted (kReadCommitted: dropped;
   // kShowsUncommitted: left visible, its output records marked aborted).
   void AbortOpenTransaction();
+  // kShowsUncommitted: the index in Outputs() of the open transaction's first record.
+  size_t open_transaction_start() const {
+    return open_output_indices_.empty() ? outputs_.size() : open_output_indices_.front();
+  }
+  // kShowsUncommitted: a restored task found that the aborted transaction's commit
+  // markers were visible, so it treats that commit as done; its outputs, from `index`
+  // on, are then no longer marked aborted.
+  void TreatAsCommittedSince(size_t index);
 
   struct Output {
     OutputRecord record;

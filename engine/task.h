@@ -125,6 +125,10 @@ class Task final : public ProcessorContext {
   // The input offsets of the last successful commit (restored ones after Create()):
   // where input resumes. Empty before the first commit.
   std::vector<InputOffset> committed_offsets() const;
+  // The sequence of the last successful commit (restored or made); 0: none yet.
+  uint64_t last_committed_sequence() const {
+    return last_commit_.has_value() ? last_commit_->sequence : 0;
+  }
   const TaskRestoreReport& restore_report() const { return restore_report_; }
 
   // ProcessorContext.
