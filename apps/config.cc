@@ -294,11 +294,11 @@ absl::Status ParseRoot(const YAML::Node& root, AppConfig* c) {
       if (s == "memory") {
         p.store = StoreType::kInMemory;
       } else if (s == "rocksdb") {
-        // The engine opens RocksDB stores, but state is not yet restored from changelogs
-        // after a restart; accepting the key would promise a durability it lacks.
+        // RocksDB state is recoverable through its changelog topics, which only the Kafka
+        // runtime writes; accepting the key before would promise a durability it lacks.
         return Reader::Error("aggregate.store",
-                             "rocksdb is not available yet (state is not restored after a "
-                             "restart until changelog restore lands); use memory");
+                             "rocksdb is not available yet (it needs the changelog topics "
+                             "of the Kafka runtime to recover state); use memory");
       } else {
         return Reader::Error("aggregate.store", StrCat("expected memory or rocksdb, got '", s, "'"));
       }

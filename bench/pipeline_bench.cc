@@ -7,8 +7,19 @@
 //   stage/3 dedupe    + dedupe by eventId within 10 min
 //   stage/4 aggregate + 1m and 5m tumbling and 1m/10s hopping windows, count/sum/min/max/
 //                       avg/rate and t-digest p50/p95/p99, results serialized as JSON
-//   stage/5 rocksdb   stage 4 with the dedupe and window stores in RocksDB: the cost of
-//                       writing changed state back to RocksDB at every commit
+//   stage/5 rocksdb   stage 4 with the dedupe and window stores in RocksDB, without
+//                       changelogs: every commit writes changed state back and flushes
+//                       RocksDB's memtables (the local store is the only copy)
+//   stage/6 rocksdb+changelog
+//                     stage 4 on RocksDB behind the changelogging layer, as the engine
+//                       runs it: each commit stages changes, appends them and a commit
+//                       marker to a changelog (copied into memory here, where the
+//                       engine hands them to the Kafka producer), applies them to
+//                       RocksDB; a checkpoint (memtable flush) every 100,000 changes
+//
+// BM_Restore: RestoreFromChangelog of 1M changelog records (window-store puts of
+// 40-byte keys and 200-byte values, a commit marker every 1,000) into a RocksDB or an
+// in-memory window store: records/s.
 //
 // The cost of a stage is the difference of ns_per_event between a stage and the one
 // before it. Commits happen every 10,000 events, as in offline mode, so the write-back
@@ -30,10 +41,15 @@
 #include <vector>
 
 #include "apps/event_generator.h"
+#include "engine/in_memory_log.h"
 #include "engine/record_collector.h"
 #include "engine/task.h"
 #include "operators/metric_event_codec.h"
 #include "operators/metric_stats.h"
+#include "statestore/changelog.h"
+#include "statestore/in_memory_stores.h"
+#include "statestore/logged_stores.h"
+#include "statestore/rocksdb_stores.h"
 #include "topology/metrics_pipeline.h"
 
 // Every heap allocation in this binary is counted, so the benchmark reports allocations
@@ -83,11 +99,33 @@ class CountingCollector final : public RecordCollector {
   uint64_t bytes = 0;
 };
 
-// The reference pipeline cut after `stage` (0 = source only .. 4 = everything; 5 =
-// everything on RocksDB stores).
+// Takes changelog records as a producer would (copying them) and counts them.
+class CountingChangelog final : public ChangelogWriter, public ChangelogReader {
+ public:
+  void Append(std::string_view store, const ChangeRecord& r) override {
+    ++records;
+    buffer_.assign(r.key);
+    buffer_.append(r.value);
+    bytes += buffer_.size();
+  }
+  absl::Status Flush() override { return absl::OkStatus(); }
+  int64_t EndOffset(std::string_view) const override { return static_cast<int64_t>(records); }
+  absl::StatusOr<int64_t> Read(std::string_view, int64_t, const Visitor&) override { return 0; }
+  absl::StatusOr<std::optional<CommitMarker>> LastMarker(std::string_view, int64_t) override {
+    return std::optional<CommitMarker>();
+  }
+  uint64_t records = 0;
+  uint64_t bytes = 0;
+
+ private:
+  std::string buffer_;
+};
+
+// The reference pipeline cut after `stage` (0 = source only .. 4 = everything; 5, 6 =
+// everything on RocksDB stores, 6 with changelogs).
 Topology StageTopology(int stage) {
   PipelineConfig config = ReferencePipelineConfig();
-  if (stage == 5) config.store = StoreType::kRocksDb;
+  if (stage >= 5) config.store = StoreType::kRocksDb;
   if (stage >= 4) return *BuildMetricsTopology(config);
   StreamsBuilder b;
   KStream<MetricEvent> s = b.Stream(config.input_topic, EventFormat::kJson);
@@ -121,11 +159,16 @@ void BM_Pipeline(benchmark::State& state) {
   const int stage = static_cast<int>(state.range(0));
   Topology topology = StageTopology(stage);
   const int64_t wall_clock = 1'707'267'600'000 + 3'600'000;
-  uint64_t outputs = 0, processed = 0, allocations = 0;
+  uint64_t outputs = 0, processed = 0, allocations = 0, changes = 0;
   for (auto _ : state) {
     state.PauseTiming();
     CountingCollector collector;
+    CountingChangelog changelog;
     TaskConfig config;
+    if (stage == 6) {
+      config.changelog = &changelog;
+      config.changelog_reader = &changelog;
+    }
     config.wall_clock = [wall_clock] { return wall_clock; };
     const std::filesystem::path state_dir =
         std::filesystem::temp_directory_path() / ("sm-bench-" + std::to_string(getpid()));
@@ -146,6 +189,7 @@ void BM_Pipeline(benchmark::State& state) {
     state.PauseTiming();
     allocations += g_allocations.load(std::memory_order_relaxed) - allocations_before;
     outputs += collector.records;
+    changes += changelog.records;
     processed += task->counters().records_processed;
     task.reset();
     std::filesystem::remove_all(state_dir);
@@ -158,13 +202,74 @@ void BM_Pipeline(benchmark::State& state) {
   state.counters["results"] = static_cast<double>(outputs) / state.iterations();
   state.counters["aggregated"] = static_cast<double>(processed) / state.iterations();
   state.counters["allocs_per_event"] = static_cast<double>(allocations) / n;
+  state.counters["changelog"] = static_cast<double>(changes) / state.iterations();
   static const char* kNames[] = {"source", "validate", "enrich", "dedupe", "aggregate",
-                                 "rocksdb"};
+                                 "rocksdb", "rocksdb+changelog"};
   state.SetLabel(kNames[stage]);
 }
 // Wall time: RocksDB flushes and compacts on background threads, which CPU time of
 // this thread would not count.
-BENCHMARK(BM_Pipeline)->DenseRange(0, 5)->Unit(benchmark::kMillisecond)->Iterations(3)->UseRealTime();
+BENCHMARK(BM_Pipeline)->DenseRange(0, 6)->Unit(benchmark::kMillisecond)->Iterations(3)->UseRealTime();
+
+void BM_Restore(benchmark::State& state) {
+  const bool rocksdb = state.range(0) == 1;
+  constexpr int kRecords = 1'000'000;
+  constexpr int kPerCommit = 1'000;
+  InMemoryLog log;
+  {
+    std::string key, value(200, 'v');
+    for (int i = 0; i < kRecords; ++i) {
+      key = "service-" + std::to_string(i % 5'000) + "|api.request.duration|endpoint";
+      key.resize(40, '.');
+      value[0] = static_cast<char>(i);
+      const uint64_t seq = static_cast<uint64_t>(i / kPerCommit) + 1;
+      log.changelog_writer()->Append(
+          "w", ChangeRecord{.type = ChangeType::kPut, .key = key,
+                            .window_start = 1'707'267'600'000 + (i / 5'000) * 10'000,
+                            .value = value, .incarnation = 1, .sequence = seq});
+      if ((i + 1) % kPerCommit == 0) {
+        const std::string marker = CommitMarker{.incarnation = 1, .sequence = seq}.Encode();
+        log.changelog_writer()->Append(
+            "w", ChangeRecord{.type = ChangeType::kCommit, .value = marker, .incarnation = 1,
+                              .sequence = seq});
+      }
+    }
+    if (!log.collector()->Flush().ok()) state.SkipWithError("log");
+  }
+  auto resources = RocksDbResources::Create({});
+  uint64_t applied = 0;
+  for (auto _ : state) {
+    state.PauseTiming();
+    const std::filesystem::path dir =
+        std::filesystem::temp_directory_path() / ("sm-bench-restore-" + std::to_string(getpid()));
+    std::filesystem::remove_all(dir);
+    std::unique_ptr<WindowStore> local;
+    if (rocksdb) {
+      local = *OpenRocksDbWindowStore("w", dir.string(), resources);
+    } else {
+      local = NewInMemoryWindowStore("w");
+    }
+    CommitAttempt attempt;
+    std::unique_ptr<WindowStore> store =
+        NewLoggedWindowStore(std::move(local), log.changelog_writer(), &attempt);
+    LoggedStore* logged = AsLoggedStore(store.get());
+    state.ResumeTiming();
+    absl::StatusOr<RestoreStats> stats = RestoreFromChangelog(
+        *log.changelog_reader(), "w", 0, UINT64_MAX,
+        [logged](const ChangeRecord& c) { return logged->ApplyRestored(c); });
+    if (!stats.ok()) state.SkipWithError("restore failed");
+    if (rocksdb && !store->Flush().ok()) state.SkipWithError("flush failed");  // durable
+    state.PauseTiming();
+    applied += stats.ok() ? stats->records_applied : 0;
+    store.reset();
+    std::filesystem::remove_all(dir);
+    state.ResumeTiming();
+  }
+  state.counters["records_per_s"] = benchmark::Counter(
+      static_cast<double>(applied), benchmark::Counter::kIsRate);
+  state.SetLabel(rocksdb ? "rocksdb" : "memory");
+}
+BENCHMARK(BM_Restore)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->Iterations(3)->UseRealTime();
 
 // Bytes of one pane (the state of one group key in one 10 s slice) holding n values:
 // at rest (its MetricStats encoding, what the window store and changelog hold) and in

@@ -168,14 +168,15 @@ TEST_F(ProcessCommandTest, BadConfigFailsWithTheKeyNamed) {
   EXPECT_EQ(r.output, "streammetrics: " + config + ": aggregate.windows[0].sise: unknown key\n");
 }
 
-TEST_F(ProcessCommandTest, RocksDbStoreIsRefusedUntilDurableStoresExist) {
+TEST_F(ProcessCommandTest, RocksDbStoreIsRefusedUntilChangelogTopicsExist) {
   std::string config = Write("r.yaml", "aggregate: {store: rocksdb}\n");
   CommandRun r = Streammetrics("process --config " + config + " --input /dev/null --output " +
                                (dir_ / "out").string());
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_EQ(r.output, "streammetrics: " + config +
-                          ": aggregate.store: rocksdb is not available yet (state is not "
-                          "restored after a restart until changelog restore lands); use memory\n");
+                          ": aggregate.store: rocksdb is not available yet (it needs the "
+                          "changelog topics of the Kafka runtime to recover state); use "
+                          "memory\n");
 }
 
 TEST_F(ProcessCommandTest, UsageErrorsExitTwo) {
