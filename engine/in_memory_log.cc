@@ -29,8 +29,7 @@ absl::Status InMemoryLog::Collector::Flush() {
 }
 
 void InMemoryLog::Writer::Append(std::string_view store, const ChangeRecord& r) {
-  Change c{r.type, std::string(r.key), r.window_start, std::string(r.value), r.incarnation,
-           r.sequence};
+  Change c = Change::Copy(r);
   if (log_->shows_uncommitted()) {
     auto it = log_->changelogs_.find(store);
     if (it == log_->changelogs_.end()) it = log_->changelogs_.emplace(store, std::vector<Change>{}).first;
@@ -85,13 +84,7 @@ absl::StatusOr<int64_t> InMemoryLog::Reader::Read(std::string_view store, int64_
   const std::vector<Change>& log = it->second;
   const int64_t end = static_cast<int64_t>(log.size());
   for (int64_t offset = std::max<int64_t>(from, 0); offset < end; ++offset) {
-    const Change& c = log[offset];
-    absl::Status s = fn(offset, ChangeRecord{.type = c.type,
-                                             .key = c.key,
-                                             .window_start = c.window_start,
-                                             .value = c.value,
-                                             .incarnation = c.incarnation,
-                                             .sequence = c.sequence});
+    absl::Status s = fn(offset, log[offset].View());
     if (!s.ok()) return s;
   }
   return end;

@@ -63,14 +63,7 @@ class InMemoryLog {
   uint64_t transactions_committed() const { return commits_; }
 
  private:
-  struct Change {
-    ChangeType type;
-    std::string key;
-    int64_t window_start;
-    std::string value;
-    uint64_t incarnation;
-    uint64_t sequence;
-  };
+  using Change = OwnedChangeRecord;
   class Collector final : public RecordCollector {
    public:
     explicit Collector(InMemoryLog* log) : log_(log) {}

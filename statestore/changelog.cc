@@ -17,25 +17,6 @@ absl::Status Corrupt(std::string_view why) {
                              std::string(why));
 }
 
-// A change kept until its commit is known, with its bytes owned.
-struct Buffered {
-  ChangeType type;
-  std::string key;
-  int64_t window_start;
-  std::string value;
-  uint64_t incarnation;
-  uint64_t sequence;
-
-  ChangeRecord View() const {
-    return ChangeRecord{.type = type,
-                        .key = key,
-                        .window_start = window_start,
-                        .value = value,
-                        .incarnation = incarnation,
-                        .sequence = sequence};
-  }
-};
-
 }  // namespace
 
 std::string CommitMarker::Encode() const {
@@ -85,14 +66,14 @@ absl::StatusOr<RestoreStats> RestoreFromChangelog(
   // task redid that commit, see RestoreTask), or at the end of the log. So at most two
   // commits' changes are held: the pending commit's and those read since its marker.
   RestoreStats stats;
-  std::vector<Buffered> since_marker;
-  std::vector<Buffered> pending;
+  std::vector<OwnedChangeRecord> since_marker;
+  std::vector<OwnedChangeRecord> pending;
   std::optional<CommitMarker> pending_marker;
   uint64_t applied_sequence = 0;
   bool applied_any = false;
 
   auto apply_pending = [&]() -> absl::Status {
-    for (const Buffered& b : pending) {
+    for (const OwnedChangeRecord& b : pending) {
       if (absl::Status s = apply(b.View()); !s.ok()) return s;
     }
     stats.records_applied += pending.size();
@@ -107,8 +88,7 @@ absl::StatusOr<RestoreStats> RestoreFromChangelog(
   absl::StatusOr<int64_t> end =
       reader.Read(store, from, [&](int64_t offset, const ChangeRecord& r) -> absl::Status {
         if (r.type != ChangeType::kCommit) {
-          since_marker.push_back(Buffered{r.type, std::string(r.key), r.window_start,
-                                          std::string(r.value), r.incarnation, r.sequence});
+          since_marker.push_back(OwnedChangeRecord::Copy(r));
           return absl::OkStatus();
         }
         absl::StatusOr<CommitMarker> marker = CommitMarker::Decode(r.value);
@@ -134,7 +114,7 @@ absl::StatusOr<RestoreStats> RestoreFromChangelog(
               " redone after commit " + std::to_string(applied_sequence) +
               " was applied; the store must be rebuilt from an earlier position");
         }
-        for (Buffered& b : since_marker) {
+        for (OwnedChangeRecord& b : since_marker) {
           if (b.incarnation == marker->incarnation && b.sequence <= marker->sequence &&
               (!applied_any || b.sequence > applied_sequence)) {
             pending.push_back(std::move(b));

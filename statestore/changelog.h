@@ -45,6 +45,29 @@ struct ChangeRecord {
   uint64_t sequence = 0;
 };
 
+// A ChangeRecord that owns its bytes.
+struct OwnedChangeRecord {
+  ChangeType type = ChangeType::kPut;
+  std::string key;
+  int64_t window_start = 0;
+  std::string value;
+  uint64_t incarnation = 0;
+  uint64_t sequence = 0;
+
+  static OwnedChangeRecord Copy(const ChangeRecord& r) {
+    return OwnedChangeRecord{r.type,  std::string(r.key), r.window_start, std::string(r.value),
+                             r.incarnation, r.sequence};
+  }
+  ChangeRecord View() const {
+    return ChangeRecord{.type = type,
+                        .key = key,
+                        .window_start = window_start,
+                        .value = value,
+                        .incarnation = incarnation,
+                        .sequence = sequence};
+  }
+};
+
 struct InputOffset {
   std::string topic;
   int32_t partition = 0;

@@ -54,10 +54,12 @@ class LoggedBase : public LoggedStore {
   uint64_t changes_logged_ = 0;
 };
 
-class LoggedKeyValueStore final : public KeyValueStore, public LoggedBase {
+// The StateStore face of a wrapper around a `Store` (KeyValueStore or WindowStore).
+template <typename Store>
+class LoggedStoreOf : public Store, public LoggedBase {
  public:
-  LoggedKeyValueStore(std::unique_ptr<KeyValueStore> local, ChangelogWriter* writer,
-                      const CommitAttempt* attempt)
+  LoggedStoreOf(std::unique_ptr<Store> local, ChangelogWriter* writer,
+                const CommitAttempt* attempt)
       : LoggedBase(local.get(), writer, attempt), local_(std::move(local)) {}
 
   std::string_view name() const override { return local_->name(); }
@@ -67,6 +69,14 @@ class LoggedKeyValueStore final : public KeyValueStore, public LoggedBase {
   }
   absl::Status Close() override { return CloseLocal(); }
   uint64_t ApproximateNumEntries() const override { return local_->ApproximateNumEntries(); }
+
+ protected:
+  std::unique_ptr<Store> local_;
+};
+
+class LoggedKeyValueStore final : public LoggedStoreOf<KeyValueStore> {
+ public:
+  using LoggedStoreOf::LoggedStoreOf;
 
   absl::Status Put(std::string_view key, std::string_view value) override {
     if (absl::Status s = CheckOpen(); !s.ok()) return s;
@@ -148,23 +158,12 @@ class LoggedKeyValueStore final : public KeyValueStore, public LoggedBase {
     }
   }
 
-  std::unique_ptr<KeyValueStore> local_;
   Staged staged_;
 };
 
-class LoggedWindowStore final : public WindowStore, public LoggedBase {
+class LoggedWindowStore final : public LoggedStoreOf<WindowStore> {
  public:
-  LoggedWindowStore(std::unique_ptr<WindowStore> local, ChangelogWriter* writer,
-                    const CommitAttempt* attempt)
-      : LoggedBase(local.get(), writer, attempt), local_(std::move(local)) {}
-
-  std::string_view name() const override { return local_->name(); }
-  absl::Status Flush() override {
-    if (absl::Status s = CheckOpen(); !s.ok()) return s;
-    return local_->Flush();
-  }
-  absl::Status Close() override { return CloseLocal(); }
-  uint64_t ApproximateNumEntries() const override { return local_->ApproximateNumEntries(); }
+  using LoggedStoreOf::LoggedStoreOf;
 
   absl::Status Put(std::string_view key, int64_t start, std::string_view value) override {
     if (absl::Status s = CheckOpen(); !s.ok()) return s;
@@ -304,7 +303,6 @@ class LoggedWindowStore final : public WindowStore, public LoggedBase {
     return emit_staged_before(nullptr);
   }
 
-  std::unique_ptr<WindowStore> local_;
   Staged staged_;  // keyed by (ordered start, key)
   int64_t delete_before_ = INT64_MIN;  // staged DeleteBefore
 };
