@@ -256,7 +256,7 @@ void BM_Restore(benchmark::State& state) {
     state.ResumeTiming();
     absl::StatusOr<RestoreStats> stats = RestoreFromChangelog(
         *log.changelog_reader(), "w", 0, UINT64_MAX,
-        [logged](const ChangeRecord& c) { return logged->ApplyRestored(c); });
+        [logged](std::span<const ChangeRecord> c) { return logged->ApplyRestored(c); });
     if (!stats.ok()) state.SkipWithError("restore failed");
     if (rocksdb && !store->Flush().ok()) state.SkipWithError("flush failed");  // durable
     state.PauseTiming();

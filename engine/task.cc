@@ -209,7 +209,7 @@ absl::Status Task::RestoreFromChangelogs() {
     LoggedStore* store = logged_[i].store;
     absl::StatusOr<RestoreStats> stats = RestoreFromChangelog(
         reader, logged_[i].name, from[i], sequence,
-        [store](const ChangeRecord& c) { return store->ApplyRestored(c); });
+        [store](std::span<const ChangeRecord> c) { return store->ApplyRestored(c); });
     if (!stats.ok()) return stats.status();
     applied += stats->records_applied;
     if (stats->last_marker.has_value() && stats->last_marker->sequence == sequence) {

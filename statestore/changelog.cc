@@ -60,7 +60,7 @@ absl::StatusOr<CommitMarker> CommitMarker::Decode(std::string_view in) {
 
 absl::StatusOr<RestoreStats> RestoreFromChangelog(
     ChangelogReader& reader, std::string_view store, int64_t from, uint64_t max_sequence,
-    const std::function<absl::Status(const ChangeRecord&)>& apply) {
+    const std::function<absl::Status(std::span<const ChangeRecord>)>& apply) {
   // A commit attempt's changes are applied when the NEXT marker shows that no later
   // attempt superseded it (a marker with a sequence at or below its own: a restarted
   // task redid that commit, see RestoreTask), or at the end of the log. So at most two
@@ -72,9 +72,12 @@ absl::StatusOr<RestoreStats> RestoreFromChangelog(
   uint64_t applied_sequence = 0;
   bool applied_any = false;
 
+  std::vector<ChangeRecord> views;
   auto apply_pending = [&]() -> absl::Status {
-    for (const OwnedChangeRecord& b : pending) {
-      if (absl::Status s = apply(b.View()); !s.ok()) return s;
+    views.clear();
+    for (const OwnedChangeRecord& b : pending) views.push_back(b.View());
+    if (!views.empty()) {
+      if (absl::Status s = apply(views); !s.ok()) return s;
     }
     stats.records_applied += pending.size();
     applied_sequence = pending_marker->sequence;

@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <functional>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -128,10 +129,10 @@ struct RestoreStats {
 // attempts up to and including sequence `max_sequence`, each once its marker is read,
 // in log order; changes of attempts without a (later) marker are discarded, and so are
 // those of attempts after max_sequence (a commit not every store of the task saw).
-// `apply` gets kPut/kDelete/kDeleteBefore records only.
+// `apply` gets the kPut/kDelete/kDeleteBefore records of one commit per call.
 absl::StatusOr<RestoreStats> RestoreFromChangelog(
     ChangelogReader& reader, std::string_view store, int64_t from, uint64_t max_sequence,
-    const std::function<absl::Status(const ChangeRecord&)>& apply);
+    const std::function<absl::Status(std::span<const ChangeRecord>)>& apply);
 
 }  // namespace streammetrics
 

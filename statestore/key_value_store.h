@@ -3,6 +3,7 @@
 #define STREAMMETRICS_STATESTORE_KEY_VALUE_STORE_H_
 
 #include <functional>
+#include <span>
 #include <string>
 #include <string_view>
 
@@ -25,6 +26,22 @@ class KeyValueStore : public StateStore {
   using Visitor = std::function<absl::Status(std::string_view key, std::string_view value)>;
   virtual absl::Status Range(std::string_view from, std::string_view to,
                              const Visitor& fn) const = 0;
+
+  // Applies kPut/kDelete writes in order (window_start ignored); RocksDB does it
+  // atomically, in one WriteBatch. kDeleteBefore is InvalidArgument, checked first.
+  virtual absl::Status Write(std::span<const StoreWrite> writes) {
+    for (const StoreWrite& w : writes) {
+      if (w.op == StoreWrite::Op::kDeleteBefore) {
+        return absl::InvalidArgumentError("store " + std::string(name()) +
+                                          ": a key-value store has no DeleteBefore");
+      }
+    }
+    for (const StoreWrite& w : writes) {
+      absl::Status s = w.op == StoreWrite::Op::kPut ? Put(w.key, w.value) : Delete(w.key);
+      if (!s.ok()) return s;
+    }
+    return absl::OkStatus();
+  }
 };
 
 }  // namespace streammetrics

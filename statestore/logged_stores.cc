@@ -5,6 +5,7 @@
 #include <string>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 #include "absl/container/btree_map.h"
 #include "statestore/fixed_encoding.h"
@@ -127,24 +128,31 @@ class LoggedKeyValueStore final : public LoggedStoreOf<KeyValueStore> {
 
   absl::Status ApplyStaged() override {
     if (absl::Status s = CheckOpen(); !s.ok()) return s;
+    if (staged_.empty()) return absl::OkStatus();
+    writes_.clear();
     for (const auto& [key, value] : staged_) {
-      absl::Status s = value.has_value() ? local_->Put(key, *value) : local_->Delete(key);
-      if (!s.ok()) return s;
+      writes_.push_back(value.has_value()
+                            ? StoreWrite{.op = StoreWrite::Op::kPut, .key = key, .value = *value}
+                            : StoreWrite{.op = StoreWrite::Op::kDelete, .key = key});
     }
+    if (absl::Status s = local_->Write(writes_); !s.ok()) return s;
     staged_.clear();
     return absl::OkStatus();
   }
   void DiscardStaged() override { staged_.clear(); }
-  absl::Status ApplyRestored(const ChangeRecord& c) override {
-    switch (c.type) {
-      case ChangeType::kPut:
-        return local_->Put(c.key, c.value);
-      case ChangeType::kDelete:
-        return local_->Delete(c.key);
-      default:
+  absl::Status ApplyRestored(std::span<const ChangeRecord> changes) override {
+    writes_.clear();
+    for (const ChangeRecord& c : changes) {
+      if (c.type != ChangeType::kPut && c.type != ChangeType::kDelete) {
         return absl::DataLossError("changelog of " + std::string(name()) +
                                    ": a key-value store got a window change");
+      }
+      writes_.push_back(StoreWrite{.op = c.type == ChangeType::kPut ? StoreWrite::Op::kPut
+                                                                      : StoreWrite::Op::kDelete,
+                                   .key = c.key,
+                                   .value = c.value});
     }
+    return local_->Write(writes_);
   }
 
  private:
@@ -159,6 +167,7 @@ class LoggedKeyValueStore final : public LoggedStoreOf<KeyValueStore> {
   }
 
   Staged staged_;
+  std::vector<StoreWrite> writes_;  // scratch
 };
 
 class LoggedWindowStore final : public LoggedStoreOf<WindowStore> {
@@ -209,15 +218,24 @@ class LoggedWindowStore final : public LoggedStoreOf<WindowStore> {
 
   absl::Status ApplyStaged() override {
     if (absl::Status s = CheckOpen(); !s.ok()) return s;
+    writes_.clear();
     if (delete_before_ != INT64_MIN) {
-      if (absl::Status s = local_->DeleteBefore(delete_before_); !s.ok()) return s;
+      writes_.push_back(
+          StoreWrite{.op = StoreWrite::Op::kDeleteBefore, .window_start = delete_before_});
     }
     for (const auto& [encoded, value] : staged_) {
       const int64_t start = DecodeOrderedInt64(encoded);
       const std::string_view key = std::string_view(encoded).substr(kOrderedInt64Bytes);
-      absl::Status s =
-          value.has_value() ? local_->Put(key, start, *value) : local_->Delete(key, start);
-      if (!s.ok()) return s;
+      writes_.push_back(value.has_value() ? StoreWrite{.op = StoreWrite::Op::kPut,
+                                                       .key = key,
+                                                       .window_start = start,
+                                                       .value = *value}
+                                          : StoreWrite{.op = StoreWrite::Op::kDelete,
+                                                       .key = key,
+                                                       .window_start = start});
+    }
+    if (!writes_.empty()) {
+      if (absl::Status s = local_->Write(writes_); !s.ok()) return s;
     }
     DiscardStaged();
     return absl::OkStatus();
@@ -226,18 +244,27 @@ class LoggedWindowStore final : public LoggedStoreOf<WindowStore> {
     staged_.clear();
     delete_before_ = INT64_MIN;
   }
-  absl::Status ApplyRestored(const ChangeRecord& c) override {
-    switch (c.type) {
-      case ChangeType::kPut:
-        return local_->Put(c.key, c.window_start, c.value);
-      case ChangeType::kDelete:
-        return local_->Delete(c.key, c.window_start);
-      case ChangeType::kDeleteBefore:
-        return local_->DeleteBefore(c.window_start);
-      default:
-        return absl::DataLossError("changelog of " + std::string(name()) +
-                                   ": unexpected change type");
+  absl::Status ApplyRestored(std::span<const ChangeRecord> changes) override {
+    writes_.clear();
+    for (const ChangeRecord& c : changes) {
+      StoreWrite w{.key = c.key, .window_start = c.window_start, .value = c.value};
+      switch (c.type) {
+        case ChangeType::kPut:
+          w.op = StoreWrite::Op::kPut;
+          break;
+        case ChangeType::kDelete:
+          w.op = StoreWrite::Op::kDelete;
+          break;
+        case ChangeType::kDeleteBefore:
+          w.op = StoreWrite::Op::kDeleteBefore;
+          break;
+        default:
+          return absl::DataLossError("changelog of " + std::string(name()) +
+                                     ": unexpected change type");
+      }
+      writes_.push_back(w);
     }
+    return local_->Write(writes_);
   }
 
  private:
@@ -304,6 +331,7 @@ class LoggedWindowStore final : public LoggedStoreOf<WindowStore> {
   }
 
   Staged staged_;  // keyed by (ordered start, key)
+  std::vector<StoreWrite> writes_;  // scratch
   int64_t delete_before_ = INT64_MIN;  // staged DeleteBefore
 };
 

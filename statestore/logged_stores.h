@@ -24,6 +24,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <span>
 
 #include "absl/status/status.h"
 #include "statestore/changelog.h"
@@ -49,8 +50,9 @@ class LoggedStore {
   virtual absl::Status ApplyStaged() = 0;
   // A failed commit: forgets the staged changes (they never happened).
   virtual void DiscardStaged() = 0;
-  // Restore: applies one committed change read from the changelog to the local store.
-  virtual absl::Status ApplyRestored(const ChangeRecord& change) = 0;
+  // Restore: applies committed changes read from the changelog to the local store, in
+  // order (RocksDB: in one WriteBatch).
+  virtual absl::Status ApplyRestored(std::span<const ChangeRecord> changes) = 0;
   // Changes appended to the changelog since the store was opened.
   virtual uint64_t changes_logged() const = 0;
 };

@@ -17,6 +17,7 @@
 #include "rocksdb/slice.h"
 #include "rocksdb/status.h"
 #include "rocksdb/table.h"
+#include "rocksdb/write_batch.h"
 #include "rocksdb/write_buffer_manager.h"
 #include "statestore/fixed_encoding.h"
 
@@ -171,6 +172,12 @@ class RocksDbInstance {
     return Convert("delete", db_->Delete(write_options_, ToSlice(key)));
   }
 
+  // Applies a batch atomically.
+  absl::Status Write(rocksdb::WriteBatch* batch) {
+    if (absl::Status s = CheckOpen(); !s.ok()) return s;
+    return Convert("write", db_->Write(write_options_, batch));
+  }
+
   // Deletes [begin, end) with one range tombstone. Requires begin < end.
   absl::Status DeleteRange(std::string_view begin, std::string_view end) {
     if (absl::Status s = CheckOpen(); !s.ok()) return s;
@@ -235,6 +242,25 @@ class RocksDbKeyValueStore final : public KeyValueStore {
     return db_->Get(key, value);
   }
   absl::Status Delete(std::string_view key) override { return db_->Delete(key); }
+  absl::Status Write(std::span<const StoreWrite> writes) override {
+    rocksdb::WriteBatch batch;
+    for (const StoreWrite& w : writes) {
+      rocksdb::Status s;
+      switch (w.op) {
+        case StoreWrite::Op::kPut:
+          s = batch.Put(ToSlice(w.key), ToSlice(w.value));
+          break;
+        case StoreWrite::Op::kDelete:
+          s = batch.Delete(ToSlice(w.key));
+          break;
+        case StoreWrite::Op::kDeleteBefore:
+          return absl::InvalidArgumentError("store " + std::string(name()) +
+                                            ": a key-value store has no DeleteBefore");
+      }
+      if (!s.ok()) return db_->Convert("batch", s);
+    }
+    return db_->Write(&batch);
+  }
   absl::Status Range(std::string_view from, std::string_view to,
                      const Visitor& fn) const override {
     return db_->Scan(from, to, fn);
@@ -303,6 +329,26 @@ class RocksDbWindowStore final : public WindowStore {
     if (absl::Status s = db_->CheckOpen(); !s.ok()) return s;
     if (time == INT64_MIN) return absl::OkStatus();  // empty range
     return db_->DeleteRange(EncodeStart(INT64_MIN), EncodeStart(time));
+  }
+
+  absl::Status Write(std::span<const StoreWrite> writes) override {
+    rocksdb::WriteBatch batch;
+    std::string key;
+    for (const StoreWrite& w : writes) {
+      rocksdb::Status s;
+      if (w.op == StoreWrite::Op::kDeleteBefore) {
+        if (w.window_start == INT64_MIN) continue;  // empty range
+        s = batch.DeleteRange(ToSlice(EncodeStart(INT64_MIN)), ToSlice(EncodeStart(w.window_start)));
+      } else {
+        key.clear();
+        AppendOrderedInt64(w.window_start, &key);
+        key.append(w.key.data(), w.key.size());
+        s = w.op == StoreWrite::Op::kPut ? batch.Put(ToSlice(key), ToSlice(w.value))
+                                         : batch.Delete(ToSlice(key));
+      }
+      if (!s.ok()) return db_->Convert("batch", s);
+    }
+    return db_->Write(&batch);
   }
 
  private:

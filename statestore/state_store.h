@@ -16,6 +16,15 @@
 
 namespace streammetrics {
 
+// One write of a batch (KeyValueStore::Write, WindowStore::Write).
+struct StoreWrite {
+  enum class Op : uint8_t { kPut, kDelete, kDeleteBefore };
+  Op op = Op::kPut;
+  std::string_view key;
+  int64_t window_start = 0;  // window stores: the window; kDeleteBefore: the time
+  std::string_view value;    // kPut
+};
+
 class StateStore {
  public:
   virtual ~StateStore() = default;

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <span>
 #include <string>
 #include <string_view>
 
@@ -40,6 +41,26 @@ class WindowStore : public StateStore {
   // Drops every window whose start is < time (retention). Cheap: whole time segments
   // go at once.
   virtual absl::Status DeleteBefore(int64_t time) = 0;
+
+  // Applies writes in order; RocksDB does it atomically, in one WriteBatch.
+  virtual absl::Status Write(std::span<const StoreWrite> writes) {
+    for (const StoreWrite& w : writes) {
+      absl::Status s;
+      switch (w.op) {
+        case StoreWrite::Op::kPut:
+          s = Put(w.key, w.window_start, w.value);
+          break;
+        case StoreWrite::Op::kDelete:
+          s = Delete(w.key, w.window_start);
+          break;
+        case StoreWrite::Op::kDeleteBefore:
+          s = DeleteBefore(w.window_start);
+          break;
+      }
+      if (!s.ok()) return s;
+    }
+    return absl::OkStatus();
+  }
 };
 
 }  // namespace streammetrics

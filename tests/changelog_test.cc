@@ -96,8 +96,9 @@ std::vector<std::string> Replay(InMemoryLog& log, uint64_t max_sequence, Restore
                                 int64_t from = 0) {
   std::vector<std::string> applied;
   absl::StatusOr<RestoreStats> s = RestoreFromChangelog(
-      *log.changelog_reader(), "s", from, max_sequence, [&](const ChangeRecord& c) {
-        applied.push_back(StrCat(c.key, "=", c.value));
+      *log.changelog_reader(), "s", from, max_sequence,
+      [&](std::span<const ChangeRecord> commit) {
+        for (const ChangeRecord& c : commit) applied.push_back(StrCat(c.key, "=", c.value));
         return absl::OkStatus();
       });
   EXPECT_TRUE(s.ok()) << s.status();
@@ -158,7 +159,7 @@ TEST(RestoreFromChangelog, CorruptMarkerIsDataLossNamingTheOffset) {
   log.collector()->Flush().IgnoreError();
   absl::StatusOr<RestoreStats> s = RestoreFromChangelog(
       *log.changelog_reader(), "s", 0, UINT64_MAX,
-      [](const ChangeRecord&) { return absl::OkStatus(); });
+      [](std::span<const ChangeRecord>) { return absl::OkStatus(); });
   EXPECT_EQ(s.status().code(), absl::StatusCode::kDataLoss);
   EXPECT_EQ(std::string(s.status().message()),
             "changelog of s at offset 0: changelog: unreadable commit marker: unknown version");
