@@ -154,7 +154,7 @@ absl::Status ParseRoot(const YAML::Node& root, AppConfig* c) {
   PipelineConfig& p = c->pipeline;
   SM_RETURN_IF_ERROR(Reader::CheckKeys(root, "", {"application", "topics", "input", "validation",
                                                   "enrich", "dedupe", "aggregate", "processing",
-                                                  "kafka"}));
+                                                  "state", "kafka"}));
   if (const YAML::Node n = root["application"]) {
     SM_RETURN_IF_ERROR(Reader::CheckKeys(n, "application", {"id"}));
     if (n["id"]) SM_ASSIGN(p.application_id, Reader::String(n["id"], "application.id"));
@@ -325,6 +325,15 @@ absl::Status ParseRoot(const YAML::Node& root, AppConfig* c) {
       SM_ASSIGN(v, Reader::Int(n["commit_every_records"], "processing.commit_every_records"));
       if (v <= 0) return Reader::Error("processing.commit_every_records", "must be > 0");
       c->commit_every_records = static_cast<uint64_t>(v);
+    }
+  }
+  if (const YAML::Node n = root["state"]) {
+    SM_RETURN_IF_ERROR(Reader::CheckKeys(n, "state", {"cache_max_bytes"}));
+    if (n["cache_max_bytes"]) {
+      int64_t v;
+      SM_ASSIGN(v, Reader::Int(n["cache_max_bytes"], "state.cache_max_bytes"));
+      if (v < 0) return Reader::Error("state.cache_max_bytes", "must be >= 0");
+      c->state_cache_max_bytes = static_cast<uint64_t>(v);
     }
   }
   if (const YAML::Node n = root["kafka"]) {

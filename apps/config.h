@@ -19,6 +19,9 @@ struct AppConfig {
   PipelineConfig pipeline;
   // Offline mode (`process`, `demo`): commit after this many input records.
   uint64_t commit_every_records = 10'000;
+  // The operators' in-memory state (window panes) beyond which compacted panes are
+  // evicted to their stores, for the whole process. 0: unbounded.
+  uint64_t state_cache_max_bytes = 512ull << 20;
   // librdkafka properties for the Kafka runtime, passed through verbatim.
   std::vector<std::pair<std::string, std::string>> kafka;
 };

@@ -46,6 +46,7 @@
 #include "absl/status/statusor.h"
 #include "engine/record_collector.h"
 #include "operators/processor.h"
+#include "statestore/cache_budget.h"
 #include "statestore/changelog.h"
 #include "statestore/logged_stores.h"
 #include "statestore/rocksdb_stores.h"
@@ -75,6 +76,9 @@ struct TaskConfig {
   std::string state_dir;
   // Shared by every RocksDB store of the process; created on demand when null.
   std::shared_ptr<RocksDbResources> rocksdb;
+  // The process-wide budget of operator caches (statestore/cache_budget.h); null:
+  // unbounded.
+  std::shared_ptr<CacheBudget> cache_budget;
   // Changelogs (both or neither; must outlive the task). See the class comment.
   ChangelogWriter* changelog = nullptr;
   ChangelogReader* changelog_reader = nullptr;
@@ -130,6 +134,14 @@ class Task final : public ProcessorContext {
     return last_commit_.has_value() ? last_commit_->sequence : 0;
   }
   const TaskRestoreReport& restore_report() const { return restore_report_; }
+  // The first processor of type P, or nullptr: introspection for tests and metrics.
+  template <typename P>
+  P* FindProcessor() {
+    for (auto& p : processors_) {
+      if (auto* found = dynamic_cast<P*>(p.get())) return found;
+    }
+    return nullptr;
+  }
 
   // ProcessorContext.
   std::string_view application_id() const override { return config_.application_id; }
@@ -149,6 +161,7 @@ class Task final : public ProcessorContext {
             int64_t timestamp_ms) override;
   void Schedule(PunctuationType type, int64_t interval_ms, Punctuator* punctuator) override;
   TaskCounters& counters() override { return counters_; }
+  CacheBudget* cache_budget() override { return config_.cache_budget.get(); }
   const TaskCounters& counters() const { return counters_; }
 
  private:

@@ -45,6 +45,8 @@ class TopologyTestDriver {
     uint64_t commit_every_records = 0;
     // The task's state directory, for topologies with RocksDB stores.
     std::string state_dir;
+    // The operators' cache budget (TaskConfig::cache_budget); null: unbounded.
+    std::shared_ptr<CacheBudget> cache_budget;
   };
 
   static absl::StatusOr<std::unique_ptr<TopologyTestDriver>> Create(const Topology& topology,

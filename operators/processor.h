@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "statestore/cache_budget.h"
 #include "statestore/state_store.h"
 
 namespace streammetrics {
@@ -111,6 +112,9 @@ class ProcessorContext {
   virtual void Schedule(PunctuationType type, int64_t interval_ms, Punctuator* punctuator) = 0;
 
   virtual TaskCounters& counters() = 0;
+
+  // The process-wide budget of operator caches; nullptr: unbounded.
+  virtual CacheBudget* cache_budget() { return nullptr; }
 };
 
 // The untyped part of every processor: lifecycle hooks the task drives.

@@ -31,7 +31,8 @@ WindowedAggregateProcessor::WindowedAggregateProcessor(AggregateOptions options,
     : options_(std::move(options)),
       store_name_(std::move(store_name)),
       pane_size_(PaneSize(options_.windows)),
-      merged_(options_.compression) {
+      merged_(options_.compression),
+      fetched_(options_.compression) {
   if (options_.quantiles.empty()) {
     options_.quantiles = *MakeQuantileSpecs({0.5, 0.95, 0.99});
   }
@@ -50,6 +51,7 @@ absl::Status WindowedAggregateProcessor::Init(ProcessorContext* context) {
     return absl::FailedPreconditionError("aggregate: window store " + store_name_ +
                                          " is not registered");
   }
+  budget_ = context->cache_budget();
   if (options_.idle_close_ms > 0) {
     context->Schedule(PunctuationType::kWallClock, std::min<int64_t>(options_.idle_close_ms, 1000),
                       this);
@@ -203,6 +205,9 @@ absl::Status WindowedAggregateProcessor::Process(const Record<MetricEvent>& reco
     ks.cur_pane_start = pane_start;
     ks.cur_pane = pane_id;
   }
+  if (panes_[pane_id].evicted) {  // late for some windows, on time for others
+    if (absl::Status s = Reload(pane_id); !s.ok()) return s;
+  }
   Pane& pane = panes_[pane_id];
   pane.stats.Add(record.value->value);
   if (!pane.store_dirty) {
@@ -331,12 +336,17 @@ absl::Status WindowedAggregateProcessor::EmitResult(size_t w, int64_t start, uin
   if (spec.size_ms == pane_size_) {
     auto it = pane_ids_.find(PaneKey{key, start});
     if (it == pane_ids_.end()) return absl::OkStatus();
-    stats = &panes_[it->second].stats;
+    absl::StatusOr<const MetricStats*> pane = PaneStats(it->second);
+    if (!pane.ok()) return pane.status();
+    stats = *pane;
   } else {
     merged_.Reset();
     for (int64_t p = start; p < end; p += pane_size_) {
       auto it = pane_ids_.find(PaneKey{key, p});
-      if (it != pane_ids_.end()) merged_.Merge(panes_[it->second].stats);
+      if (it == pane_ids_.end()) continue;
+      absl::StatusOr<const MetricStats*> pane = PaneStats(it->second);
+      if (!pane.ok()) return pane.status();
+      merged_.Merge(**pane);
     }
     if (merged_.count() == 0) return absl::OkStatus();
     stats = &merged_;
@@ -380,6 +390,8 @@ void WindowedAggregateProcessor::FreePane(uint32_t id) {
   pane.stats = MetricStats(options_.compression);  // release the digest's memory
   pane.store_dirty = false;
   pane.update_dirty = false;
+  if (pane.evicted) --evicted_;
+  pane.evicted = false;
   free_panes_.push_back(id);
 }
 
@@ -464,8 +476,70 @@ absl::Status WindowedAggregateProcessor::Flush() {
       compacted_before_ = it->first;
     }
   }
+  if (budget_ != nullptr) ChargeAndEvict();
   return absl::OkStatus();
 }
+
+void WindowedAggregateProcessor::ChargeAndEvict() {
+  // O(live panes) per commit: cheap beside the commit's own write-back.
+  int64_t bytes = 0;
+  for (const auto& [start, ids] : panes_by_start_) {
+    for (uint32_t id : ids) bytes += static_cast<int64_t>(panes_[id].stats.MemoryBytes());
+  }
+  budget_->Charge(bytes - charged_);
+  charged_ = bytes;
+  // Oldest first: compacted panes (they precede compacted_before_ in start order) are
+  // clean after the write-back above, so the store holds exactly their stats.
+  for (auto it = panes_by_start_.begin();
+       budget_->excess() > 0 && it != panes_by_start_.end() && it->first <= compacted_before_;
+       ++it) {
+    for (uint32_t id : it->second) {
+      Pane& pane = panes_[id];
+      if (pane.evicted || !pane.compacted || pane.store_dirty) continue;
+      const int64_t before = static_cast<int64_t>(pane.stats.MemoryBytes());
+      pane.stats = MetricStats(options_.compression);
+      pane.evicted = true;
+      ++evicted_;
+      const int64_t freed = before - static_cast<int64_t>(pane.stats.MemoryBytes());
+      budget_->Charge(-freed);
+      charged_ -= freed;
+      if (budget_->excess() == 0) break;
+    }
+  }
+}
+
+absl::StatusOr<const MetricStats*> WindowedAggregateProcessor::PaneStats(uint32_t id) {
+  const Pane& pane = panes_[id];
+  if (!pane.evicted) return &pane.stats;
+  absl::StatusOr<bool> found = store_->Fetch(keys_[pane.key].key, pane.start, &value_buf_);
+  if (!found.ok()) return found.status();
+  if (!*found) {
+    return absl::DataLossError(StrCat("aggregate: store ", store_name_,
+                                      ": an evicted pane is missing from the store"));
+  }
+  absl::StatusOr<MetricStats> stats = MetricStats::Parse(value_buf_);
+  if (!stats.ok()) return stats.status();
+  fetched_ = *std::move(stats);
+  return &fetched_;
+}
+
+absl::Status WindowedAggregateProcessor::Reload(uint32_t id) {
+  absl::StatusOr<const MetricStats*> stats = PaneStats(id);
+  if (!stats.ok()) return stats.status();
+  Pane& pane = panes_[id];
+  pane.stats = fetched_;
+  pane.evicted = false;
+  --evicted_;
+  return absl::OkStatus();
+}
+
+absl::Status WindowedAggregateProcessor::Close() {
+  if (budget_ != nullptr) budget_->Charge(-charged_);
+  charged_ = 0;
+  return absl::OkStatus();
+}
+
+WindowedAggregateProcessor::~WindowedAggregateProcessor() { Close().IgnoreError(); }
 
 absl::Status WindowedAggregateProcessor::EndOfInput() {
   if (panes_by_start_.empty()) return Flush();

@@ -38,6 +38,13 @@
 // sizes and advances — is one more entry (key "", start INT64_MAX). Init() restores
 // everything from the store, so a task reopened on a durable store after a clean commit
 // goes on exactly where it stopped; a store written by other windows is DataLoss.
+//
+// Cache budget. With a CacheBudget (ProcessorContext::cache_budget()), each commit
+// charges the bytes the panes hold in memory and, while the process is over budget,
+// evicts compacted panes — already written to the store — oldest first. An evicted
+// pane is read back from the store when a window containing it closes (or, rarely, when
+// a record late for some windows updates it). Results do not change: a pane read back
+// is the one written (tested byte for byte). Panes still taking records stay.
 #ifndef STREAMMETRICS_OPERATORS_WINDOWED_AGGREGATE_H_
 #define STREAMMETRICS_OPERATORS_WINDOWED_AGGREGATE_H_
 
@@ -82,6 +89,8 @@ class WindowedAggregateProcessor final : public Transformer<MetricEvent, Windowe
   absl::Status Process(const Record<MetricEvent>& record) override;
   absl::Status Flush() override;
   absl::Status EndOfInput() override;
+  absl::Status Close() override;
+  ~WindowedAggregateProcessor() override;
   // Wall-clock punctuation: idleness (see above).
   absl::Status Punctuate(int64_t now_ms) override;
 
@@ -90,6 +99,9 @@ class WindowedAggregateProcessor final : public Transformer<MetricEvent, Windowe
   size_t live_panes() const { return pane_ids_.size(); }
   size_t live_keys() const { return key_ids_.size(); }
   int64_t pane_size() const { return pane_size_; }
+  size_t evicted_panes() const { return evicted_; }
+  // Bytes the panes hold in memory, as last charged to the budget.
+  int64_t charged_bytes() const { return charged_; }
 
  private:
   static constexpr uint32_t kNone = UINT32_MAX;
@@ -108,6 +120,7 @@ class WindowedAggregateProcessor final : public Transformer<MetricEvent, Windowe
     bool store_dirty = false;
     bool update_dirty = false;
     bool compacted = false;
+    bool evicted = false;  // stats live only in the store
   };
   struct PaneKey {
     uint32_t key;
@@ -129,6 +142,10 @@ class WindowedAggregateProcessor final : public Transformer<MetricEvent, Windowe
   absl::Status EmitWindow(size_t w, int64_t start);
   absl::Status EmitResult(size_t w, int64_t start, uint32_t key);
   void DropExpiredPanes();
+  // The stats of a pane, read back from the store into fetched_ when evicted.
+  absl::StatusOr<const MetricStats*> PaneStats(uint32_t id);
+  absl::Status Reload(uint32_t id);
+  void ChargeAndEvict();
   void FreePane(uint32_t id);
   void RecomputeNextClose();
   int64_t FirstOpenStart(const WindowSpec& w) const;
@@ -171,7 +188,11 @@ class WindowedAggregateProcessor final : public Transformer<MetricEvent, Windowe
   std::vector<uint32_t> scratch_keys_;
   std::vector<std::string_view> scratch_dims_;
   MetricStats merged_;
+  MetricStats fetched_;
   uint64_t mark_ = 0;
+  CacheBudget* budget_ = nullptr;
+  int64_t charged_ = 0;
+  size_t evicted_ = 0;
 };
 
 }  // namespace streammetrics

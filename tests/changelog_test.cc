@@ -19,6 +19,8 @@
 #include "engine/in_memory_log.h"
 #include "engine/task.h"
 #include "operators/strings.h"
+#include "operators/windowed_aggregate.h"
+#include "statestore/cache_budget.h"
 #include "statestore/changelog.h"
 #include "statestore/in_memory_stores.h"
 #include "statestore/logged_stores.h"
@@ -322,6 +324,7 @@ struct RunOptions {
   std::vector<int> clean_restarts;
   // Called with the task's state directory before each re-creation.
   std::function<void(const fs::path&)> damage;
+  std::shared_ptr<CacheBudget> cache_budget;
 };
 
 struct RunResult {
@@ -329,6 +332,7 @@ struct RunResult {
   std::vector<TaskRestoreReport> restores;  // one per task created after the first
   int crashes = 0;
   int clean_restarts = 0;
+  size_t max_evicted_panes = 0;  // seen at commits
   std::vector<size_t> changelog_sizes;  // at each re-creation: aggregate, dedupe
 };
 
@@ -366,6 +370,7 @@ class RecoveryTest : public ::testing::Test {
     tc.changelog = log.changelog_writer();
     tc.changelog_reader = log.changelog_reader();
     tc.checkpoint_every_changes = o.checkpoint_every_changes;
+    tc.cache_budget = o.cache_budget;
     tc.fault_injector = [&](CommitStep step) -> absl::Status {
       if (step == CommitStep::kProcessorsFlushed) ++attempt;
       for (size_t i = 0; i < o.faults.size(); ++i) {
@@ -405,6 +410,9 @@ class RecoveryTest : public ::testing::Test {
         status = t.Process(r);
         if (status.ok() && (i + 1) % o.commit_every == 0) {
           status = t.Commit();
+          if (auto* agg = Aggregate(t)) {
+            result.max_evicted_panes = std::max(result.max_evicted_panes, agg->evicted_panes());
+          }
           if (status.ok() && std::find(o.clean_restarts.begin(), o.clean_restarts.end(),
                                        attempt) != o.clean_restarts.end()) {
             status = absl::CancelledError("clean restart");
@@ -437,6 +445,8 @@ class RecoveryTest : public ::testing::Test {
     }
     return result;
   }
+
+  static const WindowedAggregateProcessor* Aggregate(Task& t) { return t.FindProcessor<WindowedAggregateProcessor>(); }
 
   static std::string Describe(const OutputRecord& r) {
     std::string s = StrCat(r.topic, "|", r.key, "|", r.value);
@@ -593,6 +603,24 @@ TEST_F(RecoveryTest, MissingLocalStoreIsRestoredFromTheStart) {
   EXPECT_GT(agg->from_offset, 0);
   EXPECT_EQ(agg->stats.records_applied, 0u);
   ExpectSameOutputs(expected, got);
+}
+
+// Proves the cache budget evicts compacted panes to the store and reads them back at
+// window close without changing a byte of any result, that panes still taking records
+// stay, and that every byte charged is released when the task closes.
+TEST_F(RecoveryTest, CacheBudgetEvictsPanesWithoutChangingResults) {
+  for (StoreType store : {StoreType::kRocksDb, StoreType::kInMemory}) {
+    SCOPED_TRACE(store == StoreType::kRocksDb ? "rocksdb" : "memory");
+    RunResult expected = Run({.store = store});
+    EXPECT_EQ(expected.max_evicted_panes, 0u);
+    auto budget = std::make_shared<CacheBudget>(0);  // evict whatever can be
+    RunOptions o{.store = store, .cache_budget = budget};
+    o.faults = {{8, CommitStep::kStoresApplied}};  // and across a crash
+    RunResult got = Run(o);
+    EXPECT_GT(got.max_evicted_panes, 50u);
+    ExpectSameOutputs(expected, got);
+    EXPECT_EQ(budget->used(), 0);
+  }
 }
 
 }  // namespace

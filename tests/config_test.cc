@@ -45,6 +45,7 @@ TEST(Config, EmptyMeansTheReferencePipeline) {
   EXPECT_EQ(p.windows[1].topic, "metrics-aggregated-5m");
   EXPECT_EQ(p.windows[2].advance_ms, 10'000);
   EXPECT_EQ(c->commit_every_records, 10'000u);
+  EXPECT_EQ(c->state_cache_max_bytes, 512u << 20);
   EXPECT_EQ(p.idle_close_ms, 30'000);
   EXPECT_EQ(ParseConfig("aggregate: {idle_close: \"off\"}")->pipeline.idle_close_ms, 0);
 }
@@ -89,6 +90,7 @@ aggregate:
   windows:
     - {name: w, type: hopping, size: 2m, advance: 30s, grace: 1s, emit: update, topic: t}
 processing: {commit_every_records: 7}
+state: {cache_max_bytes: 1048576}
 kafka: {bootstrap.servers: embedded, linger.ms: 5}
 )");
   ASSERT_TRUE(c.ok()) << c.status();
@@ -117,6 +119,7 @@ kafka: {bootstrap.servers: embedded, linger.ms: 5}
   EXPECT_EQ(p.windows[0].grace_ms, 1'000);
   EXPECT_EQ(p.windows[0].emit, EmitMode::kUpdate);
   EXPECT_EQ(c->commit_every_records, 7u);
+  EXPECT_EQ(c->state_cache_max_bytes, 1048576u);
   ASSERT_EQ(c->kafka.size(), 2u);
   EXPECT_EQ(c->kafka[0], (std::pair<std::string, std::string>{"bootstrap.servers", "embedded"}));
 }
@@ -149,6 +152,8 @@ TEST(Config, ErrorsNameTheKey) {
   EXPECT_EQ(ErrorOf("dedupe: {enabled: maybe}"),
             "dedupe.enabled: expected true or false, got 'maybe'");
   EXPECT_EQ(ErrorOf("dedupe: {within: 0s}"), "dedupe.within: must be > 0");
+  EXPECT_EQ(ErrorOf("state: {cache_max_bytes: -1}"), "state.cache_max_bytes: must be >= 0");
+  EXPECT_EQ(ErrorOf("state: {cache: 1}"), "state.cache: unknown key");
   EXPECT_EQ(ErrorOf("enrich: {derive: [color]}"),
             "enrich.derive: unknown derived field 'color' (statusClass, isError)");
   EXPECT_EQ(ErrorOf("processing: {commit_every_records: 0}"),
