@@ -294,11 +294,7 @@ absl::Status ParseRoot(const YAML::Node& root, AppConfig* c) {
       if (s == "memory") {
         p.store = StoreType::kInMemory;
       } else if (s == "rocksdb") {
-        // RocksDB state is recoverable through its changelog topics, which only the Kafka
-        // runtime writes; accepting the key before would promise a durability it lacks.
-        return Reader::Error("aggregate.store",
-                             "rocksdb is not available yet (it needs the changelog topics "
-                             "of the Kafka runtime to recover state); use memory");
+        p.store = StoreType::kRocksDb;
       } else {
         return Reader::Error("aggregate.store", StrCat("expected memory or rocksdb, got '", s, "'"));
       }
