@@ -324,12 +324,28 @@ absl::Status ParseRoot(const YAML::Node& root, AppConfig* c) {
     }
   }
   if (const YAML::Node n = root["state"]) {
-    SM_RETURN_IF_ERROR(Reader::CheckKeys(n, "state", {"cache_max_bytes"}));
-    if (n["cache_max_bytes"]) {
+    SM_RETURN_IF_ERROR(Reader::CheckKeys(
+        n, "state", {"cache_max_bytes", "rocksdb_cache_bytes", "rocksdb_write_buffer_bytes"}));
+    struct Size {
+      const char* key;
+      int64_t min;
+      uint64_t* out;
+    };
+    for (const Size& size : {Size{"cache_max_bytes", 0, &c->state_cache_max_bytes},
+                             Size{"rocksdb_cache_bytes", 1 << 20, &c->rocksdb_cache_bytes},
+                             Size{"rocksdb_write_buffer_bytes", 1 << 20,
+                                  &c->rocksdb_write_buffer_bytes}}) {
+      if (!n[size.key]) continue;
+      const std::string path = StrCat("state.", size.key);
       int64_t v;
-      SM_ASSIGN(v, Reader::Int(n["cache_max_bytes"], "state.cache_max_bytes"));
-      if (v < 0) return Reader::Error("state.cache_max_bytes", "must be >= 0");
-      c->state_cache_max_bytes = static_cast<uint64_t>(v);
+      SM_ASSIGN(v, Reader::Int(n[size.key], path));
+      if (v < size.min) return Reader::Error(path, StrCat("must be >= ", size.min));
+      *size.out = static_cast<uint64_t>(v);
+    }
+    if (c->rocksdb_write_buffer_bytes > c->rocksdb_cache_bytes) {
+      return Reader::Error("state.rocksdb_write_buffer_bytes",
+                           "must not exceed state.rocksdb_cache_bytes (memtables are charged "
+                           "to the cache)");
     }
   }
   if (const YAML::Node n = root["kafka"]) {

@@ -22,6 +22,10 @@ struct AppConfig {
   // The operators' in-memory state (window panes) beyond which compacted panes are
   // evicted to their stores, for the whole process. 0: unbounded.
   uint64_t state_cache_max_bytes = 512ull << 20;
+  // RocksDB's shared block cache (memtables included) and the part memtables may use,
+  // for every RocksDB store of the process (statestore/rocksdb_stores.h).
+  uint64_t rocksdb_cache_bytes = 256ull << 20;
+  uint64_t rocksdb_write_buffer_bytes = 64ull << 20;
   // librdkafka properties for the Kafka runtime, passed through verbatim.
   std::vector<std::pair<std::string, std::string>> kafka;
 };

@@ -121,6 +121,11 @@ absl::StatusOr<std::unique_ptr<TopologyTestDriver>> MakeDriver(const AppConfig& 
   options.dead_letter_topic = config.pipeline.dead_letter_topic;
   options.commit_every_records = config.commit_every_records;
   options.wall_clock_ms = clock;
+  if (config.pipeline.store == StoreType::kRocksDb) {
+    options.rocksdb = RocksDbResources::Create(RocksDbBudget{
+        .cache_bytes = config.rocksdb_cache_bytes,
+        .write_buffer_bytes = config.rocksdb_write_buffer_bytes});
+  }
   if (config.state_cache_max_bytes > 0) {
     options.cache_budget = std::make_shared<CacheBudget>(config.state_cache_max_bytes);
   }

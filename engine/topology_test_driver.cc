@@ -40,6 +40,7 @@ absl::StatusOr<std::unique_ptr<TopologyTestDriver>> TopologyTestDriver::Create(
   config.dead_letter_topic = options.dead_letter_topic;
   config.state_dir = options.state_dir;
   config.cache_budget = options.cache_budget;
+  config.rocksdb = options.rocksdb;
   config.wall_clock = [clock = driver->wall_clock_]() { return *clock; };
   absl::StatusOr<std::unique_ptr<Task>> task =
       Task::Create(topology, std::move(config), driver->collector_.get());

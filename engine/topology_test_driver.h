@@ -47,6 +47,8 @@ class TopologyTestDriver {
     std::string state_dir;
     // The operators' cache budget (TaskConfig::cache_budget); null: unbounded.
     std::shared_ptr<CacheBudget> cache_budget;
+    // RocksDB's shared memory (TaskConfig::rocksdb); null: RocksDbBudget's defaults.
+    std::shared_ptr<RocksDbResources> rocksdb;
   };
 
   static absl::StatusOr<std::unique_ptr<TopologyTestDriver>> Create(const Topology& topology,

@@ -90,7 +90,7 @@ aggregate:
   windows:
     - {name: w, type: hopping, size: 2m, advance: 30s, grace: 1s, emit: update, topic: t}
 processing: {commit_every_records: 7}
-state: {cache_max_bytes: 1048576}
+state: {cache_max_bytes: 1048576, rocksdb_cache_bytes: 8388608, rocksdb_write_buffer_bytes: 2097152}
 kafka: {bootstrap.servers: embedded, linger.ms: 5}
 )");
   ASSERT_TRUE(c.ok()) << c.status();
@@ -120,6 +120,8 @@ kafka: {bootstrap.servers: embedded, linger.ms: 5}
   EXPECT_EQ(p.windows[0].emit, EmitMode::kUpdate);
   EXPECT_EQ(c->commit_every_records, 7u);
   EXPECT_EQ(c->state_cache_max_bytes, 1048576u);
+  EXPECT_EQ(c->rocksdb_cache_bytes, 8388608u);
+  EXPECT_EQ(c->rocksdb_write_buffer_bytes, 2097152u);
   ASSERT_EQ(c->kafka.size(), 2u);
   EXPECT_EQ(c->kafka[0], (std::pair<std::string, std::string>{"bootstrap.servers", "embedded"}));
 }
@@ -154,6 +156,11 @@ TEST(Config, ErrorsNameTheKey) {
   EXPECT_EQ(ErrorOf("dedupe: {within: 0s}"), "dedupe.within: must be > 0");
   EXPECT_EQ(ErrorOf("state: {cache_max_bytes: -1}"), "state.cache_max_bytes: must be >= 0");
   EXPECT_EQ(ErrorOf("state: {cache: 1}"), "state.cache: unknown key");
+  EXPECT_EQ(ErrorOf("state: {rocksdb_cache_bytes: 1000}"),
+            "state.rocksdb_cache_bytes: must be >= 1048576");
+  EXPECT_EQ(ErrorOf("state: {rocksdb_cache_bytes: 2097152, rocksdb_write_buffer_bytes: 4194304}"),
+            "state.rocksdb_write_buffer_bytes: must not exceed state.rocksdb_cache_bytes "
+            "(memtables are charged to the cache)");
   EXPECT_EQ(ErrorOf("enrich: {derive: [color]}"),
             "enrich.derive: unknown derived field 'color' (statusClass, isError)");
   EXPECT_EQ(ErrorOf("processing: {commit_every_records: 0}"),
