@@ -44,6 +44,7 @@ struct ChangeRecord {
   std::string_view value;
   uint64_t incarnation = 0;  // the commit attempt that wrote it
   uint64_t sequence = 0;
+  bool windowed = false;     // written by a window store: (key, window_start) is the entry
 };
 
 // A ChangeRecord that owns its bytes.
@@ -54,10 +55,11 @@ struct OwnedChangeRecord {
   std::string value;
   uint64_t incarnation = 0;
   uint64_t sequence = 0;
+  bool windowed = false;
 
   static OwnedChangeRecord Copy(const ChangeRecord& r) {
-    return OwnedChangeRecord{r.type,  std::string(r.key), r.window_start, std::string(r.value),
-                             r.incarnation, r.sequence};
+    return OwnedChangeRecord{r.type,        std::string(r.key), r.window_start, std::string(r.value),
+                             r.incarnation, r.sequence,         r.windowed};
   }
   ChangeRecord View() const {
     return ChangeRecord{.type = type,
@@ -65,7 +67,8 @@ struct OwnedChangeRecord {
                         .window_start = window_start,
                         .value = value,
                         .incarnation = incarnation,
-                        .sequence = sequence};
+                        .sequence = sequence,
+                        .windowed = windowed};
   }
 };
 

@@ -2,6 +2,7 @@
 #include "statestore/logged_stores.h"
 
 #include <optional>
+#include <type_traits>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -19,8 +20,9 @@ using Staged = absl::btree_map<std::string, std::optional<std::string>, std::les
 // Bookkeeping both wrappers share: the writer, the attempt, open/closed, counting.
 class LoggedBase : public LoggedStore {
  public:
-  LoggedBase(StateStore* local, ChangelogWriter* writer, const CommitAttempt* attempt)
-      : local_base_(local), writer_(writer), attempt_(attempt) {}
+  LoggedBase(StateStore* local, ChangelogWriter* writer, const CommitAttempt* attempt,
+             bool windowed)
+      : local_base_(local), writer_(writer), attempt_(attempt), windowed_(windowed) {}
 
   StateStore& local() override { return *local_base_; }
   uint64_t changes_logged() const override { return changes_logged_; }
@@ -38,7 +40,8 @@ class LoggedBase : public LoggedStore {
                                                       .window_start = window_start,
                                                       .value = value,
                                                       .incarnation = attempt_->incarnation,
-                                                      .sequence = attempt_->sequence});
+                                                      .sequence = attempt_->sequence,
+                                                      .windowed = windowed_});
     ++changes_logged_;
   }
   absl::Status CloseLocal() {
@@ -51,6 +54,7 @@ class LoggedBase : public LoggedStore {
   StateStore* local_base_;
   ChangelogWriter* writer_;
   const CommitAttempt* attempt_;
+  bool windowed_;
   bool open_ = true;
   uint64_t changes_logged_ = 0;
 };
@@ -61,7 +65,8 @@ class LoggedStoreOf : public Store, public LoggedBase {
  public:
   LoggedStoreOf(std::unique_ptr<Store> local, ChangelogWriter* writer,
                 const CommitAttempt* attempt)
-      : LoggedBase(local.get(), writer, attempt), local_(std::move(local)) {}
+      : LoggedBase(local.get(), writer, attempt, std::is_same_v<Store, WindowStore>),
+        local_(std::move(local)) {}
 
   std::string_view name() const override { return local_->name(); }
   absl::Status Flush() override {

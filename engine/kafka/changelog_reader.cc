@@ -1,0 +1,159 @@
+#include "engine/kafka/changelog_reader.h"
+
+#include <chrono>
+
+#include "engine/kafka/kafka_common.h"
+#include "engine/kafka/producer.h"
+
+namespace streammetrics::kafka {
+
+struct KafkaChangelogReader::Impl {
+  KafkaHandle rk;
+  std::string application_id;
+  int32_t partition = 0;
+  int timeout_ms = 60'000;
+};
+
+KafkaChangelogReader::KafkaChangelogReader(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+KafkaChangelogReader::~KafkaChangelogReader() {
+  if (impl_->rk != nullptr) rd_kafka_consumer_close(impl_->rk.get());
+}
+
+absl::StatusOr<std::unique_ptr<KafkaChangelogReader>> KafkaChangelogReader::Create(
+    std::vector<std::pair<std::string, std::string>> properties, std::string application_id,
+    int32_t partition, int timeout_ms) {
+  Properties props = {{"isolation.level", "read_committed"},
+                      {"enable.partition.eof", "true"},
+                      {"enable.auto.commit", "false"},
+                      {"auto.offset.reset", "earliest"},
+                      {"group.id", application_id + "-restore"},  // never joined: assign only
+                      {"fetch.max.bytes", "52428800"},
+                      {"queued.max.messages.kbytes", "65536"},
+                      {"log_level", "4"}};
+  for (auto& p : properties) props.push_back(std::move(p));
+  absl::StatusOr<KafkaHandle> rk = NewClient(RD_KAFKA_CONSUMER, props);
+  if (!rk.ok()) return rk.status();
+  auto impl = std::make_unique<Impl>();
+  impl->rk = *std::move(rk);
+  impl->application_id = std::move(application_id);
+  impl->partition = partition;
+  impl->timeout_ms = timeout_ms;
+  return std::unique_ptr<KafkaChangelogReader>(new KafkaChangelogReader(std::move(impl)));
+}
+
+absl::StatusOr<std::pair<int64_t, int64_t>> KafkaChangelogReader::Watermarks(
+    const std::string& topic) {
+  int64_t low = 0, high = 0;
+  rd_kafka_resp_err_t err = rd_kafka_query_watermark_offsets(
+      impl_->rk.get(), topic.c_str(), impl_->partition, &low, &high, impl_->timeout_ms);
+  if (err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART || err == RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC ||
+      err == RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION) {
+    return absl::NotFoundError("changelog topic " + topic + " does not exist");
+  }
+  if (absl::Status s = KafkaStatus("watermarks of " + topic, err); !s.ok()) return s;
+  return std::make_pair(low, high);
+}
+
+absl::StatusOr<int64_t> KafkaChangelogReader::ReadRange(const std::string& topic, int64_t from,
+                                                        int64_t to, const Visitor& fn) {
+  rd_kafka_t* rk = impl_->rk.get();
+  rd_kafka_topic_partition_list_t* list = rd_kafka_topic_partition_list_new(1);
+  rd_kafka_topic_partition_list_add(list, topic.c_str(), impl_->partition)->offset = from;
+  absl::Status s = KafkaStatus("assign " + topic, rd_kafka_assign(rk, list));
+  rd_kafka_topic_partition_list_destroy(list);
+  if (!s.ok()) return s;
+  int64_t end = from;
+  auto last_progress = std::chrono::steady_clock::now();
+  while (s.ok()) {
+    rd_kafka_message_t* m = rd_kafka_consumer_poll(rk, 100);
+    if (m == nullptr) {
+      if (std::chrono::steady_clock::now() - last_progress >
+          std::chrono::milliseconds(impl_->timeout_ms)) {
+        s = absl::UnavailableError("restore of " + topic + ": no progress for " +
+                                   std::to_string(impl_->timeout_ms) + " ms");
+      }
+      continue;
+    }
+    last_progress = std::chrono::steady_clock::now();
+    if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+      end = std::max(end, m->offset);
+      rd_kafka_message_destroy(m);
+      break;
+    }
+    if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+      s = KafkaStatus("restore of " + topic, m->err);
+      rd_kafka_message_destroy(m);
+      break;
+    }
+    if (to >= 0 && m->offset >= to) {
+      rd_kafka_message_destroy(m);
+      break;
+    }
+    end = m->offset + 1;
+    rd_kafka_headers_t* hdrs = nullptr;
+    const void* hv = nullptr;
+    size_t hsize = 0;
+    std::string_view header;
+    if (rd_kafka_message_headers(m, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+        rd_kafka_header_get_last(hdrs, "sm", &hv, &hsize) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+      header = std::string_view(static_cast<const char*>(hv), hsize);
+    }
+    std::string_view key(static_cast<const char*>(m->key), m->key_len);
+    std::optional<std::string_view> value;
+    if (m->payload != nullptr) value = std::string_view(static_cast<const char*>(m->payload), m->len);
+    ChangeRecord record;
+    s = DecodeChange(key, value, header, &record);
+    if (!s.ok()) {
+      s = absl::DataLossError(topic + " at offset " + std::to_string(m->offset) + ": " +
+                              std::string(s.message()));
+    } else {
+      s = fn(m->offset, record);
+    }
+    rd_kafka_message_destroy(m);
+    if (to >= 0 && end >= to) break;
+  }
+  rd_kafka_assign(rk, nullptr);
+  if (!s.ok()) return s;
+  return end;
+}
+
+absl::StatusOr<int64_t> KafkaChangelogReader::Read(std::string_view store, int64_t from,
+                                                   const Visitor& fn) {
+  const std::string topic = ChangelogTopic(impl_->application_id, store);
+  absl::StatusOr<std::pair<int64_t, int64_t>> marks = Watermarks(topic);
+  if (absl::IsNotFound(marks.status())) return 0;  // an absent changelog is empty
+  if (!marks.ok()) return marks.status();
+  from = std::max(from, marks->first);
+  if (from >= marks->second) return marks->second;
+  return ReadRange(topic, from, -1, fn);
+}
+
+absl::StatusOr<std::optional<CommitMarker>> KafkaChangelogReader::LastMarker(
+    std::string_view store, int64_t from) {
+  const std::string topic = ChangelogTopic(impl_->application_id, store);
+  absl::StatusOr<std::pair<int64_t, int64_t>> marks = Watermarks(topic);
+  if (absl::IsNotFound(marks.status())) return std::optional<CommitMarker>();
+  if (!marks.ok()) return marks.status();
+  from = std::max(from, marks->first);
+  int64_t end = marks->second;
+  int64_t chunk = 1'000;
+  while (end > from) {
+    const int64_t start = std::max(from, end - chunk);
+    std::optional<std::string> last;
+    absl::StatusOr<int64_t> r = ReadRange(topic, start, end, [&](int64_t, const ChangeRecord& c) {
+      if (c.type == ChangeType::kCommit) last = std::string(c.value);
+      return absl::OkStatus();
+    });
+    if (!r.ok()) return r.status();
+    if (last.has_value()) {
+      absl::StatusOr<CommitMarker> m = CommitMarker::Decode(*last);
+      if (!m.ok()) return m.status();
+      return std::optional<CommitMarker>(*std::move(m));
+    }
+    end = start;
+    chunk *= 8;
+  }
+  return std::optional<CommitMarker>();
+}
+
+}  // namespace streammetrics::kafka

@@ -1,0 +1,62 @@
+#include "engine/kafka/dev_broker.h"
+
+#include "engine/kafka/kafka_common.h"  // rdkafka.h, which rdkafka_mock.h needs first
+
+#include <librdkafka/rdkafka_mock.h>
+
+namespace streammetrics::kafka {
+
+struct DevBroker::Impl {
+  KafkaHandle handle;  // the mock cluster lives in this client's threads
+  rd_kafka_mock_cluster_t* cluster = nullptr;
+  ~Impl() {
+    if (cluster != nullptr) rd_kafka_mock_cluster_destroy(cluster);
+  }
+};
+
+DevBroker::DevBroker(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {
+  bootstrap_ = rd_kafka_mock_cluster_bootstraps(impl_->cluster);
+}
+
+DevBroker::~DevBroker() = default;
+
+absl::StatusOr<std::unique_ptr<DevBroker>> DevBroker::Start(int brokers) {
+  if (brokers < 1) return absl::InvalidArgumentError("dev broker: at least one broker");
+  absl::StatusOr<KafkaHandle> handle =
+      NewClient(RD_KAFKA_PRODUCER, {{"log_level", "3"}, {"bootstrap.servers", ""}});
+  if (!handle.ok()) return handle.status();
+  auto impl = std::make_unique<Impl>();
+  impl->handle = *std::move(handle);
+  impl->cluster = rd_kafka_mock_cluster_new(impl->handle.get(), brokers);
+  if (impl->cluster == nullptr) {
+    return absl::UnavailableError("dev broker: the mock cluster did not start");
+  }
+  return std::unique_ptr<DevBroker>(new DevBroker(std::move(impl)));
+}
+
+absl::Status DevBroker::CreateTopic(std::string_view name, int partitions) {
+  std::string topic(name);
+  return KafkaStatus("dev broker: create topic " + topic,
+                     rd_kafka_mock_topic_create(impl_->cluster, topic.c_str(), partitions, 1));
+}
+
+absl::Status DevBroker::CreateReferenceTopics() {
+  if (absl::Status s = CreateTopic("metrics-events", 6); !s.ok()) return s;
+  for (const char* t : {"metrics-aggregated-1m", "metrics-aggregated-5m",
+                        "metrics-aggregated-1m-10s", "metrics-dead-letter"}) {
+    if (absl::Status s = CreateTopic(t, 3); !s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status DevBroker::SetBrokerDown(int broker_id) {
+  return KafkaStatus("dev broker: broker down",
+                     rd_kafka_mock_broker_set_down(impl_->cluster, broker_id));
+}
+
+absl::Status DevBroker::SetBrokerUp(int broker_id) {
+  return KafkaStatus("dev broker: broker up",
+                     rd_kafka_mock_broker_set_up(impl_->cluster, broker_id));
+}
+
+}  // namespace streammetrics::kafka

@@ -1,0 +1,51 @@
+// The dev broker: librdkafka's mock cluster (DESIGN.md, "The dev broker"), serving the
+// Kafka protocol on loopback for this process and others (`streammetrics broker`,
+// `bootstrap.servers: embedded`, integration tests). Its measured limits — aborted
+// transactional records visible to read_committed consumers, transactional offsets
+// dropped, no fencing, no compaction, 100,000 messages / 5 MiB kept per partition — are
+// what the engine's own recovery is built not to depend on.
+//
+// Thread-safe as librdkafka's mock API is: create topics and inject faults from any
+// thread.
+#ifndef STREAMMETRICS_ENGINE_KAFKA_DEV_BROKER_H_
+#define STREAMMETRICS_ENGINE_KAFKA_DEV_BROKER_H_
+
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace streammetrics::kafka {
+
+class DevBroker {
+ public:
+  // A cluster of `brokers` brokers (ids 1..brokers) on loopback, ephemeral ports.
+  static absl::StatusOr<std::unique_ptr<DevBroker>> Start(int brokers = 3);
+  ~DevBroker();
+  DevBroker(const DevBroker&) = delete;
+  DevBroker& operator=(const DevBroker&) = delete;
+
+  // "127.0.0.1:port,..." for clients.
+  const std::string& bootstrap_servers() const { return bootstrap_; }
+  // Creates `name` with `partitions` partitions (replication 1); creating an existing
+  // topic with the same partition count is OK.
+  absl::Status CreateTopic(std::string_view name, int partitions);
+  // reference/001's topics: metrics-events 6 partitions; metrics-aggregated-1m, -5m,
+  // -1m-10s and metrics-dead-letter 3 each.
+  absl::Status CreateReferenceTopics();
+  // Fault injection: a broker stops answering / answers again.
+  absl::Status SetBrokerDown(int broker_id);
+  absl::Status SetBrokerUp(int broker_id);
+
+ private:
+  struct Impl;
+  explicit DevBroker(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+  std::string bootstrap_;
+};
+
+}  // namespace streammetrics::kafka
+
+#endif  // STREAMMETRICS_ENGINE_KAFKA_DEV_BROKER_H_

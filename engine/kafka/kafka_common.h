@@ -1,0 +1,38 @@
+// What the librdkafka adapters share: client configuration and error conversion. Only
+// engine/kafka includes librdkafka; this header is private to it (its .cc files).
+#ifndef STREAMMETRICS_ENGINE_KAFKA_KAFKA_COMMON_H_
+#define STREAMMETRICS_ENGINE_KAFKA_KAFKA_COMMON_H_
+
+#include <librdkafka/rdkafka.h>
+
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace streammetrics::kafka {
+
+using Properties = std::vector<std::pair<std::string, std::string>>;
+
+struct KafkaDeleter {
+  void operator()(rd_kafka_t* rk) const { rd_kafka_destroy(rk); }
+};
+using KafkaHandle = std::unique_ptr<rd_kafka_t, KafkaDeleter>;
+
+// The status for a librdkafka error: Unavailable for what a retry may cure (transport,
+// timeouts, leader changes), Aborted for a fenced or aborted transaction (rebuild the
+// task), InvalidArgument for configuration, Internal otherwise.
+absl::Status KafkaStatus(std::string_view what, rd_kafka_resp_err_t err);
+// The same for an rd_kafka_error_t (transactional API); destroys it.
+absl::Status KafkaStatus(std::string_view what, rd_kafka_error_t* error);
+
+// A client of `type` with `properties` applied in order (later ones win).
+absl::StatusOr<KafkaHandle> NewClient(rd_kafka_type_t type, const Properties& properties);
+
+}  // namespace streammetrics::kafka
+
+#endif  // STREAMMETRICS_ENGINE_KAFKA_KAFKA_COMMON_H_

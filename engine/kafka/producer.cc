@@ -1,0 +1,252 @@
+#include "engine/kafka/producer.h"
+
+#include <cstring>
+
+#include "engine/kafka/kafka_common.h"
+#include "statestore/fixed_encoding.h"
+
+namespace streammetrics::kafka {
+
+struct Producer::Impl {
+  KafkaHandle rk;
+  int timeout_ms = 60'000;
+  absl::Status first_error;  // since the last successful Flush
+  std::map<std::pair<std::string, int32_t>, int64_t, std::less<>> delivered_end;
+
+  static void OnDelivery(rd_kafka_t*, const rd_kafka_message_t* m, void* opaque) {
+    auto* self = static_cast<Impl*>(opaque);
+    if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+      if (self->first_error.ok()) {
+        self->first_error = KafkaStatus(
+            std::string("produce to ") + rd_kafka_topic_name(m->rkt), m->err);
+      }
+      return;
+    }
+    auto key = std::make_pair(std::string(rd_kafka_topic_name(m->rkt)), m->partition);
+    int64_t& end = self->delivered_end[key];
+    end = std::max(end, m->offset + 1);
+  }
+};
+
+Producer::Producer(std::unique_ptr<Impl> impl, bool transactional)
+    : impl_(std::move(impl)), transactional_(transactional) {}
+
+Producer::~Producer() {
+  // Whatever was not flushed is dropped, as a crash would: the caller flushes first.
+  if (impl_->rk != nullptr) rd_kafka_purge(impl_->rk.get(), RD_KAFKA_PURGE_F_QUEUE |
+                                                                 RD_KAFKA_PURGE_F_INFLIGHT);
+}
+
+absl::StatusOr<std::unique_ptr<Producer>> Producer::Create(const ProducerOptions& options) {
+  auto impl = std::make_unique<Impl>();
+  impl->timeout_ms = options.timeout_ms;
+  // reference/001's producer settings: idempotent, all acks; batching for throughput.
+  Properties props = {{"enable.idempotence", "true"},
+                      {"acks", "all"},
+                      {"linger.ms", "5"},
+                      {"batch.num.messages", "10000"},
+                      {"compression.type", "lz4"},
+                      {"partitioner", "murmur2_random"},
+                      {"log_level", "4"}};
+  for (const auto& p : options.properties) props.push_back(p);
+  if (options.transactional_id.has_value()) {
+    props.emplace_back("transactional.id", *options.transactional_id);
+    props.emplace_back("transaction.timeout.ms", "60000");
+  }
+  rd_kafka_conf_t* conf = rd_kafka_conf_new();
+  char err[512];
+  for (const auto& [key, value] : props) {
+    if (rd_kafka_conf_set(conf, key.c_str(), value.c_str(), err, sizeof(err)) !=
+        RD_KAFKA_CONF_OK) {
+      rd_kafka_conf_destroy(conf);
+      return absl::InvalidArgumentError("kafka." + key + ": " + err);
+    }
+  }
+  rd_kafka_conf_set_dr_msg_cb(conf, &Impl::OnDelivery);
+  rd_kafka_conf_set_opaque(conf, impl.get());
+  rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
+  if (rk == nullptr) {
+    rd_kafka_conf_destroy(conf);
+    return absl::InvalidArgumentError(std::string("kafka producer: ") + err);
+  }
+  impl->rk.reset(rk);
+  if (options.transactional_id.has_value()) {
+    if (absl::Status s = KafkaStatus("init transactions",
+                                     rd_kafka_init_transactions(rk, options.timeout_ms));
+        !s.ok()) {
+      return s;
+    }
+  }
+  return std::unique_ptr<Producer>(
+      new Producer(std::move(impl), options.transactional_id.has_value()));
+}
+
+void Producer::Send(std::string_view topic, int32_t partition, std::string_view key,
+                    std::optional<std::string_view> value, int64_t timestamp_ms,
+                    std::span<const Header> headers) {
+  rd_kafka_headers_t* hdrs = nullptr;
+  if (!headers.empty()) {
+    hdrs = rd_kafka_headers_new(headers.size());
+    for (const Header& h : headers) {
+      rd_kafka_header_add(hdrs, h.key.data(), static_cast<ssize_t>(h.key.size()), h.value.data(),
+                          static_cast<ssize_t>(h.value.size()));
+    }
+  }
+  std::string topic_name(topic);
+  while (true) {
+    rd_kafka_resp_err_t err = rd_kafka_producev(
+        impl_->rk.get(), RD_KAFKA_V_TOPIC(topic_name.c_str()),
+        RD_KAFKA_V_PARTITION(partition < 0 ? RD_KAFKA_PARTITION_UA : partition),
+        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+        RD_KAFKA_V_KEY(const_cast<char*>(key.data()), key.size()),
+        RD_KAFKA_V_VALUE(value.has_value() ? const_cast<char*>(value->data()) : nullptr,
+                         value.has_value() ? value->size() : 0),
+        RD_KAFKA_V_TIMESTAMP(timestamp_ms), RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_END);
+    if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
+      // Backpressure: the local queue is bounded (queue.buffering.max.*); wait for room.
+      rd_kafka_poll(impl_->rk.get(), 10);
+      continue;
+    }
+    if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+      if (hdrs != nullptr) rd_kafka_headers_destroy(hdrs);  // not taken on failure
+      if (impl_->first_error.ok()) impl_->first_error = KafkaStatus("produce to " + topic_name, err);
+    }
+    return;
+  }
+}
+
+absl::Status Producer::Flush() {
+  absl::Status s = KafkaStatus("flush", rd_kafka_flush(impl_->rk.get(), impl_->timeout_ms));
+  if (s.ok()) s = impl_->first_error;
+  impl_->first_error = absl::OkStatus();
+  return s;
+}
+
+absl::Status Producer::BeginTransaction() {
+  return KafkaStatus("begin transaction", rd_kafka_begin_transaction(impl_->rk.get()));
+}
+
+absl::Status Producer::CommitTransaction(const OffsetCommit& commit) {
+  if (absl::Status s = Flush(); !s.ok()) return absl::AbortedError(s.message());
+  if (!commit.offsets.empty() && commit.consumer != nullptr) {
+    rd_kafka_topic_partition_list_t* list =
+        rd_kafka_topic_partition_list_new(static_cast<int>(commit.offsets.size()));
+    for (const InputOffset& o : commit.offsets) {
+      rd_kafka_topic_partition_list_add(list, o.topic.c_str(), o.partition)->offset =
+          o.next_offset;
+    }
+    auto* consumer = static_cast<rd_kafka_t*>(commit.consumer);
+    rd_kafka_consumer_group_metadata_t* meta = rd_kafka_consumer_group_metadata(consumer);
+    absl::Status s = KafkaStatus("send offsets to transaction",
+                                 rd_kafka_send_offsets_to_transaction(impl_->rk.get(), list, meta,
+                                                                      impl_->timeout_ms));
+    rd_kafka_consumer_group_metadata_destroy(meta);
+    rd_kafka_topic_partition_list_destroy(list);
+    if (!s.ok()) return s;
+  }
+  return KafkaStatus("commit transaction",
+                     rd_kafka_commit_transaction(impl_->rk.get(), impl_->timeout_ms));
+}
+
+absl::Status Producer::AbortTransaction() {
+  impl_->first_error = absl::OkStatus();
+  return KafkaStatus("abort transaction",
+                     rd_kafka_abort_transaction(impl_->rk.get(), impl_->timeout_ms));
+}
+
+int64_t Producer::DeliveredEnd(std::string_view topic, int32_t partition) const {
+  auto it = impl_->delivered_end.find(std::make_pair(std::string(topic), partition));
+  return it == impl_->delivered_end.end() ? 0 : it->second;
+}
+
+std::string ChangelogTopic(std::string_view application_id, std::string_view store) {
+  std::string t(application_id);
+  t += "-";
+  t += store;
+  t += "-changelog";
+  return t;
+}
+
+namespace {
+constexpr std::string_view kMarkerKeyPrefix("\0commit", 7);
+constexpr std::string_view kDeleteBeforeKey("\0delete-before", 14);
+constexpr size_t kHeaderBytes = 1 + 1 + 8 + 8 + 8;
+}  // namespace
+
+void EncodeChangeKey(const ChangeRecord& r, std::string* key) {
+  key->clear();
+  switch (r.type) {
+    case ChangeType::kCommit:
+      key->append(kMarkerKeyPrefix);
+      AppendFixed<uint64_t>(r.incarnation, key);
+      return;
+    case ChangeType::kDeleteBefore:
+      key->append(kDeleteBeforeKey);
+      return;
+    default:
+      if (r.windowed) AppendOrderedInt64(r.window_start, key);
+      key->append(r.key);
+  }
+}
+
+void EncodeChangeHeader(const ChangeRecord& r, std::string* header) {
+  header->clear();
+  AppendFixed<uint8_t>(static_cast<uint8_t>(r.type), header);
+  AppendFixed<uint8_t>(r.windowed ? 1 : 0, header);
+  AppendFixed<uint64_t>(r.incarnation, header);
+  AppendFixed<uint64_t>(r.sequence, header);
+  AppendFixed<int64_t>(r.window_start, header);
+}
+
+absl::Status DecodeChange(std::string_view key, std::optional<std::string_view> value,
+                          std::string_view header, ChangeRecord* r) {
+  if (header.size() != kHeaderBytes) {
+    return absl::DataLossError("changelog record without a valid sm header");
+  }
+  uint8_t type, flags;
+  ReadFixed(&header, &type);
+  ReadFixed(&header, &flags);
+  ReadFixed(&header, &r->incarnation);
+  ReadFixed(&header, &r->sequence);
+  ReadFixed(&header, &r->window_start);
+  if (type < 1 || type > 4) return absl::DataLossError("changelog record of unknown type");
+  r->type = static_cast<ChangeType>(type);
+  r->windowed = (flags & 1) != 0;
+  r->value = value.value_or(std::string_view());
+  r->key = {};
+  if (r->type == ChangeType::kPut || r->type == ChangeType::kDelete) {
+    if (r->windowed) {
+      if (key.size() < kOrderedInt64Bytes) return absl::DataLossError("short window key");
+      key.remove_prefix(kOrderedInt64Bytes);
+    }
+    r->key = key;
+  }
+  if (r->type == ChangeType::kPut && !value.has_value()) {
+    return absl::DataLossError("changelog put without a value");
+  }
+  return absl::OkStatus();
+}
+
+TaskProducer::TaskProducer(Producer* producer, std::string application_id, int32_t partition)
+    : producer_(producer), application_id_(std::move(application_id)), partition_(partition) {}
+
+void TaskProducer::Send(std::string_view topic, std::string_view key, std::string_view value,
+                        int64_t timestamp_ms, std::span<const Header> headers) {
+  producer_->Send(topic, -1, key, value, timestamp_ms, headers);
+}
+
+void TaskProducer::Append(std::string_view store, const ChangeRecord& record) {
+  topic_ = ChangelogTopic(application_id_, store);
+  EncodeChangeKey(record, &key_);
+  EncodeChangeHeader(record, &header_);
+  const Header h[] = {{"sm", header_}};
+  std::optional<std::string_view> value;
+  if (record.type != ChangeType::kDelete) value = record.value;
+  producer_->Send(topic_, partition_, key_, value, 0, h);
+}
+
+int64_t TaskProducer::EndOffset(std::string_view store) const {
+  return producer_->DeliveredEnd(ChangelogTopic(application_id_, store), partition_);
+}
+
+}  // namespace streammetrics::kafka
