@@ -159,4 +159,14 @@ EventGenerator::Kind EventGenerator::Next(std::string* out) {
   return Kind::kValid;
 }
 
+std::string_view GeneratedServiceId(std::string_view document) {
+  constexpr std::string_view kField = "\"serviceId\":\"";
+  const size_t at = document.find(kField);
+  if (at == std::string_view::npos) return {};
+  const size_t begin = at + kField.size();
+  const size_t end = document.find('"', begin);
+  if (end == std::string_view::npos) return {};
+  return document.substr(begin, end - begin);
+}
+
 }  // namespace streammetrics

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <random>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace streammetrics {
@@ -48,6 +49,10 @@ class EventGenerator {
   std::vector<std::string> recent_;  // ring of recent valid documents, for duplicates
   size_t recent_next_ = 0;
 };
+
+// The serviceId of a generated document — the key it is produced with, so that a
+// service's events share a partition (reference/001) — or "" when it has none.
+std::string_view GeneratedServiceId(std::string_view document);
 
 }  // namespace streammetrics
 

@@ -413,21 +413,38 @@ CommitMarker Task::NextMarker() const {
 }
 
 absl::Status Task::CommitWithChangelogs() {
+  if (absl::Status s = PrepareCommit(); !s.ok()) return s;
+  if (absl::Status s = collector_->Flush(); !s.ok()) return Fail(s);
+  return CompleteCommit();
+}
+
+absl::Status Task::PrepareCommit() {
+  if (absl::Status s = CheckRunning(); !s.ok()) return s;
+  if (config_.changelog == nullptr) {
+    return absl::FailedPreconditionError("task: a two-phase commit needs changelogs");
+  }
   for (auto& p : processors_) {
     if (absl::Status s = p->Flush(); !s.ok()) return Fail(s);
   }
   if (absl::Status s = Fault(CommitStep::kProcessorsFlushed); !s.ok()) return Fail(s);
-  CommitMarker marker = NextMarker();
-  const std::string encoded = marker.Encode();
+  pending_commit_ = NextMarker();
+  const std::string encoded = pending_commit_->Encode();
   for (const Logged& l : logged_) {
     config_.changelog->Append(l.name, ChangeRecord{.type = ChangeType::kCommit,
                                                    .value = encoded,
-                                                   .incarnation = marker.incarnation,
-                                                   .sequence = marker.sequence});
+                                                   .incarnation = pending_commit_->incarnation,
+                                                   .sequence = pending_commit_->sequence});
   }
   if (absl::Status s = config_.changelog->Flush(); !s.ok()) return Fail(s);
   if (absl::Status s = Fault(CommitStep::kMarkersAppended); !s.ok()) return Fail(s);
-  if (absl::Status s = collector_->Flush(); !s.ok()) return Fail(s);
+  return absl::OkStatus();
+}
+
+absl::Status Task::CompleteCommit() {
+  if (absl::Status s = CheckRunning(); !s.ok()) return s;
+  if (!pending_commit_.has_value()) {
+    return absl::FailedPreconditionError("task: CompleteCommit without PrepareCommit");
+  }
   if (absl::Status s = Fault(CommitStep::kCollectorCommitted); !s.ok()) return Fail(s);
   for (size_t i = 0; i < logged_.size(); ++i) {
     if (absl::Status s = logged_[i].store->ApplyStaged(); !s.ok()) return Fail(s);
@@ -436,7 +453,8 @@ absl::Status Task::CommitWithChangelogs() {
     }
   }
   if (absl::Status s = Fault(CommitStep::kStoresApplied); !s.ok()) return Fail(s);
-  last_commit_ = std::move(marker);
+  last_commit_ = std::move(pending_commit_);
+  pending_commit_.reset();
   ++attempt_.sequence;
   uint64_t logged = 0;
   for (const Logged& l : logged_) logged += l.store->changes_logged();
@@ -445,6 +463,8 @@ absl::Status Task::CommitWithChangelogs() {
   }
   return absl::OkStatus();
 }
+
+absl::Status Task::AbortCommit(absl::Status why) { return Fail(std::move(why)); }
 
 absl::Status Task::Checkpoint() {
   if (config_.state_dir.empty() || !last_commit_.has_value()) return absl::OkStatus();

@@ -119,6 +119,14 @@ class Task final : public ProcessorContext {
   // and return OK; a non-OK status means the task cannot go on (store failure).
   absl::Status Process(const SourceRecord& record);
   absl::Status Commit();
+  // Commit in two phases, for a stream thread that commits several tasks in one
+  // transaction: PrepareCommit() (steps 1-2: processors flush, markers appended and
+  // acknowledged), then the caller commits its transaction, then CompleteCommit()
+  // (steps 4-5) — or AbortCommit() when the transaction failed, which fails the task.
+  // With changelogs only.
+  absl::Status PrepareCommit();
+  absl::Status CompleteCommit();
+  absl::Status AbortCommit(absl::Status why);
   absl::Status PunctuateWallClock();
   absl::Status EndOfInput();
   absl::Status Close();
@@ -129,6 +137,10 @@ class Task final : public ProcessorContext {
   // The input offsets of the last successful commit (restored ones after Create()):
   // where input resumes. Empty before the first commit.
   std::vector<InputOffset> committed_offsets() const;
+  // Between PrepareCommit and CompleteCommit: the input offsets being committed.
+  std::vector<InputOffset> pending_offsets() const {
+    return pending_commit_.has_value() ? pending_commit_->offsets : std::vector<InputOffset>{};
+  }
   // The sequence of the last successful commit (restored or made); 0: none yet.
   uint64_t last_committed_sequence() const {
     return last_commit_.has_value() ? last_commit_->sequence : 0;
@@ -209,6 +221,7 @@ class Task final : public ProcessorContext {
   std::vector<std::string> existed_before_open_;  // durable stores found on disk
   CommitAttempt attempt_;
   std::optional<CommitMarker> last_commit_;
+  std::optional<CommitMarker> pending_commit_;  // between PrepareCommit and CompleteCommit
   uint64_t changes_at_checkpoint_ = 0;
   TaskRestoreReport restore_report_;
   std::vector<Scheduled> scheduled_;

@@ -25,6 +25,7 @@ namespace streammetrics {
 
 struct OutputRecord {
   std::string topic;
+  int32_t partition = 0;  // where a broker put it (0 in the driver)
   std::string key;
   std::string value;
   int64_t timestamp_ms = 0;

@@ -102,18 +102,19 @@ TEST_F(KafkaChangelogTest, TransactionalWritesRestoreExactlyAndLastMarkerSearche
   ASSERT_TRUE(producer->Flush().ok());
   ASSERT_TRUE(producer->AbortTransaction().ok());
 
-  absl::StatusOr<std::unique_ptr<KafkaChangelogReader>> reader =
-      KafkaChangelogReader::Create(Props(), "app", 2);
-  ASSERT_TRUE(reader.ok()) << reader.status();
+  absl::StatusOr<std::unique_ptr<KafkaChangelogReader>> kafka_reader =
+      KafkaChangelogReader::Create(Props(), "app");
+  ASSERT_TRUE(kafka_reader.ok()) << kafka_reader.status();
+  std::unique_ptr<ChangelogReader> reader = (*kafka_reader)->ForPartition(2);
   std::vector<std::string> seen;
-  absl::StatusOr<int64_t> end = (*reader)->Read("s", 0, [&](int64_t, const ChangeRecord& c) {
+  absl::StatusOr<int64_t> end = reader->Read("s", 0, [&](int64_t, const ChangeRecord& c) {
     if (seen.size() < 3) seen.push_back(StrCat(static_cast<int>(c.type), ":", c.key, "=", c.value));
     return absl::OkStatus();
   });
   ASSERT_TRUE(end.ok()) << end.status();
   EXPECT_THAT(seen, ElementsAre("1:a=1", "2:b=", StrCat("4:=", m1)));
 
-  absl::StatusOr<std::optional<CommitMarker>> last = (*reader)->LastMarker("s", 0);
+  absl::StatusOr<std::optional<CommitMarker>> last = reader->LastMarker("s", 0);
   ASSERT_TRUE(last.ok()) << last.status();
   ASSERT_TRUE(last->has_value());
   EXPECT_EQ((*last)->sequence, 1u);
@@ -121,7 +122,7 @@ TEST_F(KafkaChangelogTest, TransactionalWritesRestoreExactlyAndLastMarkerSearche
 
   std::vector<std::string> applied;
   absl::StatusOr<RestoreStats> stats = RestoreFromChangelog(
-      **reader, "s", 0, UINT64_MAX, [&](std::span<const ChangeRecord> commit) {
+      *reader, "s", 0, UINT64_MAX, [&](std::span<const ChangeRecord> commit) {
         for (const ChangeRecord& c : commit) applied.push_back(StrCat(c.key, "=", c.value));
         return absl::OkStatus();
       });
@@ -132,13 +133,11 @@ TEST_F(KafkaChangelogTest, TransactionalWritesRestoreExactlyAndLastMarkerSearche
 
   // Another partition of the same changelog is empty, and so is a missing changelog (the
   // runtime checks its topics at start).
-  absl::StatusOr<std::unique_ptr<KafkaChangelogReader>> other =
-      KafkaChangelogReader::Create(Props(), "app", 0);
-  ASSERT_TRUE(other.ok());
-  EXPECT_EQ(*(*other)->Read("s", 0, [](int64_t, const ChangeRecord&) {
+  std::unique_ptr<ChangelogReader> other = (*kafka_reader)->ForPartition(0);
+  EXPECT_EQ(*other->Read("s", 0, [](int64_t, const ChangeRecord&) {
     return absl::InternalError("nothing to read");
   }), 0);
-  EXPECT_EQ(*(*other)->Read("missing", 0, [](int64_t, const ChangeRecord&) {
+  EXPECT_EQ(*other->Read("missing", 0, [](int64_t, const ChangeRecord&) {
     return absl::InternalError("nothing to read");
   }), 0);
 }

@@ -10,7 +10,6 @@ namespace streammetrics::kafka {
 struct KafkaChangelogReader::Impl {
   KafkaHandle rk;
   std::string application_id;
-  int32_t partition = 0;
   int timeout_ms = 60'000;
 };
 
@@ -21,7 +20,7 @@ KafkaChangelogReader::~KafkaChangelogReader() {
 
 absl::StatusOr<std::unique_ptr<KafkaChangelogReader>> KafkaChangelogReader::Create(
     std::vector<std::pair<std::string, std::string>> properties, std::string application_id,
-    int32_t partition, int timeout_ms) {
+    int timeout_ms) {
   Properties props = {{"isolation.level", "read_committed"},
                       {"enable.partition.eof", "true"},
                       {"enable.auto.commit", "false"},
@@ -36,16 +35,15 @@ absl::StatusOr<std::unique_ptr<KafkaChangelogReader>> KafkaChangelogReader::Crea
   auto impl = std::make_unique<Impl>();
   impl->rk = *std::move(rk);
   impl->application_id = std::move(application_id);
-  impl->partition = partition;
   impl->timeout_ms = timeout_ms;
   return std::unique_ptr<KafkaChangelogReader>(new KafkaChangelogReader(std::move(impl)));
 }
 
 absl::StatusOr<std::pair<int64_t, int64_t>> KafkaChangelogReader::Watermarks(
-    const std::string& topic) {
+    const std::string& topic, int32_t partition) {
   int64_t low = 0, high = 0;
   rd_kafka_resp_err_t err = rd_kafka_query_watermark_offsets(
-      impl_->rk.get(), topic.c_str(), impl_->partition, &low, &high, impl_->timeout_ms);
+      impl_->rk.get(), topic.c_str(), partition, &low, &high, impl_->timeout_ms);
   if (err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART || err == RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC ||
       err == RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION) {
     return absl::NotFoundError("changelog topic " + topic + " does not exist");
@@ -54,11 +52,13 @@ absl::StatusOr<std::pair<int64_t, int64_t>> KafkaChangelogReader::Watermarks(
   return std::make_pair(low, high);
 }
 
-absl::StatusOr<int64_t> KafkaChangelogReader::ReadRange(const std::string& topic, int64_t from,
-                                                        int64_t to, const Visitor& fn) {
+absl::StatusOr<int64_t> KafkaChangelogReader::ReadRange(const std::string& topic,
+                                                        int32_t partition, int64_t from,
+                                                        int64_t to,
+                                                        const ChangelogReader::Visitor& fn) {
   rd_kafka_t* rk = impl_->rk.get();
   rd_kafka_topic_partition_list_t* list = rd_kafka_topic_partition_list_new(1);
-  rd_kafka_topic_partition_list_add(list, topic.c_str(), impl_->partition)->offset = from;
+  rd_kafka_topic_partition_list_add(list, topic.c_str(), partition)->offset = from;
   absl::Status s = KafkaStatus("assign " + topic, rd_kafka_assign(rk, list));
   rd_kafka_topic_partition_list_destroy(list);
   if (!s.ok()) return s;
@@ -117,21 +117,22 @@ absl::StatusOr<int64_t> KafkaChangelogReader::ReadRange(const std::string& topic
   return end;
 }
 
-absl::StatusOr<int64_t> KafkaChangelogReader::Read(std::string_view store, int64_t from,
-                                                   const Visitor& fn) {
+absl::StatusOr<int64_t> KafkaChangelogReader::Read(std::string_view store, int32_t partition,
+                                                   int64_t from,
+                                                   const ChangelogReader::Visitor& fn) {
   const std::string topic = ChangelogTopic(impl_->application_id, store);
-  absl::StatusOr<std::pair<int64_t, int64_t>> marks = Watermarks(topic);
+  absl::StatusOr<std::pair<int64_t, int64_t>> marks = Watermarks(topic, partition);
   if (absl::IsNotFound(marks.status())) return 0;  // an absent changelog is empty
   if (!marks.ok()) return marks.status();
   from = std::max(from, marks->first);
   if (from >= marks->second) return marks->second;
-  return ReadRange(topic, from, -1, fn);
+  return ReadRange(topic, partition, from, -1, fn);
 }
 
 absl::StatusOr<std::optional<CommitMarker>> KafkaChangelogReader::LastMarker(
-    std::string_view store, int64_t from) {
+    std::string_view store, int32_t partition, int64_t from) {
   const std::string topic = ChangelogTopic(impl_->application_id, store);
-  absl::StatusOr<std::pair<int64_t, int64_t>> marks = Watermarks(topic);
+  absl::StatusOr<std::pair<int64_t, int64_t>> marks = Watermarks(topic, partition);
   if (absl::IsNotFound(marks.status())) return std::optional<CommitMarker>();
   if (!marks.ok()) return marks.status();
   from = std::max(from, marks->first);
@@ -140,7 +141,8 @@ absl::StatusOr<std::optional<CommitMarker>> KafkaChangelogReader::LastMarker(
   while (end > from) {
     const int64_t start = std::max(from, end - chunk);
     std::optional<std::string> last;
-    absl::StatusOr<int64_t> r = ReadRange(topic, start, end, [&](int64_t, const ChangeRecord& c) {
+    absl::StatusOr<int64_t> r =
+        ReadRange(topic, partition, start, end, [&](int64_t, const ChangeRecord& c) {
       if (c.type == ChangeType::kCommit) last = std::string(c.value);
       return absl::OkStatus();
     });
@@ -154,6 +156,31 @@ absl::StatusOr<std::optional<CommitMarker>> KafkaChangelogReader::LastMarker(
     chunk *= 8;
   }
   return std::optional<CommitMarker>();
+}
+
+namespace {
+
+class PartitionReader final : public ChangelogReader {
+ public:
+  PartitionReader(KafkaChangelogReader* reader, int32_t partition)
+      : reader_(reader), partition_(partition) {}
+  absl::StatusOr<int64_t> Read(std::string_view store, int64_t from, const Visitor& fn) override {
+    return reader_->Read(store, partition_, from, fn);
+  }
+  absl::StatusOr<std::optional<CommitMarker>> LastMarker(std::string_view store,
+                                                         int64_t from) override {
+    return reader_->LastMarker(store, partition_, from);
+  }
+
+ private:
+  KafkaChangelogReader* reader_;
+  int32_t partition_;
+};
+
+}  // namespace
+
+std::unique_ptr<ChangelogReader> KafkaChangelogReader::ForPartition(int32_t partition) {
+  return std::make_unique<PartitionReader>(this, partition);
 }
 
 }  // namespace streammetrics::kafka

@@ -1,7 +1,8 @@
-// Reads a task's changelogs from Kafka for restore: a consumer of its own (no group),
-// read_committed, assigned to <application.id>-<store>-changelog at the task's
-// partition. Read() stops at the end as of the call (partition EOF at the last stable
-// offset); LastMarker() reads backwards from the end in growing chunks.
+// Reads tasks' changelogs from Kafka for restore: a consumer of its own (never joins a
+// group), read_committed, assigned to <application.id>-<store>-changelog at a task's
+// partition while it reads. Read() stops at the end as of the call (partition EOF at
+// the last stable offset); LastMarker() reads backwards from the end in growing chunks.
+// One per stream thread; ForPartition() gives each task its ChangelogReader face.
 #ifndef STREAMMETRICS_ENGINE_KAFKA_CHANGELOG_READER_H_
 #define STREAMMETRICS_ENGINE_KAFKA_CHANGELOG_READER_H_
 
@@ -16,25 +17,28 @@
 
 namespace streammetrics::kafka {
 
-class KafkaChangelogReader final : public ChangelogReader {
+class KafkaChangelogReader {
  public:
   static absl::StatusOr<std::unique_ptr<KafkaChangelogReader>> Create(
       std::vector<std::pair<std::string, std::string>> properties, std::string application_id,
-      int32_t partition, int timeout_ms = 60'000);
-  ~KafkaChangelogReader() override;
+      int timeout_ms = 60'000);
+  ~KafkaChangelogReader();
 
-  absl::StatusOr<int64_t> Read(std::string_view store, int64_t from,
-                               const Visitor& fn) override;
+  absl::StatusOr<int64_t> Read(std::string_view store, int32_t partition, int64_t from,
+                               const ChangelogReader::Visitor& fn);
   absl::StatusOr<std::optional<CommitMarker>> LastMarker(std::string_view store,
-                                                         int64_t from) override;
+                                                         int32_t partition, int64_t from);
+  // The ChangelogReader of the task of `partition`; must not outlive this reader.
+  std::unique_ptr<ChangelogReader> ForPartition(int32_t partition);
 
  private:
   struct Impl;
   explicit KafkaChangelogReader(std::unique_ptr<Impl> impl);
   // Reads [from, to) (to < 0: to the end); returns the end offset reached.
-  absl::StatusOr<int64_t> ReadRange(const std::string& topic, int64_t from, int64_t to,
-                                    const Visitor& fn);
-  absl::StatusOr<std::pair<int64_t, int64_t>> Watermarks(const std::string& topic);
+  absl::StatusOr<int64_t> ReadRange(const std::string& topic, int32_t partition, int64_t from,
+                                    int64_t to, const ChangelogReader::Visitor& fn);
+  absl::StatusOr<std::pair<int64_t, int64_t>> Watermarks(const std::string& topic,
+                                                         int32_t partition);
   std::unique_ptr<Impl> impl_;
 };
 

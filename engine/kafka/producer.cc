@@ -7,6 +7,23 @@
 
 namespace streammetrics::kafka {
 
+namespace {
+
+// Properties meant for consumers, which a producer would only warn about: the same
+// `kafka:` section configures both.
+bool IsConsumerOnly(std::string_view key) {
+  for (std::string_view k : {"session.timeout.ms", "heartbeat.interval.ms", "max.poll.interval.ms",
+                             "group.id", "group.instance.id", "auto.offset.reset",
+                             "isolation.level", "enable.auto.commit", "fetch.max.bytes",
+                             "fetch.wait.max.ms", "fetch.min.bytes", "partition.assignment.strategy",
+                             "enable.partition.eof", "queued.max.messages.kbytes"}) {
+    if (key == k) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
 struct Producer::Impl {
   KafkaHandle rk;
   int timeout_ms = 60'000;
@@ -48,7 +65,9 @@ absl::StatusOr<std::unique_ptr<Producer>> Producer::Create(const ProducerOptions
                       {"compression.type", "lz4"},
                       {"partitioner", "murmur2_random"},
                       {"log_level", "4"}};
-  for (const auto& p : options.properties) props.push_back(p);
+  for (const auto& p : options.properties) {
+    if (!IsConsumerOnly(p.first)) props.push_back(p);
+  }
   if (options.transactional_id.has_value()) {
     props.emplace_back("transactional.id", *options.transactional_id);
     props.emplace_back("transaction.timeout.ms", "60000");

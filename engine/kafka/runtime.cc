@@ -1,0 +1,625 @@
+#include "engine/kafka/runtime.h"
+
+#include <algorithm>
+#include <chrono>
+#include <map>
+#include <mutex>
+#include <set>
+
+#include "engine/kafka/changelog_reader.h"
+#include "engine/kafka/dev_broker.h"
+#include "engine/kafka/kafka_common.h"
+#include "engine/log.h"
+#include "engine/task.h"
+#include "operators/strings.h"
+
+namespace streammetrics::kafka {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+int64_t ElapsedMs(Clock::time_point since) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - since).count();
+}
+
+// Counts what a task's producer face was given, so a thread knows whether a commit has
+// anything to commit.
+class CountingTaskProducer final : public RecordCollector, public ChangelogWriter {
+ public:
+  CountingTaskProducer(Producer* producer, std::string application_id, int32_t partition)
+      : inner_(producer, std::move(application_id), partition) {}
+  void Send(std::string_view topic, std::string_view key, std::string_view value,
+            int64_t timestamp_ms, std::span<const Header> headers) override {
+    ++sent_;
+    inner_.Send(topic, key, value, timestamp_ms, headers);
+  }
+  void Append(std::string_view store, const ChangeRecord& record) override {
+    ++sent_;
+    inner_.Append(store, record);
+  }
+  absl::Status Flush() override { return inner_.Flush(); }
+  int64_t EndOffset(std::string_view store) const override { return inner_.EndOffset(store); }
+  uint64_t sent() const { return sent_; }
+
+ private:
+  TaskProducer inner_;
+  uint64_t sent_ = 0;
+};
+
+}  // namespace
+
+class Runtime::Thread {
+ public:
+  Thread(Runtime* runtime, int index) : rt_(runtime), index_(index) {}
+  ~Thread() {
+    if (thread_.joinable()) thread_.join();
+  }
+
+  void Start() {
+    thread_ = std::thread([this] {
+      absl::Status s = Run();
+      if (!s.ok()) Log(LogLevel::kError, StrCat("stream thread ", index_, " failed: ", s.message()));
+      std::lock_guard<std::mutex> lock(mu_);
+      status_ = s;
+    });
+  }
+  absl::Status Join() {
+    if (thread_.joinable()) thread_.join();
+    std::lock_guard<std::mutex> lock(mu_);
+    return status_;
+  }
+  RuntimeCounters counters() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return counters_;
+  }
+
+ private:
+  struct TaskEntry {
+    std::unique_ptr<CountingTaskProducer> out;
+    std::unique_ptr<ChangelogReader> reader;
+    std::unique_ptr<Task> task;
+    uint64_t sent_at_commit = 0;
+    uint64_t read_at_commit = 0;
+  };
+
+  const RuntimeOptions& options() const { return rt_->options_; }
+  bool eos() const { return options().guarantee == ProcessingGuarantee::kExactlyOnceV2; }
+  std::string TransactionalId() const {
+    return StrCat(options().application_id, "-", options().instance_id, "-", index_);
+  }
+
+  absl::Status Run();
+  absl::Status Setup();
+  absl::Status NewProducer();
+  absl::Status ProcessMessage(const rd_kafka_message_t* m);
+  absl::Status CommitAll(bool force);
+  absl::Status RebuildTasks(const absl::Status& why);
+  absl::StatusOr<int64_t> CreateTask(int32_t partition);
+  void CloseTask(int32_t partition);
+  absl::Status Seek(const std::map<int32_t, int64_t>& offsets);
+  void OnRebalance(rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t* parts);
+  void PublishCounters();
+  static void RebalanceCallback(rd_kafka_t*, rd_kafka_resp_err_t err,
+                                rd_kafka_topic_partition_list_t* parts, void* opaque) {
+    static_cast<Thread*>(opaque)->OnRebalance(err, parts);
+  }
+
+  Runtime* rt_;
+  int index_;
+  std::thread thread_;
+  mutable std::mutex mu_;
+  absl::Status status_;
+  RuntimeCounters counters_;  // guarded by mu_
+  RuntimeCounters retired_;   // counters of closed tasks; thread-local
+
+  KafkaHandle consumer_;
+  std::unique_ptr<Producer> producer_;
+  std::unique_ptr<KafkaChangelogReader> reader_;
+  std::map<int32_t, TaskEntry> tasks_;
+  bool in_transaction_ = false;
+  bool closing_ = false;
+  absl::Status rebalance_error_;
+  uint64_t commits_ = 0;
+  uint64_t rebuilds_ = 0;
+};
+
+absl::Status Runtime::Thread::NewProducer() {
+  producer_.reset();
+  ProducerOptions po{.properties = options().kafka};
+  if (eos()) po.transactional_id = TransactionalId();
+  absl::StatusOr<std::unique_ptr<Producer>> p = Producer::Create(po);
+  if (!p.ok()) return p.status();
+  producer_ = *std::move(p);
+  in_transaction_ = false;
+  return absl::OkStatus();
+}
+
+absl::Status Runtime::Thread::Setup() {
+  if (absl::Status s = NewProducer(); !s.ok()) return s;
+  absl::StatusOr<std::unique_ptr<KafkaChangelogReader>> reader =
+      KafkaChangelogReader::Create(options().kafka, options().application_id);
+  if (!reader.ok()) return reader.status();
+  reader_ = *std::move(reader);
+
+  Properties props = {{"group.id", options().application_id},
+                      {"partition.assignment.strategy", "cooperative-sticky"},
+                      {"enable.auto.commit", "false"},
+                      {"enable.auto.offset.store", "false"},
+                      {"isolation.level", "read_committed"},
+                      {"auto.offset.reset", "earliest"},
+                      {"client.id", TransactionalId()},
+                      {"log_level", "4"}};
+  for (const auto& p : options().kafka) props.push_back(p);
+  rd_kafka_conf_t* conf = rd_kafka_conf_new();
+  char err[512];
+  for (const auto& [key, value] : props) {
+    if (rd_kafka_conf_set(conf, key.c_str(), value.c_str(), err, sizeof(err)) !=
+        RD_KAFKA_CONF_OK) {
+      rd_kafka_conf_destroy(conf);
+      return absl::InvalidArgumentError("kafka." + key + ": " + err);
+    }
+  }
+  rd_kafka_conf_set_rebalance_cb(conf, &RebalanceCallback);
+  rd_kafka_conf_set_opaque(conf, this);
+  rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof(err));
+  if (rk == nullptr) {
+    rd_kafka_conf_destroy(conf);
+    return absl::InvalidArgumentError(std::string("kafka consumer: ") + err);
+  }
+  consumer_.reset(rk);
+  rd_kafka_poll_set_consumer(rk);
+  rd_kafka_topic_partition_list_t* topics = rd_kafka_topic_partition_list_new(1);
+  rd_kafka_topic_partition_list_add(topics, rt_->source_topic_.c_str(), RD_KAFKA_PARTITION_UA);
+  absl::Status s = KafkaStatus("subscribe", rd_kafka_subscribe(rk, topics));
+  rd_kafka_topic_partition_list_destroy(topics);
+  return s;
+}
+
+absl::StatusOr<int64_t> Runtime::Thread::CreateTask(int32_t partition) {
+  const auto started = Clock::now();
+  TaskEntry entry;
+  entry.out = std::make_unique<CountingTaskProducer>(producer_.get(), options().application_id,
+                                                     partition);
+  entry.reader = reader_->ForPartition(partition);
+  TaskConfig tc;
+  tc.application_id = options().application_id;
+  tc.partition = partition;
+  tc.dead_letter_topic = options().dead_letter_topic;
+  if (!options().state_dir.empty()) tc.state_dir = StrCat(options().state_dir, "/", TaskId(partition));
+  tc.rocksdb = options().rocksdb;
+  tc.cache_budget = options().cache_budget;
+  tc.changelog = entry.out.get();
+  tc.changelog_reader = entry.reader.get();
+  tc.checkpoint_every_changes = options().checkpoint_every_changes;
+  absl::StatusOr<std::unique_ptr<Task>> task = Task::Create(rt_->topology_, tc, entry.out.get());
+  if (!task.ok()) {
+    return absl::Status(task.status().code(),
+                        StrCat("task ", TaskId(partition), ": ", task.status().message()));
+  }
+  entry.task = *std::move(task);
+  int64_t next = RD_KAFKA_OFFSET_INVALID;
+  for (const InputOffset& o : entry.task->committed_offsets()) {
+    if (o.topic == rt_->source_topic_ && o.partition == partition) next = o.next_offset;
+  }
+  const TaskRestoreReport& report = entry.task->restore_report();
+  uint64_t applied = 0, discarded = 0;
+  for (const StoreRestoreReport& r : report.stores) {
+    applied += r.stats.records_applied;
+    discarded += r.stats.records_discarded;
+  }
+  Log(LogLevel::kInfo,
+      StrCat("task ", TaskId(partition), " restored in ", ElapsedMs(started), " ms: ", applied,
+             " changes applied, ", discarded, " discarded, commit ", report.last_sequence,
+             next >= 0 ? StrCat(", resuming at offset ", next) : std::string(", from the start"),
+             report.rebuilt_because.empty() ? std::string()
+                                            : StrCat(" (rebuilt: ", report.rebuilt_because, ")")));
+  tasks_[partition] = std::move(entry);
+  return next;
+}
+
+void Runtime::Thread::CloseTask(int32_t partition) {
+  auto it = tasks_.find(partition);
+  if (it == tasks_.end()) return;
+  const TaskCounters& c = it->second.task->counters();
+  retired_.records_read += c.records_read;
+  retired_.records_processed += c.records_processed;
+  retired_.windows_emitted += c.windows_emitted;
+  retired_.duplicates += c.duplicates_dropped;
+  retired_.late_dropped += c.late_dropped;
+  for (uint64_t d : c.dead_letters) retired_.dead_letters += d;
+  if (absl::Status s = it->second.task->Close(); !s.ok()) {
+    Log(LogLevel::kWarning, StrCat("task ", TaskId(partition), ": close: ", s.message()));
+  }
+  tasks_.erase(it);
+}
+
+absl::Status Runtime::Thread::Seek(const std::map<int32_t, int64_t>& offsets) {
+  rd_kafka_topic_partition_list_t* list = rd_kafka_topic_partition_list_new(offsets.size());
+  bool any = false;
+  for (const auto& [partition, offset] : offsets) {
+    if (offset < 0) continue;
+    rd_kafka_topic_partition_list_add(list, rt_->source_topic_.c_str(), partition)->offset = offset;
+    any = true;
+  }
+  absl::Status s;
+  if (any) {
+    rd_kafka_error_t* error = rd_kafka_seek_partitions(consumer_.get(), list, 10'000);
+    s = KafkaStatus("seek", error);
+  }
+  rd_kafka_topic_partition_list_destroy(list);
+  return s;
+}
+
+void Runtime::Thread::OnRebalance(rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t* parts) {
+  rd_kafka_t* rk = consumer_.get();
+  const bool cooperative = std::string_view(rd_kafka_rebalance_protocol(rk)) == "COOPERATIVE";
+  if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+    std::string names;
+    for (int i = 0; i < parts->cnt; ++i) {
+      rd_kafka_topic_partition_t& p = parts->elems[i];
+      if (!rebalance_error_.ok()) break;
+      absl::StatusOr<int64_t> next = CreateTask(p.partition);
+      if (!next.ok()) {
+        rebalance_error_ = next.status();
+        break;
+      }
+      p.offset = *next;  // the commit marker's offset; INVALID: the group's, or earliest
+      names += StrCat(names.empty() ? "" : ",", p.partition);
+    }
+    Log(LogLevel::kInfo, StrCat("thread ", index_, ": assigned partitions [", names, "]"));
+    if (cooperative) {
+      rebalance_error_.Update(KafkaStatus("incremental assign", rd_kafka_incremental_assign(rk, parts)));
+    } else {
+      rebalance_error_.Update(KafkaStatus("assign", rd_kafka_assign(rk, parts)));
+    }
+    return;
+  }
+  // Revoked (or lost): commit what the thread has, then close those tasks cleanly.
+  if (!closing_ && rebalance_error_.ok()) rebalance_error_.Update(CommitAll(true));
+  std::string names;
+  for (int i = 0; i < parts->cnt; ++i) {
+    CloseTask(parts->elems[i].partition);
+    names += StrCat(names.empty() ? "" : ",", parts->elems[i].partition);
+  }
+  Log(LogLevel::kInfo, StrCat("thread ", index_, ": revoked partitions [", names, "]"));
+  if (cooperative) {
+    KafkaStatus("incremental unassign", rd_kafka_incremental_unassign(rk, parts)).IgnoreError();
+  } else {
+    rd_kafka_assign(rk, nullptr);
+  }
+}
+
+absl::Status Runtime::Thread::ProcessMessage(const rd_kafka_message_t* m) {
+  auto it = tasks_.find(m->partition);
+  if (it == tasks_.end()) return absl::OkStatus();  // not ours (any more)
+  if (eos() && !in_transaction_) {
+    if (absl::Status s = producer_->BeginTransaction(); !s.ok()) return s;
+    in_transaction_ = true;
+  }
+  rd_kafka_timestamp_type_t type;
+  const int64_t ts = rd_kafka_message_timestamp(m, &type);
+  SourceRecord record;
+  record.topic = rt_->source_topic_;
+  record.partition = m->partition;
+  record.offset = m->offset;
+  record.timestamp_ms = ts;
+  record.key = std::string_view(static_cast<const char*>(m->key), m->key_len);
+  record.value = std::string_view(static_cast<const char*>(m->payload), m->len);
+  return it->second.task->Process(record);
+}
+
+absl::Status Runtime::Thread::CommitAll(bool force) {
+  if (tasks_.empty()) return absl::OkStatus();
+  bool dirty = false;
+  for (auto& [p, e] : tasks_) {
+    dirty |= e.out->sent() != e.sent_at_commit ||
+             e.task->counters().records_read != e.read_at_commit;
+  }
+  if (!dirty && !force) return absl::OkStatus();
+  if (eos() && !in_transaction_) {
+    if (absl::Status s = producer_->BeginTransaction(); !s.ok()) return RebuildTasks(s);
+    in_transaction_ = true;
+  }
+  std::vector<InputOffset> offsets;
+  for (auto& [p, e] : tasks_) {
+    if (absl::Status s = e.task->PrepareCommit(); !s.ok()) return RebuildTasks(s);
+    for (InputOffset& o : e.task->pending_offsets()) {
+      if (o.topic == rt_->source_topic_) offsets.push_back(std::move(o));
+    }
+  }
+  if (eos()) {
+    absl::Status s = producer_->CommitTransaction({offsets, consumer_.get()});
+    if (!s.ok()) return RebuildTasks(s);
+    in_transaction_ = false;
+  } else {
+    if (absl::Status s = producer_->Flush(); !s.ok()) return RebuildTasks(s);
+    if (!offsets.empty()) {
+      rd_kafka_topic_partition_list_t* list = rd_kafka_topic_partition_list_new(offsets.size());
+      for (const InputOffset& o : offsets) {
+        rd_kafka_topic_partition_list_add(list, o.topic.c_str(), o.partition)->offset = o.next_offset;
+      }
+      absl::Status s = KafkaStatus("commit offsets", rd_kafka_commit(consumer_.get(), list, 0));
+      rd_kafka_topic_partition_list_destroy(list);
+      // The markers hold the same offsets: a failed offset commit loses nothing.
+      if (!s.ok()) LogEvery("commit-offsets", 10'000, LogLevel::kWarning, std::string(s.message()));
+    }
+  }
+  for (auto& [p, e] : tasks_) {
+    if (absl::Status s = e.task->CompleteCommit(); !s.ok()) return RebuildTasks(s);
+    e.sent_at_commit = e.out->sent();
+    e.read_at_commit = e.task->counters().records_read;
+  }
+  ++commits_;
+  PublishCounters();
+  return absl::OkStatus();
+}
+
+absl::Status Runtime::Thread::RebuildTasks(const absl::Status& why) {
+  ++rebuilds_;
+  LogEvery(StrCat("rebuild-", index_), 5'000, LogLevel::kWarning,
+           StrCat("thread ", index_, ": commit failed (", why.message(),
+                  "); rebuilding its tasks from their changelogs"));
+  std::vector<int32_t> partitions;
+  for (auto& [p, e] : tasks_) {
+    e.task->AbortCommit(why).IgnoreError();  // failed: closes without a checkpoint
+    partitions.push_back(p);
+  }
+  for (int32_t p : partitions) CloseTask(p);
+  if (eos() && in_transaction_) {
+    if (!producer_->AbortTransaction().ok()) {
+      if (absl::Status s = NewProducer(); !s.ok()) return s;  // fenced or fatal: a new epoch
+    }
+    in_transaction_ = false;
+  }
+  std::map<int32_t, int64_t> offsets;
+  for (int32_t p : partitions) {
+    absl::StatusOr<int64_t> next = CreateTask(p);
+    if (!next.ok()) return next.status();
+    offsets[p] = *next;
+  }
+  // A partition with no commit yet restarts from its start.
+  for (auto& [p, offset] : offsets) {
+    if (offset < 0) offset = RD_KAFKA_OFFSET_BEGINNING;
+  }
+  return Seek(offsets);
+}
+
+void Runtime::Thread::PublishCounters() {
+  RuntimeCounters c = retired_;
+  for (auto& [p, e] : tasks_) {
+    const TaskCounters& t = e.task->counters();
+    c.records_read += t.records_read;
+    c.records_processed += t.records_processed;
+    c.windows_emitted += t.windows_emitted;
+    c.duplicates += t.duplicates_dropped;
+    c.late_dropped += t.late_dropped;
+    for (uint64_t d : t.dead_letters) c.dead_letters += d;
+  }
+  c.commits = commits_;
+  c.rebuilds = rebuilds_;
+  c.tasks = static_cast<int>(tasks_.size());
+  std::lock_guard<std::mutex> lock(mu_);
+  counters_ = c;
+}
+
+absl::Status Runtime::Thread::Run() {
+  if (absl::Status s = Setup(); !s.ok()) return s;
+  auto last_commit = Clock::now();
+  auto last_punctuation = Clock::now();
+  absl::Status status;
+  while (!rt_->stop_.load(std::memory_order_relaxed)) {
+    rd_kafka_message_t* m = rd_kafka_consumer_poll(consumer_.get(), 20);
+    if (!rebalance_error_.ok()) {
+      if (m != nullptr) rd_kafka_message_destroy(m);
+      status = rebalance_error_;
+      break;
+    }
+    if (m != nullptr) {
+      if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        absl::Status s = ProcessMessage(m);
+        if (!s.ok()) status = RebuildTasks(s);
+      } else if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+        LogEvery(StrCat("consume-", index_), 10'000, LogLevel::kWarning,
+                 StrCat("thread ", index_, ": consume: ", rd_kafka_message_errstr(m)));
+      }
+      rd_kafka_message_destroy(m);
+      if (!status.ok()) break;
+    }
+    if (ElapsedMs(last_punctuation) >= 100) {
+      last_punctuation = Clock::now();
+      for (auto& [p, e] : tasks_) {
+        if (eos() && !in_transaction_) {
+          if (absl::Status s = producer_->BeginTransaction(); !s.ok()) {
+            status = s;
+            break;
+          }
+          in_transaction_ = true;
+        }
+        if (absl::Status s = e.task->PunctuateWallClock(); !s.ok()) status = RebuildTasks(s);
+      }
+      if (!status.ok()) break;
+    }
+    if (ElapsedMs(last_commit) >= options().commit_interval_ms) {
+      last_commit = Clock::now();
+      if (absl::Status s = CommitAll(false); !s.ok()) {
+        status = s;
+        break;
+      }
+    }
+  }
+  // Shutdown: the current batch is done; commit, checkpoint, leave the group.
+  closing_ = true;
+  if (status.ok()) status = CommitAll(true);
+  std::vector<int32_t> partitions;
+  for (auto& [p, e] : tasks_) partitions.push_back(p);
+  if (!status.ok()) {
+    for (auto& [p, e] : tasks_) e.task->AbortCommit(status).IgnoreError();
+  }
+  for (int32_t p : partitions) CloseTask(p);
+  PublishCounters();
+  if (eos() && in_transaction_) producer_->AbortTransaction().IgnoreError();
+  rd_kafka_consumer_close(consumer_.get());
+  return status;
+}
+
+Runtime::Runtime(const Topology& topology, RuntimeOptions options)
+    : topology_(topology), options_(std::move(options)) {}
+
+Runtime::~Runtime() {
+  Stop();
+  Join().IgnoreError();
+}
+
+absl::StatusOr<std::unique_ptr<Runtime>> Runtime::Create(const Topology& topology,
+                                                         RuntimeOptions options) {
+  std::vector<std::string> sources = topology.source_topics();
+  if (sources.size() != 1) {
+    return absl::InvalidArgumentError("runtime: the topology must read exactly one topic");
+  }
+  if (options.threads < 1) return absl::InvalidArgumentError("runtime: threads must be >= 1");
+  if (options.commit_interval_ms < 1) {
+    return absl::InvalidArgumentError("runtime: commit interval must be >= 1 ms");
+  }
+  for (const StoreDef& def : topology.stores()) {
+    if (def.type == StoreType::kRocksDb && options.state_dir.empty()) {
+      return absl::InvalidArgumentError("runtime: RocksDB stores need a state directory");
+    }
+  }
+  std::unique_ptr<Runtime> rt(new Runtime(topology, std::move(options)));
+  rt->source_topic_ = sources[0];
+  return rt;
+}
+
+absl::Status Runtime::EnsureTopics() {
+  Properties props = {{"log_level", "3"}};
+  for (const auto& p : options_.kafka) props.push_back(p);
+  absl::StatusOr<KafkaHandle> rk = NewClient(RD_KAFKA_CONSUMER, props);
+  if (!rk.ok()) return rk.status();
+  auto partitions_of = [&](std::map<std::string, int>* out) -> absl::Status {
+    const struct rd_kafka_metadata* md = nullptr;
+    absl::Status s = KafkaStatus("metadata", rd_kafka_metadata(rk->get(), 1, nullptr, &md, 30'000));
+    if (!s.ok()) return s;
+    out->clear();
+    for (int i = 0; i < md->topic_cnt; ++i) {
+      if (md->topics[i].err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        (*out)[md->topics[i].topic] = md->topics[i].partition_cnt;
+      }
+    }
+    rd_kafka_metadata_destroy(md);
+    return absl::OkStatus();
+  };
+  std::map<std::string, int> topics;
+  if (absl::Status s = partitions_of(&topics); !s.ok()) return s;
+  auto source = topics.find(source_topic_);
+  if (source == topics.end()) {
+    return absl::FailedPreconditionError(StrCat("topic ", source_topic_, " does not exist"));
+  }
+  source_partitions_ = source->second;
+  std::set<std::string> outputs;
+  for (const std::string& t : topology_.sink_topics()) outputs.insert(t);
+  outputs.insert(options_.dead_letter_topic);
+  for (const std::string& t : outputs) {
+    if (!topics.contains(t)) {
+      return absl::FailedPreconditionError(StrCat("output topic ", t, " does not exist"));
+    }
+  }
+  bool created = false;
+  for (const StoreDef& def : topology_.stores()) {
+    const std::string name = ChangelogTopic(options_.application_id, def.name);
+    auto it = topics.find(name);
+    if (it != topics.end()) {
+      if (it->second != source_partitions_) {
+        return absl::FailedPreconditionError(
+            StrCat("changelog topic ", name, " has ", it->second, " partitions, ",
+                   source_topic_, " has ", source_partitions_,
+                   ": they must match (delete the changelog and reset the application)"));
+      }
+      continue;
+    }
+    if (options_.embedded_broker != nullptr) {
+      if (absl::Status s = options_.embedded_broker->CreateTopic(name, source_partitions_); !s.ok()) {
+        return s;
+      }
+      created = true;
+      continue;
+    }
+    // A real broker: CreateTopics, compacted (the dev broker's protocol has none; its
+    // `streammetrics broker` creates the internal topics up front).
+    rd_kafka_NewTopic_t* nt = nullptr;
+    char err[256];
+    nt = rd_kafka_NewTopic_new(name.c_str(), source_partitions_, -1, err, sizeof(err));
+    if (nt == nullptr) return absl::InvalidArgumentError(StrCat("changelog topic ", name, ": ", err));
+    rd_kafka_NewTopic_set_config(nt, "cleanup.policy", "compact");
+    rd_kafka_queue_t* q = rd_kafka_queue_new(rk->get());
+    rd_kafka_CreateTopics(rk->get(), &nt, 1, nullptr, q);
+    rd_kafka_event_t* ev = rd_kafka_queue_poll(q, 30'000);
+    absl::Status s;
+    if (ev == nullptr) {
+      s = absl::FailedPreconditionError(
+          StrCat("changelog topic ", name, " does not exist and the broker did not create it; ",
+                 "create it with ", source_partitions_, " partitions"));
+    } else {
+      const rd_kafka_CreateTopics_result_t* res = rd_kafka_event_CreateTopics_result(ev);
+      size_t n = 0;
+      const rd_kafka_topic_result_t** results =
+          res != nullptr ? rd_kafka_CreateTopics_result_topics(res, &n) : nullptr;
+      if (rd_kafka_event_error(ev) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        s = KafkaStatus(StrCat("create changelog topic ", name), rd_kafka_event_error(ev));
+      } else if (n == 1 && rd_kafka_topic_result_error(results[0]) != RD_KAFKA_RESP_ERR_NO_ERROR &&
+                 rd_kafka_topic_result_error(results[0]) != RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) {
+        s = KafkaStatus(StrCat("create changelog topic ", name),
+                        rd_kafka_topic_result_error(results[0]));
+      }
+      rd_kafka_event_destroy(ev);
+    }
+    rd_kafka_queue_destroy(q);
+    rd_kafka_NewTopic_destroy(nt);
+    if (!s.ok()) return s;
+    created = true;
+  }
+  if (created) Log(LogLevel::kInfo, "created the changelog topics");
+  return absl::OkStatus();
+}
+
+absl::Status Runtime::Start() {
+  if (!threads_.empty()) return absl::FailedPreconditionError("runtime: already started");
+  if (absl::Status s = EnsureTopics(); !s.ok()) return s;
+  for (int i = 0; i < options_.threads; ++i) {
+    threads_.push_back(std::make_unique<Thread>(this, i));
+  }
+  for (auto& t : threads_) t->Start();
+  Log(LogLevel::kInfo, StrCat("application ", options_.application_id, ": ", options_.threads,
+                              " stream thread(s) on ", source_topic_, " (", source_partitions_,
+                              " partitions), ",
+                              options_.guarantee == ProcessingGuarantee::kExactlyOnceV2
+                                  ? "exactly_once_v2"
+                                  : "at_least_once"));
+  return absl::OkStatus();
+}
+
+void Runtime::Stop() { stop_.store(true); }
+
+absl::Status Runtime::Join() {
+  absl::Status result;
+  for (auto& t : threads_) result.Update(t->Join());
+  return result;
+}
+
+RuntimeCounters Runtime::counters() const {
+  RuntimeCounters sum;
+  for (const auto& t : threads_) {
+    RuntimeCounters c = t->counters();
+    sum.records_read += c.records_read;
+    sum.records_processed += c.records_processed;
+    sum.windows_emitted += c.windows_emitted;
+    sum.dead_letters += c.dead_letters;
+    sum.duplicates += c.duplicates;
+    sum.late_dropped += c.late_dropped;
+    sum.commits += c.commits;
+    sum.rebuilds += c.rebuilds;
+    sum.tasks += c.tasks;
+  }
+  return sum;
+}
+
+}  // namespace streammetrics::kafka

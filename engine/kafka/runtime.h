@@ -1,0 +1,118 @@
+// The Kafka runtime: a topology run as a Kafka Streams application. One process is one
+// instance of the application (`application.id` = consumer group = prefix of the
+// internal topics); it runs N stream threads, each with one consumer (cooperative-
+// sticky member of the group), one producer (transactional under exactly_once_v2, id
+// <application.id>-<instance>-<thread>) and the tasks of its assigned partitions (one
+// task per input partition, stores under <state_dir>/<task id>).
+//
+// A thread's loop: poll → process records per task in offset order → wall-clock
+// punctuation (idle windows) every 100 ms → every commit_interval_ms commit all its
+// tasks at once: PrepareCommit of each task (changes and markers to the changelogs),
+// one transaction with the outputs, changelogs and the tasks' input offsets, then
+// CompleteCommit (staged changes to the local stores, checkpoints). A failed commit
+// aborts the transaction and rebuilds every task of the thread from its changelogs to
+// its last commit, resuming input at the commit markers' offsets — which is exact even
+// on the dev broker, which drops transactional offsets and shows aborted records.
+//
+// Rebalances (cooperative): newly assigned partitions get tasks, restored before they
+// process (progress logged), positioned at their restored offsets; revoked partitions
+// are committed (all of the thread's tasks) and their tasks closed cleanly (checkpoint).
+//
+// Threads: Start() spawns them; Stop() asks them to finish the current batch, commit,
+// checkpoint and leave the group; Join() waits. Counters are readable from any thread.
+#ifndef STREAMMETRICS_ENGINE_KAFKA_RUNTIME_H_
+#define STREAMMETRICS_ENGINE_KAFKA_RUNTIME_H_
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "engine/kafka/producer.h"
+#include "statestore/cache_budget.h"
+#include "statestore/rocksdb_stores.h"
+#include "topology/topology.h"
+
+namespace streammetrics::kafka {
+
+class DevBroker;
+
+enum class ProcessingGuarantee {
+  // Outputs, changelogs, markers and input offsets in one transaction per commit.
+  kExactlyOnceV2,
+  // No transactions: outputs and changelogs flushed, then offsets committed. State is
+  // still restored exactly (commit markers); outputs may repeat after a crash.
+  kAtLeastOnce,
+};
+
+struct RuntimeOptions {
+  std::string application_id = "streammetrics";
+  // librdkafka properties for every client (bootstrap.servers, session.timeout.ms, ...).
+  Properties kafka;
+  ProcessingGuarantee guarantee = ProcessingGuarantee::kExactlyOnceV2;
+  int threads = 1;
+  int64_t commit_interval_ms = 100;
+  // Task stores live under <state_dir>/<task id>; required with RocksDB stores.
+  std::string state_dir;
+  // Distinguishes this process's transactional ids from other instances'.
+  std::string instance_id = "0";
+  std::shared_ptr<RocksDbResources> rocksdb;
+  std::shared_ptr<CacheBudget> cache_budget;
+  uint64_t checkpoint_every_changes = 100'000;
+  // The dev broker in this process, if any: internal topics are created on it (its
+  // protocol has no CreateTopics).
+  DevBroker* embedded_broker = nullptr;
+  std::string dead_letter_topic = "metrics-dead-letter";
+};
+
+// Counters of the whole instance, summed over threads; updated at each commit.
+struct RuntimeCounters {
+  uint64_t records_read = 0;
+  uint64_t records_processed = 0;
+  uint64_t windows_emitted = 0;
+  uint64_t dead_letters = 0;
+  uint64_t duplicates = 0;
+  uint64_t late_dropped = 0;
+  uint64_t commits = 0;
+  uint64_t rebuilds = 0;  // task rebuilds after failed commits
+  int tasks = 0;
+};
+
+class Runtime {
+ public:
+  // Checks the topology (one source topic) and the options.
+  static absl::StatusOr<std::unique_ptr<Runtime>> Create(const Topology& topology,
+                                                         RuntimeOptions options);
+  ~Runtime();
+
+  // Checks the source topic and output topics exist, creates the changelog topics
+  // (partitions = the source topic's; compacted) or checks them, then starts the
+  // threads. FailedPrecondition naming the topic when one is missing or mis-partitioned.
+  absl::Status Start();
+  // Asks every thread to commit, close its tasks and leave the group. Returns at once.
+  void Stop();
+  // Waits for the threads; the first thread failure, if any.
+  absl::Status Join();
+  RuntimeCounters counters() const;
+
+ private:
+  class Thread;
+  Runtime(const Topology& topology, RuntimeOptions options);
+  absl::Status EnsureTopics();
+
+  const Topology& topology_;
+  RuntimeOptions options_;
+  std::string source_topic_;
+  int32_t source_partitions_ = 0;
+  std::atomic<bool> stop_{false};
+  std::vector<std::unique_ptr<Thread>> threads_;
+};
+
+}  // namespace streammetrics::kafka
+
+#endif  // STREAMMETRICS_ENGINE_KAFKA_RUNTIME_H_

@@ -1,0 +1,171 @@
+#include "engine/kafka/topic_reader.h"
+
+#include <chrono>
+
+#include "engine/kafka/kafka_common.h"
+
+namespace streammetrics::kafka {
+namespace {
+
+OutputRecord ToOutput(const rd_kafka_message_t* m) {
+  OutputRecord r;
+  r.topic = rd_kafka_topic_name(m->rkt);
+  r.partition = m->partition;
+  if (m->key != nullptr) r.key.assign(static_cast<const char*>(m->key), m->key_len);
+  if (m->payload != nullptr) r.value.assign(static_cast<const char*>(m->payload), m->len);
+  rd_kafka_timestamp_type_t type;
+  r.timestamp_ms = rd_kafka_message_timestamp(m, &type);
+  rd_kafka_headers_t* hdrs = nullptr;
+  if (rd_kafka_message_headers(m, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+    const char* name;
+    const void* value;
+    size_t size;
+    for (size_t i = 0; rd_kafka_header_get_all(hdrs, i, &name, &value, &size) ==
+                       RD_KAFKA_RESP_ERR_NO_ERROR;
+         ++i) {
+      r.headers.emplace_back(name, std::string(static_cast<const char*>(value), size));
+    }
+  }
+  return r;
+}
+
+absl::StatusOr<int> PartitionCount(rd_kafka_t* rk, const std::string& topic) {
+  const struct rd_kafka_metadata* md = nullptr;
+  absl::Status s = KafkaStatus("metadata", rd_kafka_metadata(rk, 1, nullptr, &md, 30'000));
+  if (!s.ok()) return s;
+  int partitions = -1;
+  for (int i = 0; i < md->topic_cnt; ++i) {
+    if (topic == md->topics[i].topic && md->topics[i].err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+      partitions = md->topics[i].partition_cnt;
+    }
+  }
+  rd_kafka_metadata_destroy(md);
+  if (partitions < 0) return absl::NotFoundError("topic " + topic + " does not exist");
+  return partitions;
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<OutputRecord>> ReadTopic(const Properties& properties,
+                                                    const std::string& topic,
+                                                    ReadOptions options) {
+  Properties props = {{"group.id", "streammetrics-reader"},
+                      {"enable.auto.commit", "false"},
+                      {"enable.partition.eof", "true"},
+                      {"isolation.level", options.read_committed ? "read_committed"
+                                                                 : "read_uncommitted"},
+                      {"log_level", "3"}};
+  for (const auto& p : properties) props.push_back(p);
+  absl::StatusOr<KafkaHandle> rk = NewClient(RD_KAFKA_CONSUMER, props);
+  if (!rk.ok()) return rk.status();
+  absl::StatusOr<int> partitions = PartitionCount(rk->get(), topic);
+  if (!partitions.ok()) return partitions.status();
+  std::vector<OutputRecord> out;
+  for (int p = 0; p < *partitions; ++p) {
+    int64_t low = 0, high = 0;
+    absl::Status s = KafkaStatus("watermarks", rd_kafka_query_watermark_offsets(
+                                                   rk->get(), topic.c_str(), p, &low, &high,
+                                                   options.timeout_ms));
+    if (!s.ok()) return s;
+    if (low >= high) continue;
+    rd_kafka_topic_partition_list_t* list = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(list, topic.c_str(), p)->offset = low;
+    rd_kafka_assign(rk->get(), list);
+    rd_kafka_topic_partition_list_destroy(list);
+    const auto deadline =
+        std::chrono::steady_clock::now() + std::chrono::milliseconds(options.timeout_ms);
+    while (true) {
+      if (std::chrono::steady_clock::now() > deadline) {
+        return absl::UnavailableError("read of " + topic + ": timed out");
+      }
+      rd_kafka_message_t* m = rd_kafka_consumer_poll(rk->get(), 100);
+      if (m == nullptr) continue;
+      const rd_kafka_resp_err_t err = m->err;
+      if (err == RD_KAFKA_RESP_ERR_NO_ERROR) out.push_back(ToOutput(m));
+      rd_kafka_message_destroy(m);
+      if (err == RD_KAFKA_RESP_ERR__PARTITION_EOF) break;
+      if (err != RD_KAFKA_RESP_ERR_NO_ERROR) return KafkaStatus("read of " + topic, err);
+    }
+    rd_kafka_assign(rk->get(), nullptr);
+  }
+  rd_kafka_consumer_close(rk->get());
+  return out;
+}
+
+struct TopicFollower::Impl {
+  KafkaHandle rk;
+};
+
+TopicFollower::TopicFollower(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+TopicFollower::~TopicFollower() {
+  if (impl_->rk != nullptr) rd_kafka_consumer_close(impl_->rk.get());
+}
+
+absl::StatusOr<std::unique_ptr<TopicFollower>> TopicFollower::Create(const Properties& properties,
+                                                                     const std::string& topic,
+                                                                     bool from_start) {
+  Properties props = {{"group.id", "streammetrics-follower"},
+                      {"enable.auto.commit", "false"},
+                      {"isolation.level", "read_committed"},
+                      {"log_level", "3"}};
+  for (const auto& p : properties) props.push_back(p);
+  absl::StatusOr<KafkaHandle> rk = NewClient(RD_KAFKA_CONSUMER, props);
+  if (!rk.ok()) return rk.status();
+  absl::StatusOr<int> partitions = PartitionCount(rk->get(), topic);
+  if (!partitions.ok()) return partitions.status();
+  rd_kafka_topic_partition_list_t* list = rd_kafka_topic_partition_list_new(*partitions);
+  for (int p = 0; p < *partitions; ++p) {
+    rd_kafka_topic_partition_list_add(list, topic.c_str(), p)->offset =
+        from_start ? RD_KAFKA_OFFSET_BEGINNING : RD_KAFKA_OFFSET_END;
+  }
+  absl::Status s = KafkaStatus("assign " + topic, rd_kafka_assign(rk->get(), list));
+  rd_kafka_topic_partition_list_destroy(list);
+  if (!s.ok()) return s;
+  auto impl = std::make_unique<Impl>();
+  impl->rk = *std::move(rk);
+  return std::unique_ptr<TopicFollower>(new TopicFollower(std::move(impl)));
+}
+
+std::vector<OutputRecord> TopicFollower::Poll(int timeout_ms, size_t max_records) {
+  std::vector<OutputRecord> out;
+  const auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  while (out.size() < max_records) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+                          deadline - std::chrono::steady_clock::now())
+                          .count();
+    if (left <= 0) break;
+    rd_kafka_message_t* m = rd_kafka_consumer_poll(impl_->rk.get(), static_cast<int>(left));
+    if (m == nullptr) break;
+    if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) out.push_back(ToOutput(m));
+    rd_kafka_message_destroy(m);
+  }
+  return out;
+}
+
+absl::StatusOr<int64_t> ConsumerLag(const Properties& properties, const std::string& group,
+                                    const std::string& topic) {
+  Properties props = {{"group.id", group}, {"enable.auto.commit", "false"}, {"log_level", "3"}};
+  for (const auto& p : properties) props.push_back(p);
+  absl::StatusOr<KafkaHandle> rk = NewClient(RD_KAFKA_CONSUMER, props);
+  if (!rk.ok()) return rk.status();
+  absl::StatusOr<int> partitions = PartitionCount(rk->get(), topic);
+  if (!partitions.ok()) return partitions.status();
+  rd_kafka_topic_partition_list_t* list = rd_kafka_topic_partition_list_new(*partitions);
+  for (int p = 0; p < *partitions; ++p) rd_kafka_topic_partition_list_add(list, topic.c_str(), p);
+  absl::Status s = KafkaStatus("committed", rd_kafka_committed(rk->get(), list, 10'000));
+  int64_t lag = 0;
+  for (int i = 0; s.ok() && i < list->cnt; ++i) {
+    int64_t low = 0, high = 0;
+    s = KafkaStatus("watermarks", rd_kafka_query_watermark_offsets(
+                                      rk->get(), topic.c_str(), list->elems[i].partition, &low,
+                                      &high, 10'000));
+    const int64_t committed = list->elems[i].offset >= 0 ? list->elems[i].offset : low;
+    lag += std::max<int64_t>(0, high - committed);
+  }
+  rd_kafka_topic_partition_list_destroy(list);
+  if (!s.ok()) return s;
+  return lag;
+}
+
+}  // namespace streammetrics::kafka
