@@ -15,7 +15,7 @@ class TopologyTestDriver::Collector final : public RecordCollector {
  public:
   void Send(std::string_view topic, std::string_view key, std::string_view value,
             int64_t timestamp_ms, std::span<const streammetrics::Header> headers) override {
-    OutputRecord r{std::string(topic), 0, std::string(key), std::string(value), timestamp_ms, {}};
+    OutputRecord r{std::string(topic), std::string(key), std::string(value), timestamp_ms, {}};
     for (const streammetrics::Header& h : headers) r.headers.emplace_back(h.key, h.value);
     records.push_back(std::move(r));
   }

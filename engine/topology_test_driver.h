@@ -25,11 +25,11 @@ namespace streammetrics {
 
 struct OutputRecord {
   std::string topic;
-  int32_t partition = 0;  // where a broker put it (0 in the driver)
   std::string key;
   std::string value;
   int64_t timestamp_ms = 0;
   std::vector<std::pair<std::string, std::string>> headers;
+  int32_t partition = 0;  // where a broker put it (0 in the driver)
 
   // The value of header `name`, or nullopt.
   std::optional<std::string> Header(std::string_view name) const;
