@@ -427,6 +427,10 @@ absl::Status Task::PrepareCommit() {
     if (absl::Status s = p->Flush(); !s.ok()) return Fail(s);
   }
   if (absl::Status s = Fault(CommitStep::kProcessorsFlushed); !s.ok()) return Fail(s);
+  // Every change acknowledged before any marker is sent: where a broker shows records of
+  // unfinished transactions (the dev broker), a visible marker then implies that every
+  // change of its commit is there too. A failed change never gets a marker.
+  if (absl::Status s = config_.changelog->Flush(); !s.ok()) return Fail(s);
   pending_commit_ = NextMarker();
   const std::string encoded = pending_commit_->Encode();
   for (const Logged& l : logged_) {

@@ -27,6 +27,7 @@ absl::StatusOr<std::unique_ptr<KafkaChangelogReader>> KafkaChangelogReader::Crea
                       {"auto.offset.reset", "earliest"},
                       {"group.id", application_id + "-restore"},  // never joined: assign only
                       {"fetch.max.bytes", "52428800"},
+                      {"fetch.wait.max.ms", "10"},
                       {"queued.max.messages.kbytes", "65536"},
                       {"log_level", "4"}};
   for (auto& p : properties) props.push_back(std::move(p));

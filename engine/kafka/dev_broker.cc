@@ -4,6 +4,8 @@
 
 #include <librdkafka/rdkafka_mock.h>
 
+#include <vector>
+
 namespace streammetrics::kafka {
 
 struct DevBroker::Impl {
@@ -57,6 +59,12 @@ absl::Status DevBroker::SetBrokerDown(int broker_id) {
 absl::Status DevBroker::SetBrokerUp(int broker_id) {
   return KafkaStatus("dev broker: broker up",
                      rd_kafka_mock_broker_set_up(impl_->cluster, broker_id));
+}
+
+void DevBroker::FailRequests(int16_t api_key, int count, int error) {
+  std::vector<rd_kafka_resp_err_t> errors(static_cast<size_t>(count),
+                                          static_cast<rd_kafka_resp_err_t>(error));
+  rd_kafka_mock_push_request_errors_array(impl_->cluster, api_key, errors.size(), errors.data());
 }
 
 }  // namespace streammetrics::kafka

@@ -10,6 +10,7 @@
 #ifndef STREAMMETRICS_ENGINE_KAFKA_DEV_BROKER_H_
 #define STREAMMETRICS_ENGINE_KAFKA_DEV_BROKER_H_
 
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -38,6 +39,9 @@ class DevBroker {
   // Fault injection: a broker stops answering / answers again.
   absl::Status SetBrokerDown(int broker_id);
   absl::Status SetBrokerUp(int broker_id);
+  // Fault injection: the next `count` requests of Kafka API `api_key` (0 Produce,
+  // 26 EndTxn, ...) fail with librdkafka error code `error` (rd_kafka_resp_err_t).
+  void FailRequests(int16_t api_key, int count, int error);
 
  private:
   struct Impl;

@@ -1,8 +1,10 @@
 #include "engine/kafka/producer.h"
 
+#include <chrono>
 #include <cstring>
 
 #include "engine/kafka/kafka_common.h"
+#include "engine/log.h"
 #include "statestore/fixed_encoding.h"
 
 namespace streammetrics::kafka {
@@ -26,7 +28,7 @@ bool IsConsumerOnly(std::string_view key) {
 
 struct Producer::Impl {
   KafkaHandle rk;
-  int timeout_ms = 60'000;
+  int timeout_ms = 10'000;
   absl::Status first_error;  // since the last successful Flush
   std::map<std::pair<std::string, int32_t>, int64_t, std::less<>> delivered_end;
 
@@ -156,15 +158,28 @@ absl::Status Producer::CommitTransaction(const OffsetCommit& commit) {
     }
     auto* consumer = static_cast<rd_kafka_t*>(commit.consumer);
     rd_kafka_consumer_group_metadata_t* meta = rd_kafka_consumer_group_metadata(consumer);
+    const auto started = std::chrono::steady_clock::now();
     absl::Status s = KafkaStatus("send offsets to transaction",
                                  rd_kafka_send_offsets_to_transaction(impl_->rk.get(), list, meta,
                                                                       impl_->timeout_ms));
+    const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                        std::chrono::steady_clock::now() - started)
+                        .count();
+    if (ms > 1'000) {
+      Log(LogLevel::kWarning, "send_offsets_to_transaction took " + std::to_string(ms) + " ms");
+    }
     rd_kafka_consumer_group_metadata_destroy(meta);
     rd_kafka_topic_partition_list_destroy(list);
     if (!s.ok()) return s;
   }
-  return KafkaStatus("commit transaction",
-                     rd_kafka_commit_transaction(impl_->rk.get(), impl_->timeout_ms));
+  const auto started = std::chrono::steady_clock::now();
+  absl::Status s = KafkaStatus("commit transaction",
+                               rd_kafka_commit_transaction(impl_->rk.get(), impl_->timeout_ms));
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                      std::chrono::steady_clock::now() - started)
+                      .count();
+  if (ms > 1'000) Log(LogLevel::kWarning, "commit_transaction took " + std::to_string(ms) + " ms");
+  return s;
 }
 
 absl::Status Producer::AbortTransaction() {

@@ -33,8 +33,9 @@ struct ProducerOptions {
   std::vector<std::pair<std::string, std::string>> properties;
   // Set: a transactional producer with this transactional.id (exactly-once).
   std::optional<std::string> transactional_id;
-  // How long Flush and the transactional calls may take. Default: 60 s.
-  int timeout_ms = 60'000;
+  // How long Flush and each transactional call may take before the commit fails (and
+  // the thread rebuilds its tasks and retries). Default: 10 s.
+  int timeout_ms = 10'000;
 };
 
 // Input offsets a transaction commits, with the group they belong to.

@@ -197,7 +197,11 @@ absl::StatusOr<int64_t> Runtime::Thread::CreateTask(int32_t partition) {
                         StrCat("task ", TaskId(partition), ": ", task.status().message()));
   }
   entry.task = *std::move(task);
-  int64_t next = RD_KAFKA_OFFSET_INVALID;
+  // With stores, the commit markers are the only position that matches the state: no
+  // marker means no commit, so the input starts at its beginning. Without stores, the
+  // group's committed offset (INVALID: use it, or auto.offset.reset).
+  int64_t next = rt_->topology_.stores().empty() ? RD_KAFKA_OFFSET_INVALID
+                                                 : RD_KAFKA_OFFSET_BEGINNING;
   for (const InputOffset& o : entry.task->committed_offsets()) {
     if (o.topic == rt_->source_topic_ && o.partition == partition) next = o.next_offset;
   }
@@ -210,7 +214,9 @@ absl::StatusOr<int64_t> Runtime::Thread::CreateTask(int32_t partition) {
   Log(LogLevel::kInfo,
       StrCat("task ", TaskId(partition), " restored in ", ElapsedMs(started), " ms: ", applied,
              " changes applied, ", discarded, " discarded, commit ", report.last_sequence,
-             next >= 0 ? StrCat(", resuming at offset ", next) : std::string(", from the start"),
+             next >= 0 ? StrCat(", resuming at offset ", next)
+                       : std::string(next == RD_KAFKA_OFFSET_BEGINNING ? ", from the start"
+                                                                       : ", from the group's offset"),
              report.rebuilt_because.empty() ? std::string()
                                             : StrCat(" (rebuilt: ", report.rebuilt_because, ")")));
   tasks_[partition] = std::move(entry);
@@ -237,7 +243,9 @@ absl::Status Runtime::Thread::Seek(const std::map<int32_t, int64_t>& offsets) {
   rd_kafka_topic_partition_list_t* list = rd_kafka_topic_partition_list_new(offsets.size());
   bool any = false;
   for (const auto& [partition, offset] : offsets) {
-    if (offset < 0) continue;
+    // Regression: BEGINNING (a task with no commit yet) was skipped, so such a task went on
+    // from where its failed attempt had read, losing those records.
+    if (offset < 0 && offset != RD_KAFKA_OFFSET_BEGINNING) continue;
     rd_kafka_topic_partition_list_add(list, rt_->source_topic_.c_str(), partition)->offset = offset;
     any = true;
   }
@@ -320,12 +328,18 @@ absl::Status Runtime::Thread::CommitAll(bool force) {
     if (absl::Status s = producer_->BeginTransaction(); !s.ok()) return RebuildTasks(s);
     in_transaction_ = true;
   }
+  const auto started = Clock::now();
   std::vector<InputOffset> offsets;
   for (auto& [p, e] : tasks_) {
     if (absl::Status s = e.task->PrepareCommit(); !s.ok()) return RebuildTasks(s);
     for (InputOffset& o : e.task->pending_offsets()) {
       if (o.topic == rt_->source_topic_) offsets.push_back(std::move(o));
     }
+  }
+  const int64_t prepare_ms = ElapsedMs(started);
+  if (prepare_ms > 2'000) {
+    LogEvery(StrCat("slow-prepare-", index_), 10'000, LogLevel::kWarning,
+             StrCat("thread ", index_, ": preparing a commit took ", prepare_ms, " ms"));
   }
   if (eos()) {
     absl::Status s = producer_->CommitTransaction({offsets, consumer_.get()});
@@ -348,6 +362,10 @@ absl::Status Runtime::Thread::CommitAll(bool force) {
     if (absl::Status s = e.task->CompleteCommit(); !s.ok()) return RebuildTasks(s);
     e.sent_at_commit = e.out->sent();
     e.read_at_commit = e.task->counters().records_read;
+  }
+  if (const int64_t took = ElapsedMs(started); took > 2'000) {
+    LogEvery(StrCat("slow-commit-", index_), 10'000, LogLevel::kWarning,
+             StrCat("thread ", index_, ": a commit took ", took, " ms"));
   }
   ++commits_;
   PublishCounters();
@@ -381,12 +399,19 @@ absl::Status Runtime::Thread::RebuildTasks(const absl::Status& why) {
   for (auto& [p, offset] : offsets) {
     if (offset < 0) offset = RD_KAFKA_OFFSET_BEGINNING;
   }
-  return Seek(offsets);
+  absl::Status s = Seek(offsets);
+  PublishCounters();
+  Log(LogLevel::kInfo, StrCat("thread ", index_, ": rebuilt ", partitions.size(), " task(s)",
+                              s.ok() ? std::string() : StrCat("; seek: ", s.message())));
+  return s;
 }
 
 void Runtime::Thread::PublishCounters() {
   RuntimeCounters c = retired_;
   for (auto& [p, e] : tasks_) {
+    for (const InputOffset& o : e.task->committed_offsets()) {
+      if (o.topic == rt_->source_topic_) c.committed_input += o.next_offset;
+    }
     const TaskCounters& t = e.task->counters();
     c.records_read += t.records_read;
     c.records_processed += t.records_processed;
@@ -618,6 +643,7 @@ RuntimeCounters Runtime::counters() const {
     sum.commits += c.commits;
     sum.rebuilds += c.rebuilds;
     sum.tasks += c.tasks;
+    sum.committed_input += c.committed_input;
   }
   return sum;
 }

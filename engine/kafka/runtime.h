@@ -81,6 +81,9 @@ struct RuntimeCounters {
   uint64_t commits = 0;
   uint64_t rebuilds = 0;  // task rebuilds after failed commits
   int tasks = 0;
+  // Sum over the instance's tasks of their last committed input offset: the input
+  // records whose processing is committed (when every partition is assigned here).
+  int64_t committed_input = 0;
 };
 
 class Runtime {

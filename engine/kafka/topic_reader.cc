@@ -50,6 +50,7 @@ absl::StatusOr<std::vector<OutputRecord>> ReadTopic(const Properties& properties
                                                     const std::string& topic,
                                                     ReadOptions options) {
   Properties props = {{"group.id", "streammetrics-reader"},
+                      {"fetch.wait.max.ms", "10"},
                       {"enable.auto.commit", "false"},
                       {"enable.partition.eof", "true"},
                       {"isolation.level", options.read_committed ? "read_committed"
