@@ -315,7 +315,33 @@ absl::Status ParseRoot(const YAML::Node& root, AppConfig* c) {
     }
   }
   if (const YAML::Node n = root["processing"]) {
-    SM_RETURN_IF_ERROR(Reader::CheckKeys(n, "processing", {"commit_every_records"}));
+    SM_RETURN_IF_ERROR(Reader::CheckKeys(
+        n, "processing", {"commit_every_records", "guarantee", "threads", "commit_interval"}));
+    if (n["guarantee"]) {
+      std::string g;
+      SM_ASSIGN(g, Reader::String(n["guarantee"], "processing.guarantee"));
+      if (g == "exactly_once_v2") {
+        c->exactly_once = true;
+      } else if (g == "at_least_once") {
+        c->exactly_once = false;
+      } else {
+        return Reader::Error("processing.guarantee",
+                             StrCat("expected exactly_once_v2 or at_least_once, got '", g, "'"));
+      }
+    }
+    if (n["threads"]) {
+      int64_t v;
+      SM_ASSIGN(v, Reader::Int(n["threads"], "processing.threads"));
+      if (v < 1 || v > 256) return Reader::Error("processing.threads", "must be in [1, 256]");
+      c->threads = static_cast<int>(v);
+    }
+    if (n["commit_interval"]) {
+      SM_ASSIGN(c->commit_interval_ms,
+                Reader::Duration(n["commit_interval"], "processing.commit_interval"));
+      if (c->commit_interval_ms < 1) {
+        return Reader::Error("processing.commit_interval", "must be >= 1ms");
+      }
+    }
     if (n["commit_every_records"]) {
       int64_t v;
       SM_ASSIGN(v, Reader::Int(n["commit_every_records"], "processing.commit_every_records"));
@@ -325,7 +351,11 @@ absl::Status ParseRoot(const YAML::Node& root, AppConfig* c) {
   }
   if (const YAML::Node n = root["state"]) {
     SM_RETURN_IF_ERROR(Reader::CheckKeys(
-        n, "state", {"cache_max_bytes", "rocksdb_cache_bytes", "rocksdb_write_buffer_bytes"}));
+        n, "state", {"dir", "cache_max_bytes", "rocksdb_cache_bytes", "rocksdb_write_buffer_bytes"}));
+    if (n["dir"]) {
+      SM_ASSIGN(c->state_dir, Reader::String(n["dir"], "state.dir"));
+      if (c->state_dir.empty()) return Reader::Error("state.dir", "must not be empty");
+    }
     struct Size {
       const char* key;
       int64_t min;
@@ -417,6 +447,14 @@ absl::StatusOr<AppConfig> LoadConfigFile(const std::string& path) {
     return absl::Status(config.status().code(), StrCat(path, ": ", Message(config.status())));
   }
   return config;
+}
+
+std::string BootstrapServers(const AppConfig& config) {
+  std::string servers = "embedded";
+  for (const auto& [k, v] : config.kafka) {
+    if (k == "bootstrap.servers") servers = v;
+  }
+  return servers;
 }
 
 }  // namespace streammetrics

@@ -26,9 +26,18 @@ struct AppConfig {
   // for every RocksDB store of the process (statestore/rocksdb_stores.h).
   uint64_t rocksdb_cache_bytes = 256ull << 20;
   uint64_t rocksdb_write_buffer_bytes = 64ull << 20;
+  // The Kafka runtime (`run`).
+  bool exactly_once = true;       // processing.guarantee
+  int threads = 0;                // processing.threads; 0: one per core
+  int64_t commit_interval_ms = 100;
+  std::string state_dir = "/tmp/streammetrics";  // state.dir
   // librdkafka properties for the Kafka runtime, passed through verbatim.
   std::vector<std::pair<std::string, std::string>> kafka;
 };
+
+// The kafka.bootstrap.servers value, or "embedded" (the default: the dev broker in this
+// process).
+std::string BootstrapServers(const AppConfig& config);
 
 // "250ms", "10s", "1m", "2h", "1d" or a plain integer (milliseconds).
 absl::StatusOr<int64_t> ParseDuration(std::string_view text);

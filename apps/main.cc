@@ -7,6 +7,7 @@
 
 #include "apps/config.h"
 #include "apps/event_generator.h"
+#include "apps/kafka_commands.h"
 #include "apps/process_command.h"
 #include "operators/strings.h"
 
@@ -21,9 +22,18 @@ commands:
            topic to DIR/<topic>.jsonl and print a summary
   describe --config FILE
            print the topology the config builds
-  loadgen  --output FILE|- [--count N] [--rate EVENTS_PER_S] [--seed S]
+  run      [--config FILE] [--load EVENTS_PER_S] [--duration SECONDS] [--quiet true]
+           the pipeline on Kafka (kafka.bootstrap.servers; default `embedded`: the dev
+           broker and, at --load (default 20000), the load generator in this process),
+           with live progress; Ctrl-C commits, checkpoints and exits 0
+  broker   [--config FILE] [--brokers N] [--bootstrap-file FILE]
+           the dev broker for other processes: reference/001's topics and the config's
+           changelog topics; prints bootstrap.servers=..., runs until SIGTERM
+  loadgen  --output FILE|- | --bootstrap SERVERS [--topic T] [--produce-rate R]
+           [--count N] [--rate EVENTS_PER_S] [--seed S] [--start-ms MS]
            [--invalid F] [--duplicates F] [--late F]
-           write generated metric events as JSON lines
+           generated metric events as JSON lines, to a file or produced to Kafka
+           (keyed by serviceId; --rate is event time, --produce-rate the pace)
   demo     [--config FILE] [--events N]
            the main job, offline: generate events, aggregate them, show results
   help     this text
@@ -141,22 +151,67 @@ int Main(int argc, char** argv) {
     std::cout << topology->Describe();
     return 0;
   }
-  if (command == "loadgen") {
-    if (!Known(flags, {"output", "count", "rate", "seed", "invalid", "duplicates", "late"}, &bad)) {
+  if (command == "run") {
+    if (!Known(flags, {"config", "load", "duration", "quiet"}, &bad)) return UsageError(bad);
+    RunCommandOptions options;
+    double duration_s = 0;
+    if (!NumberFlag(flags, "load", &options.load_rate, &bad) ||
+        !NumberFlag(flags, "duration", &duration_s, &bad)) {
       return UsageError(bad);
     }
-    if (!flags.values.contains("output")) return UsageError("--output is required");
+    if (options.load_rate < 0) return UsageError("--load must be >= 0");
+    options.duration_ms = static_cast<int64_t>(duration_s * 1000);
+    options.live = flags.values["quiet"] != "true";
+    absl::StatusOr<AppConfig> config = ConfigFrom(flags, false);
+    if (!config.ok()) return Fail(config.status());
+    InstallStopSignals();
+    if (absl::Status s = RunKafka(*config, options, std::cout); !s.ok()) return Fail(s);
+    return 0;
+  }
+  if (command == "broker") {
+    if (!Known(flags, {"config", "brokers", "bootstrap-file"}, &bad)) return UsageError(bad);
+    BrokerCommandOptions options;
+    if (!NumberFlag(flags, "brokers", &options.brokers, &bad)) return UsageError(bad);
+    if (options.brokers < 1) return UsageError("--brokers must be >= 1");
+    options.bootstrap_file = flags.values["bootstrap-file"];
+    absl::StatusOr<AppConfig> config = ConfigFrom(flags, false);
+    if (!config.ok()) return Fail(config.status());
+    InstallStopSignals();
+    if (absl::Status s = RunBroker(*config, options, std::cout); !s.ok()) return Fail(s);
+    return 0;
+  }
+  if (command == "loadgen") {
+    if (!Known(flags, {"output", "bootstrap", "topic", "produce-rate", "start-ms", "count", "rate",
+                       "seed", "invalid", "duplicates", "late"},
+               &bad)) {
+      return UsageError(bad);
+    }
+    const bool to_kafka = flags.values.contains("bootstrap");
+    if (to_kafka == flags.values.contains("output")) {
+      return UsageError("give one of --output and --bootstrap");
+    }
     GeneratorOptions gen;
     uint64_t count = 100'000;
+    LoadgenKafkaOptions kafka_options;
     if (!NumberFlag(flags, "count", &count, &bad) ||
         !NumberFlag(flags, "rate", &gen.events_per_second, &bad) ||
         !NumberFlag(flags, "seed", &gen.seed, &bad) ||
+        !NumberFlag(flags, "start-ms", &gen.start_ms, &bad) ||
+        !NumberFlag(flags, "produce-rate", &kafka_options.produce_rate, &bad) ||
         !NumberFlag(flags, "invalid", &gen.invalid_fraction, &bad) ||
         !NumberFlag(flags, "duplicates", &gen.duplicate_fraction, &bad) ||
         !NumberFlag(flags, "late", &gen.late_fraction, &bad)) {
       return UsageError(bad);
     }
     if (!(gen.events_per_second > 0)) return UsageError("--rate must be > 0");
+    if (to_kafka) {
+      kafka_options.bootstrap = flags.values["bootstrap"];
+      kafka_options.count = count;
+      if (flags.values.contains("topic")) kafka_options.topic = flags.values["topic"];
+      InstallStopSignals();
+      if (absl::Status s = RunLoadgenKafka(gen, kafka_options, std::cout); !s.ok()) return Fail(s);
+      return 0;
+    }
     std::ofstream file;
     std::ostream* out = &std::cout;
     if (flags.values["output"] != "-") {

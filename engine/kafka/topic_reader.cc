@@ -144,29 +144,34 @@ std::vector<OutputRecord> TopicFollower::Poll(int timeout_ms, size_t max_records
   return out;
 }
 
-absl::StatusOr<int64_t> ConsumerLag(const Properties& properties, const std::string& group,
-                                    const std::string& topic) {
-  Properties props = {{"group.id", group}, {"enable.auto.commit", "false"}, {"log_level", "3"}};
-  for (const auto& p : properties) props.push_back(p);
-  absl::StatusOr<KafkaHandle> rk = NewClient(RD_KAFKA_CONSUMER, props);
-  if (!rk.ok()) return rk.status();
-  absl::StatusOr<int> partitions = PartitionCount(rk->get(), topic);
+namespace {
+
+absl::StatusOr<int64_t> SumEndOffsets(rd_kafka_t* rk, const std::string& topic) {
+  absl::StatusOr<int> partitions = PartitionCount(rk, topic);
   if (!partitions.ok()) return partitions.status();
-  rd_kafka_topic_partition_list_t* list = rd_kafka_topic_partition_list_new(*partitions);
-  for (int p = 0; p < *partitions; ++p) rd_kafka_topic_partition_list_add(list, topic.c_str(), p);
-  absl::Status s = KafkaStatus("committed", rd_kafka_committed(rk->get(), list, 10'000));
-  int64_t lag = 0;
-  for (int i = 0; s.ok() && i < list->cnt; ++i) {
+  int64_t sum = 0;
+  for (int p = 0; p < *partitions; ++p) {
     int64_t low = 0, high = 0;
-    s = KafkaStatus("watermarks", rd_kafka_query_watermark_offsets(
-                                      rk->get(), topic.c_str(), list->elems[i].partition, &low,
-                                      &high, 10'000));
-    const int64_t committed = list->elems[i].offset >= 0 ? list->elems[i].offset : low;
-    lag += std::max<int64_t>(0, high - committed);
+    absl::Status s = KafkaStatus(
+        "watermarks", rd_kafka_query_watermark_offsets(rk, topic.c_str(), p, &low, &high, 10'000));
+    if (!s.ok()) return s;
+    sum += high;
   }
-  rd_kafka_topic_partition_list_destroy(list);
-  if (!s.ok()) return s;
-  return lag;
+  return sum;
+}
+
+}  // namespace
+
+absl::StatusOr<int64_t> TopicFollower::EndOffsets(const std::string& topic) {
+  return SumEndOffsets(impl_->rk.get(), topic);
+}
+
+absl::StatusOr<int64_t> TopicEndOffsets(const Properties& properties, const std::string& topic) {
+  Properties props = {{"log_level", "3"}};
+  for (const auto& p : properties) props.push_back(p);
+  absl::StatusOr<KafkaHandle> rk = NewClient(RD_KAFKA_PRODUCER, props);
+  if (!rk.ok()) return rk.status();
+  return SumEndOffsets(rk->get(), topic);
 }
 
 }  // namespace streammetrics::kafka

@@ -34,6 +34,8 @@ class TopicFollower {
   ~TopicFollower();
   // Records that arrived within timeout_ms (at most max_records).
   std::vector<OutputRecord> Poll(int timeout_ms, size_t max_records = 10'000);
+  // Sum of the end offsets of `topic`'s partitions (any topic), through this client.
+  absl::StatusOr<int64_t> EndOffsets(const std::string& topic);
 
  private:
   struct Impl;
@@ -41,9 +43,8 @@ class TopicFollower {
   std::unique_ptr<Impl> impl_;
 };
 
-// Sum over partitions of (high watermark − committed offset of `group`): the lag.
-absl::StatusOr<int64_t> ConsumerLag(const Properties& properties, const std::string& group,
-                                    const std::string& topic);
+// Sum over the partitions of `topic` of their end (high watermark) offsets.
+absl::StatusOr<int64_t> TopicEndOffsets(const Properties& properties, const std::string& topic);
 
 }  // namespace streammetrics::kafka
 

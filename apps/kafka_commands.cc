@@ -1,0 +1,380 @@
+#include "apps/kafka_commands.h"
+
+#include <signal.h>
+#include <simdjson.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <ctime>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <thread>
+
+#include "engine/kafka/dev_broker.h"
+#include "engine/kafka/producer.h"
+#include "engine/kafka/runtime.h"
+#include "engine/kafka/topic_reader.h"
+#include "engine/log.h"
+#include "operators/strings.h"
+#include "topology/metrics_pipeline.h"
+
+namespace streammetrics {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+void OnStopSignal(int) { StopRequested().store(true); }
+
+int64_t WallMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// Sleeps up to ms, waking early on a stop request.
+void SleepUnlessStopped(int64_t ms) {
+  const auto until = Clock::now() + std::chrono::milliseconds(ms);
+  while (!StopRequested().load() && Clock::now() < until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(std::min<int64_t>(ms, 20)));
+  }
+}
+
+std::string Thousands(uint64_t v) {
+  std::string digits = std::to_string(v), out;
+  for (size_t i = 0; i < digits.size(); ++i) {
+    if (i > 0 && (digits.size() - i) % 3 == 0) out.push_back(',');
+    out.push_back(digits[i]);
+  }
+  return out;
+}
+
+std::string ClockTime(int64_t ms) {
+  std::time_t secs = static_cast<std::time_t>(ms / 1000);
+  std::tm tm;
+  gmtime_r(&secs, &tm);
+  char buf[16];
+  std::strftime(buf, sizeof(buf), "%H:%M:%S", &tm);
+  return buf;
+}
+
+kafka::Properties KafkaProperties(const AppConfig& config, const std::string& bootstrap) {
+  kafka::Properties props;
+  for (const auto& [k, v] : config.kafka) {
+    if (k != "bootstrap.servers") props.emplace_back(k, v);
+  }
+  props.emplace_back("bootstrap.servers", bootstrap);
+  return props;
+}
+
+// The built-in load generator of the embedded main job: events stamped with the wall
+// clock, produced at `rate` per second, keyed by serviceId.
+class LoadGenerator {
+ public:
+  LoadGenerator(kafka::Producer* producer, std::string topic, double rate)
+      : producer_(producer), topic_(std::move(topic)), rate_(rate) {}
+  ~LoadGenerator() { Stop(); }
+  void Start() {
+    thread_ = std::thread([this] { Run(); });
+  }
+  void Stop() {
+    stop_ = true;
+    if (thread_.joinable()) thread_.join();
+  }
+  uint64_t produced() const { return produced_.load(); }
+
+ private:
+  void Run() {
+    GeneratorOptions g;
+    g.seed = static_cast<uint64_t>(WallMs());
+    g.start_ms = WallMs();
+    g.events_per_second = rate_;
+    EventGenerator generator(g);
+    const auto start = Clock::now();
+    std::string doc;
+    while (!stop_) {
+      const double elapsed =
+          std::chrono::duration<double>(Clock::now() - start).count();
+      const uint64_t due = static_cast<uint64_t>(elapsed * rate_);
+      uint64_t n = produced_.load();
+      for (; n < due && !stop_; ++n) {
+        doc.clear();
+        generator.Next(&doc);
+        producer_->Send(topic_, -1, GeneratedServiceId(doc), doc, 0, {});
+      }
+      produced_.store(n);
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    producer_->Flush().IgnoreError();
+  }
+
+  kafka::Producer* producer_;
+  std::string topic_;
+  double rate_;
+  std::atomic<bool> stop_{false};
+  std::atomic<uint64_t> produced_{0};
+  std::thread thread_;
+};
+
+// The live view's latest 1m results: per service, the result of its busiest metric in
+// the newest window seen.
+class LatestResults {
+ public:
+  // Takes one result; false when it is not a result.
+  bool Add(const OutputRecord& r) {
+    simdjson::dom::element doc;
+    if (parser_.parse(r.value).get(doc) != simdjson::SUCCESS) return false;
+    std::string_view service, metric;
+    int64_t start = 0;
+    uint64_t count = 0;
+    double p50 = 0, p95 = 0, p99 = 0;
+    if (doc["serviceId"].get(service) || doc["metricName"].get(metric) ||
+        doc["windowStart"].get(start) || doc["count"].get(count) || doc["p50"].get(p50) ||
+        doc["p95"].get(p95) || doc["p99"].get(p99)) {
+      return false;
+    }
+    if (start > newest_) {
+      current_.clear();
+      newest_ = start;
+    }
+    if (start == newest_) {
+      Row& row = current_[std::string(service)];
+      if (count > row.count) row = Row{std::string(metric), count, p50, p95, p99};
+    }
+    return true;
+  }
+  // The newest window's results (a window's results arrive together, at its close).
+  void Print(std::ostream& out) const {
+    if (current_.empty()) return;
+    out << "  1m window " << ClockTime(newest_) << "-" << ClockTime(newest_ + 60'000)
+        << "        metric                         p50       p95       p99     count\n";
+    char line[256];
+    for (const auto& [service, row] : current_) {
+      std::snprintf(line, sizeof(line), "    %-22s %-24s %9.2f %9.2f %9.2f %9s\n", service.c_str(),
+                    row.metric.c_str(), row.p50, row.p95, row.p99, Thousands(row.count).c_str());
+      out << line;
+    }
+    out.flush();
+  }
+
+ private:
+  struct Row {
+    std::string metric;
+    uint64_t count = 0;
+    double p50 = 0, p95 = 0, p99 = 0;
+  };
+  simdjson::dom::parser parser_;
+  int64_t newest_ = INT64_MIN;
+  std::map<std::string, Row> current_;
+};
+
+}  // namespace
+
+std::atomic<bool>& StopRequested() {
+  static std::atomic<bool> stop{false};
+  return stop;
+}
+
+void InstallStopSignals() {
+  struct sigaction sa = {};
+  sa.sa_handler = &OnStopSignal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+}
+
+absl::Status RunKafka(const AppConfig& config, const RunCommandOptions& options,
+                      std::ostream& out) {
+  absl::StatusOr<Topology> topology = BuildMetricsTopology(config.pipeline);
+  if (!topology.ok()) return topology.status();
+
+  std::unique_ptr<kafka::DevBroker> broker;
+  std::string bootstrap = BootstrapServers(config);
+  if (bootstrap == "embedded") {
+    absl::StatusOr<std::unique_ptr<kafka::DevBroker>> b = kafka::DevBroker::Start(3);
+    if (!b.ok()) return b.status();
+    broker = *std::move(b);
+    if (absl::Status s = broker->CreateReferenceTopics(); !s.ok()) return s;
+    if (config.pipeline.input_topic != "metrics-events") {
+      if (absl::Status s = broker->CreateTopic(config.pipeline.input_topic, 6); !s.ok()) return s;
+    }
+    bootstrap = broker->bootstrap_servers();
+    out << "dev broker (in-process): " << bootstrap << "\n";
+  }
+  const kafka::Properties props = KafkaProperties(config, bootstrap);
+
+  kafka::RuntimeOptions ro;
+  ro.application_id = config.pipeline.application_id;
+  ro.kafka = props;
+  ro.guarantee = config.exactly_once ? kafka::ProcessingGuarantee::kExactlyOnceV2
+                                     : kafka::ProcessingGuarantee::kAtLeastOnce;
+  ro.threads = config.threads > 0 ? config.threads
+                                  : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+  ro.commit_interval_ms = config.commit_interval_ms;
+  ro.state_dir = StrCat(config.state_dir, "/", config.pipeline.application_id);
+  ro.instance_id = StrCat(::getpid());
+  ro.rocksdb = RocksDbResources::Create(RocksDbBudget{
+      .cache_bytes = config.rocksdb_cache_bytes,
+      .write_buffer_bytes = config.rocksdb_write_buffer_bytes});
+  if (config.state_cache_max_bytes > 0) {
+    ro.cache_budget = std::make_shared<CacheBudget>(config.state_cache_max_bytes);
+  }
+  ro.embedded_broker = broker.get();
+  ro.dead_letter_topic = config.pipeline.dead_letter_topic;
+  absl::StatusOr<std::unique_ptr<kafka::Runtime>> runtime = kafka::Runtime::Create(*topology, ro);
+  if (!runtime.ok()) return runtime.status();
+  if (absl::Status s = (*runtime)->Start(); !s.ok()) return s;
+
+  std::unique_ptr<kafka::Producer> load_producer;
+  std::unique_ptr<LoadGenerator> load;
+  if (broker != nullptr && options.load_rate > 0) {
+    absl::StatusOr<std::unique_ptr<kafka::Producer>> p = kafka::Producer::Create({.properties = props});
+    if (!p.ok()) return p.status();
+    load_producer = *std::move(p);
+    load = std::make_unique<LoadGenerator>(load_producer.get(), config.pipeline.input_topic,
+                                           options.load_rate);
+    load->Start();
+    out << "load generator: " << Thousands(static_cast<uint64_t>(options.load_rate))
+        << " events/s, event time = wall clock\n";
+  }
+  out << "running " << ro.threads << " stream thread(s), "
+      << (config.exactly_once ? "exactly_once_v2" : "at_least_once")
+      << "; results every minute; Ctrl-C to stop\n";
+  out.flush();
+
+  std::unique_ptr<kafka::TopicFollower> results;
+  if (options.live) {
+    for (const WindowSpec& w : config.pipeline.windows) {
+      if (w.size_ms == 60'000 && w.advance_ms == 60'000 && !w.topic.empty()) {
+        absl::StatusOr<std::unique_ptr<kafka::TopicFollower>> f =
+            kafka::TopicFollower::Create(props, w.topic, /*from_start=*/false);
+        if (f.ok()) results = *std::move(f);
+        break;
+      }
+    }
+  }
+  LatestResults latest;
+  const auto started = Clock::now();
+  uint64_t last_read = 0;
+  auto last_line = Clock::now();
+  while (!StopRequested().load()) {
+    if (options.duration_ms > 0 &&
+        std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started).count() >=
+            options.duration_ms) {
+      break;
+    }
+    if (results != nullptr) {
+      bool any = false;
+      for (const OutputRecord& r : results->Poll(200)) any |= latest.Add(r);
+      if (any) latest.Print(out);
+    } else {
+      SleepUnlessStopped(200);
+    }
+    if (options.live && Clock::now() - last_line >= std::chrono::seconds(1)) {
+      const double secs = std::chrono::duration<double>(Clock::now() - last_line).count();
+      last_line = Clock::now();
+      kafka::RuntimeCounters c = (*runtime)->counters();
+      int64_t end = -1;
+      if (results != nullptr) {
+        absl::StatusOr<int64_t> e = results->EndOffsets(config.pipeline.input_topic);
+        if (e.ok()) end = *e;
+      }
+      const int64_t elapsed =
+          std::chrono::duration_cast<std::chrono::seconds>(Clock::now() - started).count();
+      char line[320];
+      std::snprintf(line, sizeof(line),
+                    "[%4llds] read %s (%s/s) · lag %s · windows %s · dead letters %s · "
+                    "duplicates %s · commits %s\n",
+                    static_cast<long long>(elapsed), Thousands(c.records_read).c_str(),
+                    Thousands(static_cast<uint64_t>((c.records_read - last_read) / secs)).c_str(),
+                    end >= 0 ? Thousands(static_cast<uint64_t>(std::max<int64_t>(
+                                             0, end - c.committed_input)))
+                                   .c_str()
+                             : "?",
+                    Thousands(c.windows_emitted).c_str(), Thousands(c.dead_letters).c_str(),
+                    Thousands(c.duplicates).c_str(), Thousands(c.commits).c_str());
+      last_read = c.records_read;
+      out << line;
+      out.flush();
+    }
+  }
+  out << "stopping: committing and closing the tasks\n";
+  out.flush();
+  if (load != nullptr) load->Stop();
+  results.reset();
+  (*runtime)->Stop();
+  absl::Status s = (*runtime)->Join();
+  kafka::RuntimeCounters c = (*runtime)->counters();
+  out << "read " << Thousands(c.records_read) << ", windows emitted " << Thousands(c.windows_emitted)
+      << ", dead letters " << Thousands(c.dead_letters) << ", commits " << Thousands(c.commits)
+      << "\n";
+  return s;
+}
+
+absl::Status RunBroker(const AppConfig& config, const BrokerCommandOptions& options,
+                       std::ostream& out) {
+  absl::StatusOr<std::unique_ptr<kafka::DevBroker>> broker = kafka::DevBroker::Start(options.brokers);
+  if (!broker.ok()) return broker.status();
+  if (absl::Status s = (*broker)->CreateReferenceTopics(); !s.ok()) return s;
+  absl::StatusOr<Topology> topology = BuildMetricsTopology(config.pipeline);
+  if (!topology.ok()) return topology.status();
+  const int partitions = 6;  // metrics-events (reference/001)
+  if (config.pipeline.input_topic != "metrics-events") {
+    if (absl::Status s = (*broker)->CreateTopic(config.pipeline.input_topic, partitions); !s.ok()) {
+      return s;
+    }
+  }
+  for (const StoreDef& def : topology->stores()) {
+    const std::string topic = kafka::ChangelogTopic(config.pipeline.application_id, def.name);
+    if (absl::Status s = (*broker)->CreateTopic(topic, partitions); !s.ok()) return s;
+  }
+  const std::string& bootstrap = (*broker)->bootstrap_servers();
+  if (!options.bootstrap_file.empty()) {
+    const std::string tmp = options.bootstrap_file + ".tmp";
+    {
+      std::ofstream f(tmp, std::ios::trunc);
+      f << bootstrap << "\n";
+      if (!f) return absl::UnavailableError("cannot write " + tmp);
+    }
+    if (std::rename(tmp.c_str(), options.bootstrap_file.c_str()) != 0) {
+      return absl::UnavailableError("cannot write " + options.bootstrap_file);
+    }
+  }
+  out << "bootstrap.servers=" << bootstrap << "\n";
+  out.flush();
+  while (!StopRequested().load()) SleepUnlessStopped(200);
+  return absl::OkStatus();
+}
+
+absl::Status RunLoadgenKafka(const GeneratorOptions& generator_options,
+                             const LoadgenKafkaOptions& options, std::ostream& out) {
+  absl::StatusOr<std::unique_ptr<kafka::Producer>> producer =
+      kafka::Producer::Create({.properties = {{"bootstrap.servers", options.bootstrap}}});
+  if (!producer.ok()) return producer.status();
+  EventGenerator generator(generator_options);
+  const auto start = Clock::now();
+  std::string doc;
+  for (uint64_t i = 0; i < options.count && !StopRequested().load(); ++i) {
+    if (options.produce_rate > 0 && i % 100 == 0) {
+      const double due = std::chrono::duration<double>(Clock::now() - start).count() *
+                         options.produce_rate;
+      if (static_cast<double>(i) > due) {
+        std::this_thread::sleep_for(std::chrono::microseconds(
+            static_cast<int64_t>((static_cast<double>(i) - due) / options.produce_rate * 1e6)));
+      }
+    }
+    doc.clear();
+    generator.Next(&doc);
+    (*producer)->Send(options.topic, -1, GeneratedServiceId(doc), doc, 0, {});
+  }
+  absl::Status delivered = (*producer)->Flush();
+  const double secs = std::chrono::duration<double>(Clock::now() - start).count();
+  out << "produced " << Thousands(options.count) << " events to " << options.topic << " in "
+      << secs << " s (" << Thousands(static_cast<uint64_t>(options.count / secs)) << " events/s)"
+      << (delivered.ok() ? ", all delivered\n" : ", delivery failures: ");
+  if (!delivered.ok()) out << delivered.message() << "\n";
+  return delivered;
+}
+
+}  // namespace streammetrics

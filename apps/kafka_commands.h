@@ -1,0 +1,65 @@
+// The commands of the binary that talk to Kafka: run, broker, loadgen --bootstrap.
+#ifndef STREAMMETRICS_APPS_KAFKA_COMMANDS_H_
+#define STREAMMETRICS_APPS_KAFKA_COMMANDS_H_
+
+#include <atomic>
+#include <cstdint>
+#include <ostream>
+#include <string>
+
+#include "absl/status/status.h"
+#include "apps/config.h"
+#include "apps/event_generator.h"
+
+namespace streammetrics {
+
+// Set by SIGINT/SIGTERM (InstallStopSignals); the commands below finish when it is.
+std::atomic<bool>& StopRequested();
+void InstallStopSignals();
+
+struct RunCommandOptions {
+  // Embedded broker only: the built-in load generator's rate (events/s of wall clock
+  // and of event time); 0: none.
+  double load_rate = 20'000;
+  // Stop after this long; 0: at SIGINT/SIGTERM.
+  int64_t duration_ms = 0;
+  // Print a progress line every second and the latest percentiles as windows close.
+  bool live = true;
+};
+
+// `streammetrics run`: the configured pipeline on the Kafka runtime. With
+// bootstrap.servers `embedded`, the dev broker and (optionally) the load generator run
+// in this process too.
+absl::Status RunKafka(const AppConfig& config, const RunCommandOptions& options,
+                      std::ostream& out);
+
+struct BrokerCommandOptions {
+  int brokers = 3;
+  // Also written to this file (for scripts), when set.
+  std::string bootstrap_file;
+};
+
+// `streammetrics broker`: the dev broker for other processes, with reference/001's topics
+// and the changelog topics of `config`'s application (the dev broker cannot create
+// topics on request). Prints `bootstrap.servers=...`, runs until SIGINT/SIGTERM.
+absl::Status RunBroker(const AppConfig& config, const BrokerCommandOptions& options,
+                       std::ostream& out);
+
+struct LoadgenKafkaOptions {
+  std::string bootstrap;
+  std::string topic = "metrics-events";
+  uint64_t count = 100'000;
+  // Producing pace in events/s; 0: as fast as possible. Event time follows
+  // GeneratorOptions::events_per_second either way.
+  double produce_rate = 0;
+};
+
+// `streammetrics loadgen --bootstrap`: produces generated events keyed by serviceId with
+// reference/001's producer settings (idempotent, acks=all); prints the achieved rate and
+// delivery failures.
+absl::Status RunLoadgenKafka(const GeneratorOptions& generator, const LoadgenKafkaOptions& options,
+                             std::ostream& out);
+
+}  // namespace streammetrics
+
+#endif  // STREAMMETRICS_APPS_KAFKA_COMMANDS_H_
