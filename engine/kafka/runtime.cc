@@ -275,6 +275,7 @@ void Runtime::Thread::OnRebalance(rd_kafka_resp_err_t err, rd_kafka_topic_partit
       names += StrCat(names.empty() ? "" : ",", p.partition);
     }
     Log(LogLevel::kInfo, StrCat("thread ", index_, ": assigned partitions [", names, "]"));
+    PublishCounters();
     if (cooperative) {
       rebalance_error_.Update(KafkaStatus("incremental assign", rd_kafka_incremental_assign(rk, parts)));
     } else {
@@ -290,6 +291,7 @@ void Runtime::Thread::OnRebalance(rd_kafka_resp_err_t err, rd_kafka_topic_partit
     names += StrCat(names.empty() ? "" : ",", parts->elems[i].partition);
   }
   Log(LogLevel::kInfo, StrCat("thread ", index_, ": revoked partitions [", names, "]"));
+  PublishCounters();
   if (cooperative) {
     KafkaStatus("incremental unassign", rd_kafka_incremental_unassign(rk, parts)).IgnoreError();
   } else {
@@ -383,15 +385,36 @@ absl::Status Runtime::Thread::RebuildTasks(const absl::Status& why) {
     partitions.push_back(p);
   }
   for (int32_t p : partitions) CloseTask(p);
-  if (eos() && in_transaction_) {
-    if (!producer_->AbortTransaction().ok()) {
-      if (absl::Status s = NewProducer(); !s.ok()) return s;  // fenced or fatal: a new epoch
+  // What a retry may cure (the broker unreachable, a timeout) is retried with backoff
+  // until it works or the thread is stopped; anything else stops the thread.
+  int64_t backoff_ms = 100;
+  auto retry = [&](const absl::Status& s, std::string_view what) {
+    if (s.ok() || rt_->stop_.load()) return false;
+    if (!absl::IsUnavailable(s) && !absl::IsAborted(s) && !absl::IsDeadlineExceeded(s)) {
+      return false;
     }
+    LogEvery(StrCat("retry-", index_, what), 10'000, LogLevel::kWarning,
+             StrCat("thread ", index_, ": ", what, ": ", s.message(), "; retrying"));
+    std::this_thread::sleep_for(std::chrono::milliseconds(backoff_ms));
+    backoff_ms = std::min<int64_t>(backoff_ms * 2, 5'000);
+    return true;
+  };
+  if (eos() && in_transaction_) {
     in_transaction_ = false;
+    if (!producer_->AbortTransaction().ok()) {
+      absl::Status s;
+      do {
+        s = NewProducer();  // fenced or fatal: a new producer, a new epoch
+      } while (retry(s, "new producer"));
+      if (!s.ok()) return s;
+    }
   }
   std::map<int32_t, int64_t> offsets;
   for (int32_t p : partitions) {
-    absl::StatusOr<int64_t> next = CreateTask(p);
+    absl::StatusOr<int64_t> next;
+    do {
+      next = CreateTask(p);
+    } while (retry(next.status(), "restore"));
     if (!next.ok()) return next.status();
     offsets[p] = *next;
   }
