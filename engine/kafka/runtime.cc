@@ -148,6 +148,7 @@ absl::Status Runtime::Thread::Setup() {
                       {"isolation.level", "read_committed"},
                       {"auto.offset.reset", "earliest"},
                       {"client.id", TransactionalId()},
+                      {"fetch.wait.max.ms", "10"},
                       {"log_level", "4"}};
   for (const auto& p : options().kafka) props.push_back(p);
   rd_kafka_conf_t* conf = rd_kafka_conf_new();
