@@ -95,6 +95,12 @@ class Runtime::Thread {
   absl::Status CommitAll(bool force);
   absl::Status RebuildTasks(const absl::Status& why);
   absl::StatusOr<int64_t> CreateTask(int32_t partition);
+  // CreateTask, retried while what fails may pass (the broker unreachable; a store still
+  // locked by the thread that had the partition and has not yet let it go).
+  absl::StatusOr<int64_t> CreateTaskRetrying(int32_t partition);
+  // What a retry may cure (Unavailable, Aborted, DeadlineExceeded) is retried with
+  // backoff (*backoff_ms, doubled up to 5 s) until the thread is stopped; true: retry.
+  bool ShouldRetry(const absl::Status& s, std::string_view what, int64_t* backoff_ms);
   void CloseTask(int32_t partition);
   absl::Status Seek(const std::map<int32_t, int64_t>& offsets);
   void OnRebalance(rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t* parts);
@@ -224,6 +230,28 @@ absl::StatusOr<int64_t> Runtime::Thread::CreateTask(int32_t partition) {
   return next;
 }
 
+bool Runtime::Thread::ShouldRetry(const absl::Status& s, std::string_view what,
+                                  int64_t* backoff_ms) {
+  if (s.ok() || rt_->stop_.load()) return false;
+  if (!absl::IsUnavailable(s) && !absl::IsAborted(s) && !absl::IsDeadlineExceeded(s)) {
+    return false;
+  }
+  LogEvery(StrCat("retry-", index_, what), 10'000, LogLevel::kWarning,
+           StrCat("thread ", index_, ": ", what, ": ", s.message(), "; retrying"));
+  std::this_thread::sleep_for(std::chrono::milliseconds(*backoff_ms));
+  *backoff_ms = std::min<int64_t>(*backoff_ms * 2, 5'000);
+  return true;
+}
+
+absl::StatusOr<int64_t> Runtime::Thread::CreateTaskRetrying(int32_t partition) {
+  int64_t backoff_ms = 100;
+  absl::StatusOr<int64_t> next;
+  do {
+    next = CreateTask(partition);
+  } while (ShouldRetry(next.status(), "restore", &backoff_ms));
+  return next;
+}
+
 void Runtime::Thread::CloseTask(int32_t partition) {
   auto it = tasks_.find(partition);
   if (it == tasks_.end()) return;
@@ -267,7 +295,7 @@ void Runtime::Thread::OnRebalance(rd_kafka_resp_err_t err, rd_kafka_topic_partit
     for (int i = 0; i < parts->cnt; ++i) {
       rd_kafka_topic_partition_t& p = parts->elems[i];
       if (!rebalance_error_.ok()) break;
-      absl::StatusOr<int64_t> next = CreateTask(p.partition);
+      absl::StatusOr<int64_t> next = CreateTaskRetrying(p.partition);
       if (!next.ok()) {
         rebalance_error_ = next.status();
         break;
@@ -284,14 +312,20 @@ void Runtime::Thread::OnRebalance(rd_kafka_resp_err_t err, rd_kafka_topic_partit
     }
     return;
   }
-  // Revoked (or lost): commit what the thread has, then close those tasks cleanly.
-  if (!closing_ && rebalance_error_.ok()) rebalance_error_.Update(CommitAll(true));
+  // Revoked: commit what the thread has, then close those tasks cleanly. Lost (the
+  // session expired, others may own them now): no commit; the tasks close as failed,
+  // without a checkpoint.
+  const bool lost = rd_kafka_assignment_lost(rk);
+  if (!closing_ && !lost && rebalance_error_.ok()) rebalance_error_.Update(CommitAll(true));
   std::string names;
   for (int i = 0; i < parts->cnt; ++i) {
+    auto it = tasks_.find(parts->elems[i].partition);
+    if (lost && it != tasks_.end()) it->second.task->AbortCommit(absl::AbortedError("lost")).IgnoreError();
     CloseTask(parts->elems[i].partition);
     names += StrCat(names.empty() ? "" : ",", parts->elems[i].partition);
   }
-  Log(LogLevel::kInfo, StrCat("thread ", index_, ": revoked partitions [", names, "]"));
+  Log(LogLevel::kInfo, StrCat("thread ", index_, lost ? ": lost partitions [" : ": revoked partitions [",
+                              names, "]"));
   PublishCounters();
   if (cooperative) {
     KafkaStatus("incremental unassign", rd_kafka_incremental_unassign(rk, parts)).IgnoreError();
@@ -386,19 +420,9 @@ absl::Status Runtime::Thread::RebuildTasks(const absl::Status& why) {
     partitions.push_back(p);
   }
   for (int32_t p : partitions) CloseTask(p);
-  // What a retry may cure (the broker unreachable, a timeout) is retried with backoff
-  // until it works or the thread is stopped; anything else stops the thread.
   int64_t backoff_ms = 100;
   auto retry = [&](const absl::Status& s, std::string_view what) {
-    if (s.ok() || rt_->stop_.load()) return false;
-    if (!absl::IsUnavailable(s) && !absl::IsAborted(s) && !absl::IsDeadlineExceeded(s)) {
-      return false;
-    }
-    LogEvery(StrCat("retry-", index_, what), 10'000, LogLevel::kWarning,
-             StrCat("thread ", index_, ": ", what, ": ", s.message(), "; retrying"));
-    std::this_thread::sleep_for(std::chrono::milliseconds(backoff_ms));
-    backoff_ms = std::min<int64_t>(backoff_ms * 2, 5'000);
-    return true;
+    return ShouldRetry(s, what, &backoff_ms);
   };
   if (eos() && in_transaction_) {
     in_transaction_ = false;
@@ -412,10 +436,16 @@ absl::Status Runtime::Thread::RebuildTasks(const absl::Status& why) {
   }
   std::map<int32_t, int64_t> offsets;
   for (int32_t p : partitions) {
-    absl::StatusOr<int64_t> next;
-    do {
-      next = CreateTask(p);
-    } while (retry(next.status(), "restore"));
+    absl::StatusOr<int64_t> next = CreateTask(p);
+    if (absl::IsUnavailable(next.status()) &&
+        std::string(next.status().message()).find("lock") != std::string::npos) {
+      // Another thread of this process holds the partition's stores: a rebalance moved it
+      // there while this thread was failing; the consumer's next callback says so.
+      Log(LogLevel::kInfo, StrCat("thread ", index_, ": partition ", p,
+                                  " is now another thread's; not rebuilt here"));
+      continue;
+    }
+    if (!next.ok()) next = CreateTaskRetrying(p);
     if (!next.ok()) return next.status();
     offsets[p] = *next;
   }
