@@ -38,6 +38,23 @@ int64_t NowMs() {
       .count();
 }
 
+// Produces `events` generated events (keyed by serviceId) to `topic`; false on failure.
+bool ProduceEvents(const Properties& props, const std::string& topic, int events) {
+  auto producer = Producer::Create({.properties = props});
+  if (!producer.ok()) return false;
+  GeneratorOptions g;
+  g.start_ms = NowMs() - 30 * 60'000;
+  g.events_per_second = 1'000;
+  EventGenerator generator(g);
+  std::string doc;
+  for (int i = 0; i < events; ++i) {
+    doc.clear();
+    generator.Next(&doc);
+    (*producer)->Send(topic, -1, GeneratedServiceId(doc), doc, 0, {});
+  }
+  return (*producer)->Flush().ok();
+}
+
 int Main(int argc, char** argv) {
   int events = 60'000;
   int threads = 2;
@@ -53,20 +70,8 @@ int Main(int argc, char** argv) {
   }
   const Properties props = {{"bootstrap.servers", (*broker)->bootstrap_servers()}};
   {
-    auto producer = Producer::Create({.properties = props});
-    if (!producer.ok()) return 1;
-    GeneratorOptions g;
-    g.start_ms = NowMs() - 30 * 60'000;
-    g.events_per_second = 1'000;
-    EventGenerator generator(g);
-    std::string doc;
     const auto start = Clock::now();
-    for (int i = 0; i < events; ++i) {
-      doc.clear();
-      generator.Next(&doc);
-      (*producer)->Send("metrics-events", -1, GeneratedServiceId(doc), doc, 0, {});
-    }
-    if (!(*producer)->Flush().ok()) return 1;
+    if (!ProduceEvents(props, "metrics-events", events)) return 1;
     const double s = std::chrono::duration<double>(Clock::now() - start).count();
     std::printf("produce (idempotent, acks=all, lz4): %d events in %.3f s = %.0f events/s\n",
                 events, s, events / s);
@@ -117,21 +122,7 @@ int Main(int argc, char** argv) {
     while ((*rt)->counters().tasks < 6) std::this_thread::sleep_for(std::chrono::milliseconds(5));
     std::this_thread::sleep_for(std::chrono::seconds(8));  // the second member's join
     const auto start = Clock::now();
-    {
-      auto producer = Producer::Create({.properties = props});
-      if (!producer.ok()) return 1;
-      GeneratorOptions gen;
-      gen.start_ms = NowMs() - 30 * 60'000;
-      gen.events_per_second = 1'000;
-      EventGenerator generator(gen);
-      std::string doc;
-      for (int i = 0; i < events; ++i) {
-        doc.clear();
-        generator.Next(&doc);
-        (*producer)->Send(input, -1, GeneratedServiceId(doc), doc, 0, {});
-      }
-      if (!(*producer)->Flush().ok()) return 1;
-    }
+    if (!ProduceEvents(props, input, events)) return 1;
     while ((*rt)->counters().committed_input < events) {
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
     }

@@ -257,7 +257,7 @@ TEST_F(KafkaRuntimeTest, EndToEndResultsAreExactlyTheOracles) {
   absl::StatusOr<std::unique_ptr<Runtime>> rt = Runtime::Create(*topology_, Options("a"));
   ASSERT_TRUE(rt.ok()) << rt.status();
   ASSERT_TRUE((*rt)->Start().ok());
-  EXPECT_TRUE(WaitFor([&] { return (*rt)->counters().committed_input == kEvents; }, 60'000))
+  EXPECT_TRUE(WaitFor([&] { return (*rt)->counters().committed_input == kEvents; }, 150'000))
       << (*rt)->counters().committed_input;
   (*rt)->Stop();
   ASSERT_TRUE((*rt)->Join().ok());
@@ -280,12 +280,12 @@ TEST_F(KafkaRuntimeTest, FailedCommitsRebuildTasksAndResultsStayExact) {
   absl::StatusOr<std::unique_ptr<Runtime>> rt = Runtime::Create(*topology_, Options("a"));
   ASSERT_TRUE(rt.ok()) << rt.status();
   ASSERT_TRUE((*rt)->Start().ok());
-  ASSERT_TRUE(WaitFor([&] { return (*rt)->counters().commits >= 3; }, 60'000));
+  ASSERT_TRUE(WaitFor([&] { return (*rt)->counters().commits >= 3; }, 150'000));
   constexpr int16_t kEndTxn = 26, kProduce = 0;
   broker_->FailRequests(kEndTxn, 2, 48 /* INVALID_TXN_STATE */);
-  ASSERT_TRUE(WaitFor([&] { return (*rt)->counters().rebuilds >= 1; }, 60'000));
+  ASSERT_TRUE(WaitFor([&] { return (*rt)->counters().rebuilds >= 1; }, 150'000));
   broker_->FailRequests(kProduce, 3, 87 /* INVALID_RECORD: not retriable */);
-  EXPECT_TRUE(WaitFor([&] { return (*rt)->counters().committed_input == kEvents; }, 90'000))
+  EXPECT_TRUE(WaitFor([&] { return (*rt)->counters().committed_input == kEvents; }, 180'000))
       << (*rt)->counters().committed_input;
   (*rt)->Stop();
   ASSERT_TRUE((*rt)->Join().ok());
@@ -311,14 +311,14 @@ TEST_F(KafkaRuntimeTest, TwoInstancesSplitPartitionsAndOneTakesOver) {
         return ca.tasks > 0 && cb.tasks > 0 && ca.tasks + cb.tasks == 6 &&
                ca.committed_input + cb.committed_input == 10'000;
       },
-      90'000))
+      180'000))
       << (*a)->counters().tasks << " + " << (*b)->counters().tasks;
   (*a)->Stop();
   ASSERT_TRUE((*a)->Join().ok());
   // More input after the stop, from where the first batch's event time left off.
   Produce(10'000, 8, start + 10'000 * 5);
-  EXPECT_TRUE(WaitFor([&] { return (*b)->counters().tasks == 6; }, 60'000));
-  EXPECT_TRUE(WaitFor([&] { return (*b)->counters().committed_input == 20'000; }, 90'000))
+  EXPECT_TRUE(WaitFor([&] { return (*b)->counters().tasks == 6; }, 150'000));
+  EXPECT_TRUE(WaitFor([&] { return (*b)->counters().committed_input == 20'000; }, 180'000))
       << (*b)->counters().committed_input;
   (*b)->Stop();
   ASSERT_TRUE((*b)->Join().ok());
@@ -336,11 +336,11 @@ TEST_F(KafkaRuntimeTest, BrokerOutageLosesNothing) {
   absl::StatusOr<std::unique_ptr<Runtime>> rt = Runtime::Create(*topology_, Options("a"));
   ASSERT_TRUE(rt.ok()) << rt.status();
   ASSERT_TRUE((*rt)->Start().ok());
-  ASSERT_TRUE(WaitFor([&] { return (*rt)->counters().commits >= 2; }, 60'000));
+  ASSERT_TRUE(WaitFor([&] { return (*rt)->counters().commits >= 2; }, 150'000));
   for (int b = 1; b <= 3; ++b) ASSERT_TRUE(broker_->SetBrokerDown(b).ok());
   std::this_thread::sleep_for(std::chrono::seconds(12));
   for (int b = 1; b <= 3; ++b) ASSERT_TRUE(broker_->SetBrokerUp(b).ok());
-  EXPECT_TRUE(WaitFor([&] { return (*rt)->counters().committed_input == kEvents; }, 120'000))
+  EXPECT_TRUE(WaitFor([&] { return (*rt)->counters().committed_input == kEvents; }, 240'000))
       << (*rt)->counters().committed_input;
   (*rt)->Stop();
   ASSERT_TRUE((*rt)->Join().ok());
@@ -413,7 +413,7 @@ TEST_F(KafkaRuntimeTest, KillNineRepeatedlyThenResultsAreExact) {
     ASSERT_GT(pid, 0);
     const int64_t before = std::max<int64_t>(0, CommittedInput(Props(), app, 6));
     // Killed once it has committed more since it started.
-    WaitFor([&] { return CommittedInput(Props(), app, 6) > before + 2'000; }, 60'000);
+    WaitFor([&] { return CommittedInput(Props(), app, 6) > before + 2'000; }, 150'000);
     committed_at_kill.push_back(CommittedInput(Props(), app, 6));
     kill(pid, SIGKILL);
     int status = 0;
@@ -423,7 +423,7 @@ TEST_F(KafkaRuntimeTest, KillNineRepeatedlyThenResultsAreExact) {
   producer.join();
   pid_t pid = Spawn(run, log);
   ASSERT_GT(pid, 0);
-  EXPECT_TRUE(WaitFor([&] { return CommittedInput(Props(), app, 6) == kEvents; }, 120'000))
+  EXPECT_TRUE(WaitFor([&] { return CommittedInput(Props(), app, 6) == kEvents; }, 240'000))
       << CommittedInput(Props(), app, 6);
   kill(pid, SIGTERM);
   int status = 0;

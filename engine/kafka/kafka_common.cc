@@ -45,7 +45,8 @@ absl::Status KafkaStatus(std::string_view what, rd_kafka_error_t* error) {
              : absl::InternalError(msg);
 }
 
-absl::StatusOr<KafkaHandle> NewClient(rd_kafka_type_t type, const Properties& properties) {
+absl::StatusOr<KafkaHandle> NewClient(rd_kafka_type_t type, const Properties& properties,
+                                      const std::function<void(rd_kafka_conf_t*)>& customize) {
   rd_kafka_conf_t* conf = rd_kafka_conf_new();
   char err[512];
   for (const auto& [key, value] : properties) {
@@ -55,10 +56,12 @@ absl::StatusOr<KafkaHandle> NewClient(rd_kafka_type_t type, const Properties& pr
       return absl::InvalidArgumentError("kafka." + key + ": " + err);
     }
   }
+  if (customize) customize(conf);
   rd_kafka_t* rk = rd_kafka_new(type, conf, err, sizeof(err));  // owns conf on success
   if (rk == nullptr) {
     rd_kafka_conf_destroy(conf);
-    return absl::InvalidArgumentError(std::string("kafka client: ") + err);
+    return absl::InvalidArgumentError(
+        std::string(type == RD_KAFKA_PRODUCER ? "kafka producer: " : "kafka consumer: ") + err);
   }
   return KafkaHandle(rk);
 }

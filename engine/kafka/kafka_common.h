@@ -5,6 +5,7 @@
 
 #include <librdkafka/rdkafka.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -30,8 +31,10 @@ absl::Status KafkaStatus(std::string_view what, rd_kafka_resp_err_t err);
 // The same for an rd_kafka_error_t (transactional API); destroys it.
 absl::Status KafkaStatus(std::string_view what, rd_kafka_error_t* error);
 
-// A client of `type` with `properties` applied in order (later ones win).
-absl::StatusOr<KafkaHandle> NewClient(rd_kafka_type_t type, const Properties& properties);
+// A client of `type` with `properties` applied in order (later ones win); `customize`
+// (callbacks, opaque) sees the configuration just before the client is made.
+absl::StatusOr<KafkaHandle> NewClient(rd_kafka_type_t type, const Properties& properties,
+                                      const std::function<void(rd_kafka_conf_t*)>& customize = {});
 
 }  // namespace streammetrics::kafka
 

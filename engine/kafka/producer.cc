@@ -74,26 +74,18 @@ absl::StatusOr<std::unique_ptr<Producer>> Producer::Create(const ProducerOptions
     props.emplace_back("transactional.id", *options.transactional_id);
     props.emplace_back("transaction.timeout.ms", "60000");
   }
-  rd_kafka_conf_t* conf = rd_kafka_conf_new();
-  char err[512];
-  for (const auto& [key, value] : props) {
-    if (rd_kafka_conf_set(conf, key.c_str(), value.c_str(), err, sizeof(err)) !=
-        RD_KAFKA_CONF_OK) {
-      rd_kafka_conf_destroy(conf);
-      return absl::InvalidArgumentError("kafka." + key + ": " + err);
-    }
-  }
-  rd_kafka_conf_set_dr_msg_cb(conf, &Impl::OnDelivery);
-  rd_kafka_conf_set_opaque(conf, impl.get());
-  rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
-  if (rk == nullptr) {
-    rd_kafka_conf_destroy(conf);
-    return absl::InvalidArgumentError(std::string("kafka producer: ") + err);
-  }
-  impl->rk.reset(rk);
+  Impl* raw = impl.get();
+  absl::StatusOr<KafkaHandle> rk =
+      NewClient(RD_KAFKA_PRODUCER, props, [raw](rd_kafka_conf_t* conf) {
+        rd_kafka_conf_set_dr_msg_cb(conf, &Impl::OnDelivery);
+        rd_kafka_conf_set_opaque(conf, raw);
+      });
+  if (!rk.ok()) return rk.status();
+  impl->rk = *std::move(rk);
+
   if (options.transactional_id.has_value()) {
     if (absl::Status s = KafkaStatus("init transactions",
-                                     rd_kafka_init_transactions(rk, options.timeout_ms));
+                                     rd_kafka_init_transactions(impl->rk.get(), options.timeout_ms));
         !s.ok()) {
       return s;
     }

@@ -154,26 +154,16 @@ absl::Status Runtime::Thread::Setup() {
                       {"isolation.level", "read_committed"},
                       {"auto.offset.reset", "earliest"},
                       {"client.id", TransactionalId()},
-                      {"fetch.wait.max.ms", "10"},
                       {"log_level", "4"}};
   for (const auto& p : options().kafka) props.push_back(p);
-  rd_kafka_conf_t* conf = rd_kafka_conf_new();
-  char err[512];
-  for (const auto& [key, value] : props) {
-    if (rd_kafka_conf_set(conf, key.c_str(), value.c_str(), err, sizeof(err)) !=
-        RD_KAFKA_CONF_OK) {
-      rd_kafka_conf_destroy(conf);
-      return absl::InvalidArgumentError("kafka." + key + ": " + err);
-    }
-  }
-  rd_kafka_conf_set_rebalance_cb(conf, &RebalanceCallback);
-  rd_kafka_conf_set_opaque(conf, this);
-  rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof(err));
-  if (rk == nullptr) {
-    rd_kafka_conf_destroy(conf);
-    return absl::InvalidArgumentError(std::string("kafka consumer: ") + err);
-  }
-  consumer_.reset(rk);
+  absl::StatusOr<KafkaHandle> consumer =
+      NewClient(RD_KAFKA_CONSUMER, props, [this](rd_kafka_conf_t* conf) {
+        rd_kafka_conf_set_rebalance_cb(conf, &RebalanceCallback);
+        rd_kafka_conf_set_opaque(conf, this);
+      });
+  if (!consumer.ok()) return consumer.status();
+  consumer_ = *std::move(consumer);
+  rd_kafka_t* rk = consumer_.get();
   rd_kafka_poll_set_consumer(rk);
   rd_kafka_topic_partition_list_t* topics = rd_kafka_topic_partition_list_new(1);
   rd_kafka_topic_partition_list_add(topics, rt_->source_topic_.c_str(), RD_KAFKA_PARTITION_UA);
