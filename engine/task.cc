@@ -419,6 +419,17 @@ absl::Status Task::CommitWithChangelogs() {
 }
 
 absl::Status Task::PrepareCommit() {
+  if (absl::Status s = FlushForCommit(); !s.ok()) return s;
+  // Every change acknowledged before any marker is sent: where a broker shows records of
+  // unfinished transactions (the dev broker), a visible marker then implies that every
+  // change of its commit is there too. A failed change never gets a marker.
+  if (absl::Status s = config_.changelog->Flush(); !s.ok()) return Fail(s);
+  if (absl::Status s = AppendCommitMarkers(); !s.ok()) return s;
+  if (absl::Status s = config_.changelog->Flush(); !s.ok()) return Fail(s);
+  return MarkersAcknowledged();
+}
+
+absl::Status Task::FlushForCommit() {
   if (absl::Status s = CheckRunning(); !s.ok()) return s;
   if (config_.changelog == nullptr) {
     return absl::FailedPreconditionError("task: a two-phase commit needs changelogs");
@@ -427,10 +438,11 @@ absl::Status Task::PrepareCommit() {
     if (absl::Status s = p->Flush(); !s.ok()) return Fail(s);
   }
   if (absl::Status s = Fault(CommitStep::kProcessorsFlushed); !s.ok()) return Fail(s);
-  // Every change acknowledged before any marker is sent: where a broker shows records of
-  // unfinished transactions (the dev broker), a visible marker then implies that every
-  // change of its commit is there too. A failed change never gets a marker.
-  if (absl::Status s = config_.changelog->Flush(); !s.ok()) return Fail(s);
+  return absl::OkStatus();
+}
+
+absl::Status Task::AppendCommitMarkers() {
+  if (absl::Status s = CheckRunning(); !s.ok()) return s;
   pending_commit_ = NextMarker();
   const std::string encoded = pending_commit_->Encode();
   for (const Logged& l : logged_) {
@@ -439,7 +451,10 @@ absl::Status Task::PrepareCommit() {
                                                    .incarnation = pending_commit_->incarnation,
                                                    .sequence = pending_commit_->sequence});
   }
-  if (absl::Status s = config_.changelog->Flush(); !s.ok()) return Fail(s);
+  return absl::OkStatus();
+}
+
+absl::Status Task::MarkersAcknowledged() {
   if (absl::Status s = Fault(CommitStep::kMarkersAppended); !s.ok()) return Fail(s);
   return absl::OkStatus();
 }

@@ -125,6 +125,14 @@ class Task final : public ProcessorContext {
   // (steps 4-5) — or AbortCommit() when the transaction failed, which fails the task.
   // With changelogs only.
   absl::Status PrepareCommit();
+  // PrepareCommit in three steps, for a thread that commits many tasks with one producer:
+  // FlushForCommit() of every task, one flush of the producer (every change
+  // acknowledged), AppendCommitMarkers() of every task, one flush, then
+  // MarkersAcknowledged() of every task. A flush failure is the caller's to report with
+  // AbortCommit().
+  absl::Status FlushForCommit();
+  absl::Status AppendCommitMarkers();
+  absl::Status MarkersAcknowledged();
   absl::Status CompleteCommit();
   absl::Status AbortCommit(absl::Status why);
   absl::Status PunctuateWallClock();
