@@ -204,7 +204,9 @@ TEST_F(ProcessCommandTest, RocksDbStoresAndEvictionGiveTheSameOutput) {
     std::vector<std::string> mem = normalized(Lines(e.path()));
     std::vector<std::string> rocks = normalized(Lines(dir_ / "rocksdb" / e.path().filename()));
     EXPECT_TRUE(mem == rocks) << e.path().filename();
-    if (e.path().filename() == "metrics-aggregated-5m.jsonl") EXPECT_GT(mem.size(), 20u);
+    if (e.path().filename() == "metrics-aggregated-5m.jsonl") {
+      EXPECT_GT(mem.size(), 20u);
+    }
   }
   EXPECT_EQ(files, 4u);
   EXPECT_EQ(ScratchDirs(), scratch_before);
