@@ -46,6 +46,15 @@ class CountingTaskProducer final : public RecordCollector, public ChangelogWrite
   uint64_t sent_ = 0;
 };
 
+void AddTaskCounters(const TaskCounters& t, RuntimeCounters* c) {
+  c->records_read += t.records_read;
+  c->records_processed += t.records_processed;
+  c->windows_emitted += t.windows_emitted;
+  c->duplicates += t.duplicates_dropped;
+  c->late_dropped += t.late_dropped;
+  for (uint64_t d : t.dead_letters) c->dead_letters += d;
+}
+
 }  // namespace
 
 class Runtime::Thread {
@@ -245,13 +254,7 @@ absl::StatusOr<int64_t> Runtime::Thread::CreateTaskRetrying(int32_t partition) {
 void Runtime::Thread::CloseTask(int32_t partition) {
   auto it = tasks_.find(partition);
   if (it == tasks_.end()) return;
-  const TaskCounters& c = it->second.task->counters();
-  retired_.records_read += c.records_read;
-  retired_.records_processed += c.records_processed;
-  retired_.windows_emitted += c.windows_emitted;
-  retired_.duplicates += c.duplicates_dropped;
-  retired_.late_dropped += c.late_dropped;
-  for (uint64_t d : c.dead_letters) retired_.dead_letters += d;
+  AddTaskCounters(it->second.task->counters(), &retired_);
   if (absl::Status s = it->second.task->Close(); !s.ok()) {
     Log(LogLevel::kWarning, StrCat("task ", TaskId(partition), ": close: ", s.message()));
   }
@@ -466,13 +469,7 @@ void Runtime::Thread::PublishCounters() {
     for (const InputOffset& o : e.task->committed_offsets()) {
       if (o.topic == rt_->source_topic_) c.committed_input += o.next_offset;
     }
-    const TaskCounters& t = e.task->counters();
-    c.records_read += t.records_read;
-    c.records_processed += t.records_processed;
-    c.windows_emitted += t.windows_emitted;
-    c.duplicates += t.duplicates_dropped;
-    c.late_dropped += t.late_dropped;
-    for (uint64_t d : t.dead_letters) c.dead_letters += d;
+    AddTaskCounters(e.task->counters(), &c);
   }
   c.commits = commits_;
   c.rebuilds = rebuilds_;
