@@ -45,7 +45,6 @@ int64_t InMemoryLog::Writer::EndOffset(std::string_view store) const {
 }
 
 void InMemoryLog::Commit() {
-  ++commits_;
   for (Output& o : open_outputs_) outputs_.push_back(std::move(o));
   for (auto& [store, change] : open_changes_) changelogs_[store].push_back(std::move(change));
   open_outputs_.clear();

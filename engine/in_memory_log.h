@@ -60,7 +60,6 @@ class InMemoryLog {
   std::vector<Output> Outputs(std::string_view topic = "") const;
   // Visible records of `store`'s changelog.
   size_t ChangelogSize(std::string_view store) const;
-  uint64_t transactions_committed() const { return commits_; }
 
  private:
   using Change = OwnedChangeRecord;
@@ -111,7 +110,6 @@ class InMemoryLog {
   std::vector<Output> open_outputs_;
   std::vector<std::pair<std::string, Change>> open_changes_;
   std::vector<size_t> open_output_indices_;  // kShowsUncommitted
-  uint64_t commits_ = 0;
 };
 
 }  // namespace streammetrics

@@ -44,23 +44,34 @@ absl::StatusOr<int> PartitionCount(rd_kafka_t* rk, const std::string& topic) {
   return partitions;
 }
 
+// A read_committed consumer (never joining its group) for `topic`, with the caller's
+// properties after `own`, and the topic's partition count.
+absl::StatusOr<std::pair<KafkaHandle, int>> OpenReader(Properties own, const Properties& properties,
+                                                       const std::string& topic) {
+  own.emplace_back("enable.auto.commit", "false");
+  own.emplace_back("isolation.level", "read_committed");
+  own.emplace_back("log_level", "3");
+  for (const auto& p : properties) own.push_back(p);
+  absl::StatusOr<KafkaHandle> rk = NewClient(RD_KAFKA_CONSUMER, own);
+  if (!rk.ok()) return rk.status();
+  absl::StatusOr<int> partitions = PartitionCount(rk->get(), topic);
+  if (!partitions.ok()) return partitions.status();
+  return std::make_pair(*std::move(rk), *partitions);
+}
+
 }  // namespace
 
 absl::StatusOr<std::vector<OutputRecord>> ReadTopic(const Properties& properties,
                                                     const std::string& topic,
                                                     ReadOptions options) {
-  Properties props = {{"group.id", "streammetrics-reader"},
-                      {"fetch.wait.max.ms", "10"},
-                      {"enable.auto.commit", "false"},
-                      {"enable.partition.eof", "true"},
-                      {"isolation.level", options.read_committed ? "read_committed"
-                                                                 : "read_uncommitted"},
-                      {"log_level", "3"}};
-  for (const auto& p : properties) props.push_back(p);
-  absl::StatusOr<KafkaHandle> rk = NewClient(RD_KAFKA_CONSUMER, props);
-  if (!rk.ok()) return rk.status();
-  absl::StatusOr<int> partitions = PartitionCount(rk->get(), topic);
-  if (!partitions.ok()) return partitions.status();
+  absl::StatusOr<std::pair<KafkaHandle, int>> opened = OpenReader(
+      {{"group.id", "streammetrics-reader"},
+       {"fetch.wait.max.ms", "10"},
+       {"enable.partition.eof", "true"}},
+      properties, topic);
+  if (!opened.ok()) return opened.status();
+  KafkaHandle* rk = &opened->first;
+  const int* partitions = &opened->second;
   std::vector<OutputRecord> out;
   for (int p = 0; p < *partitions; ++p) {
     int64_t low = 0, high = 0;
@@ -105,15 +116,11 @@ TopicFollower::~TopicFollower() {
 absl::StatusOr<std::unique_ptr<TopicFollower>> TopicFollower::Create(const Properties& properties,
                                                                      const std::string& topic,
                                                                      bool from_start) {
-  Properties props = {{"group.id", "streammetrics-follower"},
-                      {"enable.auto.commit", "false"},
-                      {"isolation.level", "read_committed"},
-                      {"log_level", "3"}};
-  for (const auto& p : properties) props.push_back(p);
-  absl::StatusOr<KafkaHandle> rk = NewClient(RD_KAFKA_CONSUMER, props);
-  if (!rk.ok()) return rk.status();
-  absl::StatusOr<int> partitions = PartitionCount(rk->get(), topic);
-  if (!partitions.ok()) return partitions.status();
+  absl::StatusOr<std::pair<KafkaHandle, int>> opened =
+      OpenReader({{"group.id", "streammetrics-follower"}}, properties, topic);
+  if (!opened.ok()) return opened.status();
+  KafkaHandle* rk = &opened->first;
+  const int* partitions = &opened->second;
   rd_kafka_topic_partition_list_t* list = rd_kafka_topic_partition_list_new(*partitions);
   for (int p = 0; p < *partitions; ++p) {
     rd_kafka_topic_partition_list_add(list, topic.c_str(), p)->offset =
@@ -123,7 +130,7 @@ absl::StatusOr<std::unique_ptr<TopicFollower>> TopicFollower::Create(const Prope
   rd_kafka_topic_partition_list_destroy(list);
   if (!s.ok()) return s;
   auto impl = std::make_unique<Impl>();
-  impl->rk = *std::move(rk);
+  impl->rk = std::move(*rk);
   return std::unique_ptr<TopicFollower>(new TopicFollower(std::move(impl)));
 }
 
@@ -164,14 +171,6 @@ absl::StatusOr<int64_t> SumEndOffsets(rd_kafka_t* rk, const std::string& topic) 
 
 absl::StatusOr<int64_t> TopicFollower::EndOffsets(const std::string& topic) {
   return SumEndOffsets(impl_->rk.get(), topic);
-}
-
-absl::StatusOr<int64_t> TopicEndOffsets(const Properties& properties, const std::string& topic) {
-  Properties props = {{"log_level", "3"}};
-  for (const auto& p : properties) props.push_back(p);
-  absl::StatusOr<KafkaHandle> rk = NewClient(RD_KAFKA_PRODUCER, props);
-  if (!rk.ok()) return rk.status();
-  return SumEndOffsets(rk->get(), topic);
 }
 
 }  // namespace streammetrics::kafka

@@ -15,7 +15,6 @@
 namespace streammetrics::kafka {
 
 struct ReadOptions {
-  bool read_committed = true;
   int timeout_ms = 30'000;
 };
 
@@ -42,9 +41,6 @@ class TopicFollower {
   explicit TopicFollower(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
-
-// Sum over the partitions of `topic` of their end (high watermark) offsets.
-absl::StatusOr<int64_t> TopicEndOffsets(const Properties& properties, const std::string& topic);
 
 }  // namespace streammetrics::kafka
 
