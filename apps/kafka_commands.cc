@@ -355,7 +355,8 @@ absl::Status RunLoadgenKafka(const GeneratorOptions& generator_options,
   EventGenerator generator(generator_options);
   const auto start = Clock::now();
   std::string doc;
-  for (uint64_t i = 0; i < options.count && !StopRequested().load(); ++i) {
+  uint64_t i = 0;
+  for (; (options.count == 0 || i < options.count) && !StopRequested().load(); ++i) {
     if (options.produce_rate > 0 && i % 100 == 0) {
       const double due = std::chrono::duration<double>(Clock::now() - start).count() *
                          options.produce_rate;
@@ -370,8 +371,8 @@ absl::Status RunLoadgenKafka(const GeneratorOptions& generator_options,
   }
   absl::Status delivered = (*producer)->Flush();
   const double secs = std::chrono::duration<double>(Clock::now() - start).count();
-  out << "produced " << Thousands(options.count) << " events to " << options.topic << " in "
-      << secs << " s (" << Thousands(static_cast<uint64_t>(options.count / secs)) << " events/s)"
+  out << "produced " << Thousands(i) << " events to " << options.topic << " in " << secs
+      << " s (" << Thousands(static_cast<uint64_t>(static_cast<double>(i) / secs)) << " events/s)"
       << (delivered.ok() ? ", all delivered\n" : ", delivery failures: ");
   if (!delivered.ok()) out << delivered.message() << "\n";
   return delivered;

@@ -1,4 +1,5 @@
 // The streammetrics binary: parses flags and calls the libraries.
+#include <chrono>
 #include <fstream>
 #include <iostream>
 #include <map>
@@ -30,7 +31,8 @@ commands:
            the dev broker for other processes: reference/001's topics and the config's
            changelog topics; prints bootstrap.servers=..., runs until SIGTERM
   loadgen  --output FILE|- | --bootstrap SERVERS [--topic T] [--produce-rate R]
-           [--count N] [--rate EVENTS_PER_S] [--seed S] [--start-ms MS]
+           [--count N (0: until SIGTERM, Kafka only)] [--rate EVENTS_PER_S] [--seed S]
+           [--start-ms MS|now]
            [--invalid F] [--duplicates F] [--late F]
            generated metric events as JSON lines, to a file or produced to Kafka
            (keyed by serviceId; --rate is event time, --produce-rate the pace)
@@ -193,6 +195,11 @@ int Main(int argc, char** argv) {
     GeneratorOptions gen;
     uint64_t count = 100'000;
     LoadgenKafkaOptions kafka_options;
+    if (auto it = flags.values.find("start-ms"); it != flags.values.end() && it->second == "now") {
+      it->second = std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                      std::chrono::system_clock::now().time_since_epoch())
+                                      .count());
+    }
     if (!NumberFlag(flags, "count", &count, &bad) ||
         !NumberFlag(flags, "rate", &gen.events_per_second, &bad) ||
         !NumberFlag(flags, "seed", &gen.seed, &bad) ||
@@ -204,6 +211,7 @@ int Main(int argc, char** argv) {
       return UsageError(bad);
     }
     if (!(gen.events_per_second > 0)) return UsageError("--rate must be > 0");
+    if (count == 0 && !to_kafka) return UsageError("--count 0 (until SIGTERM) is for --bootstrap only");
     if (to_kafka) {
       kafka_options.bootstrap = flags.values["bootstrap"];
       kafka_options.count = count;

@@ -1,23 +1,31 @@
-// End to end through the dev broker (in-process) on this machine: how fast the engine
-// drains a topic of generated events, under exactly_once_v2 and at_least_once, against
-// how fast a plain librdkafka consumer drains the same topic, measured in the same run.
+// End to end through the dev broker (in-process) on this machine, under exactly_once_v2
+// and at_least_once:
+//   - sustained throughput: a producer thread keeps the engine's input topic topped up
+//     (at most --backlog events produced and not yet committed, so nothing reaches the
+//     dev broker's per-partition retention of 5 MiB / 100,000 messages); after a warm-up
+//     of 2 s, events committed per second over --seconds;
+//   - the rate at which a plain librdkafka consumer (read_committed, one client, all
+//     partitions) drains a topic of the same events, from its first record to its last;
+//   - latency (--latency-seconds, 0: skip): events produced at --latency-rate with event
+//     time = wall clock; for each result of the 1m-10s hopping window, the time it became
+//     visible to a read_committed consumer minus the moment its window could close
+//     (window end + grace, when the event that closes it is produced): p50/p99/max.
 //
-//   build/bench/kafka_bench [--events N] [--threads T]
+//   build/bench/kafka_bench [--seconds S] [--threads T] [--backlog N]
+//                           [--latency-seconds L] [--latency-rate R] [--commit-ms C]
 //
-// The dev broker keeps only the last 5 MiB / 100,000 messages per partition, so the
-// topics are sized to fit (default 60,000 events over 6 partitions). Each engine run
-// starts on an empty topic of its own and waits until its consumer group is stable (the
-// dev broker's joins take seconds); then the events are produced and the clock runs from
-// the first produce to the commit of the last input record — produce, consume, process,
-// commit. The plain consumer's time is from its start to its last record. Prints one
-// line per measurement.
+// SM_BENCH_PROPS=k=v,k=v adds librdkafka properties to the engine's clients.
+#include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "apps/event_generator.h"
 #include "engine/kafka/dev_broker.h"
@@ -55,12 +63,232 @@ bool ProduceEvents(const Properties& props, const std::string& topic, int events
   return (*producer)->Flush().ok();
 }
 
-int Main(int argc, char** argv) {
-  int events = 60'000;
+struct Args {
+  double seconds = 10;
   int threads = 2;
+  int64_t backlog = 60'000;
+  double latency_seconds = 40;
+  double latency_rate = 20'000;
+  int commit_ms = 100;
+};
+
+Properties EngineProps(const Properties& base) {
+  Properties props = base;
+  if (const char* extra = std::getenv("SM_BENCH_PROPS")) {  // k=v,k=v: experiments
+    std::string list(extra);
+    size_t at = 0;
+    while (at < list.size()) {
+      size_t comma = list.find(',', at);
+      if (comma == std::string::npos) comma = list.size();
+      std::string kv = list.substr(at, comma - at);
+      size_t eq = kv.find('=');
+      if (eq != std::string::npos) props.emplace_back(kv.substr(0, eq), kv.substr(eq + 1));
+      at = comma + 1;
+    }
+  }
+  return props;
+}
+
+// A runtime on `input`, started and with all 6 tasks assigned and the group settled.
+std::unique_ptr<Runtime> StartEngine(DevBroker* broker, const Properties& props,
+                                     const std::string& name, const std::string& input,
+                                     ProcessingGuarantee g, const Args& args) {
+  if (!broker->CreateTopic(input, 6).ok()) return nullptr;
+  PipelineConfig config = ReferencePipelineConfig();
+  config.store = StoreType::kRocksDb;
+  config.idle_close_ms = 0;
+  config.input_topic = input;
+  static std::vector<std::unique_ptr<Topology>> topologies;  // outlive their runtimes
+  topologies.push_back(std::make_unique<Topology>(*BuildMetricsTopology(config)));
+  RuntimeOptions o;
+  o.application_id = "bench-" + name;
+  o.kafka = EngineProps(props);
+  o.guarantee = g;
+  o.threads = args.threads;
+  o.commit_interval_ms = args.commit_ms;
+  o.state_dir = "/tmp/sm-kafka-bench-" + name;
+  std::system(("rm -rf " + o.state_dir).c_str());
+  o.embedded_broker = broker;
+  auto rt = Runtime::Create(*topologies.back(), o);
+  if (!rt.ok() || !(*rt)->Start().ok()) return nullptr;
+  while ((*rt)->counters().tasks < 6) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  std::this_thread::sleep_for(std::chrono::seconds(8));  // the second member's join
+  return *std::move(rt);
+}
+
+// Keeps `input` topped up (at most args.backlog events produced and not yet progress())
+// while `measure` runs; returns events per second of progress() over args.seconds,
+// after a 2 s warm-up.
+double Sustained(const Properties& props, const std::string& input, const Args& args,
+                 const std::function<uint64_t()>& progress) {
+  std::atomic<bool> stop{false};
+  std::thread feeder([&] {
+    auto producer = Producer::Create({.properties = props});
+    if (!producer.ok()) return;
+    GeneratorOptions go;
+    go.start_ms = NowMs() - 30 * 60'000;
+    go.events_per_second = 20'000;  // event time: windows close as it runs
+    EventGenerator generator(go);
+    std::string doc;
+    int64_t produced = 0;
+    while (!stop.load()) {
+      if (produced - static_cast<int64_t>(progress()) > args.backlog) {
+        std::this_thread::sleep_for(std::chrono::microseconds(500));
+        continue;
+      }
+      for (int i = 0; i < 1'000; ++i, ++produced) {
+        doc.clear();
+        generator.Next(&doc);
+        (*producer)->Send(input, -1, GeneratedServiceId(doc), doc, 0, {});
+      }
+    }
+    (void)(*producer)->Flush();
+  });
+  std::this_thread::sleep_for(std::chrono::seconds(2));
+  const uint64_t from = progress();
+  const auto start = Clock::now();
+  std::this_thread::sleep_for(std::chrono::duration<double>(args.seconds));
+  const uint64_t to = progress();
+  const double s = std::chrono::duration<double>(Clock::now() - start).count();
+  stop = true;
+  feeder.join();
+  return static_cast<double>(to - from) / s;
+}
+
+// The engine's sustained rate: input records committed per second.
+double EngineSustained(DevBroker* broker, const Properties& props, ProcessingGuarantee g,
+                       const Args& args, RuntimeCounters* out) {
+  const std::string name = g == ProcessingGuarantee::kExactlyOnceV2 ? "eos" : "alos";
+  const std::string input = "bench-input-" + name;
+  std::unique_ptr<Runtime> rt = StartEngine(broker, props, name, input, g, args);
+  if (rt == nullptr) return -1;
+  const double rate = Sustained(props, input, args, [&] { return rt->counters().committed_input; });
+  rt->Stop();
+  (void)rt->Join();
+  *out = rt->counters();
+  std::system(("rm -rf /tmp/sm-kafka-bench-" + name).c_str());
+  return rate;
+}
+
+// A plain consumer's sustained rate under the same load: records consumed per second.
+double PlainSustained(DevBroker* broker, const Properties& props, const Args& args) {
+  const std::string input = "bench-input-plain";
+  if (!broker->CreateTopic(input, 6).ok()) return -1;
+  Properties consumer_props = {{"fetch.wait.max.ms", "100"}};  // as the engine's on the dev broker
+  for (const auto& p : EngineProps(props)) consumer_props.push_back(p);
+  auto follower = TopicFollower::Create(consumer_props, input, /*from_start=*/true);
+  if (!follower.ok()) return -1;
+  std::atomic<uint64_t> consumed{0};
+  std::atomic<bool> stop{false};
+  std::thread consumer([&] {
+    while (!stop.load()) consumed += (*follower)->Poll(10, 1'000).size();
+  });
+  const double rate = Sustained(props, input, args, [&] { return consumed.load(); });
+  stop = true;
+  consumer.join();
+  return rate;
+}
+
+// A plain consumer's drain rate of `topic` (all partitions, from the start), first
+// record to last; -1 on failure.
+double PlainConsumerRate(const Properties& props, const std::string& topic, int64_t events) {
+  auto follower = TopicFollower::Create(props, topic, /*from_start=*/true);
+  if (!follower.ok()) return -1;
+  // The clock starts when the first batch arrives (connecting and fetching the metadata
+  // are not draining); that batch is not counted.
+  int64_t seen = 0, counted = 0;
+  Clock::time_point first;
+  const auto deadline = Clock::now() + std::chrono::seconds(60);
+  while (seen < events && Clock::now() < deadline) {
+    const auto n = static_cast<int64_t>((*follower)->Poll(100, 1'000).size());
+    if (n > 0 && seen == 0) {
+      first = Clock::now();
+    } else {
+      counted += n;
+    }
+    seen += n;
+  }
+  if (seen < events || counted == 0) return -1;
+  return static_cast<double>(counted) / std::chrono::duration<double>(Clock::now() - first).count();
+}
+
+// Latency of the 1m-10s results (ms): visible minus window end + grace.
+std::vector<double> Latencies(DevBroker* broker, const Properties& props, ProcessingGuarantee g,
+                              const Args& args) {
+  const std::string name = g == ProcessingGuarantee::kExactlyOnceV2 ? "lat-eos" : "lat-alos";
+  const std::string input = "bench-input-" + name;
+  std::unique_ptr<Runtime> rt = StartEngine(broker, props, name, input, g, args);
+  if (rt == nullptr) return {};
+  auto results = TopicFollower::Create({{"bootstrap.servers", broker->bootstrap_servers()},
+                                        {"fetch.wait.max.ms", "5"}},
+                                       "metrics-aggregated-1m-10s", /*from_start=*/false);
+  if (!results.ok()) return {};
+  std::atomic<bool> stop{false};
+  std::thread feeder([&] {
+    auto producer = Producer::Create({.properties = {{"bootstrap.servers", broker->bootstrap_servers()},
+                                                     {"linger.ms", "1"}}});
+    if (!producer.ok()) return;
+    GeneratorOptions go;
+    go.start_ms = NowMs();
+    go.events_per_second = args.latency_rate;
+    go.jitter_ms = 0;       // event time = when it is produced
+    go.late_fraction = 0;   // late events are stamped 15 min back
+    EventGenerator generator(go);
+    std::string doc;
+    const auto start = Clock::now();
+    uint64_t produced = 0;
+    while (!stop.load()) {
+      const double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
+      for (const uint64_t due = static_cast<uint64_t>(elapsed * args.latency_rate); produced < due;
+           ++produced) {
+        doc.clear();
+        generator.Next(&doc);
+        (*producer)->Send(input, -1, GeneratedServiceId(doc), doc, 0, {});
+      }
+      std::this_thread::sleep_for(std::chrono::microseconds(200));
+    }
+    (void)(*producer)->Flush();
+  });
+  std::vector<double> latencies;
+  const auto deadline = Clock::now() + std::chrono::duration<double>(args.latency_seconds);
+  const int64_t grace_ms = 10'000;
+  while (Clock::now() < deadline) {
+    for (const OutputRecord& r : (*results)->Poll(5)) {
+      const int64_t now = NowMs();
+      const int64_t closable = r.timestamp_ms + 1 + grace_ms;  // timestamp: window end - 1
+      latencies.push_back(static_cast<double>(now - closable));
+    }
+  }
+  stop = true;
+  feeder.join();
+  rt->Stop();
+  (void)rt->Join();
+  std::system(("rm -rf /tmp/sm-kafka-bench-" + name).c_str());
+  std::sort(latencies.begin(), latencies.end());
+  return latencies;
+}
+
+double Percentile(const std::vector<double>& sorted, double q) {
+  if (sorted.empty()) return 0;
+  size_t i = static_cast<size_t>(q * static_cast<double>(sorted.size() - 1) + 0.5);
+  return sorted[std::min(i, sorted.size() - 1)];
+}
+
+int Main(int argc, char** argv) {
+  Args args;
   for (int i = 1; i + 1 < argc; i += 2) {
-    if (std::strcmp(argv[i], "--events") == 0) events = std::atoi(argv[i + 1]);
-    if (std::strcmp(argv[i], "--threads") == 0) threads = std::atoi(argv[i + 1]);
+    const std::string flag = argv[i];
+    const double v = std::atof(argv[i + 1]);
+    if (flag == "--seconds") args.seconds = v;
+    else if (flag == "--threads") args.threads = static_cast<int>(v);
+    else if (flag == "--backlog") args.backlog = static_cast<int64_t>(v);
+    else if (flag == "--latency-seconds") args.latency_seconds = v;
+    else if (flag == "--latency-rate") args.latency_rate = v;
+    else if (flag == "--commit-ms") args.commit_ms = static_cast<int>(v);
+    else {
+      std::fprintf(stderr, "unknown flag %s\n", argv[i]);
+      return 2;
+    }
   }
   SetMinLogLevel(LogLevel::kWarning);
   auto broker = DevBroker::Start(3);
@@ -69,6 +297,7 @@ int Main(int argc, char** argv) {
     return 1;
   }
   const Properties props = {{"bootstrap.servers", (*broker)->bootstrap_servers()}};
+  const int events = 60'000;  // fits the dev broker's retention
   {
     const auto start = Clock::now();
     if (!ProduceEvents(props, "metrics-events", events)) return 1;
@@ -76,67 +305,33 @@ int Main(int argc, char** argv) {
     std::printf("produce (idempotent, acks=all, lz4): %d events in %.3f s = %.0f events/s\n",
                 events, s, events / s);
   }
-  {
-    const auto start = Clock::now();
-    auto all = ReadTopic(props, "metrics-events");
-    const double s = std::chrono::duration<double>(Clock::now() - start).count();
-    if (!all.ok() || static_cast<int>(all->size()) != events) {
-      std::fprintf(stderr, "plain consumer read %zu of %d\n", all.ok() ? all->size() : 0, events);
-      return 1;
-    }
-    std::printf("plain consumer (read_committed, one client): %d events in %.3f s = %.0f events/s\n",
-                events, s, events / s);
-  }
-  PipelineConfig config = ReferencePipelineConfig();
-  config.store = StoreType::kRocksDb;
-  config.idle_close_ms = 0;
+  double drain = 0;
+  for (int run = 0; run < 3; ++run) drain = std::max(drain, PlainConsumerRate(props, "metrics-events", events));
+  std::printf("plain consumer draining a full topic (read_committed, one client, best of 3): "
+              "%.0f events/s\n", drain);
+  const double plain = PlainSustained(broker->get(), props, args);
+  std::printf("plain consumer under the same sustained load as the engine (producer in this "
+              "process): %.0f events/s over %.0f s\n", plain, args.seconds);
   for (ProcessingGuarantee g : {ProcessingGuarantee::kExactlyOnceV2, ProcessingGuarantee::kAtLeastOnce}) {
-    const std::string name = g == ProcessingGuarantee::kExactlyOnceV2 ? "eos" : "alos";
-    const std::string input = "bench-input-" + name;
-    if (!(*broker)->CreateTopic(input, 6).ok()) return 1;
-    config.input_topic = input;
-    Topology topology = *BuildMetricsTopology(config);
-    RuntimeOptions o;
-    o.application_id = "bench-" + name;
-    o.kafka = props;
-    if (const char* extra = std::getenv("SM_BENCH_PROPS")) {  // k=v,k=v: experiments
-      std::string list(extra);
-      size_t at = 0;
-      while (at < list.size()) {
-        size_t comma = list.find(',', at);
-        if (comma == std::string::npos) comma = list.size();
-        std::string kv = list.substr(at, comma - at);
-        size_t eq = kv.find('=');
-        if (eq != std::string::npos) o.kafka.emplace_back(kv.substr(0, eq), kv.substr(eq + 1));
-        at = comma + 1;
-      }
-    }
-    o.guarantee = g;
-    o.threads = threads;
-    o.commit_interval_ms = 100;
-    o.state_dir = "/tmp/sm-kafka-bench-" + name;
-    std::system(("rm -rf " + o.state_dir).c_str());
-    o.embedded_broker = broker->get();
-    auto rt = Runtime::Create(topology, o);
-    if (!rt.ok() || !(*rt)->Start().ok()) return 1;
-    while ((*rt)->counters().tasks < 6) std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    std::this_thread::sleep_for(std::chrono::seconds(8));  // the second member's join
-    const auto start = Clock::now();
-    if (!ProduceEvents(props, input, events)) return 1;
-    while ((*rt)->counters().committed_input < events) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    }
-    const double s = std::chrono::duration<double>(Clock::now() - start).count();
-    (*rt)->Stop();
-    (void)(*rt)->Join();
-    RuntimeCounters c = (*rt)->counters();
-    std::printf("engine %s (%d threads, commit 100 ms): %d events produced, processed and "
-                "committed in %.3f s = %.0f events/s (%llu commits, %llu windows, %llu rebuilds)\n",
-                name == "eos" ? "exactly_once_v2" : "at_least_once", threads, events, s,
-                events / s, static_cast<unsigned long long>(c.commits),
+    RuntimeCounters c;
+    const double rate = EngineSustained(broker->get(), props, g, args, &c);
+    std::printf("engine %s (%d threads, commit %d ms): %.0f events/s sustained over %.0f s "
+                "(%.0f%% of the plain consumer; %llu commits, %llu windows, %llu rebuilds)\n",
+                g == ProcessingGuarantee::kExactlyOnceV2 ? "exactly_once_v2" : "at_least_once",
+                args.threads, args.commit_ms, rate, args.seconds, 100.0 * rate / plain,
+                static_cast<unsigned long long>(c.commits),
                 static_cast<unsigned long long>(c.windows_emitted),
                 static_cast<unsigned long long>(c.rebuilds));
-    std::system(("rm -rf " + o.state_dir).c_str());
+  }
+  if (args.latency_seconds > 0) {
+    for (ProcessingGuarantee g : {ProcessingGuarantee::kExactlyOnceV2, ProcessingGuarantee::kAtLeastOnce}) {
+      std::vector<double> l = Latencies(broker->get(), props, g, args);
+      std::printf("latency %s (%.0f events/s, commit %d ms): %zu results of 1m-10s windows, "
+                  "visible after window end + grace: p50 %.0f ms, p99 %.0f ms, max %.0f ms\n",
+                  g == ProcessingGuarantee::kExactlyOnceV2 ? "exactly_once_v2" : "at_least_once",
+                  args.latency_rate, args.commit_ms, l.size(), Percentile(l, 0.5),
+                  Percentile(l, 0.99), l.empty() ? 0.0 : l.back());
+    }
   }
   return 0;
 }

@@ -5,6 +5,7 @@
 
 #include "engine/kafka/kafka_common.h"
 #include "engine/log.h"
+#include "operators/strings.h"
 #include "statestore/fixed_encoding.h"
 
 namespace streammetrics::kafka {
@@ -26,11 +27,34 @@ bool IsConsumerOnly(std::string_view key) {
 
 }  // namespace
 
+// A topic's librdkafka handle (kept for the producer's life: no topic-name lookup or
+// string per record) and the end of what was delivered to each of its partitions.
+struct ProducerTopic {
+  rd_kafka_topic_t* rkt = nullptr;
+  std::vector<int64_t> delivered_end;  // by partition
+};
+
 struct Producer::Impl {
   KafkaHandle rk;
   int timeout_ms = 10'000;
   absl::Status first_error;  // since the last successful Flush
-  std::map<std::pair<std::string, int32_t>, int64_t, std::less<>> delivered_end;
+  StringMap<std::unique_ptr<ProducerTopic>> topics;
+
+  ~Impl() {
+    for (auto& [name, t] : topics) rd_kafka_topic_destroy(t->rkt);
+  }
+
+  // The topic's handle, created on first use (nullptr if librdkafka refuses the name).
+  ProducerTopic* Topic(std::string_view name) {
+    auto it = topics.find(name);
+    if (it != topics.end()) return it->second.get();
+    auto t = std::make_unique<ProducerTopic>();
+    rd_kafka_topic_conf_t* conf = rd_kafka_topic_conf_new();
+    rd_kafka_topic_conf_set_opaque(conf, t.get());
+    t->rkt = rd_kafka_topic_new(rk.get(), std::string(name).c_str(), conf);  // takes conf
+    if (t->rkt == nullptr) return nullptr;
+    return topics.emplace(std::string(name), std::move(t)).first->second.get();
+  }
 
   static void OnDelivery(rd_kafka_t*, const rd_kafka_message_t* m, void* opaque) {
     auto* self = static_cast<Impl*>(opaque);
@@ -41,8 +65,12 @@ struct Producer::Impl {
       }
       return;
     }
-    auto key = std::make_pair(std::string(rd_kafka_topic_name(m->rkt)), m->partition);
-    int64_t& end = self->delivered_end[key];
+    auto* t = static_cast<ProducerTopic*>(rd_kafka_topic_opaque(m->rkt));
+    if (t == nullptr || m->partition < 0) return;
+    if (t->delivered_end.size() <= static_cast<size_t>(m->partition)) {
+      t->delivered_end.resize(m->partition + 1, 0);
+    }
+    int64_t& end = t->delivered_end[m->partition];
     end = std::max(end, m->offset + 1);
   }
 };
@@ -105,10 +133,17 @@ void Producer::Send(std::string_view topic, int32_t partition, std::string_view 
                           static_cast<ssize_t>(h.value.size()));
     }
   }
-  std::string topic_name(topic);
+  ProducerTopic* t = impl_->Topic(topic);
+  if (t == nullptr) {
+    if (hdrs != nullptr) rd_kafka_headers_destroy(hdrs);
+    if (impl_->first_error.ok()) {
+      impl_->first_error = absl::InvalidArgumentError(StrCat("produce to ", topic, ": bad topic"));
+    }
+    return;
+  }
   while (true) {
     rd_kafka_resp_err_t err = rd_kafka_producev(
-        impl_->rk.get(), RD_KAFKA_V_TOPIC(topic_name.c_str()),
+        impl_->rk.get(), RD_KAFKA_V_RKT(t->rkt),
         RD_KAFKA_V_PARTITION(partition < 0 ? RD_KAFKA_PARTITION_UA : partition),
         RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
         RD_KAFKA_V_KEY(const_cast<char*>(key.data()), key.size()),
@@ -122,7 +157,7 @@ void Producer::Send(std::string_view topic, int32_t partition, std::string_view 
     }
     if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
       if (hdrs != nullptr) rd_kafka_headers_destroy(hdrs);  // not taken on failure
-      if (impl_->first_error.ok()) impl_->first_error = KafkaStatus("produce to " + topic_name, err);
+      if (impl_->first_error.ok()) impl_->first_error = KafkaStatus(StrCat("produce to ", topic), err);
     }
     return;
   }
@@ -181,8 +216,25 @@ absl::Status Producer::AbortTransaction() {
 }
 
 int64_t Producer::DeliveredEnd(std::string_view topic, int32_t partition) const {
-  auto it = impl_->delivered_end.find(std::make_pair(std::string(topic), partition));
-  return it == impl_->delivered_end.end() ? 0 : it->second;
+  auto it = impl_->topics.find(topic);
+  if (it == impl_->topics.end() || partition < 0 ||
+      static_cast<size_t>(partition) >= it->second->delivered_end.size()) {
+    return 0;
+  }
+  return it->second->delivered_end[partition];
+}
+
+absl::Status Producer::WarmUp(std::span<const std::string> topics) {
+  for (const std::string& name : topics) {
+    ProducerTopic* t = impl_->Topic(name);
+    if (t == nullptr) return absl::InvalidArgumentError(StrCat("topic ", name, ": bad name"));
+    const struct rd_kafka_metadata* md = nullptr;
+    absl::Status s = KafkaStatus(StrCat("metadata of ", name),
+                                 rd_kafka_metadata(impl_->rk.get(), 0, t->rkt, &md, impl_->timeout_ms));
+    if (md != nullptr) rd_kafka_metadata_destroy(md);
+    if (!s.ok()) return s;
+  }
+  return absl::OkStatus();
 }
 
 std::string ChangelogTopic(std::string_view application_id, std::string_view store) {
@@ -261,18 +313,26 @@ void TaskProducer::Send(std::string_view topic, std::string_view key, std::strin
   producer_->Send(topic, -1, key, value, timestamp_ms, headers);
 }
 
+const std::string& TaskProducer::Topic(std::string_view store) const {
+  for (const auto& [name, topic] : changelog_topics_) {
+    if (name == store) return topic;
+  }
+  return changelog_topics_.emplace_back(std::string(store), ChangelogTopic(application_id_, store))
+      .second;
+}
+
 void TaskProducer::Append(std::string_view store, const ChangeRecord& record) {
-  topic_ = ChangelogTopic(application_id_, store);
+  const std::string& topic = Topic(store);
   EncodeChangeKey(record, &key_);
   EncodeChangeHeader(record, &header_);
   const Header h[] = {{"sm", header_}};
   std::optional<std::string_view> value;
   if (record.type != ChangeType::kDelete) value = record.value;
-  producer_->Send(topic_, partition_, key_, value, 0, h);
+  producer_->Send(topic, partition_, key_, value, 0, h);
 }
 
 int64_t TaskProducer::EndOffset(std::string_view store) const {
-  return producer_->DeliveredEnd(ChangelogTopic(application_id_, store), partition_);
+  return producer_->DeliveredEnd(Topic(store), partition_);
 }
 
 }  // namespace streammetrics::kafka

@@ -9,6 +9,7 @@
 #define STREAMMETRICS_ENGINE_KAFKA_PRODUCER_H_
 
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <memory>
 #include <optional>
@@ -64,6 +65,11 @@ class Producer {
   absl::Status CommitTransaction(const OffsetCommit& offsets);
   absl::Status AbortTransaction();
 
+  // Fetches the metadata of `topics` now, so their first records are sent at once:
+  // without it, a topic's first records wait for librdkafka's metadata refresh (up to
+  // ~1 s on the dev broker: a commit that first writes a topic would stall on it).
+  absl::Status WarmUp(std::span<const std::string> topics);
+
   // The offset after the last delivered record of (topic, partition), or 0.
   int64_t DeliveredEnd(std::string_view topic, int32_t partition) const;
   bool transactional() const { return transactional_; }
@@ -94,8 +100,11 @@ class TaskProducer final : public RecordCollector, public ChangelogWriter {
   Producer* producer_;
   std::string application_id_;
   int32_t partition_;
-  std::string topic_;  // scratch
-  std::string key_;    // scratch
+  // The changelog topic of `store` (a store or two per task: a vector).
+  const std::string& Topic(std::string_view store) const;
+
+  mutable std::deque<std::pair<std::string, std::string>> changelog_topics_;  // store, topic
+  std::string key_;  // scratch
   std::string header_;
 };
 

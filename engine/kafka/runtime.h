@@ -112,6 +112,7 @@ class Runtime {
   RuntimeOptions options_;
   std::string source_topic_;
   int32_t source_partitions_ = 0;
+  std::vector<std::string> written_topics_;  // outputs, dead letters, changelogs
   std::atomic<bool> stop_{false};
   std::vector<std::unique_ptr<Thread>> threads_;
 };
