@@ -1,0 +1,399 @@
+#include "engine/postgres/postgres_sink.h"
+
+#include <libpq-fe.h>
+
+#include <charconv>
+#include <cmath>
+#include <set>
+
+#include "operators/strings.h"
+
+namespace streammetrics {
+namespace {
+
+constexpr std::string_view kSchema = R"sql(
+SELECT pg_advisory_xact_lock(hashtext('streammetrics-schema'));
+CREATE SCHEMA IF NOT EXISTS metrics;
+CREATE TABLE IF NOT EXISTS metrics.metric_aggregates (
+    id BIGSERIAL PRIMARY KEY,
+    timestamp TIMESTAMPTZ NOT NULL,
+    service_id VARCHAR(100) NOT NULL,
+    metric_name VARCHAR(200) NOT NULL,
+    window_size VARCHAR(10) NOT NULL,
+    count BIGINT,
+    sum DOUBLE PRECISION,
+    avg DOUBLE PRECISION,
+    min DOUBLE PRECISION,
+    max DOUBLE PRECISION,
+    p50 DOUBLE PRECISION,
+    p95 DOUBLE PRECISION,
+    p99 DOUBLE PRECISION,
+    tags JSONB,
+    created_at TIMESTAMPTZ DEFAULT NOW()
+);
+CREATE INDEX IF NOT EXISTS idx_metrics_lookup
+    ON metrics.metric_aggregates(service_id, metric_name, timestamp DESC);
+CREATE INDEX IF NOT EXISTS idx_metrics_tags ON metrics.metric_aggregates USING GIN(tags);
+CREATE INDEX IF NOT EXISTS idx_metrics_timestamp ON metrics.metric_aggregates(timestamp DESC);
+CREATE UNIQUE INDEX IF NOT EXISTS metric_aggregates_upsert_key
+    ON metrics.metric_aggregates(service_id, metric_name, window_size, timestamp, tags)
+    NULLS NOT DISTINCT;
+CREATE TABLE IF NOT EXISTS metrics.sink_offsets (
+    sink TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    partition INT NOT NULL,
+    next_offset BIGINT NOT NULL,
+    epoch BIGINT NOT NULL,
+    updated_at TIMESTAMPTZ NOT NULL DEFAULT NOW(),
+    PRIMARY KEY (sink, topic, partition)
+);
+)sql";
+
+constexpr std::string_view kStaging = R"sql(
+CREATE TEMP TABLE IF NOT EXISTS sm_staging (
+    ord BIGINT, ts_ms BIGINT, service_id TEXT, metric_name TEXT, window_size TEXT,
+    count BIGINT, sum FLOAT8, avg FLOAT8, min FLOAT8, max FLOAT8,
+    p50 FLOAT8, p95 FLOAT8, p99 FLOAT8, tags TEXT) ON COMMIT DELETE ROWS
+)sql";
+
+constexpr std::string_view kUpsert = R"sql(
+INSERT INTO metrics.metric_aggregates
+    (timestamp, service_id, metric_name, window_size, count, sum, avg, min, max, p50, p95, p99, tags)
+SELECT DISTINCT ON (service_id, metric_name, window_size, ts_ms, tags)
+    to_timestamp(ts_ms / 1000.0), service_id, metric_name, window_size,
+    count, sum, avg, min, max, p50, p95, p99, tags
+FROM (SELECT ord, ts_ms, service_id, metric_name, window_size, count, sum, avg, min, max,
+             p50, p95, p99, tags::jsonb AS tags FROM sm_staging) s
+ORDER BY service_id, metric_name, window_size, ts_ms, tags, ord DESC
+ON CONFLICT (service_id, metric_name, window_size, timestamp, tags) DO UPDATE SET
+    count = EXCLUDED.count, sum = EXCLUDED.sum, avg = EXCLUDED.avg, min = EXCLUDED.min,
+    max = EXCLUDED.max, p50 = EXCLUDED.p50, p95 = EXCLUDED.p95, p99 = EXCLUDED.p99,
+    created_at = NOW()
+)sql";
+
+struct ResultDeleter {
+  void operator()(PGresult* r) const { PQclear(r); }
+};
+using Result = std::unique_ptr<PGresult, ResultDeleter>;
+
+// What a failed statement means for the caller: Unavailable (connection, server shutting
+// down, resources, serialization: retry), InvalidArgument (data refused: class 22/23),
+// Internal otherwise.
+absl::Status StatusOf(PGconn* conn, const PGresult* r, std::string_view what) {
+  const char* state = r != nullptr ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : nullptr;
+  std::string message = r != nullptr ? PQresultErrorMessage(r) : PQerrorMessage(conn);
+  while (!message.empty() && (message.back() == '\n' || message.back() == ' ')) message.pop_back();
+  std::string text = StrCat("postgres: ", what, ": ", message);
+  if (PQstatus(conn) != CONNECTION_OK || state == nullptr) return absl::UnavailableError(text);
+  std::string_view cls(state, 2);
+  if (cls == "08" || cls == "57" || cls == "53" || cls == "40") return absl::UnavailableError(text);
+  if (cls == "22" || cls == "23") return absl::InvalidArgumentError(text);
+  return absl::InternalError(text);
+}
+
+void AppendCopyText(std::string_view s, std::string* out) {
+  for (char c : s) {
+    switch (c) {
+      case '\\': out->append("\\\\"); break;
+      case '\t': out->append("\\t"); break;
+      case '\n': out->append("\\n"); break;
+      case '\r': out->append("\\r"); break;
+      default: out->push_back(c);
+    }
+  }
+}
+
+void AppendCopyInt(int64_t v, std::string* out) {
+  char buf[24];
+  auto [end, ec] = std::to_chars(buf, buf + sizeof(buf), v);
+  out->append(buf, end);
+}
+
+void AppendCopyDouble(double v, std::string* out) {
+  if (std::isnan(v)) {
+    out->append("NaN");
+  } else if (std::isinf(v)) {
+    out->append(v > 0 ? "Infinity" : "-Infinity");
+  } else {
+    char buf[32];
+    auto [end, ec] = std::to_chars(buf, buf + sizeof(buf), v);  // shortest round trip
+    out->append(buf, end);
+  }
+}
+
+// Characters (UTF-8 code points) of a valid UTF-8 string.
+size_t Chars(std::string_view s) {
+  size_t n = 0;
+  for (unsigned char c : s) n += (c & 0xC0) != 0x80;
+  return n;
+}
+
+// Why Postgres would refuse the row, or "" (lengths of the VARCHAR columns, NUL bytes).
+std::string CheckRow(const AggregateRow& r) {
+  struct Column {
+    const char* name;
+    const std::string* value;
+    size_t max;
+  };
+  for (const Column& c : {Column{"service_id", &r.service_id, 100},
+                          Column{"metric_name", &r.metric_name, 200},
+                          Column{"window_size", &r.window, 10}}) {
+    if (c.value->find('\0') != std::string::npos) return StrCat(c.name, ": contains a NUL byte");
+    if (Chars(*c.value) > c.max) {
+      return StrCat(c.name, ": longer than ", c.max, " characters");
+    }
+  }
+  if (r.tags_json.find("\\u0000") != std::string::npos) return "tags: contains a NUL character";
+  return "";
+}
+
+void AppendCopyRow(int64_t ord, const AggregateRow& r, std::string* out) {
+  AppendCopyInt(ord, out);
+  out->push_back('\t');
+  AppendCopyInt(r.window_start_ms, out);
+  for (const std::string* s : {&r.service_id, &r.metric_name, &r.window}) {
+    out->push_back('\t');
+    AppendCopyText(*s, out);
+  }
+  out->push_back('\t');
+  AppendCopyInt(r.count, out);
+  for (double v : {r.sum, r.avg, r.min, r.max}) {
+    out->push_back('\t');
+    AppendCopyDouble(v, out);
+  }
+  for (const std::optional<double>* q : {&r.p50, &r.p95, &r.p99}) {
+    out->push_back('\t');
+    if (q->has_value()) {
+      AppendCopyDouble(**q, out);
+    } else {
+      out->append("\\N");
+    }
+  }
+  out->push_back('\t');
+  AppendCopyText(r.tags_json, out);
+  out->push_back('\n');
+}
+
+}  // namespace
+
+struct PostgresSink::Conn {
+  PGconn* pg = nullptr;
+  ~Conn() {
+    if (pg != nullptr) PQfinish(pg);
+  }
+
+  // Runs `sql` (any number of statements, no parameters).
+  absl::Status Exec(std::string_view sql, std::string_view what) {
+    Result r(PQexec(pg, std::string(sql).c_str()));
+    const ExecStatusType st = r ? PQresultStatus(r.get()) : PGRES_FATAL_ERROR;
+    if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) return absl::OkStatus();
+    return StatusOf(pg, r.get(), what);
+  }
+
+  absl::StatusOr<Result> Query(std::string_view sql, const std::vector<std::string>& params,
+                               std::string_view what) {
+    std::vector<const char*> values;
+    values.reserve(params.size());
+    for (const std::string& p : params) values.push_back(p.c_str());
+    Result r(PQexecParams(pg, std::string(sql).c_str(), static_cast<int>(values.size()), nullptr,
+                          values.data(), nullptr, nullptr, 0));
+    const ExecStatusType st = r ? PQresultStatus(r.get()) : PGRES_FATAL_ERROR;
+    if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) return r;
+    return StatusOf(pg, r.get(), what);
+  }
+
+  absl::Status Copy(std::string_view data) {
+    Result start(PQexec(pg, "COPY sm_staging FROM STDIN"));
+    if (!start || PQresultStatus(start.get()) != PGRES_COPY_IN) {
+      return StatusOf(pg, start.get(), "copy");
+    }
+    if (PQputCopyData(pg, data.data(), static_cast<int>(data.size())) != 1 ||
+        PQputCopyEnd(pg, nullptr) != 1) {
+      return StatusOf(pg, nullptr, "copy");
+    }
+    absl::Status s;
+    while (PGresult* raw = PQgetResult(pg)) {
+      Result r(raw);
+      if (PQresultStatus(r.get()) != PGRES_COMMAND_OK && s.ok()) s = StatusOf(pg, r.get(), "copy");
+    }
+    return s;
+  }
+};
+
+PostgresSink::PostgresSink(PostgresSinkOptions options) : options_(std::move(options)) {}
+PostgresSink::~PostgresSink() = default;
+
+absl::Status PostgresSink::Connect() {
+  if (conn_ != nullptr && PQstatus(conn_->pg) == CONNECTION_OK) return absl::OkStatus();
+  conn_.reset();
+  auto conn = std::make_unique<Conn>();
+  const std::string dsn = StrCat(options_.dsn, " connect_timeout=", options_.connect_timeout_s);
+  conn->pg = PQconnectdb(dsn.c_str());
+  if (conn->pg == nullptr || PQstatus(conn->pg) != CONNECTION_OK) {
+    std::string message = conn->pg != nullptr ? PQerrorMessage(conn->pg) : "out of memory";
+    while (!message.empty() && message.back() == '\n') message.pop_back();
+    return absl::UnavailableError(StrCat("postgres: connect: ", message));
+  }
+  if (absl::Status s = conn->Exec("SET client_min_messages = warning", "session"); !s.ok()) return s;
+  if (absl::Status s = conn->Exec(kStaging, "staging table"); !s.ok()) return s;
+  conn_ = std::move(conn);
+  return absl::OkStatus();
+}
+
+absl::Status PostgresSink::Open() {
+  if (absl::Status s = Connect(); !s.ok()) return s;
+  absl::Status s = conn_->Exec(StrCat("BEGIN;", kSchema, "COMMIT;"), "create schema");
+  if (!s.ok()) conn_->Exec("ROLLBACK", "rollback").IgnoreError();
+  return s;
+}
+
+absl::StatusOr<std::vector<SinkPosition>> PostgresSink::Acquire(
+    std::span<const TopicPartition> partitions) {
+  if (absl::Status s = Connect(); !s.ok()) return s;
+  if (absl::Status s = conn_->Exec("BEGIN", "begin"); !s.ok()) return s;
+  std::vector<SinkPosition> out;
+  for (const TopicPartition& tp : partitions) {
+    absl::StatusOr<Result> r = conn_->Query(
+        "INSERT INTO metrics.sink_offsets (sink, topic, partition, next_offset, epoch) "
+        "VALUES ($1, $2, $3, 0, 1) ON CONFLICT (sink, topic, partition) DO UPDATE SET "
+        "epoch = metrics.sink_offsets.epoch + 1, updated_at = NOW() RETURNING next_offset, epoch",
+        {options_.sink_name, tp.topic, StrCat(tp.partition)}, "acquire");
+    if (!r.ok()) {
+      conn_->Exec("ROLLBACK", "rollback").IgnoreError();
+      return r.status();
+    }
+    out.push_back({tp, std::strtoll(PQgetvalue(r->get(), 0, 0), nullptr, 10),
+                   std::strtoll(PQgetvalue(r->get(), 0, 1), nullptr, 10)});
+  }
+  if (absl::Status s = conn_->Exec("COMMIT", "commit"); !s.ok()) return s;
+  for (const SinkPosition& p : out) epochs_[p.tp] = p.epoch;
+  return out;
+}
+
+void PostgresSink::Release(std::span<const TopicPartition> partitions) {
+  for (const TopicPartition& tp : partitions) epochs_.erase(tp);
+}
+
+bool PostgresSink::Owns(const TopicPartition& tp) const { return epochs_.contains(tp); }
+
+absl::StatusOr<std::vector<SinkPosition>> PostgresSink::Positions() {
+  if (absl::Status s = Connect(); !s.ok()) return s;
+  std::vector<SinkPosition> out;
+  for (const auto& [tp, epoch] : epochs_) {
+    absl::StatusOr<Result> r = conn_->Query(
+        "SELECT next_offset FROM metrics.sink_offsets WHERE sink = $1 AND topic = $2 AND "
+        "partition = $3",
+        {options_.sink_name, tp.topic, StrCat(tp.partition)}, "positions");
+    if (!r.ok()) return r.status();
+    const int64_t next = PQntuples(r->get()) == 1 ? std::strtoll(PQgetvalue(r->get(), 0, 0), nullptr, 10) : 0;
+    out.push_back({tp, next, epoch});
+  }
+  return out;
+}
+
+absl::Status PostgresSink::Apply(std::span<const SinkRecord> batch, const RejectHandler& on_rejected) {
+  if (batch.empty()) return absl::OkStatus();
+  if (absl::Status s = Connect(); !s.ok()) return s;
+  absl::Status s = ApplyOnce(batch, on_rejected, /*row_by_row=*/false);
+  if (absl::IsInvalidArgument(s)) {
+    // Postgres refused a row the checks let through: find it (and any other) row by row.
+    s = ApplyOnce(batch, on_rejected, /*row_by_row=*/true);
+  }
+  if (!s.ok() && PQstatus(conn_->pg) != CONNECTION_OK) conn_.reset();  // reconnect next time
+  return s;
+}
+
+absl::Status PostgresSink::ApplyOnce(std::span<const SinkRecord> batch,
+                                     const RejectHandler& on_rejected, bool row_by_row) {
+  auto fail = [&](absl::Status s) {
+    if (conn_ != nullptr && PQstatus(conn_->pg) == CONNECTION_OK) {
+      conn_->Exec("ROLLBACK", "rollback").IgnoreError();
+    }
+    return s;
+  };
+  if (absl::Status s = conn_->Exec("BEGIN", "begin"); !s.ok()) return fail(s);
+  // Lock the batch's partitions' positions; a newer epoch there: fenced.
+  std::map<TopicPartition, int64_t> next;  // stored position, then the batch's end
+  for (const SinkRecord& r : batch) next.emplace(TopicPartition{std::string(r.topic), r.partition}, -1);
+  for (auto& [tp, position] : next) {
+    auto owned = epochs_.find(tp);
+    if (owned == epochs_.end()) {
+      return fail(absl::FailedPreconditionError(
+          StrCat("postgres: ", tp.topic, "[", tp.partition, "] is not this runner's")));
+    }
+    absl::StatusOr<Result> r = conn_->Query(
+        "SELECT next_offset, epoch FROM metrics.sink_offsets WHERE sink = $1 AND topic = $2 "
+        "AND partition = $3 FOR UPDATE",
+        {options_.sink_name, tp.topic, StrCat(tp.partition)}, "lock position");
+    if (!r.ok()) return fail(r.status());
+    const int64_t epoch = PQntuples(r->get()) == 1 ? std::strtoll(PQgetvalue(r->get(), 0, 1), nullptr, 10) : -1;
+    if (epoch != owned->second) {
+      const int64_t mine = owned->second;
+      epochs_.erase(owned);
+      return fail(absl::FailedPreconditionError(
+          StrCat("postgres: ", tp.topic, "[", tp.partition, "] was taken over (epoch ", epoch,
+                 ", this runner's ", mine, ")")));
+    }
+    position = std::strtoll(PQgetvalue(r->get(), 0, 0), nullptr, 10);
+  }
+  std::map<TopicPartition, int64_t> stored = next;
+  std::vector<RejectedRecord> rejected;
+  std::string copy;
+  AggregateRow row;
+  int64_t ord = 0;
+  int64_t rows = 0;
+  for (const SinkRecord& r : batch) {
+    TopicPartition tp{std::string(r.topic), r.partition};
+    if (r.offset < stored[tp]) continue;  // applied before
+    int64_t& end = next[tp];
+    end = std::max(end, r.offset + 1);
+    ++ord;
+    if (absl::Status parsed = ParseAggregateRow(r.value, &row); !parsed.ok()) {
+      rejected.push_back({r, std::string(Message(parsed))});
+      continue;
+    }
+    if (std::string why = CheckRow(row); !why.empty()) {
+      rejected.push_back({r, why});
+      continue;
+    }
+    if (!row_by_row) {
+      AppendCopyRow(ord, row, &copy);
+      ++rows;
+      continue;
+    }
+    copy.clear();
+    AppendCopyRow(ord, row, &copy);
+    if (absl::Status s = conn_->Exec("SAVEPOINT sm_row", "savepoint"); !s.ok()) return fail(s);
+    absl::Status s = conn_->Copy(copy);
+    if (s.ok()) s = conn_->Exec(kUpsert, "upsert");
+    if (s.ok()) s = conn_->Exec("DELETE FROM sm_staging; RELEASE SAVEPOINT sm_row", "release");
+    if (absl::IsInvalidArgument(s)) {
+      rejected.push_back({r, std::string(Message(s))});
+      if (absl::Status rb = conn_->Exec("ROLLBACK TO SAVEPOINT sm_row", "rollback to savepoint");
+          !rb.ok()) {
+        return fail(rb);
+      }
+    } else if (!s.ok()) {
+      return fail(s);
+    }
+  }
+  if (rows > 0) {
+    if (absl::Status s = conn_->Copy(copy); !s.ok()) return fail(s);
+    if (absl::Status s = conn_->Exec(kUpsert, "upsert"); !s.ok()) return fail(s);
+  }
+  if (!rejected.empty() && on_rejected) {
+    if (absl::Status s = on_rejected(rejected); !s.ok()) return fail(s);
+  }
+  for (const auto& [tp, end] : next) {
+    if (end <= stored[tp]) continue;
+    absl::StatusOr<Result> r = conn_->Query(
+        "UPDATE metrics.sink_offsets SET next_offset = $4, updated_at = NOW() WHERE sink = $1 "
+        "AND topic = $2 AND partition = $3",
+        {options_.sink_name, tp.topic, StrCat(tp.partition), StrCat(end)}, "store position");
+    if (!r.ok()) return fail(r.status());
+  }
+  if (absl::Status s = conn_->Exec("COMMIT", "commit"); !s.ok()) return fail(s);
+  return absl::OkStatus();
+}
+
+}  // namespace streammetrics

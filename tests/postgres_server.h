@@ -1,0 +1,161 @@
+// A real PostgreSQL server for tests (DESIGN.md, "Real services in tests"): initdb into a
+// temp dir (as the `postgres` user when run as root), `postgres` on a free loopback port
+// with fsync off; stopped (and its files removed) by the destructor. Stop()/Start() take
+// it down and bring it back on the same port and data, for outage tests.
+#ifndef STREAMMETRICS_TESTS_POSTGRES_SERVER_H_
+#define STREAMMETRICS_TESTS_POSTGRES_SERVER_H_
+
+#include <libpq-fe.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace streammetrics::testing {
+
+class PostgresServer {
+ public:
+  static absl::StatusOr<std::unique_ptr<PostgresServer>> Create() {
+    std::unique_ptr<PostgresServer> pg(new PostgresServer());
+    char tmpl[] = "/tmp/sm-pg-XXXXXX";
+    if (mkdtemp(tmpl) == nullptr) return absl::InternalError("mkdtemp");
+    pg->dir_ = tmpl;
+    if (geteuid() == 0 && std::system(("chown postgres " + pg->dir_).c_str()) != 0) {
+      return absl::InternalError("chown postgres");
+    }
+    const std::string initdb = pg->Prefix() + "/usr/lib/postgresql/15/bin/initdb -D " + pg->dir_ +
+                               "/data -A trust -U postgres --no-sync -E UTF8 >" + pg->dir_ +
+                               "/initdb.log 2>&1";
+    if (std::system(initdb.c_str()) != 0) return absl::InternalError("initdb failed: " + initdb);
+    pg->port_ = FreePort();
+    if (absl::Status s = pg->Start(); !s.ok()) return s;
+    return pg;
+  }
+
+  ~PostgresServer() {
+    Stop();
+    std::error_code ec;
+    std::filesystem::remove_all(dir_, ec);
+  }
+
+  absl::Status Start() {
+    if (pid_ > 0) return absl::OkStatus();
+    pid_t pid = fork();
+    if (pid < 0) return absl::InternalError("fork");
+    if (pid == 0) {
+      const std::string port = std::to_string(port_);
+      const std::string data = dir_ + "/data";
+      const std::string log = dir_ + "/postgres.log";
+      FILE* f = freopen(log.c_str(), "a", stderr);
+      (void)f;
+      std::vector<std::string> args;
+      if (geteuid() == 0) args = {"setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups"};
+      for (const char* a : {"/usr/lib/postgresql/15/bin/postgres", "-D"}) args.emplace_back(a);
+      args.push_back(data);
+      for (const char* a : {"-p"}) args.emplace_back(a);
+      args.push_back(port);
+      for (const char* a : {"-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c",
+                            "full_page_writes=off", "-c"}) {
+        args.emplace_back(a);
+      }
+      args.push_back("unix_socket_directories=" + dir_);
+      std::vector<char*> argv;
+      for (std::string& a : args) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      execvp(argv[0], argv.data());
+      _exit(127);
+    }
+    pid_ = pid;
+    const std::string dsn = Dsn("postgres");
+    for (int i = 0; i < 200; ++i) {
+      if (PQping(dsn.c_str()) == PQPING_OK) return absl::OkStatus();
+      std::this_thread::sleep_for(std::chrono::milliseconds(25));
+    }
+    return absl::UnavailableError("postgres did not start; see " + dir_ + "/postgres.log");
+  }
+
+  // Fast shutdown (SIGINT): connections are cut, as in an outage.
+  void Stop() {
+    if (pid_ <= 0) return;
+    kill(pid_, SIGINT);
+    int status = 0;
+    waitpid(pid_, &status, 0);
+    pid_ = -1;
+  }
+
+  int port() const { return port_; }
+  std::string Dsn(const std::string& db) const {
+    return "host=127.0.0.1 port=" + std::to_string(port_) + " user=postgres dbname=" + db;
+  }
+
+  absl::Status CreateDatabase(const std::string& db) {
+    return Exec("postgres", "CREATE DATABASE " + db).status();
+  }
+
+  // Rows of `sql` as text (NULL as "NULL").
+  absl::StatusOr<std::vector<std::vector<std::string>>> Exec(const std::string& db,
+                                                             const std::string& sql) {
+    PGconn* conn = PQconnectdb(Dsn(db).c_str());
+    if (PQstatus(conn) != CONNECTION_OK) {
+      std::string m = PQerrorMessage(conn);
+      PQfinish(conn);
+      return absl::UnavailableError(m);
+    }
+    PGresult* r = PQexec(conn, sql.c_str());
+    absl::StatusOr<std::vector<std::vector<std::string>>> out;
+    if (PQresultStatus(r) != PGRES_TUPLES_OK && PQresultStatus(r) != PGRES_COMMAND_OK) {
+      out = absl::InternalError(PQresultErrorMessage(r));
+    } else {
+      std::vector<std::vector<std::string>> rows;
+      for (int i = 0; i < PQntuples(r); ++i) {
+        std::vector<std::string>& row = rows.emplace_back();
+        for (int j = 0; j < PQnfields(r); ++j) {
+          row.push_back(PQgetisnull(r, i, j) ? "NULL" : PQgetvalue(r, i, j));
+        }
+      }
+      out = std::move(rows);
+    }
+    PQclear(r);
+    PQfinish(conn);
+    return out;
+  }
+
+ private:
+  PostgresServer() = default;
+  std::string Prefix() const {
+    return geteuid() == 0 ? "setpriv --reuid=postgres --regid=postgres --init-groups " : "";
+  }
+  static int FreePort() {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    addr.sin_port = 0;
+    bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+    socklen_t len = sizeof(addr);
+    getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+    const int port = ntohs(addr.sin_port);
+    close(fd);
+    return port;
+  }
+
+  std::string dir_;
+  int port_ = 0;
+  pid_t pid_ = -1;
+};
+
+}  // namespace streammetrics::testing
+
+#endif  // STREAMMETRICS_TESTS_POSTGRES_SERVER_H_
