@@ -154,7 +154,7 @@ absl::Status ParseRoot(const YAML::Node& root, AppConfig* c) {
   PipelineConfig& p = c->pipeline;
   SM_RETURN_IF_ERROR(Reader::CheckKeys(root, "", {"application", "topics", "input", "validation",
                                                   "enrich", "dedupe", "aggregate", "processing",
-                                                  "state", "kafka"}));
+                                                  "state", "kafka", "sinks"}));
   if (const YAML::Node n = root["application"]) {
     SM_RETURN_IF_ERROR(Reader::CheckKeys(n, "application", {"id"}));
     if (n["id"]) SM_ASSIGN(p.application_id, Reader::String(n["id"], "application.id"));
@@ -376,6 +376,32 @@ absl::Status ParseRoot(const YAML::Node& root, AppConfig* c) {
       return Reader::Error("state.rocksdb_write_buffer_bytes",
                            "must not exceed state.rocksdb_cache_bytes (memtables are charged "
                            "to the cache)");
+    }
+  }
+  if (const YAML::Node sinks = root["sinks"]) {
+    SM_RETURN_IF_ERROR(Reader::CheckKeys(sinks, "sinks", {"postgres"}));
+    if (const YAML::Node n = sinks["postgres"]) {
+      SinkConfig& sc = c->postgres;
+      SM_RETURN_IF_ERROR(Reader::CheckKeys(
+          n, "sinks.postgres", {"enabled", "dsn", "topics", "batch_size", "flush_interval", "group"}));
+      if (n["enabled"]) SM_ASSIGN(sc.enabled, Reader::Bool(n["enabled"], "sinks.postgres.enabled"));
+      if (n["dsn"]) SM_ASSIGN(sc.url, Reader::String(n["dsn"], "sinks.postgres.dsn"));
+      if (n["topics"]) SM_ASSIGN(sc.topics, Reader::StringList(n["topics"], "sinks.postgres.topics"));
+      if (n["group"]) SM_ASSIGN(sc.group, Reader::String(n["group"], "sinks.postgres.group"));
+      if (n["batch_size"]) {
+        SM_ASSIGN(sc.batch_size, Reader::Int(n["batch_size"], "sinks.postgres.batch_size"));
+        if (sc.batch_size < 1 || sc.batch_size > 1'000'000) {
+          return Reader::Error("sinks.postgres.batch_size", "must be in [1, 1000000]");
+        }
+      }
+      if (n["flush_interval"]) {
+        SM_ASSIGN(sc.flush_interval_ms,
+                  Reader::Duration(n["flush_interval"], "sinks.postgres.flush_interval"));
+        if (sc.flush_interval_ms < 1) return Reader::Error("sinks.postgres.flush_interval", "must be >= 1ms");
+      }
+      if (sc.enabled && sc.url.empty()) {
+        return Reader::Error("sinks.postgres.dsn", "required when the sink is enabled");
+      }
     }
   }
   if (const YAML::Node n = root["kafka"]) {

@@ -15,6 +15,17 @@
 
 namespace streammetrics {
 
+// An external sink's runner (sinks.postgres, sinks.redis): part of `run` when enabled,
+// or alone with `streammetrics sink`.
+struct SinkConfig {
+  bool enabled = false;
+  std::string url;                  // Postgres: a libpq connection string
+  std::vector<std::string> topics;  // empty: every window's topic
+  int64_t batch_size = 5'000;
+  int64_t flush_interval_ms = 200;
+  std::string group;  // empty: <application.id>-sink-<name>
+};
+
 struct AppConfig {
   PipelineConfig pipeline;
   // Offline mode (`process`, `demo`): commit after this many input records.
@@ -31,6 +42,7 @@ struct AppConfig {
   int threads = 0;                // processing.threads; 0: one per core
   int64_t commit_interval_ms = 100;
   std::string state_dir = "/tmp/streammetrics";  // state.dir
+  SinkConfig postgres;  // sinks.postgres
   // librdkafka properties for the Kafka runtime, passed through verbatim.
   std::vector<std::pair<std::string, std::string>> kafka;
 };

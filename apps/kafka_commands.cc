@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <ctime>
 #include <fstream>
 #include <map>
@@ -15,8 +16,10 @@
 #include "engine/kafka/dev_broker.h"
 #include "engine/kafka/producer.h"
 #include "engine/kafka/runtime.h"
+#include "engine/kafka/sink_runner.h"
 #include "engine/kafka/topic_reader.h"
 #include "engine/log.h"
+#include "engine/postgres/postgres_sink.h"
 #include "operators/strings.h"
 #include "topology/metrics_pipeline.h"
 
@@ -184,6 +187,75 @@ void InstallStopSignals() {
   sigaction(SIGTERM, &sa, nullptr);
 }
 
+namespace {
+
+// The runner of an enabled sinks.postgres, started.
+absl::StatusOr<std::unique_ptr<kafka::SinkRunner>> StartPostgresSink(const AppConfig& config,
+                                                                      const kafka::Properties& props) {
+  const SinkConfig& sc = config.postgres;
+  kafka::SinkRunnerOptions o;
+  o.kafka = props;
+  o.group_id = sc.group.empty() ? StrCat(config.pipeline.application_id, "-sink-postgres") : sc.group;
+  o.topics = sc.topics;
+  if (o.topics.empty()) {
+    for (const WindowSpec& w : config.pipeline.windows) {
+      if (!w.topic.empty()) o.topics.push_back(w.topic);
+    }
+  }
+  o.dead_letter_topic = config.pipeline.dead_letter_topic;
+  o.batch_size = static_cast<size_t>(sc.batch_size);
+  o.flush_interval_ms = static_cast<int>(sc.flush_interval_ms);
+  absl::StatusOr<std::unique_ptr<kafka::SinkRunner>> runner = kafka::SinkRunner::Create(
+      std::make_unique<PostgresSink>(PostgresSinkOptions{.dsn = sc.url}), std::move(o));
+  if (!runner.ok()) return runner.status();
+  (*runner)->Start();
+  return runner;
+}
+
+std::string SinkStatus(const kafka::SinkRunner& runner) {
+  kafka::SinkRunnerCounters c = runner.counters();
+  std::string s = StrCat("postgres ", kafka::SinkHealthName(c.health), " ", Thousands(c.records),
+                         " rows");
+  if (c.rejected > 0) s += StrCat(" (", Thousands(c.rejected), " rejected)");
+  if (c.health != kafka::SinkHealth::kHealthy && !c.last_error.empty()) {
+    s += StrCat(": ", c.last_error);
+  }
+  return s;
+}
+
+}  // namespace
+
+absl::Status RunSinks(const AppConfig& config, std::ostream& out) {
+  const std::string bootstrap = BootstrapServers(config);
+  if (bootstrap == "embedded") {
+    return absl::InvalidArgumentError(
+        "sink: kafka.bootstrap.servers must name a running broker (`embedded` is in-process "
+        "only; `run` starts enabled sinks itself)");
+  }
+  if (!config.postgres.enabled) return absl::InvalidArgumentError("sink: no sink is enabled (sinks.postgres.enabled)");
+  absl::StatusOr<std::unique_ptr<kafka::SinkRunner>> pg =
+      StartPostgresSink(config, KafkaProperties(config, bootstrap));
+  if (!pg.ok()) return pg.status();
+  out << "postgres sink: consuming as group "
+      << (config.postgres.group.empty() ? StrCat(config.pipeline.application_id, "-sink-postgres")
+                                        : config.postgres.group)
+      << "; Ctrl-C to stop\n";
+  out.flush();
+  auto last_line = Clock::now();
+  while (!StopRequested().load()) {
+    SleepUnlessStopped(200);
+    if (Clock::now() - last_line >= std::chrono::seconds(5)) {
+      last_line = Clock::now();
+      out << SinkStatus(**pg) << "\n";
+      out.flush();
+    }
+  }
+  (*pg)->Stop();
+  absl::Status s = (*pg)->Join();
+  out << SinkStatus(**pg) << "\n";
+  return s;
+}
+
 absl::Status RunKafka(const AppConfig& config, const RunCommandOptions& options,
                       std::ostream& out) {
   absl::StatusOr<Topology> topology = BuildMetricsTopology(config.pipeline);
@@ -225,6 +297,12 @@ absl::Status RunKafka(const AppConfig& config, const RunCommandOptions& options,
   absl::StatusOr<std::unique_ptr<kafka::Runtime>> runtime = kafka::Runtime::Create(*topology, ro);
   if (!runtime.ok()) return runtime.status();
   if (absl::Status s = (*runtime)->Start(); !s.ok()) return s;
+  std::unique_ptr<kafka::SinkRunner> postgres;
+  if (config.postgres.enabled) {
+    absl::StatusOr<std::unique_ptr<kafka::SinkRunner>> pg = StartPostgresSink(config, props);
+    if (!pg.ok()) return pg.status();
+    postgres = *std::move(pg);
+  }
 
   std::unique_ptr<kafka::Producer> load_producer;
   std::unique_ptr<LoadGenerator> load;
@@ -295,7 +373,12 @@ absl::Status RunKafka(const AppConfig& config, const RunCommandOptions& options,
                     Thousands(c.windows_emitted).c_str(), Thousands(c.dead_letters).c_str(),
                     Thousands(c.duplicates).c_str(), Thousands(c.commits).c_str());
       last_read = c.records_read;
-      out << line;
+      if (postgres != nullptr) {
+        line[std::strlen(line) - 1] = '\0';
+        out << line << " · " << SinkStatus(*postgres) << "\n";
+      } else {
+        out << line;
+      }
       out.flush();
     }
   }
@@ -305,6 +388,11 @@ absl::Status RunKafka(const AppConfig& config, const RunCommandOptions& options,
   results.reset();
   (*runtime)->Stop();
   absl::Status s = (*runtime)->Join();
+  if (postgres != nullptr) {
+    postgres->Stop();
+    s.Update(postgres->Join());
+    out << SinkStatus(*postgres) << "\n";
+  }
   kafka::RuntimeCounters c = (*runtime)->counters();
   out << "read " << Thousands(c.records_read) << ", windows emitted " << Thousands(c.windows_emitted)
       << ", dead letters " << Thousands(c.dead_letters) << ", commits " << Thousands(c.commits)

@@ -33,6 +33,10 @@ struct RunCommandOptions {
 absl::Status RunKafka(const AppConfig& config, const RunCommandOptions& options,
                       std::ostream& out);
 
+// `streammetrics sink`: the enabled sinks' runners (sinks.postgres) alone, against the
+// broker of kafka.bootstrap.servers, until SIGINT/SIGTERM.
+absl::Status RunSinks(const AppConfig& config, std::ostream& out);
+
 struct BrokerCommandOptions {
   int brokers = 3;
   // Also written to this file (for scripts), when set.

@@ -30,6 +30,9 @@ commands:
   broker   [--config FILE] [--brokers N] [--bootstrap-file FILE]
            the dev broker for other processes: reference/001's topics and the config's
            changelog topics; prints bootstrap.servers=..., runs until SIGTERM
+  sink     --config FILE
+           the enabled sinks (sinks.postgres) alone: consume the aggregate topics of
+           kafka.bootstrap.servers and apply them exactly once; Ctrl-C to stop
   loadgen  --output FILE|- | --bootstrap SERVERS [--topic T] [--produce-rate R]
            [--count N (0: until SIGTERM, Kafka only)] [--rate EVENTS_PER_S] [--seed S]
            [--start-ms MS|now]
@@ -168,6 +171,15 @@ int Main(int argc, char** argv) {
     if (!config.ok()) return Fail(config.status());
     InstallStopSignals();
     if (absl::Status s = RunKafka(*config, options, std::cout); !s.ok()) return Fail(s);
+    return 0;
+  }
+  if (command == "sink") {
+    if (!Known(flags, {"config"}, &bad)) return UsageError(bad);
+    if (!flags.values.contains("config")) return UsageError("sink needs --config");
+    absl::StatusOr<AppConfig> config = ConfigFrom(flags, true);
+    if (!config.ok()) return Fail(config.status());
+    InstallStopSignals();
+    if (absl::Status s = RunSinks(*config, std::cout); !s.ok()) return Fail(s);
     return 0;
   }
   if (command == "broker") {

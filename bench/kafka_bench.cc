@@ -11,7 +11,7 @@
 //     visible to a read_committed consumer minus the moment its window could close
 //     (window end + grace, when the event that closes it is produced): p50/p99/max.
 //
-//   build/bench/kafka_bench [--seconds S] [--threads T] [--backlog N]
+//   build/bench/kafka_bench [--seconds S (0: skip)] [--threads T] [--backlog N]
 //                           [--latency-seconds L] [--latency-rate R] [--commit-ms C]
 //
 // SM_BENCH_PROPS=k=v,k=v adds librdkafka properties to the engine's clients.
@@ -309,10 +309,11 @@ int Main(int argc, char** argv) {
   for (int run = 0; run < 3; ++run) drain = std::max(drain, PlainConsumerRate(props, "metrics-events", events));
   std::printf("plain consumer draining a full topic (read_committed, one client, best of 3): "
               "%.0f events/s\n", drain);
-  const double plain = PlainSustained(broker->get(), props, args);
+  const double plain = args.seconds > 0 ? PlainSustained(broker->get(), props, args) : 0;
   std::printf("plain consumer under the same sustained load as the engine (producer in this "
               "process): %.0f events/s over %.0f s\n", plain, args.seconds);
   for (ProcessingGuarantee g : {ProcessingGuarantee::kExactlyOnceV2, ProcessingGuarantee::kAtLeastOnce}) {
+    if (args.seconds <= 0) break;  // --seconds 0: latency only
     RuntimeCounters c;
     const double rate = EngineSustained(broker->get(), props, g, args, &c);
     std::printf("engine %s (%d threads, commit %d ms): %.0f events/s sustained over %.0f s "

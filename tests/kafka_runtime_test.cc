@@ -41,6 +41,7 @@
 #include "engine/topology_test_driver.h"
 #include "operators/strings.h"
 #include "tests/aggregate_results.h"
+#include "tests/spawn.h"
 #include "topology/metrics_pipeline.h"
 
 namespace streammetrics::kafka {
@@ -272,16 +273,24 @@ TEST_F(KafkaRuntimeTest, EndToEndResultsAreExactlyTheOracles) {
 // window: a window redone after an abort must come out the same.
 TEST_F(KafkaRuntimeTest, FailedCommitsRebuildTasksAndResultsStayExact) {
   const int kEvents = 20'000;
-  Produce(kEvents, 5, NowMs() - 20 * 60'000);
-  std::vector<OutputRecord> oracle = Oracle();
   absl::StatusOr<std::unique_ptr<Runtime>> rt = Runtime::Create(*topology_, Options("a"));
   ASSERT_TRUE(rt.ok()) << rt.status();
   ASSERT_TRUE((*rt)->Start().ok());
+  // Input keeps arriving (20 s), so commits keep coming after the faults are injected.
+  std::thread producer([&] { Produce(kEvents, 5, NowMs() - 20 * 60'000, /*pace_per_s=*/1'000); });
+  struct Joiner {
+    std::thread& t;
+    ~Joiner() {
+      if (t.joinable()) t.join();  // also when an assertion returns early
+    }
+  } joiner{producer};
   ASSERT_TRUE(WaitFor([&] { return (*rt)->counters().commits >= 3; }, 150'000));
   constexpr int16_t kEndTxn = 26, kProduce = 0;
   broker_->FailRequests(kEndTxn, 2, 48 /* INVALID_TXN_STATE */);
   ASSERT_TRUE(WaitFor([&] { return (*rt)->counters().rebuilds >= 1; }, 150'000));
   broker_->FailRequests(kProduce, 3, 87 /* INVALID_RECORD: not retriable */);
+  producer.join();
+  std::vector<OutputRecord> oracle = Oracle();
   EXPECT_TRUE(WaitFor([&] { return (*rt)->counters().committed_input == kEvents; }, 180'000))
       << (*rt)->counters().committed_input;
   (*rt)->Stop();
@@ -362,19 +371,7 @@ int64_t CommittedInput(const Properties& props, const std::string& app, int part
   return sum;
 }
 
-pid_t Spawn(const std::vector<std::string>& args, const std::string& log) {
-  std::vector<char*> argv;
-  for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-  argv.push_back(nullptr);
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, 1, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-  posix_spawn_file_actions_adddup2(&actions, 1, 2);
-  pid_t pid = -1;
-  if (posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ) != 0) pid = -1;
-  posix_spawn_file_actions_destroy(&actions);
-  return pid;
-}
+using streammetrics::testing::Spawn;
 
 // Proves crash recovery of the binary: `streammetrics run` is killed with SIGKILL three
 // times while events keep arriving and restarted on the same state directory; the last

@@ -1,0 +1,34 @@
+// Starting the streammetrics binary (or any program) as a child process in tests.
+#ifndef STREAMMETRICS_TESTS_SPAWN_H_
+#define STREAMMETRICS_TESTS_SPAWN_H_
+
+#include <fcntl.h>
+#include <spawn.h>
+#include <unistd.h>
+
+#include <string>
+#include <vector>
+
+extern char** environ;
+
+namespace streammetrics::testing {
+
+// Starts `args` (args[0]: the program's path) with stdout and stderr appended to `log`;
+// the child's pid, or -1.
+inline pid_t Spawn(const std::vector<std::string>& args, const std::string& log) {
+  std::vector<char*> argv;
+  for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, 1, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+  posix_spawn_file_actions_adddup2(&actions, 1, 2);
+  pid_t pid = -1;
+  if (posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ) != 0) pid = -1;
+  posix_spawn_file_actions_destroy(&actions);
+  return pid;
+}
+
+}  // namespace streammetrics::testing
+
+#endif  // STREAMMETRICS_TESTS_SPAWN_H_
