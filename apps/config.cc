@@ -379,28 +379,37 @@ absl::Status ParseRoot(const YAML::Node& root, AppConfig* c) {
     }
   }
   if (const YAML::Node sinks = root["sinks"]) {
-    SM_RETURN_IF_ERROR(Reader::CheckKeys(sinks, "sinks", {"postgres"}));
-    if (const YAML::Node n = sinks["postgres"]) {
-      SinkConfig& sc = c->postgres;
+    SM_RETURN_IF_ERROR(Reader::CheckKeys(sinks, "sinks", {"postgres", "redis"}));
+    struct Named {
+      const char* name;
+      const char* url_key;  // dsn for Postgres, url for Redis
+      SinkConfig* config;
+    };
+    for (const Named& named : {Named{"postgres", "dsn", &c->postgres}, Named{"redis", "url", &c->redis}}) {
+      const YAML::Node n = sinks[named.name];
+      if (!n) continue;
+      const std::string path = StrCat("sinks.", named.name);
+      SinkConfig& sc = *named.config;
       SM_RETURN_IF_ERROR(Reader::CheckKeys(
-          n, "sinks.postgres", {"enabled", "dsn", "topics", "batch_size", "flush_interval", "group"}));
-      if (n["enabled"]) SM_ASSIGN(sc.enabled, Reader::Bool(n["enabled"], "sinks.postgres.enabled"));
-      if (n["dsn"]) SM_ASSIGN(sc.url, Reader::String(n["dsn"], "sinks.postgres.dsn"));
-      if (n["topics"]) SM_ASSIGN(sc.topics, Reader::StringList(n["topics"], "sinks.postgres.topics"));
-      if (n["group"]) SM_ASSIGN(sc.group, Reader::String(n["group"], "sinks.postgres.group"));
+          n, path, {"enabled", named.url_key, "topics", "batch_size", "flush_interval", "group"}));
+      if (n["enabled"]) SM_ASSIGN(sc.enabled, Reader::Bool(n["enabled"], path + ".enabled"));
+      if (n[named.url_key]) {
+        SM_ASSIGN(sc.url, Reader::String(n[named.url_key], StrCat(path, ".", named.url_key)));
+      }
+      if (n["topics"]) SM_ASSIGN(sc.topics, Reader::StringList(n["topics"], path + ".topics"));
+      if (n["group"]) SM_ASSIGN(sc.group, Reader::String(n["group"], path + ".group"));
       if (n["batch_size"]) {
-        SM_ASSIGN(sc.batch_size, Reader::Int(n["batch_size"], "sinks.postgres.batch_size"));
+        SM_ASSIGN(sc.batch_size, Reader::Int(n["batch_size"], path + ".batch_size"));
         if (sc.batch_size < 1 || sc.batch_size > 1'000'000) {
-          return Reader::Error("sinks.postgres.batch_size", "must be in [1, 1000000]");
+          return Reader::Error(path + ".batch_size", "must be in [1, 1000000]");
         }
       }
       if (n["flush_interval"]) {
-        SM_ASSIGN(sc.flush_interval_ms,
-                  Reader::Duration(n["flush_interval"], "sinks.postgres.flush_interval"));
-        if (sc.flush_interval_ms < 1) return Reader::Error("sinks.postgres.flush_interval", "must be >= 1ms");
+        SM_ASSIGN(sc.flush_interval_ms, Reader::Duration(n["flush_interval"], path + ".flush_interval"));
+        if (sc.flush_interval_ms < 1) return Reader::Error(path + ".flush_interval", "must be >= 1ms");
       }
       if (sc.enabled && sc.url.empty()) {
-        return Reader::Error("sinks.postgres.dsn", "required when the sink is enabled");
+        return Reader::Error(StrCat(path, ".", named.url_key), "required when the sink is enabled");
       }
     }
   }

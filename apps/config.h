@@ -19,7 +19,7 @@ namespace streammetrics {
 // or alone with `streammetrics sink`.
 struct SinkConfig {
   bool enabled = false;
-  std::string url;                  // Postgres: a libpq connection string
+  std::string url;                  // Postgres: a libpq connection string; Redis: host:port
   std::vector<std::string> topics;  // empty: every window's topic
   int64_t batch_size = 5'000;
   int64_t flush_interval_ms = 200;
@@ -43,6 +43,7 @@ struct AppConfig {
   int64_t commit_interval_ms = 100;
   std::string state_dir = "/tmp/streammetrics";  // state.dir
   SinkConfig postgres;  // sinks.postgres
+  SinkConfig redis;     // sinks.redis (url: host:port)
   // librdkafka properties for the Kafka runtime, passed through verbatim.
   std::vector<std::pair<std::string, std::string>> kafka;
 };

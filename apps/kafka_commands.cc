@@ -20,6 +20,7 @@
 #include "engine/kafka/topic_reader.h"
 #include "engine/log.h"
 #include "engine/postgres/postgres_sink.h"
+#include "engine/redis/redis_sink.h"
 #include "operators/strings.h"
 #include "topology/metrics_pipeline.h"
 
@@ -189,13 +190,22 @@ void InstallStopSignals() {
 
 namespace {
 
-// The runner of an enabled sinks.postgres, started.
-absl::StatusOr<std::unique_ptr<kafka::SinkRunner>> StartPostgresSink(const AppConfig& config,
-                                                                      const kafka::Properties& props) {
-  const SinkConfig& sc = config.postgres;
+// The runner of an enabled sink ("postgres", "redis"), started.
+absl::StatusOr<std::unique_ptr<kafka::SinkRunner>> StartSink(const AppConfig& config,
+                                                              std::string_view name,
+                                                              const kafka::Properties& props) {
+  const SinkConfig& sc = name == "postgres" ? config.postgres : config.redis;
+  std::unique_ptr<Sink> sink;
+  if (name == "postgres") {
+    sink = std::make_unique<PostgresSink>(PostgresSinkOptions{.dsn = sc.url});
+  } else {
+    RedisSinkOptions ro;
+    if (absl::Status s = ParseRedisUrl(sc.url, &ro); !s.ok()) return s;
+    sink = std::make_unique<RedisSink>(ro);
+  }
   kafka::SinkRunnerOptions o;
   o.kafka = props;
-  o.group_id = sc.group.empty() ? StrCat(config.pipeline.application_id, "-sink-postgres") : sc.group;
+  o.group_id = sc.group.empty() ? StrCat(config.pipeline.application_id, "-sink-", name) : sc.group;
   o.topics = sc.topics;
   if (o.topics.empty()) {
     for (const WindowSpec& w : config.pipeline.windows) {
@@ -205,20 +215,45 @@ absl::StatusOr<std::unique_ptr<kafka::SinkRunner>> StartPostgresSink(const AppCo
   o.dead_letter_topic = config.pipeline.dead_letter_topic;
   o.batch_size = static_cast<size_t>(sc.batch_size);
   o.flush_interval_ms = static_cast<int>(sc.flush_interval_ms);
-  absl::StatusOr<std::unique_ptr<kafka::SinkRunner>> runner = kafka::SinkRunner::Create(
-      std::make_unique<PostgresSink>(PostgresSinkOptions{.dsn = sc.url}), std::move(o));
+  absl::StatusOr<std::unique_ptr<kafka::SinkRunner>> runner =
+      kafka::SinkRunner::Create(std::move(sink), std::move(o));
   if (!runner.ok()) return runner.status();
   (*runner)->Start();
   return runner;
 }
 
-std::string SinkStatus(const kafka::SinkRunner& runner) {
+// The enabled sinks' runners, started (name, runner).
+absl::StatusOr<std::vector<std::pair<std::string, std::unique_ptr<kafka::SinkRunner>>>> StartSinks(
+    const AppConfig& config, const kafka::Properties& props) {
+  std::vector<std::pair<std::string, std::unique_ptr<kafka::SinkRunner>>> out;
+  for (const char* name : {"postgres", "redis"}) {
+    const SinkConfig& sc = std::string_view(name) == "postgres" ? config.postgres : config.redis;
+    if (!sc.enabled) continue;
+    absl::StatusOr<std::unique_ptr<kafka::SinkRunner>> r = StartSink(config, name, props);
+    if (!r.ok()) return r.status();
+    out.emplace_back(name, *std::move(r));
+  }
+  return out;
+}
+
+std::string SinkStatus(const std::string& name, const kafka::SinkRunner& runner) {
   kafka::SinkRunnerCounters c = runner.counters();
-  std::string s = StrCat("postgres ", kafka::SinkHealthName(c.health), " ", Thousands(c.records),
-                         " rows");
+  std::string s = StrCat(name, " ", kafka::SinkHealthName(c.health), " ", Thousands(c.records), " rows");
   if (c.rejected > 0) s += StrCat(" (", Thousands(c.rejected), " rejected)");
   if (c.health != kafka::SinkHealth::kHealthy && !c.last_error.empty()) {
     s += StrCat(": ", c.last_error);
+  }
+  return s;
+}
+
+// Stops the runners (each applies what it holds) and prints their last status.
+absl::Status StopSinks(std::vector<std::pair<std::string, std::unique_ptr<kafka::SinkRunner>>>* sinks,
+                       std::ostream& out) {
+  absl::Status s;
+  for (auto& [name, runner] : *sinks) runner->Stop();
+  for (auto& [name, runner] : *sinks) {
+    s.Update(runner->Join());
+    out << SinkStatus(name, *runner) << "\n";
   }
   return s;
 }
@@ -232,28 +267,24 @@ absl::Status RunSinks(const AppConfig& config, std::ostream& out) {
         "sink: kafka.bootstrap.servers must name a running broker (`embedded` is in-process "
         "only; `run` starts enabled sinks itself)");
   }
-  if (!config.postgres.enabled) return absl::InvalidArgumentError("sink: no sink is enabled (sinks.postgres.enabled)");
-  absl::StatusOr<std::unique_ptr<kafka::SinkRunner>> pg =
-      StartPostgresSink(config, KafkaProperties(config, bootstrap));
-  if (!pg.ok()) return pg.status();
-  out << "postgres sink: consuming as group "
-      << (config.postgres.group.empty() ? StrCat(config.pipeline.application_id, "-sink-postgres")
-                                        : config.postgres.group)
-      << "; Ctrl-C to stop\n";
+  if (!config.postgres.enabled && !config.redis.enabled) {
+    return absl::InvalidArgumentError("sink: no sink is enabled (sinks.postgres.enabled, sinks.redis.enabled)");
+  }
+  auto sinks = StartSinks(config, KafkaProperties(config, bootstrap));
+  if (!sinks.ok()) return sinks.status();
+  for (auto& [name, runner] : *sinks) out << name << " sink: started\n";
+  out << "Ctrl-C to stop\n";
   out.flush();
   auto last_line = Clock::now();
   while (!StopRequested().load()) {
     SleepUnlessStopped(200);
     if (Clock::now() - last_line >= std::chrono::seconds(5)) {
       last_line = Clock::now();
-      out << SinkStatus(**pg) << "\n";
+      for (auto& [name, runner] : *sinks) out << SinkStatus(name, *runner) << "\n";
       out.flush();
     }
   }
-  (*pg)->Stop();
-  absl::Status s = (*pg)->Join();
-  out << SinkStatus(**pg) << "\n";
-  return s;
+  return StopSinks(&*sinks, out);
 }
 
 absl::Status RunKafka(const AppConfig& config, const RunCommandOptions& options,
@@ -297,12 +328,8 @@ absl::Status RunKafka(const AppConfig& config, const RunCommandOptions& options,
   absl::StatusOr<std::unique_ptr<kafka::Runtime>> runtime = kafka::Runtime::Create(*topology, ro);
   if (!runtime.ok()) return runtime.status();
   if (absl::Status s = (*runtime)->Start(); !s.ok()) return s;
-  std::unique_ptr<kafka::SinkRunner> postgres;
-  if (config.postgres.enabled) {
-    absl::StatusOr<std::unique_ptr<kafka::SinkRunner>> pg = StartPostgresSink(config, props);
-    if (!pg.ok()) return pg.status();
-    postgres = *std::move(pg);
-  }
+  auto sinks = StartSinks(config, props);
+  if (!sinks.ok()) return sinks.status();
 
   std::unique_ptr<kafka::Producer> load_producer;
   std::unique_ptr<LoadGenerator> load;
@@ -373,9 +400,11 @@ absl::Status RunKafka(const AppConfig& config, const RunCommandOptions& options,
                     Thousands(c.windows_emitted).c_str(), Thousands(c.dead_letters).c_str(),
                     Thousands(c.duplicates).c_str(), Thousands(c.commits).c_str());
       last_read = c.records_read;
-      if (postgres != nullptr) {
+      if (!sinks->empty()) {
         line[std::strlen(line) - 1] = '\0';
-        out << line << " · " << SinkStatus(*postgres) << "\n";
+        out << line;
+        for (auto& [name, runner] : *sinks) out << " · " << SinkStatus(name, *runner);
+        out << "\n";
       } else {
         out << line;
       }
@@ -388,11 +417,7 @@ absl::Status RunKafka(const AppConfig& config, const RunCommandOptions& options,
   results.reset();
   (*runtime)->Stop();
   absl::Status s = (*runtime)->Join();
-  if (postgres != nullptr) {
-    postgres->Stop();
-    s.Update(postgres->Join());
-    out << SinkStatus(*postgres) << "\n";
-  }
+  s.Update(StopSinks(&*sinks, out));
   kafka::RuntimeCounters c = (*runtime)->counters();
   out << "read " << Thousands(c.records_read) << ", windows emitted " << Thousands(c.windows_emitted)
       << ", dead letters " << Thousands(c.dead_letters) << ", commits " << Thousands(c.commits)

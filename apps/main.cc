@@ -31,7 +31,7 @@ commands:
            the dev broker for other processes: reference/001's topics and the config's
            changelog topics; prints bootstrap.servers=..., runs until SIGTERM
   sink     --config FILE
-           the enabled sinks (sinks.postgres) alone: consume the aggregate topics of
+           the enabled sinks (sinks.postgres, sinks.redis) alone: consume the aggregate topics of
            kafka.bootstrap.servers and apply them exactly once; Ctrl-C to stop
   loadgen  --output FILE|- | --bootstrap SERVERS [--topic T] [--produce-rate R]
            [--count N (0: until SIGTERM, Kafka only)] [--rate EVENTS_PER_S] [--seed S]

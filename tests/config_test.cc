@@ -172,6 +172,30 @@ TEST(Config, ErrorsNameTheKey) {
   EXPECT_EQ(ErrorOf("- just\n- a list\n"), "config: expected a mapping");
 }
 
+TEST(Config, Sinks) {
+  absl::StatusOr<AppConfig> c = ParseConfig(
+      "sinks:\n"
+      "  postgres: {enabled: true, dsn: 'host=db dbname=m', batch_size: 1000, flush_interval: 1s}\n"
+      "  redis: {enabled: true, url: 'cache:6380', topics: [metrics-aggregated-1m], group: g}\n");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_TRUE(c->postgres.enabled);
+  EXPECT_EQ(c->postgres.url, "host=db dbname=m");
+  EXPECT_EQ(c->postgres.batch_size, 1000);
+  EXPECT_EQ(c->postgres.flush_interval_ms, 1000);
+  EXPECT_TRUE(c->postgres.topics.empty());
+  EXPECT_TRUE(c->redis.enabled);
+  EXPECT_EQ(c->redis.url, "cache:6380");
+  EXPECT_EQ(c->redis.batch_size, 5000);
+  EXPECT_EQ(c->redis.topics, std::vector<std::string>{"metrics-aggregated-1m"});
+  EXPECT_EQ(c->redis.group, "g");
+  EXPECT_EQ(ErrorOf("sinks: {postgres: {enabled: true}}"),
+            "sinks.postgres.dsn: required when the sink is enabled");
+  EXPECT_EQ(ErrorOf("sinks: {redis: {enabled: true, dsn: x}}"), "sinks.redis.dsn: unknown key");
+  EXPECT_EQ(ErrorOf("sinks: {kafka: {}}"), "sinks.kafka: unknown key");
+  EXPECT_EQ(ErrorOf("sinks: {postgres: {batch_size: 0}}"),
+            "sinks.postgres.batch_size: must be in [1, 1000000]");
+}
+
 TEST(Config, MissingFileIsNotFound) {
   absl::StatusOr<AppConfig> c = LoadConfigFile("/nonexistent/streammetrics.yaml");
   EXPECT_EQ(c.status().code(), absl::StatusCode::kNotFound);

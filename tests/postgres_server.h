@@ -22,6 +22,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "tests/spawn.h"  // FreeLoopbackPort
 
 namespace streammetrics::testing {
 
@@ -39,7 +40,7 @@ class PostgresServer {
                                "/data -A trust -U postgres --no-sync -E UTF8 >" + pg->dir_ +
                                "/initdb.log 2>&1";
     if (std::system(initdb.c_str()) != 0) return absl::InternalError("initdb failed: " + initdb);
-    pg->port_ = FreePort();
+    pg->port_ = FreeLoopbackPort();
     if (absl::Status s = pg->Start(); !s.ok()) return s;
     return pg;
   }
@@ -137,20 +138,6 @@ class PostgresServer {
   std::string Prefix() const {
     return geteuid() == 0 ? "setpriv --reuid=postgres --regid=postgres --init-groups " : "";
   }
-  static int FreePort() {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    addr.sin_port = 0;
-    bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-    socklen_t len = sizeof(addr);
-    getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-    const int port = ntohs(addr.sin_port);
-    close(fd);
-    return port;
-  }
-
   std::string dir_;
   int port_ = 0;
   pid_t pid_ = -1;

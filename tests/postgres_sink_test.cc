@@ -25,6 +25,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "operators/strings.h"
+#include "tests/aggregate_json.h"
 #include "tests/postgres_server.h"
 #include "tests/spawn.h"
 
@@ -35,14 +36,7 @@ using ::testing::ElementsAre;
 using ::testing::SizeIs;
 using testing::PostgresServer;
 
-std::string Aggregate(std::string_view service, std::string_view metric, std::string_view window,
-                      int64_t start_ms, int64_t count, double sum, std::string_view tags = "{}") {
-  return StrCat("{\"serviceId\":\"", service, "\",\"metricName\":\"", metric, "\",\"window\":\"",
-                window, "\",\"windowStart\":", start_ms, ",\"windowEnd\":", start_ms + 60'000,
-                ",\"count\":", count, ",\"sum\":", sum, ",\"avg\":", sum / count, ",\"min\":1,\"max\":",
-                sum, ",\"p50\":2.5,\"p95\":3.5,\"p99\":4.5,\"rate\":", count / 60.0, ",\"tags\":", tags,
-                "}");
-}
+using testing::Aggregate;
 
 class PostgresSinkTest : public ::testing::Test {
  protected:

@@ -1,8 +1,10 @@
-// Starting the streammetrics binary (or any program) as a child process in tests.
+// Child processes and ports for tests: the streammetrics binary, servers.
 #ifndef STREAMMETRICS_TESTS_SPAWN_H_
 #define STREAMMETRICS_TESTS_SPAWN_H_
 
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <spawn.h>
 #include <unistd.h>
 
@@ -27,6 +29,21 @@ inline pid_t Spawn(const std::vector<std::string>& args, const std::string& log)
   if (posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ) != 0) pid = -1;
   posix_spawn_file_actions_destroy(&actions);
   return pid;
+}
+
+// A loopback TCP port nothing listens on now (a server started right after takes it).
+inline int FreeLoopbackPort() {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  socklen_t len = sizeof(addr);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  const int port = ntohs(addr.sin_port);
+  close(fd);
+  return port;
 }
 
 }  // namespace streammetrics::testing

@@ -1,0 +1,187 @@
+// The Redis sink against a real redis-server (started by the test, redis_server.h) and,
+// for the runner, the dev broker. What this proves: the latest key holds the newest
+// window's aggregate with a TTL of at most 3600 s, the history sorted set holds the last
+// hour of windows (older ones trimmed), an older window never replaces a newer one; a
+// batch is applied once (re-applied: no change) and positions are stored with it; a
+// fenced runner writes nothing more for the partition it lost; records that are not
+// aggregates are rejected and only move the position; Redis stopped mid-run and started
+// again (append-only file kept): the runner holds its batch, retries and catches up.
+#include "engine/redis/redis_sink.h"
+
+#include <chrono>
+#include <map>
+#include <thread>
+
+#include "engine/kafka/dev_broker.h"
+#include "engine/kafka/sink_runner.h"
+#include "engine/log.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "operators/strings.h"
+#include "tests/aggregate_json.h"
+#include "tests/redis_server.h"
+
+namespace streammetrics {
+namespace {
+
+using ::testing::ElementsAre;
+using testing::Aggregate;
+using testing::RedisServer;
+
+class RedisSinkTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    SetMinLogLevel(LogLevel::kWarning);
+    absl::StatusOr<std::unique_ptr<RedisServer>> r = RedisServer::Create();
+    ASSERT_TRUE(r.ok()) << r.status();
+    redis_ = *std::move(r);
+  }
+  std::unique_ptr<RedisSink> NewSink() {
+    RedisSinkOptions o;
+    o.port = redis_->port();
+    return std::make_unique<RedisSink>(o);
+  }
+  std::string Cmd(const std::vector<std::string>& args) { return redis_->Command(args); }
+
+  std::unique_ptr<RedisServer> redis_;
+};
+
+TEST(RedisUrl, HostAndPort) {
+  RedisSinkOptions o;
+  ASSERT_TRUE(ParseRedisUrl("redis://cache:6380/", &o).ok());
+  EXPECT_EQ(o.host, "cache");
+  EXPECT_EQ(o.port, 6380);
+  ASSERT_TRUE(ParseRedisUrl("localhost", &o).ok());
+  EXPECT_EQ(o.host, "localhost");
+  EXPECT_EQ(o.port, 6379);
+  EXPECT_EQ(ParseRedisUrl("cache:port", &o).message(), "redis url 'cache:port': bad port");
+  EXPECT_EQ(ParseRedisUrl(":6379", &o).message(), "redis url ':6379': no host");
+}
+
+const std::string kTopic = "metrics-aggregated-1m";
+const std::vector<TopicPartition> kParts = {{kTopic, 0}, {kTopic, 1}};
+
+TEST_F(RedisSinkTest, LatestAndHistoryPerKeyAppliedOnceWithPositions) {
+  auto sink = NewSink();
+  ASSERT_TRUE(sink->Open().ok());
+  auto acquired = sink->Acquire(kParts);
+  ASSERT_TRUE(acquired.ok()) << acquired.status();
+  EXPECT_EQ((*acquired)[0], (SinkPosition{kParts[0], 0, 1}));
+  const int64_t h = 3'600'000;
+  const std::string w0 = Aggregate("api", "latency", "1m", 0, 1, 1);
+  const std::string w1 = Aggregate("api", "latency", "1m", 60'000, 2, 2);
+  const std::string w1b = Aggregate("api", "latency", "1m", 60'000, 3, 3);  // w1 again, later
+  const std::string w_late = Aggregate("api", "latency", "1m", h, 4, 4);    // an hour after w0
+  const std::string old = Aggregate("api", "latency", "1m", 120'000, 5, 5);  // older than w_late
+  const std::string web = Aggregate("web", "errors", "1m", 0, 6, 6);
+  std::vector<SinkRecord> batch = {{kTopic, 0, 0, "api", w0},  {kTopic, 0, 1, "api", w1},
+                                   {kTopic, 1, 0, "web", web}, {kTopic, 0, 2, "api", w1b},
+                                   {kTopic, 1, 1, "web", "[1,2]"}};
+  std::vector<std::string> rejected;
+  auto on_rejected = [&](std::span<const RejectedRecord> refused) {
+    for (const RejectedRecord& r : refused) rejected.push_back(StrCat(r.record.offset, ": ", r.reason));
+    return absl::OkStatus();
+  };
+  ASSERT_TRUE(sink->Apply(batch, on_rejected).ok());
+  EXPECT_THAT(rejected, ElementsAre("1: aggregate: field serviceId missing or of the wrong type"));
+  EXPECT_EQ(Cmd({"GET", "metrics:api:latency:1m"}), w1b);
+  EXPECT_EQ(Cmd({"GET", "metrics:web:errors:1m"}), web);
+  EXPECT_EQ(Cmd({"ZRANGE", "metrics:api:latency:1m:history", "0", "-1", "WITHSCORES"}),
+            StrCat(w0, ",0,", w1b, ",60000"));
+  const int64_t ttl = std::stoll(Cmd({"TTL", "metrics:api:latency:1m"}));
+  EXPECT_GT(ttl, 3'590);
+  EXPECT_LE(ttl, 3'600);
+  EXPECT_EQ(Cmd({"HGETALL", "streammetrics:sink:redis:positions"}),
+            StrCat(kTopic, ":0,3,", kTopic, ":1,2"));
+
+  // Again (a retry after an unknown outcome), plus newer records: only the new ones
+  // apply; the window an hour later trims w0 from the history; an older window after it
+  // joins the history but does not become the latest.
+  rejected.clear();
+  std::vector<SinkRecord> again = batch;
+  again.push_back({kTopic, 0, 3, "api", w_late});
+  again.push_back({kTopic, 0, 4, "api", old});
+  ASSERT_TRUE(sink->Apply(again, on_rejected).ok());
+  EXPECT_THAT(rejected, ElementsAre("1: aggregate: field serviceId missing or of the wrong type"));
+  EXPECT_EQ(Cmd({"GET", "metrics:api:latency:1m"}), w_late);
+  EXPECT_EQ(Cmd({"ZRANGE", "metrics:api:latency:1m:history", "0", "-1", "WITHSCORES"}),
+            StrCat(w1b, ",60000,", old, ",120000,", w_late, ",", h));
+  EXPECT_EQ(Cmd({"HGET", "streammetrics:sink:redis:positions", kTopic + ":0"}), "5");
+}
+
+TEST_F(RedisSinkTest, NewerOwnerFencesTheOlderOne) {
+  auto old_runner = NewSink();
+  auto new_runner = NewSink();
+  ASSERT_TRUE(old_runner->Acquire(kParts).ok());
+  auto taken = new_runner->Acquire(std::vector<TopicPartition>{kParts[0]});
+  ASSERT_TRUE(taken.ok());
+  EXPECT_EQ((*taken)[0].epoch, 2);
+  const std::string newer = Aggregate("api", "latency", "1m", 0, 9, 9);
+  const std::string older = Aggregate("api", "latency", "1m", 0, 1, 1);
+  ASSERT_TRUE(new_runner->Apply(std::vector<SinkRecord>{{kTopic, 0, 0, "api", newer}}, {}).ok());
+  absl::Status s = old_runner->Apply(
+      std::vector<SinkRecord>{{kTopic, 0, 0, "api", older}, {kTopic, 1, 0, "web", older}}, {});
+  EXPECT_TRUE(absl::IsFailedPrecondition(s)) << s;
+  EXPECT_FALSE(old_runner->Owns(kParts[0]));
+  EXPECT_TRUE(old_runner->Owns(kParts[1]));
+  EXPECT_EQ(Cmd({"GET", "metrics:api:latency:1m"}), newer);
+  EXPECT_EQ(Cmd({"HGET", "streammetrics:sink:redis:positions", kTopic + ":1"}), "(nil)");
+}
+
+TEST_F(RedisSinkTest, RunnerCatchesUpAfterRedisOutage) {
+  auto broker = kafka::DevBroker::Start(1);
+  ASSERT_TRUE(broker.ok());
+  ASSERT_TRUE((*broker)->CreateReferenceTopics().ok());
+  const kafka::Properties props = {{"bootstrap.servers", (*broker)->bootstrap_servers()},
+                                   {"fetch.wait.max.ms", "50"}};
+  auto producer = kafka::Producer::Create({.properties = props});
+  ASSERT_TRUE(producer.ok());
+  std::map<std::string, std::string> latest;
+  auto produce = [&](int from, int to) {
+    for (int i = from; i < to; ++i) {
+      const std::string service = StrCat("svc", i % 5);
+      const std::string value = Aggregate(service, "latency", "1m", 60'000 * (i / 5), i + 1, i);
+      (*producer)->Send(kTopic, -1, service, value, 0, {});
+      latest[StrCat("metrics:", service, ":latency:1m")] = value;
+    }
+    ASSERT_TRUE((*producer)->Flush().ok());
+  };
+  auto wait_for = [](const std::function<bool()>& done, int seconds) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
+    while (!done() && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return done();
+  };
+  kafka::SinkRunnerOptions ro;
+  ro.kafka = props;
+  ro.group_id = "test-sink-redis";
+  ro.topics = {kTopic};
+  ro.batch_size = 100;
+  ro.flush_interval_ms = 50;
+  ro.retry_initial_ms = 50;
+  ro.retry_max_ms = 400;
+  ro.breaker_failures = 3;
+  ro.breaker_open_ms = 500;
+  auto runner = kafka::SinkRunner::Create(NewSink(), ro);
+  ASSERT_TRUE(runner.ok());
+  (*runner)->Start();
+  produce(0, 500);
+  ASSERT_TRUE(wait_for([&] { return (*runner)->counters().records == 500; }, 60))
+      << (*runner)->counters().records;
+  redis_->Stop();
+  produce(500, 1000);
+  ASSERT_TRUE(wait_for([&] { return (*runner)->counters().health == kafka::SinkHealth::kCircuitOpen; }, 30));
+  EXPECT_EQ((*runner)->counters().records, 500u);
+  ASSERT_TRUE(redis_->Start().ok());
+  ASSERT_TRUE(wait_for([&] { return (*runner)->counters().records == 1000; }, 60))
+      << (*runner)->counters().records;
+  for (const auto& [key, value] : latest) EXPECT_EQ(Cmd({"GET", key}), value) << key;
+  // Each service's history: its windows within the hour before its newest (60 of them).
+  EXPECT_EQ(Cmd({"ZCARD", "metrics:svc0:latency:1m:history"}), "60");
+  (*runner)->Stop();
+  ASSERT_TRUE((*runner)->Join().ok());
+}
+
+}  // namespace
+}  // namespace streammetrics
