@@ -195,17 +195,22 @@ absl::StatusOr<std::unique_ptr<kafka::SinkRunner>> StartSink(const AppConfig& co
                                                               std::string_view name,
                                                               const kafka::Properties& props) {
   const SinkConfig& sc = name == "postgres" ? config.postgres : config.redis;
+  // The group names the sink in its database too (positions, epochs): two applications
+  // writing one database keep apart.
+  const std::string group =
+      sc.group.empty() ? StrCat(config.pipeline.application_id, "-sink-", name) : sc.group;
   std::unique_ptr<Sink> sink;
   if (name == "postgres") {
-    sink = std::make_unique<PostgresSink>(PostgresSinkOptions{.dsn = sc.url});
+    sink = std::make_unique<PostgresSink>(PostgresSinkOptions{.dsn = sc.url, .sink_name = group});
   } else {
     RedisSinkOptions ro;
     if (absl::Status s = ParseRedisUrl(sc.url, &ro); !s.ok()) return s;
+    ro.sink_name = group;
     sink = std::make_unique<RedisSink>(ro);
   }
   kafka::SinkRunnerOptions o;
   o.kafka = props;
-  o.group_id = sc.group.empty() ? StrCat(config.pipeline.application_id, "-sink-", name) : sc.group;
+  o.group_id = group;
   o.topics = sc.topics;
   if (o.topics.empty()) {
     for (const WindowSpec& w : config.pipeline.windows) {

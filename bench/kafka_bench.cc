@@ -174,7 +174,7 @@ double EngineSustained(DevBroker* broker, const Properties& props, ProcessingGua
 double PlainSustained(DevBroker* broker, const Properties& props, const Args& args) {
   const std::string input = "bench-input-plain";
   if (!broker->CreateTopic(input, 6).ok()) return -1;
-  Properties consumer_props = {{"fetch.wait.max.ms", "100"}};  // as the engine's on the dev broker
+  Properties consumer_props = {{"fetch.wait.max.ms", "10"}};  // as the engine's on the dev broker
   for (const auto& p : EngineProps(props)) consumer_props.push_back(p);
   auto follower = TopicFollower::Create(consumer_props, input, /*from_start=*/true);
   if (!follower.ok()) return -1;

@@ -1,9 +1,13 @@
-// Rows per second into the Postgres sink on this machine, by batch size: a PostgreSQL 15
+// Rows per second into the Postgres and the Redis sinks on this machine, by batch size.
+// Postgres: a PostgreSQL 15
 // started for the run (tests/postgres_server.h: loopback, fsync off — the disk is not
 // what is measured), records applied through PostgresSink::Apply as the runner does
 // (one transaction per batch: position lock, COPY, upsert, position update). Two passes
 // per batch size: all new keys (inserts), then the same keys again with newer values
-// (updates). The aggregate JSON is built before the clock starts.
+// (updates). Redis: a redis-server as the tests start it (append-only file, fsync always),
+// records applied through RedisSink::Apply (one Lua script per batch: epoch check, per
+// record the history sorted set, its trim and TTL, the latest key; positions). The
+// aggregate JSON is built before the clock starts.
 //
 //   build/bench/sink_bench [--rows N]
 #include <chrono>
@@ -15,18 +19,50 @@
 
 #include "engine/postgres/postgres_sink.h"
 #include "operators/strings.h"
+#include "engine/redis/redis_sink.h"
 #include "tests/postgres_server.h"
+#include "tests/redis_server.h"
 
 namespace streammetrics {
 namespace {
 
+// 2,000 keys (50 services × 40 metrics), one result per key per window: in order, every
+// key's next window, as an engine emits them (a batch holds each key at most once).
 std::string Row(int i, int version) {
-  const int64_t start = 60'000LL * (i / 48);
-  return StrCat("{\"serviceId\":\"service-", i % 8, "\",\"metricName\":\"metric-", i / 8 % 6,
+  const int64_t start = 60'000LL * (i / 2'000);
+  return StrCat("{\"serviceId\":\"service-", i % 50, "\",\"metricName\":\"metric-", i / 50 % 40,
                 "\",\"window\":\"1m\",\"windowStart\":", start, ",\"windowEnd\":", start + 60'000,
                 ",\"count\":", 100 + version, ",\"sum\":", 1234.5 + version,
                 ",\"avg\":12.345,\"min\":0.5,\"max\":99.5,\"p50\":10.25,\"p95\":45.5,\"p99\":88.75,"
                 "\"rate\":1.6666666666666667,\"tags\":{\"region\":\"eu-west-1\"}}");
+}
+
+// Applies `passes` (record values) through `sink` in batches of `batch` on one partition,
+// each pass timed and printed; false on a failure.
+bool Measure(Sink& sink, const char* what, const char* unit, int batch,
+             const std::vector<std::pair<const char*, const std::vector<std::string>*>>& passes) {
+  const std::string topic = "metrics-aggregated-1m";
+  const std::vector<TopicPartition> parts = {{topic, 0}};
+  if (!sink.Open().ok() || !sink.Acquire(parts).ok()) return false;
+  int64_t offset = 0;
+  for (const auto& [pass_name, values] : passes) {
+    std::vector<SinkRecord> records;
+    for (const std::string& v : *values) records.push_back({topic, 0, offset++, "k", v});
+    const auto start = std::chrono::steady_clock::now();
+    for (size_t at = 0; at < records.size(); at += batch) {
+      const size_t n = std::min<size_t>(batch, records.size() - at);
+      absl::Status s = sink.Apply(std::span<const SinkRecord>(records).subspan(at, n), {});
+      if (!s.ok()) {
+        std::fprintf(stderr, "apply: %s\n", std::string(s.message()).c_str());
+        return false;
+      }
+    }
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    std::printf("%s sink, batch %6d, %s: %zu %s in %.2f s = %.0f %s/s\n", what, batch, pass_name,
+                records.size(), unit, secs, static_cast<double>(records.size()) / secs, unit);
+    std::fflush(stdout);
+  }
+  return true;
 }
 
 int Main(int argc, char** argv) {
@@ -44,32 +80,31 @@ int Main(int argc, char** argv) {
     inserts.push_back(Row(i, 0));
     updates.push_back(Row(i, 1));
   }
-  const std::string topic = "metrics-aggregated-1m";
   int db = 0;
   for (int batch : {100, 1'000, 5'000, 20'000}) {
     const std::string name = StrCat("bench", ++db);
     if (!(*server)->CreateDatabase(name).ok()) return 1;
     PostgresSink sink(PostgresSinkOptions{.dsn = (*server)->Dsn(name)});
-    const std::vector<TopicPartition> parts = {{topic, 0}};
-    if (!sink.Open().ok() || !sink.Acquire(parts).ok()) return 1;
-    int64_t offset = 0;
-    for (const std::vector<std::string>* pass : {&inserts, &updates}) {
-      std::vector<SinkRecord> records;
-      for (const std::string& v : *pass) records.push_back({topic, 0, offset++, "k", v});
-      const auto start = std::chrono::steady_clock::now();
-      for (size_t at = 0; at < records.size(); at += batch) {
-        const size_t n = std::min<size_t>(batch, records.size() - at);
-        absl::Status s = sink.Apply(std::span<const SinkRecord>(records).subspan(at, n), {});
-        if (!s.ok()) {
-          std::fprintf(stderr, "apply: %s\n", std::string(s.message()).c_str());
-          return 1;
-        }
-      }
-      const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-      std::printf("postgres sink, batch %6d, %s: %d rows in %.2f s = %.0f rows/s\n", batch,
-                  pass == &inserts ? "inserts" : "updates", rows, secs, rows / secs);
-      std::fflush(stdout);
+    if (!Measure(sink, "postgres", "rows", batch, {{"inserts", &inserts}, {"updates", &updates}})) {
+      return 1;
     }
+  }
+  auto redis = testing::RedisServer::Create();
+  if (!redis.ok()) {
+    std::fprintf(stderr, "redis: %s\n", std::string(redis.status().message()).c_str());
+    return 1;
+  }
+  int sink_id = 0;
+  for (int batch : {100, 1'000, 5'000, 20'000}) {
+    RedisSinkOptions ro;
+    ro.port = (*redis)->port();
+    ro.sink_name = StrCat("bench", ++sink_id);
+    RedisSink sink(ro);
+    if (!Measure(sink, "redis", "keys", batch,
+                 {{"new windows", &inserts}, {"same windows again", &updates}})) {
+      return 1;
+    }
+    (*redis)->Command({"FLUSHALL"});
   }
   return 0;
 }

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "apps/config.h"
+#include "operators/strings.h"
 
 namespace streammetrics {
 namespace {
@@ -70,6 +71,17 @@ TEST(Config, ShippedReferenceConfigLoads) {
   EXPECT_EQ(p.enrich.table.at("payment-service")[0],
             (std::pair<std::string, std::string>{"team", "payments"}));
   EXPECT_EQ(p.enrich.defaults.size(), 2u);
+}
+
+TEST(Config, ShippedConfigsLoad) {
+  for (const char* name : {"embedded.yaml", "docker.yaml"}) {
+    absl::StatusOr<AppConfig> c = LoadConfigFile(StrCat(SM_SOURCE_DIR, "/config/", name));
+    EXPECT_TRUE(c.ok()) << name << ": " << c.status();
+  }
+  absl::StatusOr<AppConfig> docker = LoadConfigFile(StrCat(SM_SOURCE_DIR, "/config/docker.yaml"));
+  ASSERT_TRUE(docker.ok());
+  EXPECT_TRUE(docker->postgres.enabled);
+  EXPECT_EQ(docker->redis.url, "redis:6379");
 }
 
 TEST(Config, EveryKeyIsRead) {

@@ -53,48 +53,28 @@ class PostgresServer {
 
   absl::Status Start() {
     if (pid_ > 0) return absl::OkStatus();
-    pid_t pid = fork();
-    if (pid < 0) return absl::InternalError("fork");
-    if (pid == 0) {
-      const std::string port = std::to_string(port_);
-      const std::string data = dir_ + "/data";
-      const std::string log = dir_ + "/postgres.log";
-      FILE* f = freopen(log.c_str(), "a", stderr);
-      (void)f;
-      std::vector<std::string> args;
-      if (geteuid() == 0) args = {"setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups"};
-      for (const char* a : {"/usr/lib/postgresql/15/bin/postgres", "-D"}) args.emplace_back(a);
-      args.push_back(data);
-      for (const char* a : {"-p"}) args.emplace_back(a);
-      args.push_back(port);
-      for (const char* a : {"-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c",
-                            "full_page_writes=off", "-c"}) {
-        args.emplace_back(a);
-      }
-      args.push_back("unix_socket_directories=" + dir_);
-      std::vector<char*> argv;
-      for (std::string& a : args) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      execvp(argv[0], argv.data());
-      _exit(127);
+    std::vector<std::string> args;
+    if (geteuid() == 0) {
+      args = {"/usr/bin/setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups"};
     }
-    pid_ = pid;
+    for (std::string a : {std::string("/usr/lib/postgresql/15/bin/postgres"), std::string("-D"),
+                          dir_ + "/data", std::string("-p"), std::to_string(port_),
+                          std::string("-c"), std::string("listen_addresses=127.0.0.1"),
+                          std::string("-c"), std::string("fsync=off"), std::string("-c"),
+                          std::string("full_page_writes=off"), std::string("-c"),
+                          "unix_socket_directories=" + dir_}) {
+      args.push_back(std::move(a));
+    }
     const std::string dsn = Dsn("postgres");
-    for (int i = 0; i < 200; ++i) {
-      if (PQping(dsn.c_str()) == PQPING_OK) return absl::OkStatus();
-      std::this_thread::sleep_for(std::chrono::milliseconds(25));
-    }
-    return absl::UnavailableError("postgres did not start; see " + dir_ + "/postgres.log");
+    absl::StatusOr<pid_t> pid = StartServer(args, dir_ + "/postgres.log",
+                                            [&] { return PQping(dsn.c_str()) == PQPING_OK; });
+    if (!pid.ok()) return pid.status();
+    pid_ = *pid;
+    return absl::OkStatus();
   }
 
   // Fast shutdown (SIGINT): connections are cut, as in an outage.
-  void Stop() {
-    if (pid_ <= 0) return;
-    kill(pid_, SIGINT);
-    int status = 0;
-    waitpid(pid_, &status, 0);
-    pid_ = -1;
-  }
+  void Stop() { StopChild(&pid_, SIGINT); }
 
   int port() const { return port_; }
   std::string Dsn(const std::string& db) const {

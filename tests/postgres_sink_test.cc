@@ -234,20 +234,13 @@ TEST_F(PostgresSinkTest, RunnerAppliesTopicExactlyResumesFromPostgresAndSurvives
   ro.retry_max_ms = 400;
   ro.breaker_failures = 3;
   ro.breaker_open_ms = 500;
-  auto wait_for = [](const std::function<bool()>& done, int seconds) {
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
-    while (!done() && std::chrono::steady_clock::now() < deadline) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
-    return done();
-  };
 
   produce(0, 700);
   {
     auto runner = kafka::SinkRunner::Create(NewSink(), ro);
     ASSERT_TRUE(runner.ok());
     (*runner)->Start();
-    ASSERT_TRUE(wait_for([&] { return (*runner)->counters().records == 700; }, 60))
+    ASSERT_TRUE(testing::WaitUntil([&] { return (*runner)->counters().records == 700; }, 60))
         << (*runner)->counters().records;
     EXPECT_EQ(Table(), expected_table());
     (*runner)->Stop();
@@ -258,17 +251,17 @@ TEST_F(PostgresSinkTest, RunnerAppliesTopicExactlyResumesFromPostgresAndSurvives
   ASSERT_TRUE(runner.ok());
   (*runner)->Start();
   // Only the 300 new records: the rest were applied by the first runner.
-  ASSERT_TRUE(wait_for([&] { return (*runner)->counters().records == 300; }, 60))
+  ASSERT_TRUE(testing::WaitUntil([&] { return (*runner)->counters().records == 300; }, 60))
       << (*runner)->counters().records;
   EXPECT_EQ(Table(), expected_table());
 
   server_->Stop();
   produce(1000, 1500);
-  ASSERT_TRUE(wait_for([&] { return (*runner)->counters().health == kafka::SinkHealth::kCircuitOpen; }, 30))
+  ASSERT_TRUE(testing::WaitUntil([&] { return (*runner)->counters().health == kafka::SinkHealth::kCircuitOpen; }, 30))
       << kafka::SinkHealthName((*runner)->counters().health);
   EXPECT_EQ((*runner)->counters().records, 300u);
   ASSERT_TRUE(server_->Start().ok());
-  ASSERT_TRUE(wait_for([&] { return (*runner)->counters().records == 800; }, 60))
+  ASSERT_TRUE(testing::WaitUntil([&] { return (*runner)->counters().records == 800; }, 60))
       << (*runner)->counters().records;
   EXPECT_EQ((*runner)->counters().health, kafka::SinkHealth::kHealthy);
   EXPECT_GE((*runner)->counters().failures, 3u);
@@ -334,13 +327,6 @@ TEST_F(PostgresSinkTest, KillNineRepeatedlyAndTwoRunnersThenTableIsExact) {
     auto r = server_->Exec(db_, "SELECT coalesce(sum(next_offset), 0) FROM metrics.sink_offsets");
     return r.ok() && !r->empty() ? std::stoll((*r)[0][0]) : -1;
   };
-  auto wait_for = [](const std::function<bool()>& done, int seconds) {
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
-    while (!done() && std::chrono::steady_clock::now() < deadline) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    return done();
-  };
   const std::string log = dir + "/sink.log";
   const std::vector<std::string> run = {SM_BINARY, "sink", "--config", config};
   std::vector<int64_t> at_kill;
@@ -348,7 +334,7 @@ TEST_F(PostgresSinkTest, KillNineRepeatedlyAndTwoRunnersThenTableIsExact) {
     const int64_t before = std::max<int64_t>(0, applied());
     pid_t pid = testing::Spawn(run, log);
     ASSERT_GT(pid, 0);
-    ASSERT_TRUE(wait_for([&] { return applied() >= before + 300; }, 60)) << applied();
+    ASSERT_TRUE(testing::WaitUntil([&] { return applied() >= before + 300; }, 60)) << applied();
     kill(pid, SIGKILL);
     int status = 0;
     waitpid(pid, &status, 0);
@@ -360,7 +346,7 @@ TEST_F(PostgresSinkTest, KillNineRepeatedlyAndTwoRunnersThenTableIsExact) {
   ASSERT_GT(a, 0);
   ASSERT_GT(b, 0);
   producer.join();
-  EXPECT_TRUE(wait_for([&] { return applied() == kRecords; }, 90)) << applied();
+  EXPECT_TRUE(testing::WaitUntil([&] { return applied() == kRecords; }, 90)) << applied();
   for (pid_t pid : {a, b}) {
     kill(pid, SIGTERM);
     int status = 0;

@@ -1,5 +1,5 @@
 // A real redis-server for tests (DESIGN.md, "Real services in tests"): on a free loopback
-// port, its append-only file in a temp dir (so Stop()/Start() — an outage — keeps the
+// port, its append-only file (fsync every second) in a temp dir (so Stop()/Start() — an outage — keeps the
 // data, as a production Redis with persistence would); stopped by the destructor.
 #ifndef STREAMMETRICS_TESTS_REDIS_SERVER_H_
 #define STREAMMETRICS_TESTS_REDIS_SERVER_H_
@@ -41,35 +41,16 @@ class RedisServer {
 
   absl::Status Start() {
     if (pid_ > 0) return absl::OkStatus();
-    pid_t pid = fork();
-    if (pid < 0) return absl::InternalError("fork");
-    if (pid == 0) {
-      const std::string log = dir_ + "/redis.log";
-      FILE* f = freopen(log.c_str(), "a", stdout);
-      (void)f;
-      std::vector<std::string> args = {"redis-server", "--port", std::to_string(port_), "--bind",
-                                       "127.0.0.1", "--save", "", "--appendonly", "yes",
-                                       "--appendfsync", "always", "--dir", dir_, "--daemonize", "no"};
-      std::vector<char*> argv;
-      for (std::string& a : args) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      execvp(argv[0], argv.data());
-      _exit(127);
-    }
-    pid_ = pid;
-    for (int i = 0; i < 200; ++i) {
-      if (Ping()) return absl::OkStatus();
-      std::this_thread::sleep_for(std::chrono::milliseconds(25));
-    }
-    return absl::UnavailableError("redis-server did not start; see " + dir_ + "/redis.log");
+    const std::vector<std::string> args = {
+        "/usr/bin/redis-server", "--port", std::to_string(port_), "--bind", "127.0.0.1",
+        "--save", "", "--appendonly", "yes", "--appendfsync", "everysec", "--dir", dir_,
+        "--daemonize", "no"};
+    absl::StatusOr<pid_t> pid = StartServer(args, dir_ + "/redis.log", [&] { return Ping(); });
+    if (!pid.ok()) return pid.status();
+    pid_ = *pid;
+    return absl::OkStatus();
   }
-  void Stop() {
-    if (pid_ <= 0) return;
-    kill(pid_, SIGTERM);
-    int status = 0;
-    waitpid(pid_, &status, 0);
-    pid_ = -1;
-  }
+  void Stop() { StopChild(&pid_, SIGTERM); }
   int port() const { return port_; }
 
   // One command's reply as text: strings and integers as is, arrays joined by ',',

@@ -20,6 +20,7 @@
 #include "operators/strings.h"
 #include "tests/aggregate_json.h"
 #include "tests/redis_server.h"
+#include "tests/spawn.h"
 
 namespace streammetrics {
 namespace {
@@ -146,13 +147,6 @@ TEST_F(RedisSinkTest, RunnerCatchesUpAfterRedisOutage) {
     }
     ASSERT_TRUE((*producer)->Flush().ok());
   };
-  auto wait_for = [](const std::function<bool()>& done, int seconds) {
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
-    while (!done() && std::chrono::steady_clock::now() < deadline) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
-    return done();
-  };
   kafka::SinkRunnerOptions ro;
   ro.kafka = props;
   ro.group_id = "test-sink-redis";
@@ -167,14 +161,14 @@ TEST_F(RedisSinkTest, RunnerCatchesUpAfterRedisOutage) {
   ASSERT_TRUE(runner.ok());
   (*runner)->Start();
   produce(0, 500);
-  ASSERT_TRUE(wait_for([&] { return (*runner)->counters().records == 500; }, 60))
+  ASSERT_TRUE(testing::WaitUntil([&] { return (*runner)->counters().records == 500; }, 60))
       << (*runner)->counters().records;
   redis_->Stop();
   produce(500, 1000);
-  ASSERT_TRUE(wait_for([&] { return (*runner)->counters().health == kafka::SinkHealth::kCircuitOpen; }, 30));
+  ASSERT_TRUE(testing::WaitUntil([&] { return (*runner)->counters().health == kafka::SinkHealth::kCircuitOpen; }, 30));
   EXPECT_EQ((*runner)->counters().records, 500u);
   ASSERT_TRUE(redis_->Start().ok());
-  ASSERT_TRUE(wait_for([&] { return (*runner)->counters().records == 1000; }, 60))
+  ASSERT_TRUE(testing::WaitUntil([&] { return (*runner)->counters().records == 1000; }, 60))
       << (*runner)->counters().records;
   for (const auto& [key, value] : latest) EXPECT_EQ(Cmd({"GET", key}), value) << key;
   // Each service's history: its windows within the hour before its newest (60 of them).

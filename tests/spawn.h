@@ -8,8 +8,16 @@
 #include <spawn.h>
 #include <unistd.h>
 
+#include <signal.h>
+#include <sys/wait.h>
+
+#include <chrono>
+#include <functional>
 #include <string>
+#include <thread>
 #include <vector>
+
+#include "absl/status/statusor.h"
 
 extern char** environ;
 
@@ -44,6 +52,38 @@ inline int FreeLoopbackPort() {
   const int port = ntohs(addr.sin_port);
   close(fd);
   return port;
+}
+
+// Polls `done` every 10 ms until it holds or `seconds` pass; its last value.
+inline bool WaitUntil(const std::function<bool()>& done, int seconds) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
+  while (!done() && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return done();
+}
+
+// Sends `signal` to *pid (if running) and reaps it; *pid becomes -1.
+inline void StopChild(pid_t* pid, int signal) {
+  if (*pid <= 0) return;
+  kill(*pid, signal);
+  int status = 0;
+  waitpid(*pid, &status, 0);
+  *pid = -1;
+}
+
+// Starts a server (args[0]: its path) with output appended to `log` and waits until
+// `ready` holds (up to 5 s); its pid, or Unavailable naming the log.
+inline absl::StatusOr<pid_t> StartServer(const std::vector<std::string>& args, const std::string& log,
+                                         const std::function<bool()>& ready) {
+  pid_t pid = Spawn(args, log);
+  if (pid <= 0) return absl::InternalError("cannot start " + args[0]);
+  for (int i = 0; i < 200; ++i) {
+    if (ready()) return pid;
+    std::this_thread::sleep_for(std::chrono::milliseconds(25));
+  }
+  StopChild(&pid, SIGKILL);
+  return absl::UnavailableError(args[0] + " did not start; see " + log);
 }
 
 }  // namespace streammetrics::testing

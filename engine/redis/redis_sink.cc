@@ -40,6 +40,7 @@ for p = 1, n do
   i = i + 2
 end
 local ends = {}
+local tops, latest, order = {}, {}, {}
 while i <= #ARGV do
   local field, offset, key, ws_s, json = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
   i = i + 5
@@ -48,16 +49,27 @@ while i <= #ARGV do
     if key ~= '' then
       local ws = tonumber(ws_s)
       local hist = key .. ':history'
-      local newest = redis.call('ZREVRANGE', hist, 0, 0, 'WITHSCORES')
-      local top = ws
-      if newest[2] ~= nil and tonumber(newest[2]) > ws then top = tonumber(newest[2]) end
-      redis.call('ZREMRANGEBYSCORE', hist, ws_s, ws_s)
+      local top = tops[key]
+      if top == nil then
+        local newest = redis.call('ZREVRANGE', hist, 0, 0, 'WITHSCORES')
+        top = newest[2] ~= nil and tonumber(newest[2]) or -math.huge
+        order[#order + 1] = key
+      end
+      if ws <= top then redis.call('ZREMRANGEBYSCORE', hist, ws_s, ws_s) end
       redis.call('ZADD', hist, ws_s, json)
-      redis.call('ZREMRANGEBYSCORE', hist, '-inf', string.format('%.0f', top - span))
-      redis.call('EXPIRE', hist, ttl)
-      if top == ws then redis.call('SET', key, json, 'EX', ttl) end
+      if ws >= top then
+        top = ws
+        latest[key] = json
+      end
+      tops[key] = top
     end
   end
+end
+for _, key in ipairs(order) do
+  local hist = key .. ':history'
+  redis.call('ZREMRANGEBYSCORE', hist, '-inf', string.format('%.0f', tops[key] - span))
+  redis.call('EXPIRE', hist, ttl)
+  if latest[key] ~= nil then redis.call('SET', key, latest[key], 'EX', ttl) end
 end
 for field, e in pairs(ends) do redis.call('HSET', pos_key, field, string.format('%.0f', e)) end
 return 'OK'
