@@ -384,12 +384,14 @@ absl::Status RunKafka(const AppConfig& config, const RunCommandOptions& options,
     if (options.live && Clock::now() - last_line >= std::chrono::seconds(1)) {
       const double secs = std::chrono::duration<double>(Clock::now() - last_line).count();
       last_line = Clock::now();
-      kafka::RuntimeCounters c = (*runtime)->counters();
+      // The end offsets first (a query per partition, slow on the dev broker), then the
+      // counters: the other way round, the lag counted what arrived during the query.
       int64_t end = -1;
       if (results != nullptr) {
         absl::StatusOr<int64_t> e = results->EndOffsets(config.pipeline.input_topic);
         if (e.ok()) end = *e;
       }
+      kafka::RuntimeCounters c = (*runtime)->counters();
       const int64_t elapsed =
           std::chrono::duration_cast<std::chrono::seconds>(Clock::now() - started).count();
       char line[320];

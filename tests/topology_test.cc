@@ -5,6 +5,7 @@
 #include <simdjson.h>
 
 #include "engine/topology_test_driver.h"
+#include "operators/strings.h"
 #include "tests/test_events.h"
 #include "topology/metrics_pipeline.h"
 #include "topology/topology.h"
@@ -115,6 +116,18 @@ TEST(Topology, FilterAndFanOutDeliverToEveryBranch) {
   for (const OutputRecord& r : driver->ReadOutput("all")) all.push_back(r.value);
   EXPECT_THAT(big, ElementsAre("large"));
   EXPECT_THAT(all, ElementsAre("small", "large"));
+}
+
+// A window store's changelog must delete by time (docs: StoreDef::retention_ms): the
+// reference windows' longest is 5m + 10 s grace.
+TEST(MetricsPipeline, StoresCarryTheirRetention) {
+  absl::StatusOr<Topology> t = BuildMetricsTopology(ReferencePipelineConfig());
+  ASSERT_TRUE(t.ok()) << t.status();
+  std::vector<std::string> stores;
+  for (const StoreDef& s : t->stores()) {
+    stores.push_back(StrCat(s.name, s.kind == StoreKind::kWindow ? " window " : " kv ", s.retention_ms));
+  }
+  EXPECT_THAT(stores, ElementsAre("dedupe-store kv 0", "aggregate-store window 310000"));
 }
 
 TEST(MetricsPipeline, RejectsGroupByWithoutTheContractFields) {

@@ -1,6 +1,8 @@
 #include "operators/strings.h"
 #include "topology/topology.h"
 
+#include <algorithm>
+
 
 namespace streammetrics {
 namespace {
@@ -234,7 +236,9 @@ KStream<WindowedAggregate> TimeWindowedStream::Aggregate(AggregateOptions option
   if (absl::Status s = options.Validate(); !s.ok()) builder_->Fail(s);
   std::string node_name = builder_->NextName("aggregate", name);
   std::string store_name = node_name + "-store";
-  builder_->AddStore(StoreDef{store_name, StoreKind::kWindow, store});
+  int64_t retention_ms = 0;
+  for (const WindowSpec& w : windows_) retention_ms = std::max(retention_ms, w.size_ms + w.grace_ms);
+  builder_->AddStore(StoreDef{store_name, StoreKind::kWindow, store, retention_ms});
   std::vector<std::string> dim_names, window_names, quantile_names;
   for (const FieldRef& d : dims_) dim_names.push_back(d.config_name());
   for (const WindowSpec& w : windows_) {

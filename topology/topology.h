@@ -55,6 +55,11 @@ struct StoreDef {
   std::string name;
   StoreKind kind = StoreKind::kKeyValue;
   StoreType type = StoreType::kInMemory;
+  // Window stores: how long a record stays needed (the longest window + its grace). A
+  // window store deletes old windows with one DeleteBefore record, not a tombstone per
+  // key, so its changelog topic must also delete by time (compact,delete), or compaction
+  // alone would keep every pane forever. 0: compaction only.
+  int64_t retention_ms = 0;
 };
 
 struct NodeDef {

@@ -640,7 +640,16 @@ absl::Status Runtime::EnsureTopics() {
     char err[256];
     nt = rd_kafka_NewTopic_new(name.c_str(), source_partitions_, -1, err, sizeof(err));
     if (nt == nullptr) return absl::InvalidArgumentError(StrCat("changelog topic ", name, ": ", err));
-    rd_kafka_NewTopic_set_config(nt, "cleanup.policy", "compact");
+    // Window stores' changelogs also delete by time (their old panes get no tombstones):
+    // the store's retention plus a day, as Kafka Streams'
+    // windowstore.changelog.additional.retention.ms.
+    if (def.kind == StoreKind::kWindow && def.retention_ms > 0) {
+      rd_kafka_NewTopic_set_config(nt, "cleanup.policy", "compact,delete");
+      rd_kafka_NewTopic_set_config(nt, "retention.ms",
+                                   StrCat(def.retention_ms + 24 * 3'600'000LL).c_str());
+    } else {
+      rd_kafka_NewTopic_set_config(nt, "cleanup.policy", "compact");
+    }
     rd_kafka_queue_t* q = rd_kafka_queue_new(rk->get());
     rd_kafka_CreateTopics(rk->get(), &nt, 1, nullptr, q);
     rd_kafka_event_t* ev = rd_kafka_queue_poll(q, 30'000);
