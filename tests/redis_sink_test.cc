@@ -5,7 +5,9 @@
 // batch is applied once (re-applied: no change) and positions are stored with it; a
 // fenced runner writes nothing more for the partition it lost; records that are not
 // aggregates are rejected and only move the position; Redis stopped mid-run and started
-// again (append-only file kept): the runner holds its batch, retries and catches up.
+// again (append-only file kept): the runner holds its batch, retries and catches up;
+// `streammetrics sink` killed with SIGKILL repeatedly, then two runners at once: every
+// key exact.
 #include "engine/redis/redis_sink.h"
 
 #include <chrono>
@@ -20,6 +22,7 @@
 #include "operators/strings.h"
 #include "tests/aggregate_json.h"
 #include "tests/redis_server.h"
+#include "tests/sink_crash_scenario.h"
 #include "tests/spawn.h"
 
 namespace streammetrics {
@@ -147,16 +150,7 @@ TEST_F(RedisSinkTest, RunnerCatchesUpAfterRedisOutage) {
     }
     ASSERT_TRUE((*producer)->Flush().ok());
   };
-  kafka::SinkRunnerOptions ro;
-  ro.kafka = props;
-  ro.group_id = "test-sink-redis";
-  ro.topics = {kTopic};
-  ro.batch_size = 100;
-  ro.flush_interval_ms = 50;
-  ro.retry_initial_ms = 50;
-  ro.retry_max_ms = 400;
-  ro.breaker_failures = 3;
-  ro.breaker_open_ms = 500;
+  const kafka::SinkRunnerOptions ro = testing::FastRetryRunner(props, "test-sink-redis", kTopic);
   auto runner = kafka::SinkRunner::Create(NewSink(), ro);
   ASSERT_TRUE(runner.ok());
   (*runner)->Start();
@@ -175,6 +169,38 @@ TEST_F(RedisSinkTest, RunnerCatchesUpAfterRedisOutage) {
   EXPECT_EQ(Cmd({"ZCARD", "metrics:svc0:latency:1m:history"}), "60");
   (*runner)->Stop();
   ASSERT_TRUE((*runner)->Join().ok());
+}
+
+// tests/sink_crash_scenario.h: kill -9 of `streammetrics sink` three times, then two
+// runners at once. Every latest key must hold its service's newest window with the last
+// value produced for it, every history its four windows' last values.
+TEST_F(RedisSinkTest, KillNineRepeatedlyAndTwoRunnersThenKeysAreExact) {
+  std::vector<testing::ProducedAggregate> produced;
+  testing::RunSinkCrashScenario(
+      StrCat("{redis: {enabled: true, url: \"127.0.0.1:", redis_->port(),
+             "\", topics: [metrics-aggregated-1m], batch_size: 50, flush_interval: 20ms}}"),
+      [&]() -> int64_t {
+        std::string all = Cmd({"HVALS", "streammetrics:sink:sinktest-sink-redis:positions"});
+        if (all.starts_with("ERR")) return -1;
+        int64_t sum = 0;
+        for (std::string_view rest = all; !rest.empty();) {
+          const size_t comma = rest.find(',');
+          sum += std::stoll(std::string(rest.substr(0, comma)));
+          rest = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 1);
+        }
+        return sum;
+      },
+      &produced);
+  ASSERT_EQ(produced.size(), 3'000u);
+  std::map<std::string, std::map<int64_t, std::string>> windows;  // service → start → last
+  for (const testing::ProducedAggregate& p : produced) windows[p.service][p.window_start] = p.json;
+  for (const auto& [service, by_start] : windows) {
+    const std::string key = StrCat("metrics:", service, ":latency:1m");
+    EXPECT_EQ(Cmd({"GET", key}), by_start.rbegin()->second) << key;
+    std::string history;
+    for (const auto& [start, json] : by_start) history += StrCat(history.empty() ? "" : ",", json);
+    EXPECT_EQ(Cmd({"ZRANGE", key + ":history", "0", "-1"}), history) << key;
+  }
 }
 
 }  // namespace

@@ -66,4 +66,23 @@ absl::StatusOr<KafkaHandle> NewClient(rd_kafka_type_t type, const Properties& pr
   return KafkaHandle(rk);
 }
 
+absl::StatusOr<KafkaHandle> NewGroupConsumer(const Properties& properties, RebalanceFn rebalance,
+                                             void* opaque, const std::vector<std::string>& topics) {
+  absl::StatusOr<KafkaHandle> consumer =
+      NewClient(RD_KAFKA_CONSUMER, properties, [&](rd_kafka_conf_t* conf) {
+        rd_kafka_conf_set_rebalance_cb(conf, rebalance);
+        rd_kafka_conf_set_opaque(conf, opaque);
+      });
+  if (!consumer.ok()) return consumer.status();
+  rd_kafka_poll_set_consumer(consumer->get());
+  rd_kafka_topic_partition_list_t* list = rd_kafka_topic_partition_list_new(static_cast<int>(topics.size()));
+  for (const std::string& t : topics) {
+    rd_kafka_topic_partition_list_add(list, t.c_str(), RD_KAFKA_PARTITION_UA);
+  }
+  absl::Status s = KafkaStatus("subscribe", rd_kafka_subscribe(consumer->get(), list));
+  rd_kafka_topic_partition_list_destroy(list);
+  if (!s.ok()) return s;
+  return consumer;
+}
+
 }  // namespace streammetrics::kafka

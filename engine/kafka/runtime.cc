@@ -177,19 +177,10 @@ absl::Status Runtime::Thread::Setup() {
   if (options().embedded_broker != nullptr) props.emplace_back("fetch.wait.max.ms", "10");
   for (const auto& p : options().kafka) props.push_back(p);
   absl::StatusOr<KafkaHandle> consumer =
-      NewClient(RD_KAFKA_CONSUMER, props, [this](rd_kafka_conf_t* conf) {
-        rd_kafka_conf_set_rebalance_cb(conf, &RebalanceCallback);
-        rd_kafka_conf_set_opaque(conf, this);
-      });
+      NewGroupConsumer(props, &RebalanceCallback, this, {rt_->source_topic_});
   if (!consumer.ok()) return consumer.status();
   consumer_ = *std::move(consumer);
-  rd_kafka_t* rk = consumer_.get();
-  rd_kafka_poll_set_consumer(rk);
-  rd_kafka_topic_partition_list_t* topics = rd_kafka_topic_partition_list_new(1);
-  rd_kafka_topic_partition_list_add(topics, rt_->source_topic_.c_str(), RD_KAFKA_PARTITION_UA);
-  absl::Status s = KafkaStatus("subscribe", rd_kafka_subscribe(rk, topics));
-  rd_kafka_topic_partition_list_destroy(topics);
-  return s;
+  return absl::OkStatus();
 }
 
 absl::StatusOr<int64_t> Runtime::Thread::CreateTask(int32_t partition) {

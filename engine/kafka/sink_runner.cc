@@ -269,20 +269,9 @@ absl::Status SinkRunner::Loop::Run() {
                       {"log_level", "4"}};
   for (const auto& p : options().kafka) props.push_back(p);
   absl::StatusOr<KafkaHandle> consumer =
-      NewClient(RD_KAFKA_CONSUMER, props, [this](rd_kafka_conf_t* conf) {
-        rd_kafka_conf_set_rebalance_cb(conf, &RebalanceCallback);
-        rd_kafka_conf_set_opaque(conf, this);
-      });
+      NewGroupConsumer(props, &RebalanceCallback, this, options().topics);
   if (!consumer.ok()) return consumer.status();
   consumer_ = *std::move(consumer);
-  rd_kafka_poll_set_consumer(consumer_.get());
-  rd_kafka_topic_partition_list_t* topics = rd_kafka_topic_partition_list_new(options().topics.size());
-  for (const std::string& t : options().topics) {
-    rd_kafka_topic_partition_list_add(topics, t.c_str(), RD_KAFKA_PARTITION_UA);
-  }
-  absl::Status s = KafkaStatus("subscribe", rd_kafka_subscribe(consumer_.get(), topics));
-  rd_kafka_topic_partition_list_destroy(topics);
-  if (!s.ok()) return s;
   SetHealth(SinkHealth::kHealthy);
   while (!r_->stop_.load() && fatal_.ok()) {
     const bool due = !pending_.empty() &&
