@@ -1,5 +1,7 @@
 #include "apps/kafka_commands.h"
 
+#include "apps/tcp_forwarder.h"
+
 #include <signal.h>
 #include <simdjson.h>
 #include <unistd.h>
@@ -449,7 +451,15 @@ absl::Status RunBroker(const AppConfig& config, const BrokerCommandOptions& opti
     const std::string topic = kafka::ChangelogTopic(config.pipeline.application_id, def.name);
     if (absl::Status s = (*broker)->CreateTopic(topic, partitions); !s.ok()) return s;
   }
-  const std::string& bootstrap = (*broker)->bootstrap_servers();
+  std::string bootstrap = (*broker)->bootstrap_servers();
+  std::unique_ptr<TcpForwarder> forwarder;
+  if (options.port > 0) {
+    absl::StatusOr<std::unique_ptr<TcpForwarder>> f =
+        TcpForwarder::Start(options.port, bootstrap.substr(0, bootstrap.find(',')));
+    if (!f.ok()) return f.status();
+    forwarder = *std::move(f);
+    bootstrap = StrCat("127.0.0.1:", options.port);
+  }
   if (!options.bootstrap_file.empty()) {
     const std::string tmp = options.bootstrap_file + ".tmp";
     {

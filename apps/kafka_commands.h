@@ -39,6 +39,9 @@ absl::Status RunSinks(const AppConfig& config, std::ostream& out);
 
 struct BrokerCommandOptions {
   int brokers = 3;
+  // > 0: clients bootstrap through 127.0.0.1:port (a forwarder to the first broker; the
+  // brokers themselves stay on the ports the mock cluster picked).
+  int port = 0;
   // Also written to this file (for scripts), when set.
   std::string bootstrap_file;
 };

@@ -27,9 +27,10 @@ commands:
            the pipeline on Kafka (kafka.bootstrap.servers; default `embedded`: the dev
            broker and, at --load (default 20000), the load generator in this process),
            with live progress; Ctrl-C commits, checkpoints and exits 0
-  broker   [--config FILE] [--brokers N] [--bootstrap-file FILE]
+  broker   [--config FILE] [--brokers N] [--port P] [--bootstrap-file FILE]
            the dev broker for other processes: reference/001's topics and the config's
-           changelog topics; prints bootstrap.servers=..., runs until SIGTERM
+           changelog topics; prints bootstrap.servers=... (127.0.0.1:P with --port),
+           runs until SIGTERM
   sink     --config FILE
            the enabled sinks (sinks.postgres, sinks.redis) alone: consume the aggregate topics of
            kafka.bootstrap.servers and apply them exactly once; Ctrl-C to stop
@@ -183,9 +184,13 @@ int Main(int argc, char** argv) {
     return 0;
   }
   if (command == "broker") {
-    if (!Known(flags, {"config", "brokers", "bootstrap-file"}, &bad)) return UsageError(bad);
+    if (!Known(flags, {"config", "brokers", "bootstrap-file", "port"}, &bad)) return UsageError(bad);
     BrokerCommandOptions options;
-    if (!NumberFlag(flags, "brokers", &options.brokers, &bad)) return UsageError(bad);
+    if (!NumberFlag(flags, "brokers", &options.brokers, &bad) ||
+        !NumberFlag(flags, "port", &options.port, &bad)) {
+      return UsageError(bad);
+    }
+    if (options.port < 0 || options.port > 65535) return UsageError("--port must be in [1, 65535]");
     if (options.brokers < 1) return UsageError("--brokers must be >= 1");
     options.bootstrap_file = flags.values["bootstrap-file"];
     absl::StatusOr<AppConfig> config = ConfigFrom(flags, false);

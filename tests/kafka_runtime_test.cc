@@ -441,5 +441,37 @@ TEST_F(KafkaRuntimeTest, KillNineRepeatedlyThenResultsAreExact) {
   ExpectMatchesOracle(Oracle(), /*last_result_wins=*/true);
 }
 
+// `streammetrics broker --port P`: clients bootstrap through 127.0.0.1:P (a forwarder to
+// the mock cluster, whose own ports are random): records produced through it are read
+// back through it; SIGTERM stops the broker with exit 0.
+TEST(BrokerCommand, FixedPortBootstraps) {
+  const int port = streammetrics::testing::FreeLoopbackPort();
+  const std::string dir = StrCat("/tmp/sm-broker-test-", ::getpid());
+  fs::create_directories(dir);
+  const std::string file = dir + "/bootstrap";
+  pid_t pid = Spawn({SM_BINARY, "broker", "--port", StrCat(port), "--bootstrap-file", file},
+                    dir + "/broker.log");
+  ASSERT_GT(pid, 0);
+  ASSERT_TRUE(streammetrics::testing::WaitUntil([&] { return fs::exists(file); }, 30));
+  std::string bootstrap;
+  std::getline(std::ifstream(file) >> std::ws, bootstrap);
+  EXPECT_EQ(bootstrap, StrCat("127.0.0.1:", port));
+  const Properties props = {{"bootstrap.servers", bootstrap}};
+  {
+    auto p = Producer::Create({.properties = props});
+    ASSERT_TRUE(p.ok()) << p.status();
+    for (int i = 0; i < 500; ++i) (*p)->Send("metrics-dead-letter", -1, StrCat("k", i), "v", 0, {});
+    ASSERT_TRUE((*p)->Flush().ok());
+  }
+  absl::StatusOr<std::vector<OutputRecord>> read = ReadTopic(props, "metrics-dead-letter");
+  ASSERT_TRUE(read.ok()) << read.status();
+  EXPECT_EQ(read->size(), 500u);
+  kill(pid, SIGTERM);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  fs::remove_all(dir);
+}
+
 }  // namespace
 }  // namespace streammetrics::kafka
