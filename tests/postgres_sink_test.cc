@@ -291,5 +291,37 @@ TEST_F(PostgresSinkTest, KillNineRepeatedlyAndTwoRunnersThenTableIsExact) {
   EXPECT_EQ(Table(), rows);
 }
 
+// `streammetrics run` on the embedded default with sinks.postgres enabled: the engine,
+// the dev broker, the load generator (event time = wall clock) and the sink runner in one
+// process. After 25 s the binary exits 0 (engine and sink stopped cleanly), its progress
+// lines show the sink healthy, and the 1m-10s windows that closed are in the table.
+TEST_F(PostgresSinkTest, RunStartsTheEnabledSink) {
+  const std::string dir = StrCat("/tmp/sm-run-sink-test-", ::getpid());
+  std::filesystem::create_directories(dir);
+  const std::string config = dir + "/run.yaml";
+  {
+    std::ofstream f(config);
+    f << "application: {id: runsink}\n"
+      << "state: {dir: " << dir << "/state}\n"
+      << "sinks: {postgres: {enabled: true, dsn: \"" << server_->Dsn(db_)
+      << "\", flush_interval: 50ms}}\n";
+  }
+  const std::string log = dir + "/run.log";
+  pid_t pid = testing::Spawn({SM_BINARY, "run", "--config", config, "--load", "5000",
+                              "--duration", "25"},
+                             log);
+  ASSERT_GT(pid, 0);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  std::ifstream in(log);
+  const std::string out((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_THAT(out, ::testing::HasSubstr("postgres healthy")) << out;
+  auto rows = server_->Exec(db_, "SELECT count(*) FROM metrics.metric_aggregates WHERE window_size = '1m-10s'");
+  ASSERT_TRUE(rows.ok()) << rows.status();
+  EXPECT_GT(std::stoll((*rows)[0][0]), 0) << out;
+  std::filesystem::remove_all(dir);
+}
+
 }  // namespace
 }  // namespace streammetrics
