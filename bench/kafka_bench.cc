@@ -89,17 +89,24 @@ Properties EngineProps(const Properties& base) {
   return props;
 }
 
-// A runtime on `input`, started and with all 6 tasks assigned and the group settled.
-std::unique_ptr<Runtime> StartEngine(DevBroker* broker, const Properties& props,
+// A runtime and the topology it runs (declared first: it outlives the runtime).
+struct Engine {
+  std::unique_ptr<Topology> topology;
+  std::unique_ptr<Runtime> runtime;
+};
+
+// A runtime on `input`, started and with all 6 tasks assigned and the group settled;
+// no runtime on failure.
+Engine StartEngine(DevBroker* broker, const Properties& props,
                                      const std::string& name, const std::string& input,
                                      ProcessingGuarantee g, const Args& args) {
-  if (!broker->CreateTopic(input, 6).ok()) return nullptr;
+  Engine e;
+  if (!broker->CreateTopic(input, 6).ok()) return e;
   PipelineConfig config = ReferencePipelineConfig();
   config.store = StoreType::kRocksDb;
   config.idle_close_ms = 0;
   config.input_topic = input;
-  static std::vector<std::unique_ptr<Topology>> topologies;  // outlive their runtimes
-  topologies.push_back(std::make_unique<Topology>(*BuildMetricsTopology(config)));
+  e.topology = std::make_unique<Topology>(*BuildMetricsTopology(config));
   RuntimeOptions o;
   o.application_id = "bench-" + name;
   o.kafka = EngineProps(props);
@@ -109,11 +116,12 @@ std::unique_ptr<Runtime> StartEngine(DevBroker* broker, const Properties& props,
   o.state_dir = "/tmp/sm-kafka-bench-" + name;
   std::system(("rm -rf " + o.state_dir).c_str());
   o.embedded_broker = broker;
-  auto rt = Runtime::Create(*topologies.back(), o);
-  if (!rt.ok() || !(*rt)->Start().ok()) return nullptr;
+  auto rt = Runtime::Create(*e.topology, o);
+  if (!rt.ok() || !(*rt)->Start().ok()) return e;
   while ((*rt)->counters().tasks < 6) std::this_thread::sleep_for(std::chrono::milliseconds(5));
   std::this_thread::sleep_for(std::chrono::seconds(8));  // the second member's join
-  return *std::move(rt);
+  e.runtime = *std::move(rt);
+  return e;
 }
 
 // Keeps `input` topped up (at most args.backlog events produced and not yet progress())
@@ -160,7 +168,8 @@ double EngineSustained(DevBroker* broker, const Properties& props, ProcessingGua
                        const Args& args, RuntimeCounters* out) {
   const std::string name = g == ProcessingGuarantee::kExactlyOnceV2 ? "eos" : "alos";
   const std::string input = "bench-input-" + name;
-  std::unique_ptr<Runtime> rt = StartEngine(broker, props, name, input, g, args);
+  Engine engine = StartEngine(broker, props, name, input, g, args);
+  Runtime* rt = engine.runtime.get();
   if (rt == nullptr) return -1;
   const double rate = Sustained(props, input, args, [&] { return rt->counters().committed_input; });
   rt->Stop();
@@ -217,7 +226,8 @@ std::vector<double> Latencies(DevBroker* broker, const Properties& props, Proces
                               const Args& args) {
   const std::string name = g == ProcessingGuarantee::kExactlyOnceV2 ? "lat-eos" : "lat-alos";
   const std::string input = "bench-input-" + name;
-  std::unique_ptr<Runtime> rt = StartEngine(broker, props, name, input, g, args);
+  Engine engine = StartEngine(broker, props, name, input, g, args);
+  Runtime* rt = engine.runtime.get();
   if (rt == nullptr) return {};
   auto results = TopicFollower::Create({{"bootstrap.servers", broker->bootstrap_servers()},
                                         {"fetch.wait.max.ms", "5"}},

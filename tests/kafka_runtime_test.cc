@@ -284,12 +284,7 @@ TEST_F(KafkaRuntimeTest, FailedCommitsRebuildTasksAndResultsStayExact) {
   std::thread producer([&] {
     Produce(kEvents, 5, NowMs() - 20 * 60'000, /*pace_per_s=*/1'000, /*allow_failures=*/true);
   });
-  struct Joiner {
-    std::thread& t;
-    ~Joiner() {
-      if (t.joinable()) t.join();  // also when an assertion returns early
-    }
-  } joiner{producer};
+  streammetrics::testing::JoinOnExit joiner{producer};
   ASSERT_TRUE(WaitFor([&] { return (*rt)->counters().commits >= 3; }, 150'000));
   constexpr int16_t kEndTxn = 26, kProduce = 0;
   broker_->FailRequests(kEndTxn, 2, 48 /* INVALID_TXN_STATE */);

@@ -150,6 +150,23 @@ TEST_F(PostgresSinkTest, BatchIsUpsertedOnceLatestOffsetWinsAndRefusedRowsAreRej
   EXPECT_THAT(Offsets(), ElementsAre("metrics-aggregated-1m[0]=4@1", "metrics-aggregated-1m[1]=4@1"));
 }
 
+TEST_F(PostgresSinkTest, MalformedDsnIsAnErrorNotAnOutage) {
+  PostgresSink sink(PostgresSinkOptions{.dsn = "host=127.0.0.1 colour=blue"});
+  absl::Status s = sink.Open();
+  EXPECT_TRUE(absl::IsInvalidArgument(s)) << s;
+  EXPECT_EQ(s.message(), "postgres: dsn: invalid connection option \"colour\"");
+  // The runner gives up at once instead of retrying forever.
+  kafka::SinkRunnerOptions ro = testing::FastRetryRunner({{"bootstrap.servers", "127.0.0.1:1"}},
+                                                         "g", "metrics-aggregated-1m");
+  auto runner = kafka::SinkRunner::Create(
+      std::make_unique<PostgresSink>(PostgresSinkOptions{.dsn = "colour=blue"}), ro);
+  ASSERT_TRUE(runner.ok());
+  (*runner)->Start();
+  absl::Status joined = (*runner)->Join();
+  EXPECT_TRUE(absl::IsInvalidArgument(joined)) << joined;
+  EXPECT_EQ((*runner)->counters().health, kafka::SinkHealth::kFailed);
+}
+
 TEST_F(PostgresSinkTest, RejectHandlerFailureRollsTheBatchBack) {
   auto sink = NewSink();
   ASSERT_TRUE(sink->Open().ok());

@@ -13,6 +13,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <functional>
 #include <string>
 #include <thread>
@@ -91,12 +92,7 @@ inline void RunSinkCrashScenario(const std::string& sinks_yaml, const std::funct
     }
     ASSERT_TRUE((*p)->Flush().ok());
   });
-  struct Joiner {
-    std::thread& t;
-    ~Joiner() {
-      if (t.joinable()) t.join();  // also when an assertion returns early
-    }
-  } joiner{producer};
+  streammetrics::testing::JoinOnExit joiner{producer};
   const std::string log = dir + "/sink.log";
   const std::vector<std::string> run = {SM_BINARY, "sink", "--config", config};
   std::vector<int64_t> at_kill;
@@ -117,14 +113,28 @@ inline void RunSinkCrashScenario(const std::string& sinks_yaml, const std::funct
   ASSERT_GT(b, 0);
   producer.join();
   EXPECT_TRUE(WaitUntil([&] { return applied() == kRecords; }, 90)) << applied();
+  // Both are up (the last killed runner may have finished the work already, and a
+  // SIGTERM before a process installs its handler would kill it): five starts logged.
+  auto starts = [&] {
+    std::ifstream in(log);
+    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    int n = 0;
+    for (size_t at = text.find("Ctrl-C to stop"); at != std::string::npos;
+         at = text.find("Ctrl-C to stop", at + 1)) {
+      ++n;
+    }
+    return n;
+  };
+  EXPECT_TRUE(WaitUntil([&] { return starts() == 5; }, 30)) << starts();
   for (pid_t pid : {a, b}) {
     kill(pid, SIGTERM);
     int status = 0;
     waitpid(pid, &status, 0);
-    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
+        << "status " << status << "; log: " << log;
   }
   for (int64_t n : at_kill) EXPECT_LT(n, kRecords);  // killed mid-stream
-  std::filesystem::remove_all(dir);
+  if (!::testing::Test::HasFailure()) std::filesystem::remove_all(dir);
 }
 
 }  // namespace streammetrics::testing

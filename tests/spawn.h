@@ -54,6 +54,14 @@ inline int FreeLoopbackPort() {
   return port;
 }
 
+// Joins a thread when the scope ends, also when an assertion returns early.
+struct JoinOnExit {
+  std::thread& thread;
+  ~JoinOnExit() {
+    if (thread.joinable()) thread.join();
+  }
+};
+
 // Polls `done` every 10 ms until it holds or `seconds` pass; its last value.
 inline bool WaitUntil(const std::function<bool()>& done, int seconds) {
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(seconds);

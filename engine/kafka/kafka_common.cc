@@ -66,10 +66,18 @@ absl::StatusOr<KafkaHandle> NewClient(rd_kafka_type_t type, const Properties& pr
   return KafkaHandle(rk);
 }
 
-absl::StatusOr<KafkaHandle> NewGroupConsumer(const Properties& properties, RebalanceFn rebalance,
-                                             void* opaque, const std::vector<std::string>& topics) {
+absl::StatusOr<KafkaHandle> NewGroupConsumer(const std::string& group_id, const Properties& properties,
+                                             RebalanceFn rebalance, void* opaque,
+                                             const std::vector<std::string>& topics) {
+  Properties props = {{"group.id", group_id},
+                      {"enable.auto.commit", "false"},
+                      {"enable.auto.offset.store", "false"},
+                      {"isolation.level", "read_committed"},
+                      {"auto.offset.reset", "earliest"},
+                      {"log_level", "4"}};
+  for (const auto& p : properties) props.push_back(p);
   absl::StatusOr<KafkaHandle> consumer =
-      NewClient(RD_KAFKA_CONSUMER, properties, [&](rd_kafka_conf_t* conf) {
+      NewClient(RD_KAFKA_CONSUMER, props, [&](rd_kafka_conf_t* conf) {
         rd_kafka_conf_set_rebalance_cb(conf, rebalance);
         rd_kafka_conf_set_opaque(conf, opaque);
       });

@@ -36,11 +36,14 @@ absl::Status KafkaStatus(std::string_view what, rd_kafka_error_t* error);
 absl::StatusOr<KafkaHandle> NewClient(rd_kafka_type_t type, const Properties& properties,
                                       const std::function<void(rd_kafka_conf_t*)>& customize = {});
 
-// A group consumer: `properties`, the rebalance callback `rebalance` with `opaque`,
-// polled through rd_kafka_consumer_poll, subscribed to `topics`.
+// A consumer in group `group_id` that commits nothing by itself, reads committed records
+// and starts at the earliest offset when it has no position, then `properties` (which
+// win); the rebalance callback `rebalance` with `opaque`; polled through
+// rd_kafka_consumer_poll; subscribed to `topics`.
 using RebalanceFn = void (*)(rd_kafka_t*, rd_kafka_resp_err_t, rd_kafka_topic_partition_list_t*, void*);
-absl::StatusOr<KafkaHandle> NewGroupConsumer(const Properties& properties, RebalanceFn rebalance,
-                                             void* opaque, const std::vector<std::string>& topics);
+absl::StatusOr<KafkaHandle> NewGroupConsumer(const std::string& group_id, const Properties& properties,
+                                             RebalanceFn rebalance, void* opaque,
+                                             const std::vector<std::string>& topics);
 
 }  // namespace streammetrics::kafka
 

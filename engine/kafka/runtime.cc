@@ -160,14 +160,8 @@ absl::Status Runtime::Thread::Setup() {
   if (!reader.ok()) return reader.status();
   reader_ = *std::move(reader);
 
-  Properties props = {{"group.id", options().application_id},
-                      {"partition.assignment.strategy", "cooperative-sticky"},
-                      {"enable.auto.commit", "false"},
-                      {"enable.auto.offset.store", "false"},
-                      {"isolation.level", "read_committed"},
-                      {"auto.offset.reset", "earliest"},
-                      {"client.id", TransactionalId()},
-                      {"log_level", "4"}};
+  Properties props = {{"partition.assignment.strategy", "cooperative-sticky"},
+                      {"client.id", TransactionalId()}};
   // The dev broker answers a fetch that finds no new record only after its full
   // fetch.wait.max.ms (500 ms by default), even when records arrive meanwhile — a
   // Kafka broker answers as they arrive. In process, wait at most 10 ms: sustained
@@ -177,7 +171,7 @@ absl::Status Runtime::Thread::Setup() {
   if (options().embedded_broker != nullptr) props.emplace_back("fetch.wait.max.ms", "10");
   for (const auto& p : options().kafka) props.push_back(p);
   absl::StatusOr<KafkaHandle> consumer =
-      NewGroupConsumer(props, &RebalanceCallback, this, {rt_->source_topic_});
+      NewGroupConsumer(options().application_id, props, &RebalanceCallback, this, {rt_->source_topic_});
   if (!consumer.ok()) return consumer.status();
   consumer_ = *std::move(consumer);
   return absl::OkStatus();

@@ -14,13 +14,17 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-struct OwnedRecord {
-  std::string topic;
-  int32_t partition = 0;
-  int64_t offset = 0;
-  std::string key;
-  std::string value;
+// A consumed record held until its batch is applied: the message itself, not a copy.
+struct MessageDeleter {
+  void operator()(rd_kafka_message_t* m) const { rd_kafka_message_destroy(m); }
 };
+using HeldMessage = std::unique_ptr<rd_kafka_message_t, MessageDeleter>;
+
+SinkRecord View(const rd_kafka_message_t* m) {
+  return {rd_kafka_topic_name(m->rkt), m->partition, m->offset,
+          std::string_view(static_cast<const char*>(m->key), m->key != nullptr ? m->key_len : 0),
+          std::string_view(static_cast<const char*>(m->payload), m->payload != nullptr ? m->len : 0)};
+}
 
 }  // namespace
 
@@ -61,13 +65,20 @@ class SinkRunner::Loop {
   bool ApplyPending();
   absl::Status SendDeadLetters(std::span<const RejectedRecord> rejected);
   void Pause(bool pause);
+  // Whether the runner still holds (topic, partition): assigned and not fenced since.
+  bool Assigned(std::string_view topic, int32_t partition) const {
+    for (const TopicPartition& tp : assigned_) {
+      if (tp.partition == partition && tp.topic == topic) return true;
+    }
+    return false;
+  }
   absl::Status SeekToPositions();
 
   SinkRunner* r_;
   std::mt19937_64 rng_;
   KafkaHandle consumer_;
   std::unique_ptr<Producer> dlq_;
-  std::vector<OwnedRecord> pending_;
+  std::vector<HeldMessage> pending_;
   std::vector<TopicPartition> assigned_;
   Clock::time_point batch_started_;
   Clock::time_point next_attempt_;
@@ -89,7 +100,8 @@ absl::Status SinkRunner::Loop::Retrying(std::string_view what,
                                         const std::function<absl::Status()>& attempt) {
   for (int failures = 1;; ++failures) {
     absl::Status s = attempt();
-    if (s.ok() || r_->stop_.load()) return s;
+    // InvalidArgument (a malformed DSN or URL) no retry can cure: the runner fails.
+    if (s.ok() || r_->stop_.load() || absl::IsInvalidArgument(s)) return s;
     SetHealth(SinkHealth::kRetrying, s);
     LogEvery(StrCat("sink-", what), 10'000, LogLevel::kWarning,
              StrCat(sink()->name(), " sink: ", what, ": ", Message(s), "; retrying"));
@@ -192,7 +204,7 @@ absl::Status SinkRunner::Loop::SendDeadLetters(std::span<const RejectedRecord> r
 bool SinkRunner::Loop::ApplyPending() {
   std::vector<SinkRecord> batch;
   batch.reserve(pending_.size());
-  for (const OwnedRecord& o : pending_) batch.push_back({o.topic, o.partition, o.offset, o.key, o.value});
+  for (const HeldMessage& m : pending_) batch.push_back(View(m.get()));
   uint64_t rejected = 0;
   absl::Status s = sink()->Apply(batch, [&](std::span<const RejectedRecord> refused) {
     rejected = refused.size();
@@ -261,15 +273,8 @@ absl::Status SinkRunner::Loop::Run() {
   absl::StatusOr<std::unique_ptr<Producer>> dlq = Producer::Create({.properties = options().kafka});
   if (!dlq.ok()) return dlq.status();
   dlq_ = *std::move(dlq);
-  Properties props = {{"group.id", options().group_id},
-                      {"enable.auto.commit", "false"},
-                      {"enable.auto.offset.store", "false"},
-                      {"isolation.level", "read_committed"},
-                      {"auto.offset.reset", "earliest"},
-                      {"log_level", "4"}};
-  for (const auto& p : options().kafka) props.push_back(p);
-  absl::StatusOr<KafkaHandle> consumer =
-      NewGroupConsumer(props, &RebalanceCallback, this, options().topics);
+  absl::StatusOr<KafkaHandle> consumer = NewGroupConsumer(
+      options().group_id, options().kafka, &RebalanceCallback, this, options().topics);
   if (!consumer.ok()) return consumer.status();
   consumer_ = *std::move(consumer);
   SetHealth(SinkHealth::kHealthy);
@@ -282,15 +287,10 @@ absl::Status SinkRunner::Loop::Run() {
     rd_kafka_message_t* m = rd_kafka_consumer_poll(consumer_.get(), full || paused_ ? 10 : 20);
     if (m == nullptr) continue;
     if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
-      TopicPartition tp{rd_kafka_topic_name(m->rkt), m->partition};
-      if (sink()->Owns(tp)) {
+      if (Assigned(rd_kafka_topic_name(m->rkt), m->partition)) {
         if (pending_.empty()) batch_started_ = Clock::now();
-        OwnedRecord& o = pending_.emplace_back();
-        o.topic = std::move(tp.topic);
-        o.partition = m->partition;
-        o.offset = m->offset;
-        if (m->key != nullptr) o.key.assign(static_cast<const char*>(m->key), m->key_len);
-        if (m->payload != nullptr) o.value.assign(static_cast<const char*>(m->payload), m->len);
+        pending_.emplace_back(m);  // held, not copied
+        continue;
       }
     } else if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
       LogEvery("sink-consume", 10'000, LogLevel::kWarning,

@@ -226,6 +226,16 @@ PostgresSink::~PostgresSink() = default;
 absl::Status PostgresSink::Connect() {
   if (conn_ != nullptr && PQstatus(conn_->pg) == CONNECTION_OK) return absl::OkStatus();
   conn_.reset();
+  // A malformed connection string is the configuration's mistake, not an outage.
+  char* parse_error = nullptr;
+  if (PQconninfoOption* parsed = PQconninfoParse(options_.dsn.c_str(), &parse_error)) {
+    PQconninfoFree(parsed);
+  } else {
+    std::string why = parse_error != nullptr ? parse_error : "out of memory";
+    PQfreemem(parse_error);
+    while (!why.empty() && why.back() == '\n') why.pop_back();
+    return absl::InvalidArgumentError(StrCat("postgres: dsn: ", why));
+  }
   auto conn = std::make_unique<Conn>();
   const std::string dsn = StrCat(options_.dsn, " connect_timeout=", options_.connect_timeout_s);
   conn->pg = PQconnectdb(dsn.c_str());
@@ -313,9 +323,10 @@ absl::Status PostgresSink::ApplyOnce(std::span<const SinkRecord> batch,
   };
   if (absl::Status s = conn_->Exec("BEGIN", "begin"); !s.ok()) return fail(s);
   // Lock the batch's partitions' positions; a newer epoch there: fenced.
-  std::map<TopicPartition, int64_t> next;  // stored position, then the batch's end
-  for (const SinkRecord& r : batch) next.emplace(TopicPartition{std::string(r.topic), r.partition}, -1);
-  for (auto& [tp, position] : next) {
+  const BatchPartitions parts(batch);
+  std::vector<int64_t> stored(parts.size()), next(parts.size());  // position, then batch end
+  for (size_t i = 0; i < parts.size(); ++i) {
+    const TopicPartition& tp = parts[i];
     auto owned = epochs_.find(tp);
     if (owned == epochs_.end()) {
       return fail(absl::FailedPreconditionError(
@@ -334,19 +345,17 @@ absl::Status PostgresSink::ApplyOnce(std::span<const SinkRecord> batch,
           StrCat("postgres: ", tp.topic, "[", tp.partition, "] was taken over (epoch ", epoch,
                  ", this runner's ", mine, ")")));
     }
-    position = std::strtoll(PQgetvalue(r->get(), 0, 0), nullptr, 10);
+    stored[i] = next[i] = std::strtoll(PQgetvalue(r->get(), 0, 0), nullptr, 10);
   }
-  std::map<TopicPartition, int64_t> stored = next;
   std::vector<RejectedRecord> rejected;
   std::string copy;
   AggregateRow row;
   int64_t ord = 0;
   int64_t rows = 0;
   for (const SinkRecord& r : batch) {
-    TopicPartition tp{std::string(r.topic), r.partition};
-    if (r.offset < stored[tp]) continue;  // applied before
-    int64_t& end = next[tp];
-    end = std::max(end, r.offset + 1);
+    const size_t p = parts.IndexOf(r);
+    if (r.offset < stored[p]) continue;  // applied before
+    next[p] = std::max(next[p], r.offset + 1);
     ++ord;
     if (absl::Status parsed = ParseAggregateRow(r.value, &row); !parsed.ok()) {
       rejected.push_back({r, std::string(Message(parsed))});
@@ -384,12 +393,13 @@ absl::Status PostgresSink::ApplyOnce(std::span<const SinkRecord> batch,
   if (!rejected.empty() && on_rejected) {
     if (absl::Status s = on_rejected(rejected); !s.ok()) return fail(s);
   }
-  for (const auto& [tp, end] : next) {
-    if (end <= stored[tp]) continue;
+  for (size_t i = 0; i < parts.size(); ++i) {
+    if (next[i] <= stored[i]) continue;
     absl::StatusOr<Result> r = conn_->Query(
         "UPDATE metrics.sink_offsets SET next_offset = $4, updated_at = NOW() WHERE sink = $1 "
         "AND topic = $2 AND partition = $3",
-        {options_.sink_name, tp.topic, StrCat(tp.partition), StrCat(end)}, "store position");
+        {options_.sink_name, parts[i].topic, StrCat(parts[i].partition), StrCat(next[i])},
+        "store position");
     if (!r.ok()) return fail(r.status());
   }
   if (absl::Status s = conn_->Exec("COMMIT", "commit"); !s.ok()) return fail(s);

@@ -112,12 +112,15 @@ struct RedisSink::Conn {
   bool broken() const { return c == nullptr || c->err != 0; }
 
   // The reply, or Unavailable when the connection failed (the caller reconnects).
-  absl::StatusOr<Reply> Command(const std::vector<std::string>& args) {
+  absl::StatusOr<Reply> Command(std::span<const std::string> args) {
+    return Command(std::vector<std::string_view>(args.begin(), args.end()));
+  }
+  absl::StatusOr<Reply> Command(const std::vector<std::string_view>& args) {
     std::vector<const char*> argv;
     std::vector<size_t> lens;
     argv.reserve(args.size());
     lens.reserve(args.size());
-    for (const std::string& a : args) {
+    for (std::string_view a : args) {
       argv.push_back(a.data());
       lens.push_back(a.size());
     }
@@ -212,39 +215,66 @@ absl::StatusOr<std::vector<SinkPosition>> RedisSink::Positions() {
 absl::Status RedisSink::Apply(std::span<const SinkRecord> batch, const RejectHandler& on_rejected) {
   if (batch.empty()) return absl::OkStatus();
   if (absl::Status s = Connect(); !s.ok()) return s;
-  const std::string prefix = StrCat("streammetrics:sink:", options_.sink_name);
-  std::vector<std::string> args = {"EVALSHA", conn_->apply_sha, "0", prefix + ":positions",
-                                   prefix + ":epochs", StrCat(options_.ttl_s), StrCat(options_.history_ms)};
-  std::map<TopicPartition, std::string> fields;
-  for (const SinkRecord& r : batch) {
-    TopicPartition tp{std::string(r.topic), r.partition};
-    if (fields.contains(tp)) continue;
-    auto owned = epochs_.find(tp);
+  const BatchPartitions parts(batch);
+  std::vector<std::string> fields;
+  for (size_t i = 0; i < parts.size(); ++i) {
+    auto owned = epochs_.find(parts[i]);
     if (owned == epochs_.end()) {
-      return absl::FailedPreconditionError(StrCat("redis: ", tp.topic, "[", tp.partition, "] is not this runner's"));
+      return absl::FailedPreconditionError(
+          StrCat("redis: ", parts[i].topic, "[", parts[i].partition, "] is not this runner's"));
     }
-    fields.emplace(tp, Field(tp));
+    fields.push_back(Field(parts[i]));
   }
-  args.push_back(StrCat(fields.size()));
-  for (const auto& [tp, field] : fields) {
-    args.push_back(field);
-    args.push_back(StrCat(epochs_[tp]));
+  // The script's arguments: what is built here goes into one arena (no string per
+  // record); record values are passed as they are.
+  const std::string prefix = StrCat("streammetrics:sink:", options_.sink_name);
+  std::string arena;
+  std::vector<std::pair<size_t, size_t>> built;  // arena spans, in argument order
+  std::vector<std::string_view> args = {"EVALSHA", conn_->apply_sha, "0"};
+  std::vector<int> arena_arg;  // per argument: index into `built`, or -1 (a view kept as is)
+  auto add_built = [&](auto&&... pieces) {
+    const size_t at = arena.size();
+    (strings_internal::Append(&arena, pieces), ...);
+    built.emplace_back(at, arena.size() - at);
+    args.emplace_back();
+    arena_arg.resize(args.size(), -1);
+    arena_arg.back() = static_cast<int>(built.size() - 1);
+  };
+  auto add_view = [&](std::string_view v) {
+    args.push_back(v);
+    arena_arg.resize(args.size(), -1);
+  };
+  arena_arg.assign(args.size(), -1);
+  add_built(prefix, ":positions");
+  add_built(prefix, ":epochs");
+  add_built(options_.ttl_s);
+  add_built(options_.history_ms);
+  add_built(parts.size());
+  for (size_t i = 0; i < parts.size(); ++i) {
+    add_view(fields[i]);
+    add_built(epochs_[parts[i]]);
   }
   std::vector<RejectedRecord> rejected;
   AggregateRow row;
   for (const SinkRecord& r : batch) {
-    args.push_back(fields[TopicPartition{std::string(r.topic), r.partition}]);
-    args.push_back(StrCat(r.offset));
+    add_view(fields[parts.IndexOf(r)]);
+    add_built(r.offset);
     if (absl::Status parsed = ParseAggregateRow(r.value, &row); !parsed.ok()) {
       rejected.push_back({r, std::string(Message(parsed))});
-      args.push_back("");  // only the position moves
-      args.push_back("0");
-      args.push_back("");
+      add_view("");  // only the position moves
+      add_view("0");
+      add_view("");
       continue;
     }
-    args.push_back(StrCat("metrics:", row.service_id, ":", row.metric_name, ":", row.window));
-    args.push_back(StrCat(row.window_start_ms));
-    args.push_back(std::string(r.value));
+    add_built("metrics:", row.service_id, ":", row.metric_name, ":", row.window);
+    add_built(row.window_start_ms);
+    add_view(r.value);
+  }
+  for (size_t i = 0; i < args.size(); ++i) {  // the arena no longer moves
+    if (arena_arg[i] >= 0) {
+      const auto [at, len] = built[arena_arg[i]];
+      args[i] = std::string_view(arena.data() + at, len);
+    }
   }
   // Dead letters are delivered before the batch is applied (at least once: a retried
   // batch sends them again).
@@ -263,7 +293,7 @@ absl::Status RedisSink::Apply(std::span<const SinkRecord> batch, const RejectHan
       // The server lost its script cache (a restart): load it again.
       conn_.reset();
       if (absl::Status s = Connect(); !s.ok()) return s;
-      args[1] = conn_->apply_sha;
+      args[1] = conn_->apply_sha;  // a view of the new connection's
       continue;
     }
     if (const size_t at = error.find("FENCED "); at != std::string_view::npos) {

@@ -39,6 +39,31 @@ struct TopicPartition {
   auto operator<=>(const TopicPartition&) const = default;
 };
 
+// The distinct partitions of a batch, in first-seen order, and each record's index among
+// them — found by comparing views (a batch has a few partitions), no string per record.
+class BatchPartitions {
+ public:
+  explicit BatchPartitions(std::span<const SinkRecord> batch) {
+    for (const SinkRecord& r : batch) {
+      if (Find(r) == kNone) parts_.push_back({std::string(r.topic), r.partition});
+    }
+  }
+  size_t size() const { return parts_.size(); }
+  const TopicPartition& operator[](size_t i) const { return parts_[i]; }
+  // The index of `r`'s partition (it is in the batch given to the constructor).
+  size_t IndexOf(const SinkRecord& r) const { return Find(r); }
+
+ private:
+  static constexpr size_t kNone = static_cast<size_t>(-1);
+  size_t Find(const SinkRecord& r) const {
+    for (size_t i = 0; i < parts_.size(); ++i) {
+      if (parts_[i].partition == r.partition && parts_[i].topic == r.topic) return i;
+    }
+    return kNone;
+  }
+  std::vector<TopicPartition> parts_;
+};
+
 // Where a sink's applied input of a partition ends (the next offset to read), and the
 // fencing epoch its owner holds.
 struct SinkPosition {
