@@ -87,7 +87,9 @@ inline void RunSinkCrashScenario(const std::string& sinks_yaml, const std::funct
       (*p)->Send("metrics-aggregated-1m", -1, (*produced)[i].service, (*produced)[i].json, 0, {});
       if (i % 100 == 99) {
         ASSERT_TRUE((*p)->Flush().ok());
-        std::this_thread::sleep_for(std::chrono::milliseconds(100));  // ~1,000/s: ~3 s
+        // ~140/s, ~21 s: input keeps arriving across all three kills (a restart takes a
+        // group join of seconds; with faster input the third runner could finish it all)
+        std::this_thread::sleep_for(std::chrono::milliseconds(700));
       }
     }
     ASSERT_TRUE((*p)->Flush().ok());
