@@ -14,17 +14,15 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// A consumed record held until its batch is applied: the message itself, not a copy.
-struct MessageDeleter {
-  void operator()(rd_kafka_message_t* m) const { rd_kafka_message_destroy(m); }
+// A consumed record, copied until its batch is applied (the librdkafka message is
+// released at once).
+struct OwnedRecord {
+  std::string topic;
+  int32_t partition = 0;
+  int64_t offset = 0;
+  std::string key;
+  std::string value;
 };
-using HeldMessage = std::unique_ptr<rd_kafka_message_t, MessageDeleter>;
-
-SinkRecord View(const rd_kafka_message_t* m) {
-  return {rd_kafka_topic_name(m->rkt), m->partition, m->offset,
-          std::string_view(static_cast<const char*>(m->key), m->key != nullptr ? m->key_len : 0),
-          std::string_view(static_cast<const char*>(m->payload), m->payload != nullptr ? m->len : 0)};
-}
 
 }  // namespace
 
@@ -78,7 +76,7 @@ class SinkRunner::Loop {
   std::mt19937_64 rng_;
   KafkaHandle consumer_;
   std::unique_ptr<Producer> dlq_;
-  std::vector<HeldMessage> pending_;
+  std::vector<OwnedRecord> pending_;
   std::vector<TopicPartition> assigned_;
   Clock::time_point batch_started_;
   Clock::time_point next_attempt_;
@@ -204,7 +202,7 @@ absl::Status SinkRunner::Loop::SendDeadLetters(std::span<const RejectedRecord> r
 bool SinkRunner::Loop::ApplyPending() {
   std::vector<SinkRecord> batch;
   batch.reserve(pending_.size());
-  for (const HeldMessage& m : pending_) batch.push_back(View(m.get()));
+  for (const OwnedRecord& o : pending_) batch.push_back({o.topic, o.partition, o.offset, o.key, o.value});
   uint64_t rejected = 0;
   absl::Status s = sink()->Apply(batch, [&](std::span<const RejectedRecord> refused) {
     rejected = refused.size();
@@ -289,8 +287,12 @@ absl::Status SinkRunner::Loop::Run() {
     if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
       if (Assigned(rd_kafka_topic_name(m->rkt), m->partition)) {
         if (pending_.empty()) batch_started_ = Clock::now();
-        pending_.emplace_back(m);  // held, not copied
-        continue;
+        OwnedRecord& o = pending_.emplace_back();
+        o.topic = rd_kafka_topic_name(m->rkt);
+        o.partition = m->partition;
+        o.offset = m->offset;
+        if (m->key != nullptr) o.key.assign(static_cast<const char*>(m->key), m->key_len);
+        if (m->payload != nullptr) o.value.assign(static_cast<const char*>(m->payload), m->len);
       }
     } else if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
       LogEvery("sink-consume", 10'000, LogLevel::kWarning,
