@@ -390,8 +390,16 @@ absl::Status ParseRoot(const YAML::Node& root, AppConfig* c) {
       if (!n) continue;
       const std::string path = StrCat("sinks.", named.name);
       SinkConfig& sc = *named.config;
+      const bool postgres = std::string_view(named.name) == "postgres";
       SM_RETURN_IF_ERROR(Reader::CheckKeys(
-          n, path, {"enabled", named.url_key, "topics", "batch_size", "flush_interval", "group"}));
+          n, path, {"enabled", named.url_key, "topics", "batch_size", "flush_interval", "group",
+                    postgres ? "connections" : named.url_key}));
+      if (n["connections"]) {
+        int64_t k = 0;
+        SM_ASSIGN(k, Reader::Int(n["connections"], path + ".connections"));
+        if (k < 1 || k > 64) return Reader::Error(path + ".connections", "must be in [1, 64]");
+        sc.connections = static_cast<int>(k);
+      }
       if (n["enabled"]) SM_ASSIGN(sc.enabled, Reader::Bool(n["enabled"], path + ".enabled"));
       if (n[named.url_key]) {
         SM_ASSIGN(sc.url, Reader::String(n[named.url_key], StrCat(path, ".", named.url_key)));

@@ -24,6 +24,7 @@ struct SinkConfig {
   int64_t batch_size = 5'000;
   int64_t flush_interval_ms = 200;
   std::string group;  // empty: <application.id>-sink-<name>
+  int connections = 3;  // Postgres: connections a batch is spread over (by partition)
 };
 
 struct AppConfig {

@@ -203,7 +203,8 @@ absl::StatusOr<std::unique_ptr<kafka::SinkRunner>> StartSink(const AppConfig& co
       sc.group.empty() ? StrCat(config.pipeline.application_id, "-sink-", name) : sc.group;
   std::unique_ptr<Sink> sink;
   if (name == "postgres") {
-    sink = std::make_unique<PostgresSink>(PostgresSinkOptions{.dsn = sc.url, .sink_name = group});
+    sink = std::make_unique<PostgresSink>(
+        PostgresSinkOptions{.dsn = sc.url, .sink_name = group, .connections = sc.connections});
   } else {
     RedisSinkOptions ro;
     if (absl::Status s = ParseRedisUrl(sc.url, &ro); !s.ok()) return s;

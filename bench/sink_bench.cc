@@ -4,12 +4,12 @@
 // what is measured), records applied through PostgresSink::Apply as the runner does
 // (one transaction per batch: position lock, COPY, upsert, position update). Two passes
 // per batch size: all new keys (inserts), then the same keys again with newer values
-// (updates). Redis: a redis-server as the tests start it (append-only file, fsync always),
+// (updates). Redis: a redis-server as the tests start it (append-only file, fsync every second),
 // records applied through RedisSink::Apply (one Lua script per batch: epoch check, per
 // record the history sorted set, its trim and TTL, the latest key; positions). The
 // aggregate JSON is built before the clock starts.
 //
-//   build/bench/sink_bench [--rows N]
+//   build/bench/sink_bench [--rows N] [--sink postgres|redis|both] [--partitions P (3)]
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -37,17 +37,24 @@ std::string Row(int i, int version) {
                 "\"rate\":1.6666666666666667,\"tags\":{\"region\":\"eu-west-1\"}}");
 }
 
-// Applies `passes` (record values) through `sink` in batches of `batch` on one partition,
-// each pass timed and printed; false on a failure.
+int partitions = 3;  // --partitions: the aggregate topics have 3 (reference/001)
+
+// Applies `passes` (record values) through `sink` in batches of `batch`, records spread
+// over `partitions` partitions by service (as the engine keys them), each pass timed and
+// printed; false on a failure.
 bool Measure(Sink& sink, const char* what, const char* unit, int batch,
              const std::vector<std::pair<const char*, const std::vector<std::string>*>>& passes) {
   const std::string topic = "metrics-aggregated-1m";
-  const std::vector<TopicPartition> parts = {{topic, 0}};
+  std::vector<TopicPartition> parts;
+  for (int p = 0; p < partitions; ++p) parts.push_back({topic, p});
   if (!sink.Open().ok() || !sink.Acquire(parts).ok()) return false;
-  int64_t offset = 0;
+  std::vector<int64_t> offsets(partitions, 0);
   for (const auto& [pass_name, values] : passes) {
     std::vector<SinkRecord> records;
-    for (const std::string& v : *values) records.push_back({topic, 0, offset++, "k", v});
+    for (size_t i = 0; i < values->size(); ++i) {
+      const int p = static_cast<int>(i % 50 % partitions);  // Row(i)'s service, i % 50
+      records.push_back({topic, p, offsets[p]++, "k", (*values)[i]});
+    }
     const auto start = std::chrono::steady_clock::now();
     for (size_t at = 0; at < records.size(); at += batch) {
       const size_t n = std::min<size_t>(batch, records.size() - at);
@@ -58,27 +65,42 @@ bool Measure(Sink& sink, const char* what, const char* unit, int batch,
       }
     }
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    std::printf("%s sink, batch %6d, %s: %zu %s in %.2f s = %.0f %s/s\n", what, batch, pass_name,
-                records.size(), unit, secs, static_cast<double>(records.size()) / secs, unit);
+    std::printf("%s sink, %d partitions, batch %6d, %s: %zu %s in %.2f s = %.0f %s/s\n", what,
+                partitions, batch, pass_name, records.size(), unit, secs,
+                static_cast<double>(records.size()) / secs, unit);
     std::fflush(stdout);
   }
   return true;
 }
 
+int RunPostgres(const std::vector<std::string>& inserts, const std::vector<std::string>& updates);
+int RunRedis(const std::vector<std::string>& inserts, const std::vector<std::string>& updates);
+
 int Main(int argc, char** argv) {
   int rows = 200'000;
+  std::string which = "both";
   for (int i = 1; i + 1 < argc; i += 2) {
     if (std::strcmp(argv[i], "--rows") == 0) rows = std::atoi(argv[i + 1]);
-  }
-  auto server = testing::PostgresServer::Create();
-  if (!server.ok()) {
-    std::fprintf(stderr, "postgres: %s\n", std::string(server.status().message()).c_str());
-    return 1;
+    if (std::strcmp(argv[i], "--sink") == 0) which = argv[i + 1];
+    if (std::strcmp(argv[i], "--partitions") == 0) partitions = std::max(1, std::atoi(argv[i + 1]));
   }
   std::vector<std::string> inserts, updates;
   for (int i = 0; i < rows; ++i) {
     inserts.push_back(Row(i, 0));
     updates.push_back(Row(i, 1));
+  }
+  if (which == "both" || which == "postgres") {
+    if (RunPostgres(inserts, updates) != 0) return 1;
+  }
+  if (which == "both" || which == "redis") return RunRedis(inserts, updates);
+  return 0;
+}
+
+int RunPostgres(const std::vector<std::string>& inserts, const std::vector<std::string>& updates) {
+  auto server = testing::PostgresServer::Create();
+  if (!server.ok()) {
+    std::fprintf(stderr, "postgres: %s\n", std::string(server.status().message()).c_str());
+    return 1;
   }
   int db = 0;
   for (int batch : {100, 1'000, 5'000, 20'000}) {
@@ -89,6 +111,10 @@ int Main(int argc, char** argv) {
       return 1;
     }
   }
+  return 0;
+}
+
+int RunRedis(const std::vector<std::string>& inserts, const std::vector<std::string>& updates) {
   auto redis = testing::RedisServer::Create();
   if (!redis.ok()) {
     std::fprintf(stderr, "redis: %s\n", std::string(redis.status().message()).c_str());

@@ -187,13 +187,15 @@ TEST(Config, ErrorsNameTheKey) {
 TEST(Config, Sinks) {
   absl::StatusOr<AppConfig> c = ParseConfig(
       "sinks:\n"
-      "  postgres: {enabled: true, dsn: 'host=db dbname=m', batch_size: 1000, flush_interval: 1s}\n"
+      "  postgres: {enabled: true, dsn: 'host=db dbname=m', batch_size: 1000, flush_interval: 1s,\n"
+      "             connections: 2}\n"
       "  redis: {enabled: true, url: 'cache:6380', topics: [metrics-aggregated-1m], group: g}\n");
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_TRUE(c->postgres.enabled);
   EXPECT_EQ(c->postgres.url, "host=db dbname=m");
   EXPECT_EQ(c->postgres.batch_size, 1000);
   EXPECT_EQ(c->postgres.flush_interval_ms, 1000);
+  EXPECT_EQ(c->postgres.connections, 2);
   EXPECT_TRUE(c->postgres.topics.empty());
   EXPECT_TRUE(c->redis.enabled);
   EXPECT_EQ(c->redis.url, "cache:6380");
@@ -204,6 +206,9 @@ TEST(Config, Sinks) {
             "sinks.postgres.dsn: required when the sink is enabled");
   EXPECT_EQ(ErrorOf("sinks: {redis: {enabled: true, dsn: x}}"), "sinks.redis.dsn: unknown key");
   EXPECT_EQ(ErrorOf("sinks: {kafka: {}}"), "sinks.kafka: unknown key");
+  EXPECT_EQ(ErrorOf("sinks: {redis: {connections: 2}}"), "sinks.redis.connections: unknown key");
+  EXPECT_EQ(ErrorOf("sinks: {postgres: {connections: 0}}"),
+            "sinks.postgres.connections: must be in [1, 64]");
   EXPECT_EQ(ErrorOf("sinks: {postgres: {batch_size: 0}}"),
             "sinks.postgres.batch_size: must be in [1, 1000000]");
 }

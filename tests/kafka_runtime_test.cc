@@ -44,6 +44,8 @@
 #include "tests/spawn.h"
 #include "topology/metrics_pipeline.h"
 
+using ::testing::HasSubstr;
+
 namespace streammetrics::kafka {
 namespace {
 
@@ -334,6 +336,39 @@ TEST_F(KafkaRuntimeTest, TwoInstancesSplitPartitionsAndOneTakesOver) {
   (*b)->Stop();
   ASSERT_TRUE((*b)->Join().ok());
   ExpectMatchesOracle(Oracle(), /*last_result_wins=*/false);
+}
+
+// Proves a stop at any point of the first group join ends cleanly and costs the group
+// nothing: instances of three threads are stopped after 0 to 0.9 s, while their
+// consumers are joining a group with a steady member, which ends with every record
+// committed. (librdkafka 2.0.2 asserts when a cooperative-sticky consumer is destroyed
+// between its join and its first assignment, #4312 — seen once on a loaded machine, not
+// reproduced by this test: a consumer that never got an assignment is closed and let
+// go of instead.)
+TEST_F(KafkaRuntimeTest, StopDuringTheFirstJoinEndsCleanly) {
+  Produce(600, 3, NowMs() - 20 * 60'000);
+  absl::StatusOr<std::unique_ptr<Runtime>> steady = Runtime::Create(*topology_, Options("steady"));
+  ASSERT_TRUE(steady.ok());
+  ASSERT_TRUE((*steady)->Start().ok());
+  SetMinLogLevel(LogLevel::kInfo);
+  ::testing::internal::CaptureStderr();
+  for (int i = 0; i < 10; ++i) {
+    RuntimeOptions o = Options(StrCat("brief", i));
+    o.threads = 3;
+    absl::StatusOr<std::unique_ptr<Runtime>> rt = Runtime::Create(*topology_, o);
+    ASSERT_TRUE(rt.ok());
+    ASSERT_TRUE((*rt)->Start().ok());
+    std::this_thread::sleep_for(std::chrono::milliseconds(100 * i));
+    (*rt)->Stop();
+    EXPECT_TRUE((*rt)->Join().ok()) << i;
+  }
+  const std::string log = ::testing::internal::GetCapturedStderr();
+  SetMinLogLevel(LogLevel::kWarning);
+  EXPECT_THAT(log, HasSubstr("stopped before its first assignment"));  // the path was taken
+  EXPECT_TRUE(WaitFor([&] { return (*steady)->counters().committed_input == 600; }, 120'000))
+      << (*steady)->counters().committed_input;
+  (*steady)->Stop();
+  EXPECT_TRUE((*steady)->Join().ok());
 }
 
 // Proves an outage of every broker loses nothing: for 12 s no broker answers (longer than

@@ -113,6 +113,26 @@ TEST_F(RedisSinkTest, LatestAndHistoryPerKeyAppliedOnceWithPositions) {
   EXPECT_EQ(Cmd({"HGET", "streammetrics:sink:redis:positions", kTopic + ":0"}), "5");
 }
 
+// Results that differ only in their tags (a group_by beyond serviceId and metricName)
+// are keys of their own: neither overwrites the other's latest or history.
+TEST_F(RedisSinkTest, TaggedResultsAreKeysOfTheirOwn) {
+  auto sink = NewSink();
+  ASSERT_TRUE(sink->Acquire(kParts).ok());
+  const std::string pay = Aggregate("api", "latency", "1m", 0, 1, 1, R"({"endpoint":"/pay"})");
+  const std::string home = Aggregate("api", "latency", "1m", 0, 2, 2, R"({"endpoint":"/"})");
+  const std::string plain = Aggregate("api", "latency", "1m", 0, 3, 3);
+  ASSERT_TRUE(sink->Apply(std::vector<SinkRecord>{{kTopic, 0, 0, "api", pay},
+                                                   {kTopic, 0, 1, "api", home},
+                                                   {kTopic, 0, 2, "api", plain}},
+                          {})
+                  .ok());
+  EXPECT_EQ(Cmd({"GET", R"(metrics:api:latency:1m:{"endpoint":"/pay"})"}), pay);
+  EXPECT_EQ(Cmd({"GET", R"(metrics:api:latency:1m:{"endpoint":"/"})"}), home);
+  EXPECT_EQ(Cmd({"GET", "metrics:api:latency:1m"}), plain);
+  EXPECT_EQ(Cmd({"ZRANGE", R"(metrics:api:latency:1m:{"endpoint":"/pay"}:history)", "0", "-1"}), pay);
+  EXPECT_EQ(Cmd({"ZRANGE", "metrics:api:latency:1m:history", "0", "-1"}), plain);
+}
+
 TEST_F(RedisSinkTest, NewerOwnerFencesTheOlderOne) {
   auto old_runner = NewSink();
   auto new_runner = NewSink();

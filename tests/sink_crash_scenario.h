@@ -11,6 +11,7 @@
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
+#include <atomic>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -80,21 +81,30 @@ inline void RunSinkCrashScenario(const std::string& sinks_yaml, const std::funct
     p.json = Aggregate(p.service, "latency", "1m", p.window_start, p.count, p.sum);
   }
   const kafka::Properties props = {{"bootstrap.servers", (*broker)->bootstrap_servers()}};
+  // Input in four quarters, each paced (~140/s) and each after the previous kill: every
+  // kill lands while input is still to come, however long a restart's group join takes.
+  std::atomic<int> kills{0};
   std::thread producer([&] {
     auto p = kafka::Producer::Create({.properties = props});
     ASSERT_TRUE(p.ok());
     for (int i = 0; i < kRecords; ++i) {
+      if (i % (kRecords / 4) == 0) {
+        const int quarter = i / (kRecords / 4);
+        ASSERT_TRUE(WaitUntil([&] { return kills.load() >= quarter; }, 180)) << quarter;
+      }
       (*p)->Send("metrics-aggregated-1m", -1, (*produced)[i].service, (*produced)[i].json, 0, {});
       if (i % 100 == 99) {
         ASSERT_TRUE((*p)->Flush().ok());
-        // ~140/s, ~21 s: input keeps arriving across all three kills (a restart takes a
-        // group join of seconds; with faster input the third runner could finish it all)
         std::this_thread::sleep_for(std::chrono::milliseconds(700));
       }
     }
     ASSERT_TRUE((*p)->Flush().ok());
   });
   streammetrics::testing::JoinOnExit joiner{producer};
+  struct ReleaseOnExit {  // an early return (a failed ASSERT) lets the producer finish
+    std::atomic<int>& kills;
+    ~ReleaseOnExit() { kills.store(4); }
+  } release{kills};
   const std::string log = dir + "/sink.log";
   const std::vector<std::string> run = {SM_BINARY, "sink", "--config", config};
   std::vector<int64_t> at_kill;
@@ -108,6 +118,7 @@ inline void RunSinkCrashScenario(const std::string& sinks_yaml, const std::funct
     waitpid(pid, &status, 0);
     EXPECT_TRUE(WIFSIGNALED(status));
     at_kill.push_back(applied());
+    kills.store(crash + 1);
   }
   pid_t a = Spawn(run, log);
   pid_t b = Spawn(run, log);

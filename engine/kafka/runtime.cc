@@ -133,6 +133,7 @@ class Runtime::Thread {
   std::map<int32_t, TaskEntry> tasks_;
   bool in_transaction_ = false;
   bool closing_ = false;
+  bool assigned_once_ = false;  // the group gave this consumer an assignment (maybe empty)
   absl::Status rebalance_error_;
   uint64_t commits_ = 0;
   uint64_t rebuilds_ = 0;
@@ -280,6 +281,7 @@ void Runtime::Thread::OnRebalance(rd_kafka_resp_err_t err, rd_kafka_topic_partit
   rd_kafka_t* rk = consumer_.get();
   const bool cooperative = std::string_view(rd_kafka_rebalance_protocol(rk)) == "COOPERATIVE";
   if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+    assigned_once_ = true;
     std::string names;
     for (int i = 0; i < parts->cnt; ++i) {
       rd_kafka_topic_partition_t& p = parts->elems[i];
@@ -531,6 +533,14 @@ absl::Status Runtime::Thread::Run() {
   PublishCounters();
   if (eos() && in_transaction_) producer_->AbortTransaction().IgnoreError();
   rd_kafka_consumer_close(consumer_.get());
+  if (!assigned_once_) {
+    // librdkafka before 2.3.0 (Debian 12 has 2.0.2) asserts when a cooperative-sticky
+    // consumer whose group join got as far as the protocol but not the first assignment
+    // is destroyed (librdkafka #4312): this one is closed (it left the group) and let go
+    // of instead. Only a thread stopped during its first join gets here.
+    Log(LogLevel::kInfo, StrCat("thread ", index_, ": stopped before its first assignment"));
+    static_cast<void>(consumer_.release());
+  }
   return status;
 }
 

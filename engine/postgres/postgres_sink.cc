@@ -1,5 +1,8 @@
 #include "engine/postgres/postgres_sink.h"
 
+#include <optional>
+#include <thread>
+
 #include <libpq-fe.h>
 
 #include <charconv>
@@ -223,9 +226,7 @@ struct PostgresSink::Conn {
 PostgresSink::PostgresSink(PostgresSinkOptions options) : options_(std::move(options)) {}
 PostgresSink::~PostgresSink() = default;
 
-absl::Status PostgresSink::Connect() {
-  if (conn_ != nullptr && PQstatus(conn_->pg) == CONNECTION_OK) return absl::OkStatus();
-  conn_.reset();
+absl::StatusOr<std::unique_ptr<PostgresSink::Conn>> PostgresSink::NewConn() const {
   // A malformed connection string is the configuration's mistake, not an outage.
   char* parse_error = nullptr;
   if (PQconninfoOption* parsed = PQconninfoParse(options_.dsn.c_str(), &parse_error)) {
@@ -246,7 +247,19 @@ absl::Status PostgresSink::Connect() {
   }
   if (absl::Status s = conn->Exec("SET client_min_messages = warning", "session"); !s.ok()) return s;
   if (absl::Status s = conn->Exec(kStaging, "staging table"); !s.ok()) return s;
-  conn_ = std::move(conn);
+  return conn;
+}
+
+absl::Status PostgresSink::Connect() {
+  conns_.resize(std::max(1, options_.connections));
+  for (std::unique_ptr<Conn>& conn : conns_) {
+    if (conn != nullptr && PQstatus(conn->pg) == CONNECTION_OK) continue;
+    conn.reset();
+    absl::StatusOr<std::unique_ptr<Conn>> fresh = NewConn();
+    if (!fresh.ok()) return fresh.status();
+    conn = std::move(*fresh);
+  }
+  conn_ = conns_[0].get();
   return absl::OkStatus();
 }
 
@@ -301,68 +314,166 @@ absl::StatusOr<std::vector<SinkPosition>> PostgresSink::Positions() {
   return out;
 }
 
+// One connection's share of a batch (whole partitions), in its own transaction.
+struct PostgresSink::Share {
+  Conn* conn = nullptr;
+  std::vector<SinkRecord> records;
+  std::vector<TopicPartition> parts;
+  std::vector<int64_t> epochs;         // this runner's, per part
+  std::vector<int64_t> stored, next;   // per part: the stored position, the batch's end
+  std::vector<RejectedRecord> rejected;
+  absl::Status status;
+  std::optional<TopicPartition> fenced;  // a part taken over by a newer owner
+  bool open = false;                     // a transaction is open on `conn`
+};
+
 absl::Status PostgresSink::Apply(std::span<const SinkRecord> batch, const RejectHandler& on_rejected) {
   if (batch.empty()) return absl::OkStatus();
   if (absl::Status s = Connect(); !s.ok()) return s;
-  absl::Status s = ApplyOnce(batch, on_rejected, /*row_by_row=*/false);
+  // Whole partitions to connections, each connection's share the fewest records so far:
+  // partitions are independent (their own positions, their keys), so each share is a
+  // transaction of its own and they run in parallel. A share that fails leaves the others
+  // committed: the retry skips what they applied (positions).
+  const BatchPartitions parts(batch);
+  for (size_t i = 0; i < parts.size(); ++i) {
+    if (!epochs_.contains(parts[i])) {
+      return absl::FailedPreconditionError(
+          StrCat("postgres: ", parts[i].topic, "[", parts[i].partition, "] is not this runner's"));
+    }
+  }
+  std::vector<size_t> count(parts.size(), 0);
+  for (const SinkRecord& r : batch) ++count[parts.IndexOf(r)];
+  std::vector<Share> shares(std::min(conns_.size(), parts.size()));
+  std::vector<size_t> share_of(parts.size());
+  std::vector<size_t> load(shares.size(), 0);
+  for (size_t i = 0; i < parts.size(); ++i) {
+    const size_t to = std::min_element(load.begin(), load.end()) - load.begin();
+    share_of[i] = to;
+    load[to] += count[i];
+    shares[to].parts.push_back(parts[i]);
+    shares[to].epochs.push_back(epochs_.at(parts[i]));
+  }
+  for (size_t k = 0; k < shares.size(); ++k) {
+    shares[k].conn = conns_[k].get();
+    shares[k].records.reserve(load[k]);
+  }
+  for (const SinkRecord& r : batch) shares[share_of[parts.IndexOf(r)]].records.push_back(r);
+
+  absl::Status s = ApplyShares(shares, on_rejected, /*row_by_row=*/false);
   if (absl::IsInvalidArgument(s)) {
     // Postgres refused a row the checks let through: find it (and any other) row by row.
-    s = ApplyOnce(batch, on_rejected, /*row_by_row=*/true);
+    for (Share& share : shares) {
+      share.rejected.clear();
+      share.status = absl::OkStatus();
+    }
+    s = ApplyShares(shares, on_rejected, /*row_by_row=*/true);
   }
-  if (!s.ok() && PQstatus(conn_->pg) != CONNECTION_OK) conn_.reset();  // reconnect next time
+  for (std::unique_ptr<Conn>& conn : conns_) {
+    if (!s.ok() && conn != nullptr && PQstatus(conn->pg) != CONNECTION_OK) conn.reset();
+  }
   return s;
 }
 
-absl::Status PostgresSink::ApplyOnce(std::span<const SinkRecord> batch,
-                                     const RejectHandler& on_rejected, bool row_by_row) {
-  auto fail = [&](absl::Status s) {
-    if (conn_ != nullptr && PQstatus(conn_->pg) == CONNECTION_OK) {
-      conn_->Exec("ROLLBACK", "rollback").IgnoreError();
+absl::Status PostgresSink::ApplyShares(std::vector<Share>& shares, const RejectHandler& on_rejected,
+                                       bool row_by_row) {
+  // Each share up to its upsert, in parallel (the first on this thread).
+  {
+    std::vector<std::thread> threads;
+    for (size_t k = 1; k < shares.size(); ++k) {
+      threads.emplace_back([this, &shares, k, row_by_row] { Prepare(shares[k], row_by_row); });
     }
-    return s;
+    Prepare(shares[0], row_by_row);
+    for (std::thread& t : threads) t.join();
+  }
+  auto rollback = [&] {
+    for (Share& share : shares) {
+      if (share.open && PQstatus(share.conn->pg) == CONNECTION_OK) {
+        share.conn->Exec("ROLLBACK", "rollback").IgnoreError();
+      }
+      share.open = false;
+    }
   };
-  if (absl::Status s = conn_->Exec("BEGIN", "begin"); !s.ok()) return fail(s);
-  // Lock the batch's partitions' positions; a newer epoch there: fenced.
-  const BatchPartitions parts(batch);
-  std::vector<int64_t> stored(parts.size()), next(parts.size());  // position, then batch end
-  for (size_t i = 0; i < parts.size(); ++i) {
-    const TopicPartition& tp = parts[i];
-    auto owned = epochs_.find(tp);
-    if (owned == epochs_.end()) {
-      return fail(absl::FailedPreconditionError(
-          StrCat("postgres: ", tp.topic, "[", tp.partition, "] is not this runner's")));
+  // The worst outcome decides: fenced, then data refused (retried row by row), then any.
+  absl::Status worst;
+  for (Share& share : shares) {
+    if (share.fenced.has_value()) epochs_.erase(*share.fenced);
+    if (share.status.ok()) continue;
+    const auto rank = [](const absl::Status& st) {
+      return absl::IsFailedPrecondition(st) ? 3 : absl::IsInvalidArgument(st) ? 2 : st.ok() ? 0 : 1;
+    };
+    if (rank(share.status) > rank(worst)) worst = share.status;
+  }
+  if (!worst.ok()) {
+    rollback();
+    return worst;
+  }
+  // Dead letters are delivered before anything commits (a failure rolls every share back).
+  std::vector<RejectedRecord> rejected;
+  for (Share& share : shares) {
+    for (RejectedRecord& r : share.rejected) rejected.push_back(std::move(r));
+    share.rejected.clear();
+  }
+  if (!rejected.empty() && on_rejected) {
+    if (absl::Status st = on_rejected(rejected); !st.ok()) {
+      rollback();
+      return st;
     }
-    absl::StatusOr<Result> r = conn_->Query(
+  }
+  for (Share& share : shares) {
+    absl::Status st = Finish(share);
+    if (!st.ok()) {
+      rollback();
+      return st;
+    }
+  }
+  return absl::OkStatus();
+}
+
+void PostgresSink::Prepare(Share& share, bool row_by_row) {
+  Conn& conn = *share.conn;
+  auto fail = [&](absl::Status st) { share.status = std::move(st); };
+  if (absl::Status st = conn.Exec("BEGIN", "begin"); !st.ok()) return fail(st);
+  share.open = true;
+  // Lock the share's partitions' positions; a newer epoch there: fenced.
+  share.stored.assign(share.parts.size(), 0);
+  share.next.assign(share.parts.size(), 0);
+  for (size_t i = 0; i < share.parts.size(); ++i) {
+    const TopicPartition& tp = share.parts[i];
+    absl::StatusOr<Result> r = conn.Query(
         "SELECT next_offset, epoch FROM metrics.sink_offsets WHERE sink = $1 AND topic = $2 "
         "AND partition = $3 FOR UPDATE",
         {options_.sink_name, tp.topic, StrCat(tp.partition)}, "lock position");
     if (!r.ok()) return fail(r.status());
     const int64_t epoch = PQntuples(r->get()) == 1 ? std::strtoll(PQgetvalue(r->get(), 0, 1), nullptr, 10) : -1;
-    if (epoch != owned->second) {
-      const int64_t mine = owned->second;
-      epochs_.erase(owned);
+    if (epoch != share.epochs[i]) {
+      share.fenced = tp;
       return fail(absl::FailedPreconditionError(
           StrCat("postgres: ", tp.topic, "[", tp.partition, "] was taken over (epoch ", epoch,
-                 ", this runner's ", mine, ")")));
+                 ", this runner's ", share.epochs[i], ")")));
     }
-    stored[i] = next[i] = std::strtoll(PQgetvalue(r->get(), 0, 0), nullptr, 10);
+    share.stored[i] = share.next[i] = std::strtoll(PQgetvalue(r->get(), 0, 0), nullptr, 10);
   }
-  std::vector<RejectedRecord> rejected;
+  auto part_of = [&](const SinkRecord& r) {
+    for (size_t i = 0; i < share.parts.size(); ++i) {
+      if (share.parts[i].partition == r.partition && share.parts[i].topic == r.topic) return i;
+    }
+    return size_t{0};  // not reached: the share holds every record's partition
+  };
   std::string copy;
   AggregateRow row;
   int64_t ord = 0;
   int64_t rows = 0;
-  for (const SinkRecord& r : batch) {
-    const size_t p = parts.IndexOf(r);
-    if (r.offset < stored[p]) continue;  // applied before
-    next[p] = std::max(next[p], r.offset + 1);
+  for (const SinkRecord& r : share.records) {
+    const size_t p = part_of(r);
+    if (r.offset < share.stored[p]) continue;  // applied before
+    share.next[p] = std::max(share.next[p], r.offset + 1);
     ++ord;
     if (absl::Status parsed = ParseAggregateRow(r.value, &row); !parsed.ok()) {
-      rejected.push_back({r, std::string(Message(parsed))});
+      share.rejected.push_back({r, std::string(Message(parsed))});
       continue;
     }
     if (std::string why = CheckRow(row); !why.empty()) {
-      rejected.push_back({r, why});
+      share.rejected.push_back({r, why});
       continue;
     }
     if (!row_by_row) {
@@ -372,37 +483,39 @@ absl::Status PostgresSink::ApplyOnce(std::span<const SinkRecord> batch,
     }
     copy.clear();
     AppendCopyRow(ord, row, &copy);
-    if (absl::Status s = conn_->Exec("SAVEPOINT sm_row", "savepoint"); !s.ok()) return fail(s);
-    absl::Status s = conn_->Copy(copy);
-    if (s.ok()) s = conn_->Exec(kUpsert, "upsert");
-    if (s.ok()) s = conn_->Exec("DELETE FROM sm_staging; RELEASE SAVEPOINT sm_row", "release");
-    if (absl::IsInvalidArgument(s)) {
-      rejected.push_back({r, std::string(Message(s))});
-      if (absl::Status rb = conn_->Exec("ROLLBACK TO SAVEPOINT sm_row", "rollback to savepoint");
-          !rb.ok()) {
+    if (absl::Status st = conn.Exec("SAVEPOINT sm_row", "savepoint"); !st.ok()) return fail(st);
+    absl::Status st = conn.Copy(copy);
+    if (st.ok()) st = conn.Exec(kUpsert, "upsert");
+    if (st.ok()) st = conn.Exec("DELETE FROM sm_staging; RELEASE SAVEPOINT sm_row", "release");
+    if (absl::IsInvalidArgument(st)) {
+      share.rejected.push_back({r, std::string(Message(st))});
+      if (absl::Status rb = conn.Exec("ROLLBACK TO SAVEPOINT sm_row", "rollback to savepoint"); !rb.ok()) {
         return fail(rb);
       }
-    } else if (!s.ok()) {
-      return fail(s);
+    } else if (!st.ok()) {
+      return fail(st);
     }
   }
   if (rows > 0) {
-    if (absl::Status s = conn_->Copy(copy); !s.ok()) return fail(s);
-    if (absl::Status s = conn_->Exec(kUpsert, "upsert"); !s.ok()) return fail(s);
+    if (absl::Status st = conn.Copy(copy); !st.ok()) return fail(st);
+    if (absl::Status st = conn.Exec(kUpsert, "upsert"); !st.ok()) return fail(st);
   }
-  if (!rejected.empty() && on_rejected) {
-    if (absl::Status s = on_rejected(rejected); !s.ok()) return fail(s);
-  }
-  for (size_t i = 0; i < parts.size(); ++i) {
-    if (next[i] <= stored[i]) continue;
-    absl::StatusOr<Result> r = conn_->Query(
+}
+
+absl::Status PostgresSink::Finish(Share& share) {
+  Conn& conn = *share.conn;
+  for (size_t i = 0; i < share.parts.size(); ++i) {
+    if (share.next[i] <= share.stored[i]) continue;
+    absl::StatusOr<Result> r = conn.Query(
         "UPDATE metrics.sink_offsets SET next_offset = $4, updated_at = NOW() WHERE sink = $1 "
         "AND topic = $2 AND partition = $3",
-        {options_.sink_name, parts[i].topic, StrCat(parts[i].partition), StrCat(next[i])},
+        {options_.sink_name, share.parts[i].topic, StrCat(share.parts[i].partition),
+         StrCat(share.next[i])},
         "store position");
-    if (!r.ok()) return fail(r.status());
+    if (!r.ok()) return r.status();
   }
-  if (absl::Status s = conn_->Exec("COMMIT", "commit"); !s.ok()) return fail(s);
+  if (absl::Status st = conn.Exec("COMMIT", "commit"); !st.ok()) return st;
+  share.open = false;
   return absl::OkStatus();
 }
 

@@ -3,8 +3,8 @@
 // timestamp, tags); positions and fencing epochs in metrics.sink_offsets, written in the
 // same transaction as the rows. No XA, no prepared transactions.
 //
-// A batch is one transaction: lock the batch's partitions' rows of sink_offsets (a
-// newer epoch there: fenced, roll back), skip records at or below their positions, COPY
+// A batch is one transaction per connection (its share of the batch's partitions): lock
+// the partitions' rows of sink_offsets (a newer epoch there: fenced, roll back), skip records at or below their positions, COPY
 // the rest into a temporary table, one INSERT ... SELECT DISTINCT ON (key, latest offset)
 // ... ON CONFLICT DO UPDATE, move the positions, commit. Rows Postgres would refuse
 // (values longer than their columns, NUL bytes, timestamps out of range, records that
@@ -16,6 +16,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "engine/sinks/sink.h"
 
@@ -27,6 +28,9 @@ struct PostgresSinkOptions {
   // The sink's name in sink_offsets (one per consumer group of runners).
   std::string sink_name = "postgres";
   int connect_timeout_s = 5;
+  // Connections a batch is spread over, whole partitions each, every one its own
+  // transaction (partitions are independent: positions and keys are per partition).
+  int connections = 3;
 };
 
 class PostgresSink final : public Sink {
@@ -44,12 +48,18 @@ class PostgresSink final : public Sink {
 
  private:
   struct Conn;
+  struct Share;
+  absl::StatusOr<std::unique_ptr<Conn>> NewConn() const;
   absl::Status Connect();
-  absl::Status ApplyOnce(std::span<const SinkRecord> batch, const RejectHandler& on_rejected,
-                         bool row_by_row);
+  absl::Status ApplyShares(std::vector<Share>& shares, const RejectHandler& on_rejected, bool row_by_row);
+  // Up to the upsert, the transaction left open; the outcome in share.status.
+  void Prepare(Share& share, bool row_by_row);
+  // Positions and COMMIT.
+  absl::Status Finish(Share& share);
 
   PostgresSinkOptions options_;
-  std::unique_ptr<Conn> conn_;
+  std::vector<std::unique_ptr<Conn>> conns_;
+  Conn* conn_ = nullptr;  // conns_[0]: acquire, positions, schema
   std::map<TopicPartition, int64_t> epochs_;  // owned partitions
 };
 

@@ -2,7 +2,11 @@
 
 #include <hiredis/hiredis.h>
 
+#include <algorithm>
 #include <charconv>
+#include <limits>
+
+#include "absl/container/flat_hash_map.h"
 
 #include "operators/strings.h"
 
@@ -22,56 +26,65 @@ end
 return out
 )lua";
 
-// ARGV: positions key, epochs key, ttl s, history ms, n; n × (field, epoch); then
-// records × (field, offset, key ('' = only move the position), window start, json).
+// ARGV: positions key, epochs key, ttl s, history ms, n; n × (field, epoch, first offset,
+// end offset); then per key: key, history key, m, m × (window start, JSON) — the client
+// grouped the batch by key, one value per window (the last), windows in order: the last
+// is the key's newest, its latest. Per key: the latest key is set with
+// GET (the old value's window start says whether it was newer: then it is put back),
+// windows the history may already hold are removed first, the new ones added in one
+// ZADD per 200, the history trimmed to the hour before its newest and its TTL renewed.
+// FENCED: a partition's epoch moved on. BEHIND: a partition's position is past the
+// batch's first offset (a retry of an applied batch): the client drops what is below it.
 constexpr std::string_view kApply = R"lua(
 local pos_key, ep_key = ARGV[1], ARGV[2]
 local ttl, span = ARGV[3], tonumber(ARGV[4])
 local n = tonumber(ARGV[5])
 local i = 6
-local pos = {}
+local ends = {}
 for p = 1, n do
   local field, epoch = ARGV[i], ARGV[i + 1]
   local stored = redis.call('HGET', ep_key, field)
   if stored ~= epoch then
     return redis.error_reply('FENCED ' .. field .. ' ' .. tostring(stored))
   end
-  pos[field] = tonumber(redis.call('HGET', pos_key, field) or '0')
-  i = i + 2
+  local at = redis.call('HGET', pos_key, field) or '0'
+  if tonumber(at) > tonumber(ARGV[i + 2]) then
+    return redis.error_reply('BEHIND ' .. field .. ' ' .. at)
+  end
+  ends[#ends + 1] = field
+  ends[#ends + 1] = ARGV[i + 3]
+  i = i + 4
 end
-local ends = {}
-local tops, latest, order = {}, {}, {}
-while i <= #ARGV do
-  local field, offset, key, ws_s, json = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
-  i = i + 5
-  if offset >= pos[field] then
-    ends[field] = offset + 1
-    if key ~= '' then
-      local ws = tonumber(ws_s)
-      local hist = key .. ':history'
-      local top = tops[key]
-      if top == nil then
-        local newest = redis.call('ZREVRANGE', hist, 0, 0, 'WITHSCORES')
-        top = newest[2] ~= nil and tonumber(newest[2]) or -math.huge
-        order[#order + 1] = key
-      end
-      if ws <= top then redis.call('ZREMRANGEBYSCORE', hist, ws_s, ws_s) end
-      redis.call('ZADD', hist, ws_s, json)
-      if ws >= top then
-        top = ws
-        latest[key] = json
-      end
-      tops[key] = top
+local last = #ARGV
+while i <= last do
+  local key, hist, m = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
+  i = i + 3
+  local stop = i + 2 * m - 1
+  local top, latest = tonumber(ARGV[stop - 1]), ARGV[stop]
+  local old = redis.call('SET', key, latest, 'EX', ttl, 'GET')
+  local old_top = -math.huge
+  if old then
+    local ws = string.match(old, '"windowStart":(%-?%d+)')
+    if ws then old_top = tonumber(ws) end
+  end
+  if old_top > top then
+    redis.call('SET', key, old, 'EX', ttl)
+    top = old_top
+  end
+  if old_top ~= -math.huge then
+    for j = i, stop, 2 do
+      if tonumber(ARGV[j]) <= old_top then redis.call('ZREMRANGEBYSCORE', hist, ARGV[j], ARGV[j]) end
     end
   end
-end
-for _, key in ipairs(order) do
-  local hist = key .. ':history'
-  redis.call('ZREMRANGEBYSCORE', hist, '-inf', string.format('%.0f', tops[key] - span))
+  while i <= stop do
+    local e = math.min(stop, i + 399)
+    redis.call('ZADD', hist, unpack(ARGV, i, e))
+    i = e + 1
+  end
+  redis.call('ZREMRANGEBYSCORE', hist, '-inf', string.format('%.0f', top - span))
   redis.call('EXPIRE', hist, ttl)
-  if latest[key] ~= nil then redis.call('SET', key, latest[key], 'EX', ttl) end
 end
-for field, e in pairs(ends) do redis.call('HSET', pos_key, field, string.format('%.0f', e)) end
+redis.call('HSET', pos_key, unpack(ends))
 return 'OK'
 )lua";
 
@@ -218,70 +231,142 @@ absl::Status RedisSink::Apply(std::span<const SinkRecord> batch, const RejectHan
   const BatchPartitions parts(batch);
   std::vector<std::string> fields;
   for (size_t i = 0; i < parts.size(); ++i) {
-    auto owned = epochs_.find(parts[i]);
-    if (owned == epochs_.end()) {
+    if (!epochs_.contains(parts[i])) {
       return absl::FailedPreconditionError(
           StrCat("redis: ", parts[i].topic, "[", parts[i].partition, "] is not this runner's"));
     }
     fields.push_back(Field(parts[i]));
   }
-  // The script's arguments: what is built here goes into one arena (no string per
-  // record); record values are passed as they are.
-  const std::string prefix = StrCat("streammetrics:sink:", options_.sink_name);
-  std::string arena;
-  std::vector<std::pair<size_t, size_t>> built;  // arena spans, in argument order
-  std::vector<std::string_view> args = {"EVALSHA", conn_->apply_sha, "0"};
-  std::vector<int> arena_arg;  // per argument: index into `built`, or -1 (a view kept as is)
-  auto add_built = [&](auto&&... pieces) {
-    const size_t at = arena.size();
-    (strings_internal::Append(&arena, pieces), ...);
-    built.emplace_back(at, arena.size() - at);
-    args.emplace_back();
-    arena_arg.resize(args.size(), -1);
-    arena_arg.back() = static_cast<int>(built.size() - 1);
+  // Parse every record once: the refused ones, and per aggregate its key (the result's
+  // tags, when it has any, end the key: results of one service and metric that differ in
+  // their tags are different keys) and history key, built into one arena.
+  struct Item {
+    uint32_t record, part;
+    uint32_t key_at, key_len;  // in `keys`; the history key follows the key
+    int64_t window_start;
   };
-  auto add_view = [&](std::string_view v) {
-    args.push_back(v);
-    arena_arg.resize(args.size(), -1);
-  };
-  arena_arg.assign(args.size(), -1);
-  add_built(prefix, ":positions");
-  add_built(prefix, ":epochs");
-  add_built(options_.ttl_s);
-  add_built(options_.history_ms);
-  add_built(parts.size());
-  for (size_t i = 0; i < parts.size(); ++i) {
-    add_view(fields[i]);
-    add_built(epochs_[parts[i]]);
-  }
+  std::string keys;
+  std::vector<Item> items;
+  items.reserve(batch.size());
+  std::vector<uint32_t> part_of(batch.size());
   std::vector<RejectedRecord> rejected;
   AggregateRow row;
-  for (const SinkRecord& r : batch) {
-    add_view(fields[parts.IndexOf(r)]);
-    add_built(r.offset);
+  for (size_t i = 0; i < batch.size(); ++i) {
+    const SinkRecord& r = batch[i];
+    part_of[i] = static_cast<uint32_t>(parts.IndexOf(r));
     if (absl::Status parsed = ParseAggregateRow(r.value, &row); !parsed.ok()) {
       rejected.push_back({r, std::string(Message(parsed))});
-      add_view("");  // only the position moves
-      add_view("0");
-      add_view("");
       continue;
     }
-    add_built("metrics:", row.service_id, ":", row.metric_name, ":", row.window);
-    add_built(row.window_start_ms);
-    add_view(r.value);
+    const size_t at = keys.size();
+    StrAppend(&keys, "metrics:", row.service_id, ":", row.metric_name, ":", row.window);
+    if (row.tags_json != "{}") StrAppend(&keys, ":", row.tags_json);
+    const size_t len = keys.size() - at;
+    keys.append(keys, at, len);
+    keys.append(":history");
+    items.push_back({static_cast<uint32_t>(i), part_of[i], static_cast<uint32_t>(at),
+                     static_cast<uint32_t>(len), row.window_start_ms});
   }
-  for (size_t i = 0; i < args.size(); ++i) {  // the arena no longer moves
-    if (arena_arg[i] >= 0) {
-      const auto [at, len] = built[arena_arg[i]];
-      args[i] = std::string_view(arena.data() + at, len);
-    }
+  auto key_of = [&](const Item& it) { return std::string_view(keys).substr(it.key_at, it.key_len); };
+  auto history_of = [&](const Item& it) {
+    return std::string_view(keys).substr(it.key_at + it.key_len, it.key_len + 8);
+  };
+  // Group by key; within a key by window start, then offset (the last value of a window
+  // wins; the key's newest window is its latest).
+  absl::flat_hash_map<std::string_view, uint32_t> group_of;
+  group_of.reserve(items.size());
+  std::vector<uint32_t> group(items.size());
+  for (size_t i = 0; i < items.size(); ++i) {
+    group[i] = group_of.try_emplace(key_of(items[i]), static_cast<uint32_t>(group_of.size())).first->second;
   }
+  std::vector<uint32_t> order(items.size());
+  for (uint32_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::sort(order.begin(), order.end(), [&](uint32_t a, uint32_t b) {
+    if (group[a] != group[b]) return group[a] < group[b];
+    if (items[a].window_start != items[b].window_start) return items[a].window_start < items[b].window_start;
+    return items[a].record < items[b].record;
+  });
   // Dead letters are delivered before the batch is applied (at least once: a retried
   // batch sends them again).
   if (!rejected.empty() && on_rejected) {
     if (absl::Status s = on_rejected(rejected); !s.ok()) return s;
   }
-  for (int attempt = 0; attempt < 2; ++attempt) {
+  // Records below `skip_below` of their partition were applied already (BEHIND).
+  std::vector<int64_t> skip_below(parts.size(), std::numeric_limits<int64_t>::min());
+  const std::string prefix = StrCat("streammetrics:sink:", options_.sink_name);
+  for (int attempt = 0; attempt < 2 + static_cast<int>(parts.size()); ++attempt) {
+    std::vector<int64_t> first(parts.size(), -1), end(parts.size(), -1);
+    for (size_t i = 0; i < batch.size(); ++i) {
+      const uint32_t p = part_of[i];
+      if (batch[i].offset < skip_below[p]) continue;
+      if (first[p] < 0) first[p] = batch[i].offset;
+      end[p] = batch[i].offset + 1;
+    }
+    // The script's arguments: numbers go into one arena (no string per record); keys
+    // and record values are passed as views.
+    std::string numbers;
+    std::vector<std::string_view> args = {"EVALSHA", conn_->apply_sha, "0"};
+    struct NumberArg {
+      size_t arg, at, len;  // the argument, its span in `numbers`
+    };
+    std::vector<NumberArg> number_arg;
+    auto set_number = [&](size_t arg, int64_t v) {
+      const size_t at = numbers.size();
+      StrAppend(&numbers, v);
+      number_arg.push_back({arg, at, numbers.size() - at});
+    };
+    auto add_number = [&](int64_t v) {
+      set_number(args.size(), v);
+      args.emplace_back();
+    };
+    const std::string pos_key = prefix + ":positions", ep_key = prefix + ":epochs";
+    args.push_back(pos_key);
+    args.push_back(ep_key);
+    add_number(options_.ttl_s);
+    add_number(options_.history_ms);
+    const size_t n_at = args.size();
+    args.emplace_back();
+    int64_t n = 0;
+    for (size_t p = 0; p < parts.size(); ++p) {
+      if (first[p] < 0) continue;
+      ++n;
+      args.push_back(fields[p]);
+      add_number(epochs_[parts[p]]);
+      add_number(first[p]);
+      add_number(end[p]);
+    }
+    if (n == 0) return absl::OkStatus();  // everything was applied already
+    const std::string n_text = StrCat(n);
+    args[n_at] = n_text;
+    for (size_t g = 0; g < order.size();) {
+      size_t stop = g;
+      while (stop < order.size() && group[order[stop]] == group[order[g]]) ++stop;
+      // The group's windows (skipped records left out, one value per window).
+      std::vector<uint32_t>::const_iterator begin = order.begin() + g, finish = order.begin() + stop;
+      g = stop;
+      const size_t header = args.size();
+      size_t m = 0;
+      for (auto it = begin; it != finish; ++it) {
+        const Item& item = items[*it];
+        if (batch[item.record].offset < skip_below[item.part]) continue;
+        const bool replaced = (it + 1 != finish) && items[*(it + 1)].window_start == item.window_start &&
+                              batch[items[*(it + 1)].record].offset >= skip_below[items[*(it + 1)].part];
+        if (replaced) continue;
+        if (m == 0) {
+          args.push_back(key_of(item));
+          args.push_back(history_of(item));
+          args.emplace_back();  // m: below
+        }
+        add_number(item.window_start);
+        args.push_back(batch[item.record].value);
+        ++m;
+      }
+      if (m == 0) continue;
+      set_number(header + 2, static_cast<int64_t>(m));
+    }
+    for (const NumberArg& a : number_arg) {  // `numbers` no longer moves
+      args[a.arg] = std::string_view(numbers.data() + a.at, a.len);
+    }
     absl::StatusOr<Reply> r = conn_->Command(args);
     if (!r.ok()) {
       conn_.reset();
@@ -289,11 +374,10 @@ absl::Status RedisSink::Apply(std::span<const SinkRecord> batch, const RejectHan
     }
     if ((*r)->type != REDIS_REPLY_ERROR) return absl::OkStatus();
     std::string_view error((*r)->str, (*r)->len);
-    if (error.starts_with("NOSCRIPT") && attempt == 0) {
+    if (error.starts_with("NOSCRIPT")) {
       // The server lost its script cache (a restart): load it again.
       conn_.reset();
       if (absl::Status s = Connect(); !s.ok()) return s;
-      args[1] = conn_->apply_sha;  // a view of the new connection's
       continue;
     }
     if (const size_t at = error.find("FENCED "); at != std::string_view::npos) {
@@ -307,9 +391,23 @@ absl::Status RedisSink::Apply(std::span<const SinkRecord> batch, const RejectHan
       }
       return absl::FailedPreconditionError(StrCat("redis: ", field, " was taken over by a newer runner"));
     }
+    if (const size_t at = error.find("BEHIND "); at != std::string_view::npos) {
+      std::string_view rest = error.substr(at + 7);
+      const size_t space = rest.rfind(' ');
+      const std::string_view field = rest.substr(0, space);
+      int64_t position = 0;
+      const std::string_view value = space == std::string_view::npos ? "" : rest.substr(space + 1);
+      auto [ptr, ec] = std::from_chars(value.data(), value.data() + value.size(), position);
+      const auto p = std::find(fields.begin(), fields.end(), field);
+      if (ec != std::errc() || p == fields.end() || position <= skip_below[p - fields.begin()]) {
+        return absl::InternalError(StrCat("redis: apply: unexpected reply ", error));
+      }
+      skip_below[p - fields.begin()] = position;
+      continue;
+    }
     return absl::UnavailableError(StrCat("redis: apply: ", error));
   }
-  return absl::UnavailableError("redis: apply: script missing");
+  return absl::UnavailableError("redis: apply: the script kept failing");
 }
 
 }  // namespace streammetrics

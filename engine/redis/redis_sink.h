@@ -7,9 +7,11 @@
 //                                                         member: the JSON), TTL 3600 s
 //   streammetrics:sink:{name}:positions / :epochs       → hashes "topic:partition" → next
 //                                                         offset / fencing epoch
+// A result with tags has them at the end of both keys (…:{window}:{tags JSON}).
 // A batch is one Lua script, atomic in Redis: it checks the epochs of the batch's
-// partitions (a newer one: fenced, nothing written), skips records at or below their
-// positions, writes the rest (an older window never replaces a newer one as the latest)
+// partitions (a newer one: fenced, nothing written; a position past the batch's start: a
+// retry of an applied batch, the runner drops what is below it and sends the rest), writes
+// the records grouped by key (an older window never replaces a newer one as the latest)
 // and moves the positions. Keys are passed as arguments, so this is for a single Redis
 // (or one shard), not Redis Cluster.
 #ifndef STREAMMETRICS_ENGINE_REDIS_REDIS_SINK_H_
