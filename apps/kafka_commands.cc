@@ -295,6 +295,23 @@ absl::Status RunSinks(const AppConfig& config, std::ostream& out) {
   return StopSinks(&*sinks, out);
 }
 
+absl::Status RunReplay(const AppConfig& config, const kafka::ReplayOptions& options, std::ostream& out) {
+  const std::string bootstrap = BootstrapServers(config);
+  if (bootstrap == "embedded") {
+    return absl::InvalidArgumentError(
+        "replay: kafka.bootstrap.servers must name a running broker (`embedded` lives and dies "
+        "with its process)");
+  }
+  absl::StatusOr<kafka::ReplayStats> stats = kafka::ReplayTopic(KafkaProperties(config, bootstrap), options);
+  if (!stats.ok()) return stats.status();
+  out << "read " << stats->read << " records of " << options.from << ": "
+      << (options.dry_run ? "would replay " : "replayed ") << stats->replayed << ", filtered out "
+      << stats->filtered << ", nothing to replay in " << stats->empty << "\n";
+  for (const auto& [topic, n] : stats->by_topic) out << "  " << n << " to " << topic << "\n";
+  out.flush();
+  return absl::OkStatus();
+}
+
 absl::Status RunKafka(const AppConfig& config, const RunCommandOptions& options,
                       std::ostream& out) {
   absl::StatusOr<Topology> topology = BuildMetricsTopology(config.pipeline);

@@ -9,6 +9,7 @@
 
 #include "absl/status/status.h"
 #include "apps/config.h"
+#include "engine/kafka/topic_reader.h"
 #include "apps/event_generator.h"
 
 namespace streammetrics {
@@ -36,6 +37,10 @@ absl::Status RunKafka(const AppConfig& config, const RunCommandOptions& options,
 // `streammetrics sink`: the enabled sinks' runners (sinks.postgres) alone, against the
 // broker of kafka.bootstrap.servers, until SIGINT/SIGTERM.
 absl::Status RunSinks(const AppConfig& config, std::ostream& out);
+
+// `streammetrics replay`: kafka::ReplayTopic against kafka.bootstrap.servers (a running
+// broker), a summary to `out`.
+absl::Status RunReplay(const AppConfig& config, const kafka::ReplayOptions& options, std::ostream& out);
 
 struct BrokerCommandOptions {
   int brokers = 3;

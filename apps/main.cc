@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_split.h"
+#include "absl/time/time.h"
 #include "apps/config.h"
 #include "apps/event_generator.h"
 #include "apps/kafka_commands.h"
@@ -34,6 +36,12 @@ commands:
   sink     --config FILE
            the enabled sinks (sinks.postgres, sinks.redis) alone: consume the aggregate topics of
            kafka.bootstrap.servers and apply them exactly once; Ctrl-C to stop
+  replay   --config FILE --from TOPIC [--to TOPIC] [--reason R,R...] [--since T] [--until T]
+           [--dry-run true]
+           produce records of TOPIC again, as they were (key, value, original timestamp, no
+           dlq.* headers): dead letters back to their dlq.topic once what refused them is
+           fixed; --reason keeps those dead-letter reasons, --since/--until (ms since the
+           epoch or 2026-12-01T10:00:00Z) the records' own timestamps; prints what it did
   loadgen  --output FILE|- | --bootstrap SERVERS [--topic T] [--produce-rate R]
            [--count N (0: until SIGTERM, Kafka only)] [--rate EVENTS_PER_S] [--seed S]
            [--start-ms MS|now]
@@ -118,6 +126,20 @@ bool NumberFlag(const Flags& f, const std::string& name, T* out, std::string* ba
   return true;
 }
 
+// Milliseconds since the epoch, or an RFC 3339 time (2026-12-01T10:00:00Z).
+absl::StatusOr<int64_t> ParseTimeFlag(const std::string& text) {
+  int64_t ms = 0;
+  auto [p, ec] = std::from_chars(text.data(), text.data() + text.size(), ms);
+  if (ec == std::errc() && p == text.data() + text.size()) return ms;
+  absl::Time t;
+  std::string error;
+  if (!absl::ParseTime(absl::RFC3339_full, text, &t, &error)) {
+    return absl::InvalidArgumentError(
+        StrCat("'", text, "' is neither milliseconds since the epoch nor a time like 2026-12-01T10:00:00Z"));
+  }
+  return absl::ToUnixMillis(t);
+}
+
 int Main(int argc, char** argv) {
   if (argc < 2) return UsageError("no command");
   const std::string command = argv[1];
@@ -181,6 +203,34 @@ int Main(int argc, char** argv) {
     if (!config.ok()) return Fail(config.status());
     InstallStopSignals();
     if (absl::Status s = RunSinks(*config, std::cout); !s.ok()) return Fail(s);
+    return 0;
+  }
+  if (command == "replay") {
+    if (!Known(flags, {"config", "from", "to", "reason", "since", "until", "dry-run"}, &bad)) {
+      return UsageError(bad);
+    }
+    if (!flags.values.contains("config")) return UsageError("replay needs --config");
+    if (flags.values["from"].empty()) return UsageError("replay needs --from TOPIC");
+    kafka::ReplayOptions options;
+    options.from = flags.values["from"];
+    options.to = flags.values["to"];
+    for (absl::string_view r : absl::StrSplit(flags.values["reason"], ',', absl::SkipEmpty())) {
+      options.reasons.emplace_back(r);
+    }
+    for (auto [name, out] : {std::pair{"since", &options.since_ms}, std::pair{"until", &options.until_ms}}) {
+      auto it = flags.values.find(name);
+      if (it == flags.values.end()) continue;
+      absl::StatusOr<int64_t> ms = ParseTimeFlag(it->second);
+      if (!ms.ok()) return UsageError(StrCat("--", name, ": ", Message(ms.status())));
+      *out = *ms;
+    }
+    if (auto it = flags.values.find("dry-run"); it != flags.values.end()) {
+      if (it->second != "true" && it->second != "false") return UsageError("--dry-run: true or false");
+      options.dry_run = it->second == "true";
+    }
+    absl::StatusOr<AppConfig> config = ConfigFrom(flags, true);
+    if (!config.ok()) return Fail(config.status());
+    if (absl::Status s = RunReplay(*config, options, std::cout); !s.ok()) return Fail(s);
     return 0;
   }
   if (command == "broker") {

@@ -1,6 +1,11 @@
 #include "engine/kafka/topic_reader.h"
 
+#include <algorithm>
+#include <charconv>
 #include <chrono>
+#include <optional>
+
+#include "operators/strings.h"
 
 #include "engine/kafka/kafka_common.h"
 
@@ -102,6 +107,133 @@ absl::StatusOr<std::vector<OutputRecord>> ReadTopic(const Properties& properties
   }
   rd_kafka_consumer_close(rk->get());
   return out;
+}
+
+absl::StatusOr<ReplayStats> ReplayTopic(const Properties& properties, const ReplayOptions& options) {
+  absl::StatusOr<std::pair<KafkaHandle, int>> opened = OpenReader(
+      {{"group.id", "streammetrics-replay"}, {"fetch.wait.max.ms", "10"}, {"enable.partition.eof", "true"}},
+      properties, options.from);
+  if (!opened.ok()) return opened.status();
+  rd_kafka_t* rk = opened->first.get();
+  const int partitions = opened->second;
+  std::unique_ptr<Producer> producer;
+  if (!options.dry_run) {
+    absl::StatusOr<std::unique_ptr<Producer>> p = Producer::Create({.properties = properties});
+    if (!p.ok()) return p.status();
+    producer = *std::move(p);
+  }
+  ReplayStats stats;
+  auto count_for = [&](std::string_view topic) -> int64_t& {
+    for (auto& [t, n] : stats.by_topic) {
+      if (t == topic) return n;
+    }
+    return stats.by_topic.emplace_back(std::string(topic), 0).second;
+  };
+  int64_t queued = 0;
+  auto header = [](rd_kafka_headers_t* hdrs, const char* name) -> std::optional<std::string_view> {
+    const void* value = nullptr;
+    size_t size = 0;
+    if (hdrs == nullptr || rd_kafka_header_get_last(hdrs, name, &value, &size) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+      return std::nullopt;
+    }
+    return std::string_view(static_cast<const char*>(value), size);
+  };
+  for (int p = 0; p < partitions; ++p) {
+    int64_t low = 0, high = 0;
+    if (absl::Status s = KafkaStatus("watermarks", rd_kafka_query_watermark_offsets(
+                                                       rk, options.from.c_str(), p, &low, &high,
+                                                       options.timeout_ms));
+        !s.ok()) {
+      return s;
+    }
+    if (low >= high) continue;
+    rd_kafka_topic_partition_list_t* list = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_t* tp = rd_kafka_topic_partition_list_add(list, options.from.c_str(), p);
+    tp->offset = low;
+    if (options.since_ms != INT64_MIN) {
+      tp->offset = options.since_ms;  // offsets_for_times: the first at or after
+      absl::Status s = KafkaStatus("offsets for times", rd_kafka_offsets_for_times(rk, list, options.timeout_ms));
+      if (s.ok() && tp->err != RD_KAFKA_RESP_ERR_NO_ERROR) s = KafkaStatus("offsets for times", tp->err);
+      if (!s.ok()) {
+        rd_kafka_topic_partition_list_destroy(list);
+        return s;
+      }
+      // -1: no record at or after since_ms on a Kafka broker; the dev broker answers -1
+      // to any timestamp. Either way reading from the start and filtering is right.
+      if (tp->offset < 0) tp->offset = low;
+    }
+    rd_kafka_assign(rk, list);
+    rd_kafka_topic_partition_list_destroy(list);
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(options.timeout_ms);
+    bool done = false;
+    while (!done) {
+      if (std::chrono::steady_clock::now() > deadline) {
+        return absl::UnavailableError(StrCat("replay of ", options.from, "[", p, "]: timed out"));
+      }
+      rd_kafka_message_t* m = rd_kafka_consumer_poll(rk, 100);
+      if (m == nullptr) continue;
+      const rd_kafka_resp_err_t err = m->err;
+      absl::Status s;
+      if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        ++stats.read;
+        done = m->offset + 1 >= high;
+        rd_kafka_timestamp_type_t type;
+        const int64_t ts = rd_kafka_message_timestamp(m, &type);
+        rd_kafka_headers_t* hdrs = nullptr;
+        if (rd_kafka_message_headers(m, &hdrs) != RD_KAFKA_RESP_ERR_NO_ERROR) hdrs = nullptr;
+        const std::optional<std::string_view> reason = header(hdrs, "dlq.reason");
+        const bool wanted =
+            options.reasons.empty() ||
+            (reason.has_value() && std::find(options.reasons.begin(), options.reasons.end(), *reason) !=
+                                       options.reasons.end());
+        if (ts < options.since_ms || ts >= options.until_ms || !wanted) {
+          ++stats.filtered;
+        } else if (header(hdrs, "dlq.offset") == "-1" && m->len == 0 && m->key_len == 0) {
+          ++stats.empty;
+        } else {
+          std::optional<std::string_view> to = options.to.empty() ? header(hdrs, "dlq.topic")
+                                                                  : std::optional<std::string_view>(options.to);
+          if (!to.has_value() || to->empty()) {
+            s = absl::InvalidArgumentError(StrCat("replay: ", options.from, "[", p, "]@", m->offset,
+                                                  " has no dlq.topic header: name the topic to replay to"));
+          } else {
+            int64_t original_ts = ts;
+            if (std::optional<std::string_view> t = header(hdrs, "dlq.timestamp")) {
+              int64_t v = 0;
+              auto [end, ec] = std::from_chars(t->data(), t->data() + t->size(), v);
+              if (ec == std::errc() && end == t->data() + t->size()) original_ts = v;
+            }
+            if (producer != nullptr) {
+              producer->Send(*to, -1, std::string_view(static_cast<const char*>(m->key), m->key_len),
+                             std::string_view(static_cast<const char*>(m->payload), m->len),
+                             original_ts, {});
+              if (++queued >= options.flush_every) {
+                s = producer->Flush();
+                queued = 0;
+              }
+            }
+            ++stats.replayed;
+            ++count_for(*to);
+          }
+        }
+      } else if (err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+        done = true;
+      } else {
+        s = KafkaStatus(StrCat("replay: read of ", options.from), err);
+      }
+      rd_kafka_message_destroy(m);
+      if (!s.ok()) {
+        if (producer != nullptr) producer->Flush().IgnoreError();  // what was sent stays sent
+        return s;
+      }
+    }
+    rd_kafka_assign(rk, nullptr);
+  }
+  if (producer != nullptr) {
+    if (absl::Status s = producer->Flush(); !s.ok()) return s;
+  }
+  rd_kafka_consumer_close(rk);
+  return stats;
 }
 
 struct TopicFollower::Impl {
