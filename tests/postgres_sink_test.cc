@@ -328,16 +328,11 @@ TEST_F(PostgresSinkTest, RunStartsTheEnabledSink) {
       << "\", flush_interval: 50ms}}\n";
   }
   const std::string log = dir + "/run.log";
-  pid_t pid = testing::Spawn({SM_BINARY, "run", "--config", config, "--load", "5000",
-                              "--duration", "25"},
-                             log);
-  ASSERT_GT(pid, 0);
-  int status = 0;
-  waitpid(pid, &status, 0);
-  std::ifstream in(log);
-  const std::string out((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
-      << "status " << status << "; output:\n" << out.substr(out.size() > 4000 ? out.size() - 4000 : 0);
+  const testing::Finished run = testing::RunToEnd(
+      {SM_BINARY, "run", "--config", config, "--load", "5000", "--duration", "25"}, log);
+  const std::string& out = run.output;
+  EXPECT_TRUE(run.ok()) << "status " << run.status << "; output:\n"
+                        << out.substr(out.size() > 4000 ? out.size() - 4000 : 0);
   EXPECT_THAT(out, ::testing::HasSubstr("postgres healthy")) << out;
   auto rows = server_->Exec(db_, "SELECT count(*) FROM metrics.metric_aggregates WHERE window_size = '1m-10s'");
   ASSERT_TRUE(rows.ok()) << rows.status();

@@ -129,8 +129,7 @@ inline void RunSinkCrashScenario(const std::string& sinks_yaml, const std::funct
   // Both are up (the last killed runner may have finished the work already, and a
   // SIGTERM before a process installs its handler would kill it): five starts logged.
   auto starts = [&] {
-    std::ifstream in(log);
-    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const std::string text = ReadFile(log);
     int n = 0;
     for (size_t at = text.find("Ctrl-C to stop"); at != std::string::npos;
          at = text.find("Ctrl-C to stop", at + 1)) {

@@ -12,7 +12,9 @@
 #include <sys/wait.h>
 
 #include <chrono>
+#include <fstream>
 #include <functional>
+#include <iterator>
 #include <string>
 #include <thread>
 #include <vector>
@@ -37,6 +39,27 @@ inline pid_t Spawn(const std::vector<std::string>& args, const std::string& log)
   if (posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ) != 0) pid = -1;
   posix_spawn_file_actions_destroy(&actions);
   return pid;
+}
+
+// The whole text of the file at `path` ("" when it cannot be read).
+inline std::string ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+// Runs `args` to its end, stdout and stderr appended to `log`: its wait status (-1: it
+// could not be started) and the log's text.
+struct Finished {
+  int status = -1;
+  std::string output;
+  bool ok() const { return status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0; }
+};
+inline Finished RunToEnd(const std::vector<std::string>& args, const std::string& log) {
+  Finished f;
+  const pid_t pid = Spawn(args, log);
+  if (pid > 0) waitpid(pid, &f.status, 0);
+  f.output = ReadFile(log);
+  return f;
 }
 
 // A loopback TCP port nothing listens on now (a server started right after takes it).
