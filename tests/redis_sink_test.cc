@@ -133,6 +133,41 @@ TEST_F(RedisSinkTest, TaggedResultsAreKeysOfTheirOwn) {
   EXPECT_EQ(Cmd({"ZRANGE", "metrics:api:latency:1m:history", "0", "-1"}), plain);
 }
 
+// Keys that hold another type of value (a hash where the latest goes, a string where the
+// history goes — say, left by another system): their records are dead letters naming
+// the key, Redis' other keys and the positions are applied, the foreign values untouched.
+TEST_F(RedisSinkTest, KeysOfAnotherTypeAreDeadLettersNotAStuckSink) {
+  auto sink = NewSink();
+  ASSERT_TRUE(sink->Acquire(kParts).ok());
+  Cmd({"HSET", "metrics:api:latency:1m", "count", "7"});
+  Cmd({"SET", "metrics:web:errors:1m:history", "not a sorted set"});
+  const std::string api = Aggregate("api", "latency", "1m", 0, 1, 1);
+  const std::string web = Aggregate("web", "errors", "1m", 0, 2, 2);
+  const std::string db = Aggregate("db", "latency", "1m", 0, 3, 3);
+  std::vector<std::string> rejected;
+  auto on_rejected = [&](std::span<const RejectedRecord> refused) {
+    for (const RejectedRecord& r : refused) rejected.push_back(StrCat(r.record.offset, ": ", r.reason));
+    return absl::OkStatus();
+  };
+  ASSERT_TRUE(sink->Apply(std::vector<SinkRecord>{{kTopic, 0, 0, "db", db},
+                                                   {kTopic, 0, 1, "api", api},
+                                                   {kTopic, 1, 0, "web", web}},
+                          on_rejected)
+                  .ok());
+  EXPECT_THAT(rejected,
+              ElementsAre(StrCat("1: redis: metrics:api:latency:1m: WRONGTYPE Operation against a "
+                                 "key holding the wrong kind of value"),
+                          StrCat("0: redis: metrics:web:errors:1m:history: WRONGTYPE Operation "
+                                 "against a key holding the wrong kind of value")));
+  EXPECT_EQ(Cmd({"GET", "metrics:db:latency:1m"}), db);
+  EXPECT_EQ(Cmd({"ZRANGE", "metrics:db:latency:1m:history", "0", "-1"}), db);
+  EXPECT_EQ(Cmd({"HGETALL", "metrics:api:latency:1m"}), "count,7");
+  EXPECT_EQ(Cmd({"EXISTS", "metrics:web:errors:1m"}), "0");  // put back: it did not exist
+  EXPECT_EQ(Cmd({"GET", "metrics:web:errors:1m:history"}), "not a sorted set");
+  EXPECT_EQ(Cmd({"HGETALL", "streammetrics:sink:redis:positions"}),
+            StrCat(kTopic, ":0,2,", kTopic, ":1,1"));
+}
+
 TEST_F(RedisSinkTest, NewerOwnerFencesTheOlderOne) {
   auto old_runner = NewSink();
   auto new_runner = NewSink();

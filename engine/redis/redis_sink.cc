@@ -35,6 +35,9 @@ return out
 // ZADD per 200, the history trimmed to the hour before its newest and its TTL renewed.
 // FENCED: a partition's epoch moved on. BEHIND: a partition's position is past the
 // batch's first offset (a retry of an applied batch): the client drops what is below it.
+// WRONGTYPE g: the g-th key (or its history) holds another type of value — what the batch
+// wrote before it is written again by the retry, which leaves that key's records out
+// (they are dead letters); its latest key is put back when only the history refused.
 constexpr std::string_view kApply = R"lua(
 local pos_key, ep_key = ARGV[1], ARGV[2]
 local ttl, span = ARGV[3], tonumber(ARGV[4])
@@ -56,12 +59,25 @@ for p = 1, n do
   i = i + 4
 end
 local last = #ARGV
+local g = 0
+-- A reply that is an error: WRONGTYPE (the key holds another type of value) names the
+-- key and its group; anything else is returned as it is (the batch is retried).
+local function failed(r, key)
+  if type(r) ~= 'table' or not r.err then return nil end
+  if string.sub(r.err, 1, 9) == 'WRONGTYPE' then
+    return redis.error_reply('WRONGTYPE ' .. g .. ' ' .. key .. ': ' .. r.err)
+  end
+  return redis.error_reply(r.err)
+end
 while i <= last do
+  g = g + 1
   local key, hist, m = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
   i = i + 3
   local stop = i + 2 * m - 1
   local top, latest = tonumber(ARGV[stop - 1]), ARGV[stop]
-  local old = redis.call('SET', key, latest, 'EX', ttl, 'GET')
+  local old = redis.pcall('SET', key, latest, 'EX', ttl, 'GET')
+  local e = failed(old, key)
+  if e then return e end
   local old_top = -math.huge
   if old then
     local ws = string.match(old, '"windowStart":(%-?%d+)')
@@ -71,15 +87,31 @@ while i <= last do
     redis.call('SET', key, old, 'EX', ttl)
     top = old_top
   end
+  -- The history's first command fails on a key of another type (nothing written to it
+  -- yet): the latest is put back before the reply.
+  local checked = false
+  local function history(r)
+    if checked then return nil end
+    checked = true
+    local e = failed(r, hist)
+    if e then
+      if old then redis.call('SET', key, old, 'EX', ttl) else redis.call('DEL', key) end
+    end
+    return e
+  end
   if old_top ~= -math.huge then
     for j = i, stop, 2 do
-      if tonumber(ARGV[j]) <= old_top then redis.call('ZREMRANGEBYSCORE', hist, ARGV[j], ARGV[j]) end
+      if tonumber(ARGV[j]) <= old_top then
+        local e = history(redis.pcall('ZREMRANGEBYSCORE', hist, ARGV[j], ARGV[j]))
+        if e then return e end
+      end
     end
   end
   while i <= stop do
-    local e = math.min(stop, i + 399)
-    redis.call('ZADD', hist, unpack(ARGV, i, e))
-    i = e + 1
+    local to = math.min(stop, i + 399)
+    local e = history(redis.pcall('ZADD', hist, unpack(ARGV, i, to)))
+    if e then return e end
+    i = to + 1
   end
   redis.call('ZREMRANGEBYSCORE', hist, '-inf', string.format('%.0f', top - span))
   redis.call('EXPIRE', hist, ttl)
@@ -294,7 +326,10 @@ absl::Status RedisSink::Apply(std::span<const SinkRecord> batch, const RejectHan
   // Records below `skip_below` of their partition were applied already (BEHIND).
   std::vector<int64_t> skip_below(parts.size(), std::numeric_limits<int64_t>::min());
   const std::string prefix = StrCat("streammetrics:sink:", options_.sink_name);
-  for (int attempt = 0; attempt < 2 + static_cast<int>(parts.size()); ++attempt) {
+  // Keys Redis refused (another type of value there): left out, their records dead letters.
+  std::vector<char> refused(group_of.size(), 0);
+  for (int attempt = 0; attempt < 2 + static_cast<int>(parts.size() + group_of.size()); ++attempt) {
+    std::vector<uint32_t> sent;  // the groups in the script's order
     std::vector<int64_t> first(parts.size(), -1), end(parts.size(), -1);
     for (size_t i = 0; i < batch.size(); ++i) {
       const uint32_t p = part_of[i];
@@ -344,6 +379,7 @@ absl::Status RedisSink::Apply(std::span<const SinkRecord> batch, const RejectHan
       // The group's windows (skipped records left out, one value per window).
       std::vector<uint32_t>::const_iterator begin = order.begin() + g, finish = order.begin() + stop;
       g = stop;
+      if (refused[group[*begin]]) continue;
       const size_t header = args.size();
       size_t m = 0;
       for (auto it = begin; it != finish; ++it) {
@@ -363,6 +399,7 @@ absl::Status RedisSink::Apply(std::span<const SinkRecord> batch, const RejectHan
       }
       if (m == 0) continue;
       set_number(header + 2, static_cast<int64_t>(m));
+      sent.push_back(group[*begin]);
     }
     for (const NumberArg& a : number_arg) {  // `numbers` no longer moves
       args[a.arg] = std::string_view(numbers.data() + a.at, a.len);
@@ -390,6 +427,29 @@ absl::Status RedisSink::Apply(std::span<const SinkRecord> batch, const RejectHan
         }
       }
       return absl::FailedPreconditionError(StrCat("redis: ", field, " was taken over by a newer runner"));
+    }
+    if (const size_t at = error.find("WRONGTYPE "); at != std::string_view::npos) {
+      std::string_view rest = error.substr(at + 10);
+      const size_t space = rest.find(' ');
+      size_t g = 0;
+      auto [ptr, ec] = std::from_chars(rest.data(), rest.data() + std::min(space, rest.size()), g);
+      if (ec != std::errc() || g < 1 || g > sent.size()) {
+        return absl::InternalError(StrCat("redis: apply: unexpected reply ", error));
+      }
+      const uint32_t bad = sent[g - 1];
+      refused[bad] = 1;
+      std::string why = StrCat("redis: ", space == std::string_view::npos ? rest : rest.substr(space + 1));
+      std::vector<RejectedRecord> refused_records;
+      for (size_t i = 0; i < items.size(); ++i) {
+        const Item& item = items[i];
+        if (group[i] == bad && batch[item.record].offset >= skip_below[item.part]) {
+          refused_records.push_back({batch[item.record], why});
+        }
+      }
+      if (on_rejected) {
+        if (absl::Status s = on_rejected(refused_records); !s.ok()) return s;
+      }
+      continue;
     }
     if (const size_t at = error.find("BEHIND "); at != std::string_view::npos) {
       std::string_view rest = error.substr(at + 7);
