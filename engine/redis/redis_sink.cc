@@ -31,7 +31,8 @@ return out
 // grouped the batch by key, one value per window (the last), windows in order: the last
 // is the key's newest, its latest. Per key: the latest key is set with
 // GET (the old value's window start says whether it was newer: then it is put back),
-// windows the history may already hold are removed first, the new ones added in one
+// windows the history may already hold are removed first (windows older than the hour
+// before the newest are not added at all), the new ones added in one
 // ZADD per 200, the history trimmed to the hour before its newest and its TTL renewed.
 // FENCED: a partition's epoch moved on. BEHIND: a partition's position is past the
 // batch's first offset (a retry of an applied batch): the client drops what is below it.
@@ -99,6 +100,9 @@ while i <= last do
     end
     return e
   end
+  -- Windows at or before the hour before the newest would be trimmed at once: skipped.
+  local cutoff = top - span
+  while i <= stop and tonumber(ARGV[i]) <= cutoff do i = i + 2 end
   if old_top ~= -math.huge then
     for j = i, stop, 2 do
       if tonumber(ARGV[j]) <= old_top then
@@ -113,7 +117,8 @@ while i <= last do
     if e then return e end
     i = to + 1
   end
-  redis.call('ZREMRANGEBYSCORE', hist, '-inf', string.format('%.0f', top - span))
+  e = history(redis.pcall('ZREMRANGEBYSCORE', hist, '-inf', string.format('%.0f', cutoff)))
+  if e then return e end
   redis.call('EXPIRE', hist, ttl)
 end
 redis.call('HSET', pos_key, unpack(ends))
