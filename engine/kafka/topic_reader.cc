@@ -164,14 +164,17 @@ absl::StatusOr<ReplayStats> ReplayTopic(const Properties& properties, const Repl
     }
     rd_kafka_assign(rk, list);
     rd_kafka_topic_partition_list_destroy(list);
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(options.timeout_ms);
+    // The timeout is for silence: a long partition may take as long as it takes.
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(options.timeout_ms);
     bool done = false;
     while (!done) {
       if (std::chrono::steady_clock::now() > deadline) {
-        return absl::UnavailableError(StrCat("replay of ", options.from, "[", p, "]: timed out"));
+        return absl::UnavailableError(StrCat("replay of ", options.from, "[", p, "]: nothing read for ",
+                                             options.timeout_ms, " ms"));
       }
       rd_kafka_message_t* m = rd_kafka_consumer_poll(rk, 100);
       if (m == nullptr) continue;
+      deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(options.timeout_ms);
       const rd_kafka_resp_err_t err = m->err;
       absl::Status s;
       if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {

@@ -42,7 +42,7 @@ struct ReplayOptions {
   int64_t until_ms = INT64_MAX;      // exclusive
   bool dry_run = false;              // count, produce nothing
   int64_t flush_every = 10'000;
-  int timeout_ms = 30'000;
+  int timeout_ms = 30'000;  // per call to the broker, and the longest silence while reading
 };
 
 struct ReplayStats {
