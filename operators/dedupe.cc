@@ -65,7 +65,7 @@ absl::Status DedupeProcessor::Restore() {
       ReadFixed(&value, &e.id.hi);
       ReadFixed(&value, &e.first_seen);
       newest = e.first_seen;
-      if (e.first_seen > horizon && seen_.try_emplace(e.id, e.first_seen).second) {
+      if (e.first_seen > horizon && seen_.insert(e.id).second) {
         order_.push_back(e);
       }
     }
@@ -85,8 +85,7 @@ absl::Status DedupeProcessor::Process(const Record<MetricEvent>& record) {
   }
   if (!event.has_event_id || event.event_id.empty()) return Forward(record);
   Hash128 id = StableHash128(event.event_id);
-  auto [it, inserted] = seen_.try_emplace(id, stream_time_);
-  if (!inserted) {
+  if (!seen_.insert(id).second) {
     ++context()->counters().duplicates_dropped;
     return absl::OkStatus();
   }
