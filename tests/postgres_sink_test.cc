@@ -203,6 +203,8 @@ TEST_F(PostgresSinkTest, NewerOwnerFencesTheOlderOne) {
   EXPECT_FALSE(old_runner->Owns(kOneMinute[0]));
   EXPECT_TRUE(old_runner->Owns(kOneMinute[1]));
   EXPECT_THAT(Table(), ElementsAre("api|latency|1m|60000|9|9|{}"));
+  EXPECT_EQ(old_runner->Apply(std::vector<SinkRecord>{{t, 0, 1, "api", old_value}}, {}).message(),
+            "postgres: metrics-aggregated-1m[0] is not this runner's");
   // What it still owns it can apply.
   ASSERT_TRUE(old_runner->Apply(std::vector<SinkRecord>{{t, 1, 0, "web", old_value}}, {}).ok());
   EXPECT_THAT(Offsets(), ElementsAre("metrics-aggregated-1m[0]=1@2", "metrics-aggregated-1m[1]=1@1"));

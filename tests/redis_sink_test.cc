@@ -185,6 +185,9 @@ TEST_F(RedisSinkTest, NewerOwnerFencesTheOlderOne) {
   EXPECT_TRUE(old_runner->Owns(kParts[1]));
   EXPECT_EQ(Cmd({"GET", "metrics:api:latency:1m"}), newer);
   EXPECT_EQ(Cmd({"HGET", "streammetrics:sink:redis:positions", kTopic + ":1"}), "(nil)");
+  // The fenced partition is no longer its to write.
+  EXPECT_EQ(old_runner->Apply(std::vector<SinkRecord>{{kTopic, 0, 1, "api", older}}, {}).message(),
+            "redis: metrics-aggregated-1m[0] is not this runner's");
 }
 
 TEST_F(RedisSinkTest, RunnerCatchesUpAfterRedisOutage) {

@@ -293,12 +293,6 @@ absl::StatusOr<std::vector<SinkPosition>> PostgresSink::Acquire(
   return out;
 }
 
-void PostgresSink::Release(std::span<const TopicPartition> partitions) {
-  for (const TopicPartition& tp : partitions) epochs_.erase(tp);
-}
-
-bool PostgresSink::Owns(const TopicPartition& tp) const { return epochs_.contains(tp); }
-
 absl::StatusOr<std::vector<SinkPosition>> PostgresSink::Positions() {
   if (absl::Status s = Connect(); !s.ok()) return s;
   std::vector<SinkPosition> out;
@@ -335,12 +329,7 @@ absl::Status PostgresSink::Apply(std::span<const SinkRecord> batch, const Reject
   // transaction of its own and they run in parallel. A share that fails leaves the others
   // committed: the retry skips what they applied (positions).
   const BatchPartitions parts(batch);
-  for (size_t i = 0; i < parts.size(); ++i) {
-    if (!epochs_.contains(parts[i])) {
-      return absl::FailedPreconditionError(
-          StrCat("postgres: ", parts[i].topic, "[", parts[i].partition, "] is not this runner's"));
-    }
-  }
+  if (absl::Status s = CheckOwned(parts); !s.ok()) return s;
   std::vector<size_t> count(parts.size(), 0);
   for (const SinkRecord& r : batch) ++count[parts.IndexOf(r)];
   std::vector<Share> shares(std::min(conns_.size(), parts.size()));

@@ -40,8 +40,6 @@ class PostgresSink final : public Sink {
 
   absl::Status Open() override;
   absl::StatusOr<std::vector<SinkPosition>> Acquire(std::span<const TopicPartition> partitions) override;
-  void Release(std::span<const TopicPartition> partitions) override;
-  bool Owns(const TopicPartition& tp) const override;
   absl::Status Apply(std::span<const SinkRecord> batch, const RejectHandler& on_rejected) override;
   absl::StatusOr<std::vector<SinkPosition>> Positions() override;
   std::string name() const override { return "postgres"; }
@@ -60,7 +58,6 @@ class PostgresSink final : public Sink {
   PostgresSinkOptions options_;
   std::vector<std::unique_ptr<Conn>> conns_;
   Conn* conn_ = nullptr;  // conns_[0]: acquire, positions, schema
-  std::map<TopicPartition, int64_t> epochs_;  // owned partitions
 };
 
 }  // namespace streammetrics

@@ -236,12 +236,6 @@ absl::StatusOr<std::vector<SinkPosition>> RedisSink::Acquire(std::span<const Top
   return out;
 }
 
-void RedisSink::Release(std::span<const TopicPartition> partitions) {
-  for (const TopicPartition& tp : partitions) epochs_.erase(tp);
-}
-
-bool RedisSink::Owns(const TopicPartition& tp) const { return epochs_.contains(tp); }
-
 absl::StatusOr<std::vector<SinkPosition>> RedisSink::Positions() {
   if (absl::Status s = Connect(); !s.ok()) return s;
   std::vector<SinkPosition> out;
@@ -266,14 +260,9 @@ absl::Status RedisSink::Apply(std::span<const SinkRecord> batch, const RejectHan
   if (batch.empty()) return absl::OkStatus();
   if (absl::Status s = Connect(); !s.ok()) return s;
   const BatchPartitions parts(batch);
+  if (absl::Status s = CheckOwned(parts); !s.ok()) return s;
   std::vector<std::string> fields;
-  for (size_t i = 0; i < parts.size(); ++i) {
-    if (!epochs_.contains(parts[i])) {
-      return absl::FailedPreconditionError(
-          StrCat("redis: ", parts[i].topic, "[", parts[i].partition, "] is not this runner's"));
-    }
-    fields.push_back(Field(parts[i]));
-  }
+  for (size_t i = 0; i < parts.size(); ++i) fields.push_back(Field(parts[i]));
   // Parse every record once: the refused ones, and per aggregate its key (the result's
   // tags, when it has any, end the key: results of one service and metric that differ in
   // their tags are different keys) and history key, built into one arena.

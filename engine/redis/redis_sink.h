@@ -44,8 +44,6 @@ class RedisSink final : public Sink {
 
   absl::Status Open() override;
   absl::StatusOr<std::vector<SinkPosition>> Acquire(std::span<const TopicPartition> partitions) override;
-  void Release(std::span<const TopicPartition> partitions) override;
-  bool Owns(const TopicPartition& tp) const override;
   absl::Status Apply(std::span<const SinkRecord> batch, const RejectHandler& on_rejected) override;
   absl::StatusOr<std::vector<SinkPosition>> Positions() override;
   std::string name() const override { return "redis"; }
@@ -56,7 +54,6 @@ class RedisSink final : public Sink {
 
   RedisSinkOptions options_;
   std::unique_ptr<Conn> conn_;
-  std::map<TopicPartition, int64_t> epochs_;
 };
 
 }  // namespace streammetrics

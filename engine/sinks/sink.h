@@ -11,6 +11,7 @@
 #include <compare>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <optional>
 #include <span>
 #include <string>
@@ -19,6 +20,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "operators/strings.h"
 
 namespace streammetrics {
 
@@ -93,9 +95,11 @@ class Sink {
   // Takes `partitions` over from any other runner: their positions, with new epochs.
   virtual absl::StatusOr<std::vector<SinkPosition>> Acquire(std::span<const TopicPartition> partitions) = 0;
   // Forgets partitions (revoked); their later records are not applied.
-  virtual void Release(std::span<const TopicPartition> partitions) = 0;
+  void Release(std::span<const TopicPartition> partitions) {
+    for (const TopicPartition& tp : partitions) epochs_.erase(tp);
+  }
   // True while this runner holds `tp` (acquired and not fenced since).
-  virtual bool Owns(const TopicPartition& tp) const = 0;
+  bool Owns(const TopicPartition& tp) const { return epochs_.contains(tp); }
   // Applies `batch` (records in offset order per partition, of owned partitions)
   // atomically with the positions it reaches. Records at or below a stored position are
   // skipped. Records the sink refuses go to `on_rejected` (inside the transaction) and
@@ -106,6 +110,22 @@ class Sink {
   // The stored positions of owned partitions (for seeking back after a failed batch).
   virtual absl::StatusOr<std::vector<SinkPosition>> Positions() = 0;
   virtual std::string name() const = 0;
+
+ protected:
+  // FailedPrecondition naming the first of `parts` this runner does not own.
+  absl::Status CheckOwned(const BatchPartitions& parts) const {
+    for (size_t i = 0; i < parts.size(); ++i) {
+      if (!Owns(parts[i])) {
+        return absl::FailedPreconditionError(StrCat(name(), ": ", parts[i].topic, "[", parts[i].partition,
+                                                    "] is not this runner's"));
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  // Owned partitions and the fencing epoch this runner holds for each (set by Acquire,
+  // dropped by Release and when a batch finds a partition fenced).
+  std::map<TopicPartition, int64_t> epochs_;
 };
 
 // An aggregate result (DESIGN.md's output format) as sinks store it.
