@@ -92,6 +92,8 @@ absl::StatusOr<int64_t> InMemoryLog::Reader::Read(std::string_view store, int64_
 absl::StatusOr<std::optional<CommitMarker>> InMemoryLog::Reader::LastMarker(
     std::string_view store, int64_t from) {
   auto it = log_->changelogs_.find(store);
+  const int64_t end = it == log_->changelogs_.end() ? 0 : static_cast<int64_t>(it->second.size());
+  if (from > end) return ChangelogBehindCheckpoint(store, end, from);
   if (it == log_->changelogs_.end()) return std::optional<CommitMarker>();
   const std::vector<Change>& log = it->second;
   for (int64_t offset = static_cast<int64_t>(log.size()) - 1;

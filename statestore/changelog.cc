@@ -58,6 +58,13 @@ absl::StatusOr<CommitMarker> CommitMarker::Decode(std::string_view in) {
   return m;
 }
 
+absl::Status ChangelogBehindCheckpoint(std::string_view changelog, int64_t end, int64_t from) {
+  return absl::DataLossError(
+      std::string("changelog ").append(changelog) + " ends at offset " + std::to_string(end) +
+      ", before the local checkpoint's " + std::to_string(from) +
+      ": the local state is not from this changelog (recreated topics, or another cluster)");
+}
+
 absl::StatusOr<RestoreStats> RestoreFromChangelog(
     ChangelogReader& reader, std::string_view store, int64_t from, uint64_t max_sequence,
     const std::function<absl::Status(std::span<const ChangeRecord>)>& apply) {

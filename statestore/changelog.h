@@ -114,10 +114,15 @@ class ChangelogReader {
   virtual absl::StatusOr<int64_t> Read(std::string_view store, int64_t from,
                                        const Visitor& fn) = 0;
   // The last commit marker at an offset >= from, or nullopt when there is none. An
-  // implementation may read backwards from the end.
+  // implementation may read backwards from the end. DataLoss (ChangelogBehindCheckpoint)
+  // when the changelog ends before `from`: a checkpoint there was not written from this
+  // changelog (the topic was recreated, or the state dir comes from another cluster, as
+  // every run of the in-process dev broker is), so the local state must be rebuilt.
   virtual absl::StatusOr<std::optional<CommitMarker>> LastMarker(std::string_view store,
                                                                  int64_t from) = 0;
 };
+
+absl::Status ChangelogBehindCheckpoint(std::string_view changelog, int64_t end, int64_t from);
 
 // What RestoreFromChangelog did.
 struct RestoreStats {

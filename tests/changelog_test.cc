@@ -325,10 +325,14 @@ struct RunOptions {
   // Called with the task's state directory before each re-creation.
   std::function<void(const fs::path&)> damage;
   std::shared_ptr<CacheBudget> cache_budget;
+  // The state dir starts with the checkpointed state of a run over another log (as a
+  // run of the in-process dev broker leaves for the next, whose broker is new).
+  bool stale_state = false;
 };
 
 struct RunResult {
   std::vector<std::string> outputs;  // what a read_committed consumer would read
+  TaskRestoreReport first_restore;
   std::vector<TaskRestoreReport> restores;  // one per task created after the first
   int crashes = 0;
   int clean_restarts = 0;
@@ -382,6 +386,26 @@ class RecoveryTest : public ::testing::Test {
       return absl::OkStatus();
     };
 
+    if (o.stale_state) {
+      InMemoryLog other(o.visibility);
+      TaskConfig before = tc;
+      before.fault_injector = nullptr;
+      before.changelog = other.changelog_writer();
+      before.changelog_reader = other.changelog_reader();
+      absl::StatusOr<std::unique_ptr<Task>> task = Task::Create(*topology, before, other.collector());
+      EXPECT_TRUE(task.ok()) << task.status();
+      if (!task.ok()) return result;
+      for (int64_t i = 0; i < 3'000; ++i) {
+        SourceRecord r{.topic = "metrics-events", .partition = 0, .offset = i,
+                       .timestamp_ms = kWallClock, .value = (*events_)[(i + 5'000) % events_->size()]};
+        EXPECT_TRUE((*task)->Process(r).ok());
+        if ((i + 1) % o.commit_every == 0) {
+          EXPECT_TRUE((*task)->Commit().ok());
+        }
+      }
+      EXPECT_TRUE((*task)->Close().ok());
+    }
+
     uint64_t committed_before_crash = 0;
     size_t aborted_from = 0;
     for (bool first = true;; first = false) {
@@ -389,6 +413,7 @@ class RecoveryTest : public ::testing::Test {
       EXPECT_TRUE(task.ok()) << task.status();
       if (!task.ok()) return result;
       Task& t = **task;
+      if (first) result.first_restore = t.restore_report();
       if (!first) {
         result.restores.push_back(t.restore_report());
         result.changelog_sizes.push_back(log.ChangelogSize("aggregate-store"));
@@ -583,6 +608,32 @@ TEST_F(RecoveryTest, CorruptLocalStoreIsRebuiltFromTheChangelog) {
     EXPECT_GT(s.stats.records_applied, 0u) << s.store;
   }
   ExpectSameOutputs(expected, got);
+}
+
+// Proves a state dir whose checkpoint lies beyond the end of the changelogs — state from
+// another cluster or from before the topics were recreated; every run of the in-process
+// dev broker leaves one for the next — is wiped and rebuilt instead of trusted: without
+// the check the task resumed at the old run's input offsets (skipping the new input's
+// first 3,000 records) with the old run's windows and ids. The results equal a run from
+// an empty state dir, for both kinds of store.
+TEST_F(RecoveryTest, StateFromAnotherChangelogIsRebuilt) {
+  for (StoreType store : {StoreType::kRocksDb, StoreType::kInMemory}) {
+    SCOPED_TRACE(store == StoreType::kRocksDb ? "rocksdb" : "memory");
+    RunResult expected = Run({.store = store});
+    RunResult got = Run({.store = store, .stale_state = true});
+    if (store == StoreType::kRocksDb) {
+      EXPECT_THAT(got.first_restore.rebuilt_because,
+                  ::testing::HasSubstr("the local state is not from this changelog"));
+    } else {
+      EXPECT_EQ(got.first_restore.rebuilt_because, "");  // nothing local to distrust
+    }
+    EXPECT_EQ(got.first_restore.last_sequence, 0u);
+    for (const StoreRestoreReport& s : got.first_restore.stores) {
+      EXPECT_EQ(s.from_offset, 0) << s.store;
+      EXPECT_EQ(s.stats.records_applied, 0u) << s.store;
+    }
+    ExpectSameOutputs(expected, got);
+  }
 }
 
 // Proves a store whose local files are gone is restored from the start of its changelog

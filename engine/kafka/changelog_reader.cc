@@ -4,6 +4,7 @@
 
 #include "engine/kafka/kafka_common.h"
 #include "engine/kafka/producer.h"
+#include "operators/strings.h"
 
 namespace streammetrics::kafka {
 
@@ -134,8 +135,14 @@ absl::StatusOr<std::optional<CommitMarker>> KafkaChangelogReader::LastMarker(
     std::string_view store, int32_t partition, int64_t from) {
   const std::string topic = ChangelogTopic(impl_->application_id, store);
   absl::StatusOr<std::pair<int64_t, int64_t>> marks = Watermarks(topic, partition);
-  if (absl::IsNotFound(marks.status())) return std::optional<CommitMarker>();
+  if (absl::IsNotFound(marks.status())) {
+    if (from > 0) return ChangelogBehindCheckpoint(StrCat(topic, " [", partition, "]"), 0, from);
+    return std::optional<CommitMarker>();
+  }
   if (!marks.ok()) return marks.status();
+  if (from > marks->second) {
+    return ChangelogBehindCheckpoint(StrCat(topic, " [", partition, "]"), marks->second, from);
+  }
   from = std::max(from, marks->first);
   int64_t end = marks->second;
   int64_t chunk = 1'000;
