@@ -13,6 +13,7 @@
 #include <fstream>
 #include <map>
 #include <memory>
+#include <functional>
 #include <thread>
 
 #include "engine/kafka/dev_broker.h"
@@ -75,11 +76,17 @@ kafka::Properties KafkaProperties(const AppConfig& config, const std::string& bo
 }
 
 // The built-in load generator of the embedded main job: events stamped with the wall
-// clock, produced at `rate` per second, keyed by serviceId.
+// clock, produced at `rate` per second, keyed by serviceId. It never gets more than
+// `max_ahead` events ahead of what the engine has read: the dev broker keeps only the
+// last 5 MiB / 100,000 records of each partition and drops older ones silently, so a
+// generator outrunning the engine would lose events before they are read. Held back, it
+// produces at the engine's pace (held_back() says so) and does not burst to catch up.
 class LoadGenerator {
  public:
-  LoadGenerator(kafka::Producer* producer, std::string topic, double rate)
-      : producer_(producer), topic_(std::move(topic)), rate_(rate) {}
+  LoadGenerator(kafka::Producer* producer, std::string topic, double rate,
+                std::function<uint64_t()> read, uint64_t max_ahead)
+      : producer_(producer), topic_(std::move(topic)), rate_(rate), read_(std::move(read)),
+        max_ahead_(max_ahead) {}
   ~LoadGenerator() { Stop(); }
   void Start() {
     thread_ = std::thread([this] { Run(); });
@@ -89,6 +96,8 @@ class LoadGenerator {
     if (thread_.joinable()) thread_.join();
   }
   uint64_t produced() const { return produced_.load(); }
+  // Times the generator waited for the engine.
+  uint64_t held_back() const { return held_back_.load(); }
 
  private:
   void Run() {
@@ -97,18 +106,29 @@ class LoadGenerator {
     g.start_ms = WallMs();
     g.events_per_second = rate_;
     EventGenerator generator(g);
-    const auto start = Clock::now();
     std::string doc;
+    // A token bucket holding at most 50 ms of events (at least 1,000).
+    const double burst = std::max(1'000.0, rate_ / 20);
+    double tokens = 0;
+    auto last = Clock::now();
     while (!stop_) {
-      const double elapsed =
-          std::chrono::duration<double>(Clock::now() - start).count();
-      const uint64_t due = static_cast<uint64_t>(elapsed * rate_);
+      const auto now = Clock::now();
+      tokens = std::min(burst, tokens + std::chrono::duration<double>(now - last).count() * rate_);
+      last = now;
       uint64_t n = produced_.load();
-      for (; n < due && !stop_; ++n) {
+      const uint64_t read = read_();
+      const uint64_t ahead = n > read ? n - read : 0;
+      uint64_t batch = static_cast<uint64_t>(tokens);
+      if (ahead + batch > max_ahead_) {
+        batch = ahead >= max_ahead_ ? 0 : max_ahead_ - ahead;
+        held_back_.fetch_add(1);
+      }
+      for (uint64_t i = 0; i < batch && !stop_; ++i, ++n) {
         doc.clear();
         generator.Next(&doc);
         producer_->Send(topic_, -1, GeneratedServiceId(doc), doc, 0, {});
       }
+      tokens -= static_cast<double>(batch);
       produced_.store(n);
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
@@ -118,8 +138,11 @@ class LoadGenerator {
   kafka::Producer* producer_;
   std::string topic_;
   double rate_;
+  std::function<uint64_t()> read_;
+  uint64_t max_ahead_;
   std::atomic<bool> stop_{false};
   std::atomic<uint64_t> produced_{0};
+  std::atomic<uint64_t> held_back_{0};
   std::thread thread_;
 };
 
@@ -362,8 +385,12 @@ absl::Status RunKafka(const AppConfig& config, const RunCommandOptions& options,
     absl::StatusOr<std::unique_ptr<kafka::Producer>> p = kafka::Producer::Create({.properties = props});
     if (!p.ok()) return p.status();
     load_producer = *std::move(p);
-    load = std::make_unique<LoadGenerator>(load_producer.get(), config.pipeline.input_topic,
-                                           options.load_rate);
+    // 60,000 events ahead of the committed input: ~10,000 a partition, a few MB of JSON, within what the dev
+    // broker keeps even where keys crowd a partition.
+    kafka::Runtime* rt = runtime->get();
+    load = std::make_unique<LoadGenerator>(
+        load_producer.get(), config.pipeline.input_topic, options.load_rate,
+        [rt] { return rt->counters().committed_input; }, 60'000);
     load->Start();
     out << "load generator: " << Thousands(static_cast<uint64_t>(options.load_rate))
         << " events/s, event time = wall clock\n";
@@ -386,7 +413,7 @@ absl::Status RunKafka(const AppConfig& config, const RunCommandOptions& options,
   }
   LatestResults latest;
   const auto started = Clock::now();
-  uint64_t last_read = 0;
+  uint64_t last_read = 0, last_produced = 0, last_held = 0;
   auto last_line = Clock::now();
   while (!StopRequested().load()) {
     if (options.duration_ms > 0 &&
@@ -427,14 +454,20 @@ absl::Status RunKafka(const AppConfig& config, const RunCommandOptions& options,
                     Thousands(c.windows_emitted).c_str(), Thousands(c.dead_letters).c_str(),
                     Thousands(c.duplicates).c_str(), Thousands(c.commits).c_str());
       last_read = c.records_read;
-      if (!sinks->empty()) {
-        line[std::strlen(line) - 1] = '\0';
-        out << line;
-        for (auto& [name, runner] : *sinks) out << " · " << SinkStatus(name, *runner);
-        out << "\n";
-      } else {
-        out << line;
+      line[std::strlen(line) - 1] = '\0';
+      out << line;
+      for (auto& [name, runner] : *sinks) out << " · " << SinkStatus(name, *runner);
+      if (load != nullptr) {
+        const uint64_t produced = load->produced(), held = load->held_back();
+        if (held != last_held) {
+          out << " · load held back to "
+              << Thousands(static_cast<uint64_t>((produced - last_produced) / secs))
+              << "/s (the engine is behind)";
+        }
+        last_produced = produced;
+        last_held = held;
       }
+      out << "\n";
       out.flush();
     }
   }
