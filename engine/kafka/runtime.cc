@@ -81,6 +81,7 @@ class Runtime::Thread {
     std::lock_guard<std::mutex> lock(mu_);
     return counters_;
   }
+  uint64_t consumed() const { return consumed_.load(std::memory_order_relaxed); }
 
  private:
   struct TaskEntry {
@@ -125,6 +126,7 @@ class Runtime::Thread {
   mutable std::mutex mu_;
   absl::Status status_;
   RuntimeCounters counters_;  // guarded by mu_
+  std::atomic<uint64_t> consumed_{0};  // messages taken from the consumer, live
   RuntimeCounters retired_;   // counters of closed tasks; thread-local
 
   KafkaHandle consumer_;
@@ -520,6 +522,7 @@ absl::Status Runtime::Thread::Run() {
       }
       rd_kafka_message_destroy(m);
     }
+    if (n > 0) consumed_.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
     if (!rebalance_error_.ok()) {
       status = rebalance_error_;
       break;
@@ -724,6 +727,12 @@ absl::Status Runtime::Join() {
   absl::Status result;
   for (auto& t : threads_) result.Update(t->Join());
   return result;
+}
+
+uint64_t Runtime::consumed() const {
+  uint64_t n = 0;
+  for (const auto& t : threads_) n += t->consumed();
+  return n;
 }
 
 RuntimeCounters Runtime::counters() const {

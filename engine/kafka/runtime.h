@@ -102,6 +102,10 @@ class Runtime {
   // Waits for the threads; the first thread failure, if any.
   absl::Status Join();
   RuntimeCounters counters() const;
+  // Messages the stream threads have taken from their consumers (records re-read after
+  // a rebuild count again; partition ends and errors count too). Live, not per commit:
+  // for a producer in the same process that must not outrun the engine.
+  uint64_t consumed() const;
 
  private:
   class Thread;
