@@ -3,7 +3,12 @@
 //   - sustained throughput: a producer thread keeps the engine's input topic topped up
 //     (at most --backlog events produced and not yet consumed, so nothing reaches the
 //     dev broker's per-partition retention of 5 MiB / 100,000 messages); after a warm-up
-//     of 2 s, events committed per second over --seconds;
+//     of 2 s, events committed per second over --seconds; and the CPU time per event
+//     of the stream threads and of the whole process (feeder, dev broker and every
+//     client's librdkafka threads), from /proc/self/task — what the rate is made of on
+//     a machine the feeder shares;
+//   - the feeder alone (1,000,000 events to a topic nothing reads) and a plain consumer
+//     under the same sustained load, with their CPU per event: the harness's own cost;
 //   - the rate at which a plain librdkafka consumer (read_committed, one client, all
 //     partitions) drains a topic of the same events, from its first record to its last;
 //   - latency (--latency-seconds, 0: skip): events produced at --latency-rate with event
@@ -23,11 +28,18 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <sstream>
 #include <functional>
 #include <memory>
 #include <string>
 #include <thread>
 #include <vector>
+
+#include <pthread.h>
+#include <unistd.h>
 
 #include "apps/event_generator.h"
 #include "engine/kafka/dev_broker.h"
@@ -193,11 +205,70 @@ class EventPool {
   uint64_t next_ = 0;
 };
 
+// CPU seconds used so far by this process's threads whose name starts with `prefix`
+// ("" : every thread), from /proc/self/task/*/stat.
+double ThreadCpuSeconds(std::string_view prefix) {
+  const double tick = static_cast<double>(::sysconf(_SC_CLK_TCK));
+  double total = 0;
+  std::error_code ec;
+  for (const auto& task : std::filesystem::directory_iterator("/proc/self/task", ec)) {
+    std::ifstream comm_file(task.path() / "comm");
+    std::string comm;
+    std::getline(comm_file, comm);
+    if (comm.compare(0, prefix.size(), prefix) != 0) continue;
+    std::ifstream stat_file(task.path() / "stat");
+    std::string stat((std::istreambuf_iterator<char>(stat_file)), std::istreambuf_iterator<char>());
+    const size_t close = stat.rfind(')');  // the name may hold spaces
+    if (close == std::string::npos) continue;
+    std::istringstream fields(stat.substr(close + 2));
+    std::string field;
+    double utime = 0, stime = 0;
+    for (int i = 3; i <= 15 && fields >> field; ++i) {  // field 3 is the state
+      if (i == 14) utime = std::atof(field.c_str());
+      if (i == 15) stime = std::atof(field.c_str());
+    }
+    total += (utime + stime) / tick;
+  }
+  return total;
+}
+
+// CPU time per event over a measurement: of the stream threads, and of the whole process
+// (feeder, dev broker and every client's librdkafka threads included).
+struct CpuPerEvent {
+  double stream_us = 0;
+  double process_us = 0;
+};
+
+// What the sustained runs' feeder alone achieves: 1,000,000 pool events produced to a
+// topic nothing reads (its retention does not matter), Send to the last delivery.
+double FeederRate(DevBroker* broker, const Properties& props, const Args& args,
+                  double* process_us) {
+  const std::string topic = "bench-feeder";
+  if (!broker->CreateTopic(topic, 6).ok()) return -1;
+  Properties feeder_props = props;
+  feeder_props.emplace_back("compression.type", args.input_compression);
+  auto producer = Producer::Create({.properties = feeder_props});
+  if (!producer.ok()) return -1;
+  EventPool pool(20'000);
+  std::string doc;
+  const int events = 1'000'000;
+  const double cpu = ThreadCpuSeconds("");
+  const auto start = Clock::now();
+  for (int i = 0; i < events; ++i) {
+    const std::string_view key = pool.Next(&doc);
+    (*producer)->Send(topic, -1, key, doc, 0, {});
+  }
+  if (!(*producer)->Flush().ok()) return -1;
+  *process_us = (ThreadCpuSeconds("") - cpu) * 1e6 / events;
+  return events / std::chrono::duration<double>(Clock::now() - start).count();
+}
+
 double Sustained(const Properties& props, const std::string& input, const Args& args,
                  const std::function<uint64_t()>& progress,
-                 const std::function<uint64_t()>& consumed) {
+                 const std::function<uint64_t()>& consumed, CpuPerEvent* cpu = nullptr) {
   std::atomic<bool> stop{false};
   std::thread feeder([&] {
+    pthread_setname_np(pthread_self(), "sm:feeder");
     Properties feeder_props = props;
     feeder_props.emplace_back("compression.type", args.input_compression);
     auto producer = Producer::Create({.properties = feeder_props});
@@ -219,10 +290,16 @@ double Sustained(const Properties& props, const std::string& input, const Args& 
   });
   std::this_thread::sleep_for(std::chrono::seconds(2));
   const uint64_t from = progress();
+  const double stream_cpu = ThreadCpuSeconds("sm:stream"), process_cpu = ThreadCpuSeconds("");
   const auto start = Clock::now();
   std::this_thread::sleep_for(std::chrono::duration<double>(args.seconds));
   const uint64_t to = progress();
   const double s = std::chrono::duration<double>(Clock::now() - start).count();
+  if (cpu != nullptr && to > from) {
+    const double n = static_cast<double>(to - from);
+    cpu->stream_us = (ThreadCpuSeconds("sm:stream") - stream_cpu) * 1e6 / n;
+    cpu->process_us = (ThreadCpuSeconds("") - process_cpu) * 1e6 / n;
+  }
   stop = true;
   feeder.join();
   return static_cast<double>(to - from) / s;
@@ -230,7 +307,7 @@ double Sustained(const Properties& props, const std::string& input, const Args& 
 
 // The engine's sustained rate: input records committed per second.
 double EngineSustained(DevBroker* broker, const Properties& props, ProcessingGuarantee g,
-                       const Args& args, RuntimeCounters* out) {
+                       const Args& args, RuntimeCounters* out, CpuPerEvent* cpu) {
   const std::string name = g == ProcessingGuarantee::kExactlyOnceV2 ? "eos" : "alos";
   const std::string input = "bench-input-" + name;
   Engine engine = StartEngine(broker, props, name, input, g, args);
@@ -240,7 +317,7 @@ double EngineSustained(DevBroker* broker, const Properties& props, ProcessingGua
   // committed: a commit interval's worth of input, 50,000 events at 500K/s, would use up
   // the backlog and starve the engine between commits). The rate is of commits.
   const double rate = Sustained(props, input, args, [&] { return rt->counters().committed_input; },
-                                [&] { return rt->consumed(); });
+                                [&] { return rt->consumed(); }, cpu);
   rt->Stop();
   (void)rt->Join();
   *out = rt->counters();
@@ -249,7 +326,8 @@ double EngineSustained(DevBroker* broker, const Properties& props, ProcessingGua
 }
 
 // A plain consumer's sustained rate under the same load: records consumed per second.
-double PlainSustained(DevBroker* broker, const Properties& props, const Args& args) {
+double PlainSustained(DevBroker* broker, const Properties& props, const Args& args,
+                      CpuPerEvent* cpu) {
   const std::string input = "bench-input-plain";
   if (!broker->CreateTopic(input, 6).ok()) return -1;
   Properties consumer_props = {{"fetch.wait.max.ms", "10"}};  // as the engine's on the dev broker
@@ -262,7 +340,7 @@ double PlainSustained(DevBroker* broker, const Properties& props, const Args& ar
     while (!stop.load()) consumed += (*follower)->Poll(10, 1'000).size();
   });
   const double rate = Sustained(props, input, args, [&] { return consumed.load(); },
-                                [&] { return consumed.load(); });
+                                [&] { return consumed.load(); }, cpu);
   stop = true;
   consumer.join();
   return rate;
@@ -386,24 +464,32 @@ int Main(int argc, char** argv) {
     std::printf("produce (idempotent, acks=all, lz4): %d events in %.3f s = %.0f events/s\n",
                 events, s, events / s);
   }
+  double feeder_us = 0;
+  const double feeder = FeederRate(broker->get(), props, args, &feeder_us);
+  std::printf("feeder alone (the sustained runs' producer, %s): %.0f events/s; CPU per event, "
+              "whole process %.2f us\n", args.input_compression.c_str(), feeder, feeder_us);
   double drain = 0;
   for (int run = 0; run < 3; ++run) drain = std::max(drain, PlainConsumerRate(props, "metrics-events", events));
   std::printf("plain consumer draining a full topic (read_committed, one client, best of 3): "
               "%.0f events/s\n", drain);
-  const double plain = args.seconds > 0 ? PlainSustained(broker->get(), props, args) : 0;
+  CpuPerEvent plain_cpu;
+  const double plain = args.seconds > 0 ? PlainSustained(broker->get(), props, args, &plain_cpu) : 0;
   std::printf("plain consumer under the same sustained load as the engine (producer in this "
-              "process): %.0f events/s over %.0f s\n", plain, args.seconds);
+              "process): %.0f events/s over %.0f s; CPU per event, whole process %.2f us\n",
+              plain, args.seconds, plain_cpu.process_us);
   for (ProcessingGuarantee g : {ProcessingGuarantee::kExactlyOnceV2, ProcessingGuarantee::kAtLeastOnce}) {
     if (args.seconds <= 0) break;  // --seconds 0: latency only
     RuntimeCounters c;
-    const double rate = EngineSustained(broker->get(), props, g, args, &c);
+    CpuPerEvent cpu;
+    const double rate = EngineSustained(broker->get(), props, g, args, &c, &cpu);
     std::printf("engine %s (%d threads, commit %d ms): %.0f events/s sustained over %.0f s "
-                "(%.0f%% of the plain consumer; %llu commits, %llu windows, %llu rebuilds)\n",
+                "(%.0f%% of the plain consumer; %llu commits, %llu windows, %llu rebuilds); "
+                "CPU per event: stream threads %.2f us, whole process %.2f us\n",
                 g == ProcessingGuarantee::kExactlyOnceV2 ? "exactly_once_v2" : "at_least_once",
                 args.threads, args.commit_ms, rate, args.seconds, 100.0 * rate / plain,
                 static_cast<unsigned long long>(c.commits),
                 static_cast<unsigned long long>(c.windows_emitted),
-                static_cast<unsigned long long>(c.rebuilds));
+                static_cast<unsigned long long>(c.rebuilds), cpu.stream_us, cpu.process_us);
   }
   if (args.latency_seconds > 0) {
     for (ProcessingGuarantee g : {ProcessingGuarantee::kExactlyOnceV2, ProcessingGuarantee::kAtLeastOnce}) {

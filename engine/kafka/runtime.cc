@@ -4,6 +4,7 @@
 #include <chrono>
 #include <map>
 #include <mutex>
+#include <pthread.h>
 #include <set>
 
 #include "engine/kafka/changelog_reader.h"
@@ -66,6 +67,8 @@ class Runtime::Thread {
 
   void Start() {
     thread_ = std::thread([this] {
+      // "sm:stream-<i>" in top -H, perf and /proc (librdkafka's are "rdk:...").
+      pthread_setname_np(pthread_self(), StrCat("sm:stream-", index_).substr(0, 15).c_str());
       absl::Status s = Run();
       if (!s.ok()) Log(LogLevel::kError, StrCat("stream thread ", index_, " failed: ", s.message()));
       std::lock_guard<std::mutex> lock(mu_);
