@@ -186,6 +186,20 @@ class KafkaRuntimeTest : public ::testing::Test {
     return done();
   }
 
+  // Runs an instance with `options` until it has committed `events` input records, then
+  // stops it; its Join() status. `counters`: the instance's counters before the stop.
+  absl::Status RunUntilCommitted(const RuntimeOptions& options, int64_t events,
+                                 RuntimeCounters* counters = nullptr) {
+    absl::StatusOr<std::unique_ptr<Runtime>> rt = Runtime::Create(*topology_, options);
+    if (!rt.ok()) return rt.status();
+    if (absl::Status s = (*rt)->Start(); !s.ok()) return s;
+    EXPECT_TRUE(WaitFor([&] { return (*rt)->counters().committed_input == events; }, 150'000))
+        << (*rt)->counters().committed_input << " of " << events;
+    if (counters != nullptr) *counters = (*rt)->counters();
+    (*rt)->Stop();
+    return (*rt)->Join();
+  }
+
   // Every result topic and the dead letters equal the oracle's: results exactly (but
   // quantiles, within 5%), dead letters by reason and error.
   // Quantiles are only checked to lie within [min, max] (see the file comment).
@@ -256,14 +270,9 @@ TEST_F(KafkaRuntimeTest, EndToEndResultsAreExactlyTheOracles) {
   const int kEvents = 20'000;
   Produce(kEvents, 3, NowMs() - 20 * 60'000);
   std::vector<OutputRecord> oracle = Oracle();
-  absl::StatusOr<std::unique_ptr<Runtime>> rt = Runtime::Create(*topology_, Options("a"));
-  ASSERT_TRUE(rt.ok()) << rt.status();
-  ASSERT_TRUE((*rt)->Start().ok());
-  EXPECT_TRUE(WaitFor([&] { return (*rt)->counters().committed_input == kEvents; }, 150'000))
-      << (*rt)->counters().committed_input;
-  (*rt)->Stop();
-  ASSERT_TRUE((*rt)->Join().ok());
-  EXPECT_EQ((*rt)->counters().rebuilds, 0u);
+  RuntimeCounters counters;
+  ASSERT_TRUE(RunUntilCommitted(Options("a"), kEvents, &counters).ok());
+  EXPECT_EQ(counters.rebuilds, 0u);
   // Quantiles only within [min, max]: where commits fall changes a digest's merge path (a
   // pane's buffer is merged when serialized), and the runtime commits on time — a 5% bound
   // failed 2 runs in 6 on windows of a few hundred values.
@@ -278,14 +287,7 @@ TEST_F(KafkaRuntimeTest, EndToEndResultsAreExactlyTheOracles) {
 // windows and ids. Results equal the oracle's over the new input alone.
 TEST_F(KafkaRuntimeTest, StateLeftByAnotherBrokerIsRebuilt) {
   Produce(6'000, 7, NowMs() - 20 * 60'000);
-  {
-    absl::StatusOr<std::unique_ptr<Runtime>> rt = Runtime::Create(*topology_, Options("a"));
-    ASSERT_TRUE(rt.ok()) << rt.status();
-    ASSERT_TRUE((*rt)->Start().ok());
-    EXPECT_TRUE(WaitFor([&] { return (*rt)->counters().committed_input == 6'000; }, 150'000));
-    (*rt)->Stop();
-    ASSERT_TRUE((*rt)->Join().ok());
-  }
+  ASSERT_TRUE(RunUntilCommitted(Options("a"), 6'000).ok());
   ASSERT_TRUE(fs::exists(dir_ / "a" / TaskId(0) / ".checkpoint"));
   absl::StatusOr<std::unique_ptr<DevBroker>> fresh = DevBroker::Start(3);
   ASSERT_TRUE(fresh.ok()) << fresh.status();
@@ -297,13 +299,7 @@ TEST_F(KafkaRuntimeTest, StateLeftByAnotherBrokerIsRebuilt) {
   std::vector<OutputRecord> oracle = Oracle();
   SetMinLogLevel(LogLevel::kInfo);
   ::testing::internal::CaptureStderr();
-  absl::StatusOr<std::unique_ptr<Runtime>> rt = Runtime::Create(*topology_, Options("a"));
-  ASSERT_TRUE(rt.ok()) << rt.status();
-  ASSERT_TRUE((*rt)->Start().ok());
-  EXPECT_TRUE(WaitFor([&] { return (*rt)->counters().committed_input == kEvents; }, 150'000))
-      << (*rt)->counters().committed_input;
-  (*rt)->Stop();
-  const absl::Status joined = (*rt)->Join();
+  const absl::Status joined = RunUntilCommitted(Options("a"), kEvents);
   const std::string log = ::testing::internal::GetCapturedStderr();
   SetMinLogLevel(LogLevel::kWarning);
   ASSERT_TRUE(joined.ok()) << joined;
