@@ -11,9 +11,9 @@
 #include <cstring>
 #include <ctime>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <memory>
-#include <functional>
 #include <thread>
 
 #include "engine/kafka/dev_broker.h"
@@ -77,10 +77,10 @@ kafka::Properties KafkaProperties(const AppConfig& config, const std::string& bo
 
 // The built-in load generator of the embedded main job: events stamped with the wall
 // clock, produced at `rate` per second, keyed by serviceId. It never gets more than
-// `max_ahead` events ahead of what the engine has read: the dev broker keeps only the
-// last 5 MiB / 100,000 records of each partition and drops older ones silently, so a
-// generator outrunning the engine would lose events before they are read. Held back, it
-// produces at the engine's pace (held_back() says so) and does not burst to catch up.
+// `max_ahead` events ahead of `read()`, the engine's progress: the dev broker keeps only
+// the last 5 MiB / 100,000 records of each partition and drops older ones silently, so
+// a generator outrunning the engine would lose events before they are read. Held back,
+// it produces at the engine's pace (held_back() says so) and does not burst to catch up.
 class LoadGenerator {
  public:
   LoadGenerator(kafka::Producer* producer, std::string topic, double rate,
@@ -385,8 +385,8 @@ absl::Status RunKafka(const AppConfig& config, const RunCommandOptions& options,
     absl::StatusOr<std::unique_ptr<kafka::Producer>> p = kafka::Producer::Create({.properties = props});
     if (!p.ok()) return p.status();
     load_producer = *std::move(p);
-    // 60,000 events ahead of the committed input: ~10,000 a partition, a few MB of JSON, within what the dev
-    // broker keeps even where keys crowd a partition.
+    // 60,000 events ahead of the committed input: ~10,000 a partition, a few MB of JSON,
+    // within what the dev broker keeps even where keys crowd a partition.
     kafka::Runtime* rt = runtime->get();
     load = std::make_unique<LoadGenerator>(
         load_producer.get(), config.pipeline.input_topic, options.load_rate,

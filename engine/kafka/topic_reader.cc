@@ -162,8 +162,9 @@ absl::StatusOr<ReplayStats> ReplayTopic(const Properties& properties, const Repl
       // to any timestamp. Either way reading from the start and filtering is right.
       if (tp->offset < 0) tp->offset = low;
     }
-    rd_kafka_assign(rk, list);
+    absl::Status assigned = KafkaStatus(StrCat("assign ", options.from), rd_kafka_assign(rk, list));
     rd_kafka_topic_partition_list_destroy(list);
+    if (!assigned.ok()) return assigned;
     // The timeout is for silence: a long partition may take as long as it takes.
     auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(options.timeout_ms);
     bool done = false;
