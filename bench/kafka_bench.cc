@@ -11,7 +11,7 @@
 //     under the same sustained load, with their CPU per event: the harness's own cost;
 //   - the rate at which a plain librdkafka consumer (read_committed, one client, all
 //     partitions) drains a topic of the same events, from its first record to its last;
-//   - latency (--latency-seconds, 0: skip): events produced at --latency-rate with event
+//   - latency (--latency-seconds, 0: skip): events produced at --latency-rate (100,000/s: reference/001's rate) with event
 //     time = wall clock; for each result of the 1m-10s hopping window, the time it became
 //     visible to a read_committed consumer minus the moment its window could close
 //     (window end + grace, when the event that closes it is produced): p50/p99/max.
@@ -82,7 +82,7 @@ struct Args {
   int threads = 2;
   int64_t backlog = 60'000;
   double latency_seconds = 40;
-  double latency_rate = 20'000;
+  double latency_rate = 100'000;
   int commit_ms = 100;
   std::string input_compression = "lz4";  // of the feeder: the input topic's batches
 };
