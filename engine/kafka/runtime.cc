@@ -477,8 +477,18 @@ absl::Status Runtime::Thread::RebuildTasks(const absl::Status& why) {
 void Runtime::Thread::PublishCounters() {
   RuntimeCounters c = retired_;
   for (auto& [p, e] : tasks_) {
+    int64_t committed = -1;
     for (const InputOffset& o : e.task->committed_offsets()) {
+      if (o.topic == rt_->source_topic_ && o.partition == p) committed = o.next_offset;
       if (o.topic == rt_->source_topic_) c.committed_input += o.next_offset;
+    }
+    // The watermarks the consumer's fetches brought (cached, thread-safe, no request).
+    int64_t low = -1, high = -1;
+    if (rd_kafka_get_watermark_offsets(consumer_.get(), rt_->source_topic_.c_str(), p, &low,
+                                       &high) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+        high >= 0) {
+      const int64_t from = committed >= 0 ? committed : std::max<int64_t>(low, 0);
+      c.input_lag += std::max<int64_t>(0, high - from);
     }
     AddTaskCounters(e.task->counters(), &c);
   }
@@ -770,6 +780,7 @@ RuntimeCounters Runtime::counters() const {
     sum.rebuilds += c.rebuilds;
     sum.tasks += c.tasks;
     sum.committed_input += c.committed_input;
+    sum.input_lag += c.input_lag;
   }
   return sum;
 }

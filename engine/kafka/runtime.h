@@ -84,6 +84,10 @@ struct RuntimeCounters {
   // Sum over the instance's tasks of their last committed input offset: the input
   // records whose processing is committed (when every partition is assigned here).
   int64_t committed_input = 0;
+  // Input records of the instance's partitions not yet committed: each partition's high
+  // watermark as of its consumer's last fetch (no broker round trip) minus its committed
+  // offset (its first offset when nothing is committed yet). 0 before the first fetch.
+  int64_t input_lag = 0;
 };
 
 class Runtime {

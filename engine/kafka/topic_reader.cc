@@ -287,26 +287,4 @@ std::vector<OutputRecord> TopicFollower::Poll(int timeout_ms, size_t max_records
   return out;
 }
 
-namespace {
-
-absl::StatusOr<int64_t> SumEndOffsets(rd_kafka_t* rk, const std::string& topic) {
-  absl::StatusOr<int> partitions = PartitionCount(rk, topic);
-  if (!partitions.ok()) return partitions.status();
-  int64_t sum = 0;
-  for (int p = 0; p < *partitions; ++p) {
-    int64_t low = 0, high = 0;
-    absl::Status s = KafkaStatus(
-        "watermarks", rd_kafka_query_watermark_offsets(rk, topic.c_str(), p, &low, &high, 10'000));
-    if (!s.ok()) return s;
-    sum += high;
-  }
-  return sum;
-}
-
-}  // namespace
-
-absl::StatusOr<int64_t> TopicFollower::EndOffsets(const std::string& topic) {
-  return SumEndOffsets(impl_->rk.get(), topic);
-}
-
 }  // namespace streammetrics::kafka

@@ -66,8 +66,6 @@ class TopicFollower {
   ~TopicFollower();
   // Records that arrived within timeout_ms (at most max_records).
   std::vector<OutputRecord> Poll(int timeout_ms, size_t max_records = 10'000);
-  // Sum of the end offsets of `topic`'s partitions (any topic), through this client.
-  absl::StatusOr<int64_t> EndOffsets(const std::string& topic);
 
  private:
   struct Impl;
