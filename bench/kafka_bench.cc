@@ -11,8 +11,8 @@
 //     under the same sustained load, with their CPU per event: the harness's own cost;
 //   - the rate at which a plain librdkafka consumer (read_committed, one client, all
 //     partitions) drains a topic of the same events, from its first record to its last;
-//   - latency (--latency-seconds, 0: skip): events produced at --latency-rate (100,000/s: reference/001's rate) with event
-//     time = wall clock; for each result of the 1m-10s hopping window, the time it became
+//   - latency (--latency-seconds, 0: skip): events produced at --latency-rate (default
+//     100,000/s, reference/001's rate) with event time = wall clock; for each result of the 1m-10s hopping window, the time it became
 //     visible to a read_committed consumer minus the moment its window could close
 //     (window end + grace, when the event that closes it is produced): p50/p99/max.
 //

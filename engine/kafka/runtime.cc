@@ -181,7 +181,7 @@ absl::Status Runtime::Thread::Setup() {
   // throughput through it rose from ~150K to ~400K events/s and results' latency fell
   // from p50 ~110 ms (100 ms waits) to ~40 ms (bench/kafka_bench), for more CPU spent
   // in the dev broker on empty fetches (a 20K events/s run: ~0.5 instead of ~0.25 cores).
-  if (options().embedded_broker != nullptr) props.emplace_back("fetch.wait.max.ms", "10");
+  //
   // The dev broker completes a rebalance only once every member has rejoined or its
   // session has timed out, and a member that joins while the first generation forms
   // sometimes is not seen rejoining: the group then waits out session.timeout.ms (45 s
@@ -189,6 +189,7 @@ absl::Status Runtime::Thread::Setup() {
   // job read 0 events/s for 45 s and more in ~1 start of 7. With 6 s (as the tests
   // use) such a start recovers in seconds. Kafka's own rebalances need no such bound.
   if (options().embedded_broker != nullptr) {
+    props.emplace_back("fetch.wait.max.ms", "10");
     props.emplace_back("session.timeout.ms", "6000");
     props.emplace_back("heartbeat.interval.ms", "500");
   }
