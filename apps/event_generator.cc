@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <iterator>
+#include <string>
 
 #include "operators/aggregate_result.h"
 #include "operators/metric_event_codec.h"
@@ -42,7 +44,12 @@ constexpr Service kServices[] = {
 
 EventGenerator::EventGenerator(GeneratorOptions options)
     : options_(options), rng_(options.seed), now_ms_(options.start_ms) {
-  options_.services = std::clamp(options_.services, 1, 8);
+  options_.services = std::clamp(options_.services, 1, 10'000);
+  constexpr int kProfiles = static_cast<int>(std::size(kServices));
+  for (int i = 0; i < options_.services; ++i) {
+    service_names_.push_back(i < kProfiles ? std::string(kServices[i].name)
+                                           : StrCat(kServices[i % kProfiles].name, "-", i / kProfiles + 1));
+  }
   options_.instances_per_service = std::max(1, options_.instances_per_service);
   recent_.resize(256);
 }
@@ -66,7 +73,9 @@ void EventGenerator::AppendUuid(std::string* out) {
 }
 
 void EventGenerator::AppendValid(int64_t ts, std::string* out) {
-  const Service& svc = kServices[rng_() % options_.services];
+  const size_t service = rng_() % static_cast<size_t>(options_.services);
+  const Service& svc = kServices[service % std::size(kServices)];
+  const std::string& service_name = service_names_[service];
   const Endpoint& ep = svc.endpoints[rng_() % 3];
   const int instance = static_cast<int>(rng_() % options_.instances_per_service);
   const double roll = unit_(rng_);
@@ -91,8 +100,8 @@ void EventGenerator::AppendValid(int64_t ts, std::string* out) {
 
   out->append("{\"eventId\":");
   AppendUuid(out);
-  StrAppend(out, ",\"timestamp\":", ts, ",\"serviceId\":\"", svc.name, "\",\"instanceId\":\"",
-            svc.name, "-pod-", instance, "\",\"metricType\":\"", type, "\",\"metricName\":\"",
+  StrAppend(out, ",\"timestamp\":", ts, ",\"serviceId\":\"", service_name, "\",\"instanceId\":\"",
+            service_name, "-pod-", instance, "\",\"metricType\":\"", type, "\",\"metricName\":\"",
             name, "\",\"value\":");
   AppendJsonDouble(value, out);
   StrAppend(out, ",\"unit\":\"milliseconds\",\"tags\":{\"endpoint\":\"", ep.path,

@@ -18,7 +18,9 @@ struct GeneratorOptions {
   // Event-time spacing: event i is stamped start + i * 1000 / rate (± jitter).
   double events_per_second = 10'000;
   int64_t jitter_ms = 200;  // out-of-order within this, well inside a 10 s grace
-  int services = 6;         // up to 8
+  // The first 8 are distinct services; beyond 8 their profiles repeat under names with
+  // a number ("payment-service-2"): many keys, for spreading over many partitions.
+  int services = 6;         // 1 to 10,000
   int instances_per_service = 3;
   double invalid_fraction = 0.01;
   double duplicate_fraction = 0.005;
@@ -46,6 +48,7 @@ class EventGenerator {
   std::normal_distribution<double> normal_{0.0, 1.0};
   uint64_t index_ = 0;
   int64_t now_ms_ = 0;
+  std::vector<std::string> service_names_;  // of services 0..services-1
   std::vector<std::string> recent_;  // ring of recent valid documents, for duplicates
   size_t recent_next_ = 0;
 };

@@ -9,8 +9,14 @@
 //     a machine the feeder shares;
 //   - the feeder alone (1,000,000 events to a topic nothing reads) and a plain consumer
 //     under the same sustained load, with their CPU per event: the harness's own cost;
-//   - the rate at which a plain librdkafka consumer (read_committed, one client, all
-//     partitions) drains a topic of the same events, from its first record to its last;
+//   - draining a full topic: --drain-events pool events (600,000) in --drain-partitions
+//     partitions (24; 32 services a partition spread the keys), produced before anything
+//     reads it; the rate at which a plain librdkafka consumer (read_committed, one
+//     client, all partitions) drains it, first record to last, and the rate at which the
+//     engine does, from its first consumed record to the commit of the last — with the
+//     machine to itself: no feeder, as when an engine catches up on a backlog (a real
+//     deployment's producers run elsewhere). The topic must fit the dev broker's
+//     retention: fewer records read than produced fails the run;
 //   - latency (--latency-seconds, 0: skip): events produced at --latency-rate (default
 //     100,000/s, reference/001's rate) with event time = wall clock; for each result of the 1m-10s hopping window, the time it became
 //     visible to a read_committed consumer minus the moment its window could close
@@ -19,6 +25,8 @@
 //   build/bench/kafka_bench [--seconds S (0: skip)] [--threads T] [--backlog N]
 //                           [--latency-seconds L] [--latency-rate R] [--commit-ms C]
 //                           [--input-compression lz4|none|snappy|zstd|gzip (lz4)]
+//                           [--guarantee eos|alos|both (both)]
+//                           [--drain-events N (0: skip)] [--drain-partitions P]
 //
 // SM_BENCH_PROPS=k=v,k=v adds librdkafka properties to the engine's clients.
 #include <algorithm>
@@ -85,6 +93,12 @@ struct Args {
   double latency_rate = 100'000;
   int commit_ms = 100;
   std::string input_compression = "lz4";  // of the feeder: the input topic's batches
+  std::string guarantees = "both";         // eos | alos | both: which engine runs
+  // The drain runs: a topic of drain_partitions partitions filled with drain_events
+  // events before anything reads it (keys spread over them: 32 services a partition),
+  // within the dev broker's retention (~45,000 of these events a partition, lz4).
+  int64_t drain_events = 600'000;
+  int drain_partitions = 24;
 };
 
 Properties EngineProps(const Properties& base) {
@@ -112,11 +126,13 @@ struct Engine {
 
 // A runtime on `input`, started and with all 6 tasks assigned and the group settled;
 // no runtime on failure.
+// With `settle` false: `input` exists (any partition count), and the runtime is returned
+// as soon as it started.
 Engine StartEngine(DevBroker* broker, const Properties& props,
                                      const std::string& name, const std::string& input,
-                                     ProcessingGuarantee g, const Args& args) {
+                                     ProcessingGuarantee g, const Args& args, bool settle = true) {
   Engine e;
-  if (!broker->CreateTopic(input, 6).ok()) return e;
+  if (settle && !broker->CreateTopic(input, 6).ok()) return e;
   PipelineConfig config = ReferencePipelineConfig();
   config.store = StoreType::kRocksDb;
   config.idle_close_ms = 0;
@@ -133,6 +149,10 @@ Engine StartEngine(DevBroker* broker, const Properties& props,
   o.embedded_broker = broker;
   auto rt = Runtime::Create(*e.topology, o);
   if (!rt.ok() || !(*rt)->Start().ok()) return e;
+  if (!settle) {
+    e.runtime = *std::move(rt);
+    return e;
+  }
   while ((*rt)->counters().tasks < 6) std::this_thread::sleep_for(std::chrono::milliseconds(5));
   std::this_thread::sleep_for(std::chrono::seconds(8));  // the second member's join
   e.runtime = *std::move(rt);
@@ -150,8 +170,9 @@ Engine StartEngine(DevBroker* broker, const Properties& props,
 // of this machine's two cores at 500K events/s, taken from the engine it measures.
 class EventPool {
  public:
-  explicit EventPool(double events_per_second) {
+  explicit EventPool(double events_per_second, int services = 6) {
     GeneratorOptions go;
+    go.services = services;
     go.start_ms = NowMs() - 30 * 60'000;
     go.events_per_second = events_per_second;
     EventGenerator generator(go);
@@ -356,8 +377,10 @@ double PlainConsumerRate(const Properties& props, const std::string& topic, int6
   int64_t seen = 0, counted = 0;
   Clock::time_point first;
   const auto deadline = Clock::now() + std::chrono::seconds(60);
-  while (seen < events && Clock::now() < deadline) {
+  auto last = Clock::now();
+  while (seen < events && Clock::now() < deadline && Clock::now() - last < std::chrono::seconds(5)) {
     const auto n = static_cast<int64_t>((*follower)->Poll(100, 1'000).size());
+    if (n > 0) last = Clock::now();
     if (n > 0 && seen == 0) {
       first = Clock::now();
     } else {
@@ -365,8 +388,67 @@ double PlainConsumerRate(const Properties& props, const std::string& topic, int6
     }
     seen += n;
   }
-  if (seen < events || counted == 0) return -1;
+  if (seen < events || counted == 0) {
+    std::fprintf(stderr, "%s: read %lld of %lld events\n", topic.c_str(), (long long)seen, (long long)events);
+    return -1;
+  }
   return static_cast<double>(counted) / std::chrono::duration<double>(Clock::now() - first).count();
+}
+
+// Fills `topic` (`partitions` partitions, created here) with `events` pool events, lz4;
+// false on failure.
+bool FillTopic(DevBroker* broker, const Properties& props, const Args& args,
+               const std::string& topic, int partitions, int64_t events) {
+  if (!broker->CreateTopic(topic, partitions).ok()) return false;
+  Properties feeder_props = props;
+  feeder_props.emplace_back("compression.type", args.input_compression);
+  auto producer = Producer::Create({.properties = feeder_props});
+  if (!producer.ok()) return false;
+  EventPool pool(20'000, std::min(10'000, 32 * partitions));  // keys to spread evenly
+  std::string doc;
+  for (int64_t i = 0; i < events; ++i) {
+    const std::string_view key = pool.Next(&doc);
+    (*producer)->Send(topic, -1, key, doc, 0, {});
+  }
+  return (*producer)->Flush().ok();
+}
+
+// The engine draining `topic` (filled by FillTopic, `events` records) from the start:
+// records processed per second from its first consumed record to the commit of the
+// last; -1 when it did not finish in 120 s or read fewer records than `events` (the dev
+// broker's retention dropped some).
+double EngineDrain(DevBroker* broker, const Properties& props, ProcessingGuarantee g,
+                   const Args& args, const std::string& topic, int64_t events,
+                   RuntimeCounters* out, CpuPerEvent* cpu) {
+  const std::string name = g == ProcessingGuarantee::kExactlyOnceV2 ? "drain-eos" : "drain-alos";
+  Engine engine = StartEngine(broker, props, name, topic, g, args, /*settle=*/false);
+  Runtime* rt = engine.runtime.get();
+  if (rt == nullptr) return -1;
+  while (rt->consumed() == 0) std::this_thread::sleep_for(std::chrono::microseconds(200));
+  const auto first = Clock::now();
+  const double stream_cpu = ThreadCpuSeconds("sm:stream"), process_cpu = ThreadCpuSeconds("");
+  const auto deadline = first + std::chrono::seconds(120);
+  while (rt->counters().committed_input < events && Clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  const double s = std::chrono::duration<double>(Clock::now() - first).count();
+  const RuntimeCounters c = rt->counters();
+  const auto n = static_cast<double>(c.records_read);
+  if (cpu != nullptr && n > 0) {
+    cpu->stream_us = (ThreadCpuSeconds("sm:stream") - stream_cpu) * 1e6 / n;
+    cpu->process_us = (ThreadCpuSeconds("") - process_cpu) * 1e6 / n;
+  }
+  rt->Stop();
+  (void)rt->Join();
+  *out = rt->counters();
+  std::system(("rm -rf /tmp/sm-kafka-bench-" + name).c_str());
+  if (c.committed_input < events || static_cast<int64_t>(c.records_read) != events) {
+    std::fprintf(stderr, "engine drain: committed offsets %lld, read %llu records of %lld\n",
+                 static_cast<long long>(c.committed_input),
+                 static_cast<unsigned long long>(c.records_read), static_cast<long long>(events));
+    return -1;
+  }
+  return n / s;
 }
 
 // Latency of the 1m-10s results (ms): visible minus window end + grace.
@@ -448,6 +530,9 @@ int Main(int argc, char** argv) {
     const std::string flag = argv[i];
     const double v = std::atof(argv[i + 1]);
     if (flag == "--input-compression") args.input_compression = argv[i + 1];
+    else if (flag == "--guarantee") args.guarantees = argv[i + 1];
+    else if (flag == "--drain-events") args.drain_events = static_cast<int64_t>(v);
+    else if (flag == "--drain-partitions") args.drain_partitions = static_cast<int>(v);
     else if (flag == "--seconds") args.seconds = v;
     else if (flag == "--threads") args.threads = static_cast<int>(v);
     else if (flag == "--backlog") args.backlog = static_cast<int64_t>(v);
@@ -478,10 +563,38 @@ int Main(int argc, char** argv) {
   const double feeder = FeederRate(broker->get(), props, args, &feeder_us);
   std::printf("feeder alone (the sustained runs' producer, %s): %.0f events/s; CPU per event, "
               "whole process %.2f us\n", args.input_compression.c_str(), feeder, feeder_us);
-  double drain = 0;
-  for (int run = 0; run < 3; ++run) drain = std::max(drain, PlainConsumerRate(props, "metrics-events", events));
-  std::printf("plain consumer draining a full topic (read_committed, one client, best of 3): "
-              "%.0f events/s\n", drain);
+  const auto runs = [&](ProcessingGuarantee g) {
+    return args.guarantees == "both" ||
+           args.guarantees == (g == ProcessingGuarantee::kExactlyOnceV2 ? "eos" : "alos");
+  };
+  if (args.drain_events > 0) {
+    const std::string topic = "bench-drain";
+    if (!FillTopic(broker->get(), props, args, topic, args.drain_partitions, args.drain_events)) {
+      std::fprintf(stderr, "filling %s failed\n", topic.c_str());
+      return 1;
+    }
+    double drain = 0;
+    for (int run = 0; run < 3; ++run) {
+      drain = std::max(drain, PlainConsumerRate(props, topic, args.drain_events));
+    }
+    std::printf("plain consumer draining a full topic (%lld events, %d partitions, %s; "
+                "read_committed, one client, best of 3): %.0f events/s\n",
+                static_cast<long long>(args.drain_events), args.drain_partitions,
+                args.input_compression.c_str(), drain);
+    for (ProcessingGuarantee g : {ProcessingGuarantee::kExactlyOnceV2, ProcessingGuarantee::kAtLeastOnce}) {
+      if (!runs(g)) continue;
+      RuntimeCounters c;
+      CpuPerEvent cpu;
+      const double rate = EngineDrain(broker->get(), props, g, args, topic, args.drain_events, &c, &cpu);
+      std::printf("engine %s draining the same topic from the start (%d threads, commit %d ms): "
+                  "%.0f events/s (%.0f%% of the plain consumer; %llu commits, %llu windows); "
+                  "CPU per event: stream threads %.2f us, whole process %.2f us\n",
+                  g == ProcessingGuarantee::kExactlyOnceV2 ? "exactly_once_v2" : "at_least_once",
+                  args.threads, args.commit_ms, rate, 100 * rate / drain,
+                  static_cast<unsigned long long>(c.commits),
+                  static_cast<unsigned long long>(c.windows_emitted), cpu.stream_us, cpu.process_us);
+    }
+  }
   CpuPerEvent plain_cpu;
   const double plain = args.seconds > 0 ? PlainSustained(broker->get(), props, args, &plain_cpu) : 0;
   std::printf("plain consumer under the same sustained load as the engine (producer in this "
@@ -489,6 +602,7 @@ int Main(int argc, char** argv) {
               plain, args.seconds, plain_cpu.process_us);
   for (ProcessingGuarantee g : {ProcessingGuarantee::kExactlyOnceV2, ProcessingGuarantee::kAtLeastOnce}) {
     if (args.seconds <= 0) break;  // --seconds 0: latency only
+    if (!runs(g)) continue;
     RuntimeCounters c;
     CpuPerEvent cpu;
     const double rate = EngineSustained(broker->get(), props, g, args, &c, &cpu);
@@ -503,6 +617,7 @@ int Main(int argc, char** argv) {
   }
   if (args.latency_seconds > 0) {
     for (ProcessingGuarantee g : {ProcessingGuarantee::kExactlyOnceV2, ProcessingGuarantee::kAtLeastOnce}) {
+      if (!runs(g)) continue;
       double cores = 0;
       std::vector<double> l = Latencies(broker->get(), props, g, args, &cores);
       std::printf("latency %s (%.0f events/s, commit %d ms): %zu results of 1m-10s windows, "

@@ -36,6 +36,12 @@ class ChunkedQueue {
   // REQUIRES: !empty()
   const T& front() const { return chunks_.front()[head_]; }
 
+  // The i-th element from the front. REQUIRES: i < size()
+  const T& operator[](size_t i) const {
+    const size_t at = head_ + i;
+    return chunks_[at / kChunk][at % kChunk];
+  }
+
   // REQUIRES: !empty()
   void pop_front() {
     --size_;

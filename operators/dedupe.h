@@ -20,9 +20,9 @@
 #include <string>
 #include <vector>
 
-#include "absl/container/flat_hash_set.h"
 #include "operators/chunked_queue.h"
 #include "operators/hash.h"
+#include "operators/id_set.h"
 #include "operators/metric_event.h"
 #include "operators/processor.h"
 #include "statestore/key_value_store.h"
@@ -59,7 +59,7 @@ class DedupeProcessor final : public Transformer<MetricEvent, MetricEvent> {
   std::string store_name_;
   KeyValueStore* store_ = nullptr;
   int64_t stream_time_ = INT64_MIN;
-  absl::flat_hash_set<Hash128> seen_;  // live ids (first-seen times are in order_)
+  IdSet seen_;  // live ids (first-seen times are in order_)
   struct Block {
     uint64_t seq;
     int64_t newest;  // first-seen time of the block's last id

@@ -905,6 +905,40 @@ std::string Describe(const absl::Status& s, const MetricEvent& e) {
   return out;
 }
 
+// Past the 8 service profiles, services repeat them under numbered names, and each
+// event's key (GeneratedServiceId) and instance follow its serviceId.
+TEST(EventGenerator, MoreThanEightServicesGetNumberedNames) {
+  GeneratorOptions options;
+  options.services = 20;
+  options.invalid_fraction = 0;
+  options.duplicate_fraction = 0;
+  options.late_fraction = 0;
+  EventGenerator generator(options);
+  auto decoder = NewJsonMetricEventDecoder();
+  std::map<std::string, int> seen;
+  std::string doc;
+  for (int i = 0; i < 20'000; ++i) {
+    doc.clear();
+    generator.Next(&doc);
+    MetricEvent e;
+    ASSERT_TRUE(decoder->Decode(doc, &e).ok()) << doc;
+    ASSERT_EQ(GeneratedServiceId(doc), e.service_id) << doc;
+    ASSERT_EQ(e.instance_id.substr(0, e.service_id.size() + 5), StrCat(e.service_id, "-pod-")) << doc;
+    ++seen[std::string(e.service_id)];
+  }
+  std::vector<std::string> names;
+  for (const auto& [name, n] : seen) {
+    names.push_back(name);
+    EXPECT_GT(n, 600) << name;  // 1,000 each on average
+  }
+  EXPECT_THAT(names, ::testing::UnorderedElementsAre(
+      "payment-service", "user-service", "order-service", "inventory-service", "search-service",
+      "notification-service", "shipping-service", "auth-service", "payment-service-2",
+      "user-service-2", "order-service-2", "inventory-service-2", "search-service-2",
+      "notification-service-2", "shipping-service-2", "auth-service-2", "payment-service-3",
+      "user-service-3", "order-service-3", "inventory-service-3"));
+}
+
 TEST(JsonDecoderFastPath, AgreesWithTheReferenceDecoderOnGeneratedAndMutatedInput) {
   GeneratorOptions options;
   options.invalid_fraction = 0.2;

@@ -3,11 +3,14 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <deque>
 #include <random>
 #include <limits>
+#include <utility>
+#include <vector>
 
 #include "absl/container/flat_hash_set.h"
 #include "engine/topology_test_driver.h"
@@ -16,6 +19,7 @@
 #include "operators/dimension.h"
 #include "operators/enrich.h"
 #include "operators/hash.h"
+#include "operators/id_set.h"
 #include "operators/metric_stats.h"
 #include "operators/validate.h"
 #include "operators/windows.h"
@@ -342,6 +346,8 @@ TEST(ChunkedQueue, BehavesLikeADequeAcrossChunkBoundaries) {
       model.push_back(next++);
     } else {
       ASSERT_EQ(q.front(), model.front()) << step;
+      const size_t i = rng() % model.size();
+      ASSERT_EQ(q[i], model[i]) << step;
       q.pop_front();
       model.pop_front();
     }
@@ -354,6 +360,68 @@ TEST(ChunkedQueue, BehavesLikeADequeAcrossChunkBoundaries) {
     model.pop_front();
   }
   EXPECT_TRUE(q.empty());
+}
+
+// IdSet against a model, through growth and phases of inserting and erasing. The ids
+// share their low 64 bits in groups of 16 (the slot comes from those alone), so runs of
+// colliding entries are long and the backward shift of erase, wrapping at the table's
+// end included, is exercised on every step.
+TEST(IdSet, BehavesLikeASetUnderCollisionsAndErases) {
+  IdSet set;
+  absl::flat_hash_set<std::pair<uint64_t, uint64_t>> model;
+  std::vector<Hash128> live;
+  std::mt19937_64 rng(7);
+  size_t peak = 0;
+  auto random_id = [&] { return Hash128{rng() % 2'000 * 0x9e3779b97f4a7c15ULL, rng() % 16}; };
+  for (int step = 0; step < 200'000; ++step) {
+    const bool insert = live.empty() || ((step / 20'000) % 2 == 0 ? rng() % 3 != 0 : rng() % 3 == 0);
+    if (insert) {
+      const Hash128 id = random_id();
+      const bool fresh = model.insert({id.lo, id.hi}).second;
+      ASSERT_EQ(set.Insert(id), fresh) << step;
+      if (fresh) live.push_back(id);
+      peak = std::max(peak, live.size());
+    } else if (rng() % 4 == 0) {
+      const Hash128 id = random_id();  // maybe absent
+      const bool present = model.erase({id.lo, id.hi}) == 1;
+      ASSERT_EQ(set.Erase(id), present) << step;
+      if (present) live.erase(std::find(live.begin(), live.end(), id));
+    } else {
+      const size_t i = rng() % live.size();
+      set.Prefetch(live[i]);
+      ASSERT_TRUE(set.Erase(live[i])) << step;
+      model.erase({live[i].lo, live[i].hi});
+      live[i] = live.back();
+      live.pop_back();
+    }
+    ASSERT_EQ(set.size(), model.size()) << step;
+    if (step % 1'000 == 0) {
+      for (const Hash128& id : live) ASSERT_TRUE(set.Contains(id)) << step;
+      for (int k = 0; k < 100; ++k) {
+        const Hash128 id = random_id();
+        ASSERT_EQ(set.Contains(id), model.contains({id.lo, id.hi})) << step;
+      }
+    }
+  }
+  // Grown while the live size peaked, to the smallest power of two from 1,024 up that
+  // holds the peak at a load of at most 3/4, and never shrunk.
+  size_t expected = 1024;
+  while (peak * 4 > expected * 3) expected *= 2;
+  EXPECT_GT(peak, 5'000u);  // grown four times at least
+  EXPECT_EQ(set.capacity(), expected);
+}
+
+TEST(IdSet, TheEmptyMarkerIsAnIdLikeAnyOther) {
+  IdSet set;
+  EXPECT_FALSE(set.Contains(Hash128{0, 0}));
+  EXPECT_FALSE(set.Erase(Hash128{0, 0}));
+  EXPECT_TRUE(set.Insert(Hash128{0, 0}));
+  EXPECT_FALSE(set.Insert(Hash128{0, 0}));
+  EXPECT_TRUE(set.Contains(Hash128{0, 0}));
+  EXPECT_EQ(set.size(), 1u);
+  EXPECT_TRUE(set.Erase(Hash128{0, 0}));
+  EXPECT_EQ(set.size(), 0u);
+  EXPECT_FALSE(set.Contains(Hash128{0, 0}));
 }
 
 // Dedupe through a real topology: source -> dedupe -> sink of event ids.
