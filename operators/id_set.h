@@ -16,6 +16,8 @@
 #ifndef STREAMMETRICS_OPERATORS_ID_SET_H_
 #define STREAMMETRICS_OPERATORS_ID_SET_H_
 
+#include <sys/mman.h>
+
 #include <bit>
 #include <cstddef>
 #include <cstdint>
@@ -33,7 +35,7 @@ class IdSet {
   IdSet() = default;
   IdSet(const IdSet&) = delete;
   IdSet& operator=(const IdSet&) = delete;
-  ~IdSet() { std::free(slots_); }
+  ~IdSet() { Free(slots_, capacity()); }
 
   size_t size() const { return size_; }
   size_t capacity() const { return mask_ + 1; }
@@ -96,6 +98,7 @@ class IdSet {
 
  private:
   static constexpr size_t kInitialCapacity = 1024;
+  static constexpr size_t kMapped = size_t{1} << 20;  // bytes: tables this large are mmapped
 
   static void Normalize(Hash128* id) {
     if (id->lo == 0 && id->hi == 0) id->lo = 1;
@@ -110,13 +113,31 @@ class IdSet {
   }
   size_t Home(const Hash128& id) const { return static_cast<size_t>((id.lo * salt_) >> shift_); }
 
-  // Zeroed slots for `capacity` (a power of two). Aborts when out of memory, as
-  // operator new would. (Transparent huge pages, asked for with madvise, made the
-  // pipeline's dedupe stage ~1.5x slower here: the kernel compacts memory on the fault.)
+  // Zeroed slots for `capacity` (a power of two). Large tables are mapped with their
+  // pages populated in one call: faulting them in one by one as the rehash touches them
+  // costs a page fault per 256 slots (expensive on a VM). (Transparent huge pages, asked
+  // for with madvise, made the pipeline's dedupe stage ~1.5x slower here: the kernel
+  // compacts memory on the fault.) Aborts when out of memory, as operator new would.
   static Hash128* Allocate(size_t capacity) {
-    void* p = std::calloc(capacity, sizeof(Hash128));
+    const size_t bytes = capacity * sizeof(Hash128);
+    void* p = nullptr;
+    if (bytes >= kMapped) {
+      p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+      if (p == MAP_FAILED) p = nullptr;
+    } else {
+      p = std::calloc(capacity, sizeof(Hash128));
+    }
     if (p == nullptr) throw std::bad_alloc();
     return static_cast<Hash128*>(p);
+  }
+  static void Free(Hash128* slots, size_t capacity) {
+    if (slots == nullptr) return;
+    const size_t bytes = capacity * sizeof(Hash128);
+    if (bytes >= kMapped) {
+      ::munmap(slots, bytes);
+    } else {
+      std::free(slots);
+    }
   }
 
   void Grow() {
@@ -148,7 +169,7 @@ class IdSet {
       if (++n == kGroup) place();
     }
     place();
-    std::free(old);
+    Free(old, old_capacity);
   }
 
   Hash128* slots_ = nullptr;

@@ -411,6 +411,23 @@ TEST(IdSet, BehavesLikeASetUnderCollisionsAndErases) {
   EXPECT_EQ(set.capacity(), expected);
 }
 
+// Past 1 MiB of slots the table is mmapped (populated) instead of calloc'ed: growth
+// across that line keeps every id, and erasing all of them leaves an empty set.
+TEST(IdSet, GrowsPastTheMappedSizeAndKeepsEveryId) {
+  IdSet set;
+  std::vector<Hash128> ids;
+  for (uint64_t i = 0; i < 200'000; ++i) ids.push_back(StableHash128(StrCat("id-", i)));
+  for (const Hash128& id : ids) ASSERT_TRUE(set.Insert(id));
+  EXPECT_EQ(set.size(), 200'000u);
+  EXPECT_EQ(set.capacity(), 524'288u);  // 8 MiB: 200,000 > 3/4 of 262,144
+  for (const Hash128& id : ids) ASSERT_FALSE(set.Insert(id));
+  for (size_t i = 0; i < ids.size(); i += 2) ASSERT_TRUE(set.Erase(ids[i]));
+  for (size_t i = 0; i < ids.size(); ++i) ASSERT_EQ(set.Contains(ids[i]), i % 2 == 1) << i;
+  for (size_t i = 1; i < ids.size(); i += 2) ASSERT_TRUE(set.Erase(ids[i]));
+  EXPECT_EQ(set.size(), 0u);
+  EXPECT_FALSE(set.Contains(ids[0]));
+}
+
 TEST(IdSet, TheEmptyMarkerIsAnIdLikeAnyOther) {
   IdSet set;
   EXPECT_FALSE(set.Contains(Hash128{0, 0}));
