@@ -9,8 +9,8 @@
 //     a machine the feeder shares;
 //   - the feeder alone (1,000,000 events to a topic nothing reads) and a plain consumer
 //     under the same sustained load, with their CPU per event: the harness's own cost;
-//   - draining a full topic: --drain-events pool events (600,000) in --drain-partitions
-//     partitions (24; 32 services a partition spread the keys), produced before anything
+//   - draining a full topic: --drain-events pool events (840,000) in --drain-partitions
+//     partitions (24; a service each, see FillTopic), produced before anything
 //     reads it; the rate at which a plain librdkafka consumer (read_committed, one
 //     client, all partitions) drains it, first record to last, and the rate at which the
 //     engine does, from its first consumed record to the commit of the last — with the
@@ -49,6 +49,7 @@
 #include <pthread.h>
 #include <unistd.h>
 
+#include "absl/container/flat_hash_map.h"
 #include "apps/event_generator.h"
 #include "engine/kafka/dev_broker.h"
 #include "engine/kafka/producer.h"
@@ -95,9 +96,9 @@ struct Args {
   std::string input_compression = "lz4";  // of the feeder: the input topic's batches
   std::string guarantees = "both";         // eos | alos | both: which engine runs
   // The drain runs: a topic of drain_partitions partitions filled with drain_events
-  // events before anything reads it (keys spread over them: 32 services a partition),
-  // within the dev broker's retention (~45,000 of these events a partition, lz4).
-  int64_t drain_events = 600'000;
+  // events before anything reads it (a service a partition), within the dev broker's
+  // retention (~45,000 of these events a partition, lz4).
+  int64_t drain_events = 840'000;
   int drain_partitions = 24;
 };
 
@@ -404,11 +405,19 @@ bool FillTopic(DevBroker* broker, const Properties& props, const Args& args,
   feeder_props.emplace_back("compression.type", args.input_compression);
   auto producer = Producer::Create({.properties = feeder_props});
   if (!producer.ok()) return false;
-  EventPool pool(20'000, std::min(10'000, 32 * partitions));  // keys to spread evenly
+  // One service a partition, each service's events in its partition (as keying by
+  // serviceId does, but evenly: 24 keys hashed onto 24 partitions leave some empty), the
+  // invalid events' empty key in partition 0. Event time moves as in the sustained runs
+  // (1 s per 20,000 events: 840,000 events span 42 s, and windows close in the drain),
+  // with 4x their services: 4x the window results per event — more work, not less.
+  EventPool pool(20'000, partitions);
+  absl::flat_hash_map<std::string, int32_t> partition_of;
   std::string doc;
   for (int64_t i = 0; i < events; ++i) {
     const std::string_view key = pool.Next(&doc);
-    (*producer)->Send(topic, -1, key, doc, 0, {});
+    auto [it, added] = partition_of.try_emplace(std::string(key), 0);
+    if (added) it->second = static_cast<int32_t>((partition_of.size() - 1) % partitions);
+    (*producer)->Send(topic, it->second, key, doc, 0, {});
   }
   return (*producer)->Flush().ok();
 }
