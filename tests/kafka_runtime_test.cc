@@ -59,6 +59,14 @@ int64_t NowMs() {
       .count();
 }
 
+// Where generated input starts: 20 minutes ago, on a minute boundary — how many windows
+// close over a run's span depends on where it starts within a minute, and tests count
+// on a number of results.
+int64_t InputStartMs() {
+  const int64_t start = NowMs() - 20 * 60'000;
+  return start - start % 60'000;
+}
+
 const std::vector<std::string> kResultTopics = {"metrics-aggregated-1m", "metrics-aggregated-5m",
                                                 "metrics-aggregated-1m-10s"};
 
@@ -122,9 +130,7 @@ class KafkaRuntimeTest : public ::testing::Test {
                bool allow_failures = false) {
     GeneratorOptions g;
     g.seed = seed;
-    // On a minute boundary: how many windows close over the run's span depends on where
-    // it starts within a minute, and tests count on a number of results.
-    g.start_ms = start_ms - start_ms % 60'000;
+    g.start_ms = start_ms;
     g.events_per_second = 200;
     g.duplicate_fraction = 0.02;
     g.late_fraction = 0.005;
@@ -273,7 +279,7 @@ class KafkaRuntimeTest : public ::testing::Test {
 // dead-letter topic with its reason.
 TEST_F(KafkaRuntimeTest, EndToEndResultsAreExactlyTheOracles) {
   const int kEvents = 20'000;
-  Produce(kEvents, 3, NowMs() - 20 * 60'000);
+  Produce(kEvents, 3, InputStartMs());
   std::vector<OutputRecord> oracle = Oracle();
   RuntimeCounters counters;
   ASSERT_TRUE(RunUntilCommitted(Options("a"), kEvents, &counters).ok());
@@ -292,7 +298,7 @@ TEST_F(KafkaRuntimeTest, EndToEndResultsAreExactlyTheOracles) {
 // old run's input offsets — skipping the new topic's first records — with the old run's
 // windows and ids. Results equal the oracle's over the new input alone.
 TEST_F(KafkaRuntimeTest, StateLeftByAnotherBrokerIsRebuilt) {
-  Produce(6'000, 7, NowMs() - 20 * 60'000);
+  Produce(6'000, 7, InputStartMs());
   ASSERT_TRUE(RunUntilCommitted(Options("a"), 6'000).ok());
   ASSERT_TRUE(fs::exists(dir_ / "a" / TaskId(0) / ".checkpoint"));
   absl::StatusOr<std::unique_ptr<DevBroker>> fresh = DevBroker::Start(3);
@@ -301,7 +307,7 @@ TEST_F(KafkaRuntimeTest, StateLeftByAnotherBrokerIsRebuilt) {
   ASSERT_TRUE(broker_->CreateReferenceTopics().ok());
 
   const int kEvents = 20'000;
-  Produce(kEvents, 3, NowMs() - 20 * 60'000);
+  Produce(kEvents, 3, InputStartMs());
   std::vector<OutputRecord> oracle = Oracle();
   SetMinLogLevel(LogLevel::kInfo);
   ::testing::internal::CaptureStderr();
@@ -328,7 +334,7 @@ TEST_F(KafkaRuntimeTest, StateLeftByAnotherBrokerIsRebuilt) {
 // runtime's own commit counter, not the results' visibility.)
 TEST_F(KafkaRuntimeTest, WindowResultsAreCommittedWithoutWaitingForTheInterval) {
   const int kEvents = 20'000;
-  Produce(kEvents, 3, NowMs() - 20 * 60'000);
+  Produce(kEvents, 3, InputStartMs());
   std::vector<OutputRecord> oracle = Oracle();
   RuntimeOptions o = Options("a");
   o.commit_interval_ms = 30'000;
@@ -363,7 +369,7 @@ TEST_F(KafkaRuntimeTest, FailedCommitsRebuildTasksAndResultsStayExact) {
   ASSERT_TRUE((*rt)->Start().ok());
   // Input keeps arriving (20 s), so commits keep coming after the faults are injected.
   std::thread producer([&] {
-    Produce(kEvents, 5, NowMs() - 20 * 60'000, /*pace_per_s=*/1'000, /*allow_failures=*/true);
+    Produce(kEvents, 5, InputStartMs(), /*pace_per_s=*/1'000, /*allow_failures=*/true);
   });
   streammetrics::testing::JoinOnExit joiner{producer};
   ASSERT_TRUE(WaitFor([&] { return (*rt)->counters().commits >= 3; }, 150'000));
@@ -390,7 +396,7 @@ TEST_F(KafkaRuntimeTest, FailedCommitsRebuildTasksAndResultsStayExact) {
 // (its own state directory has none of them) and goes on where the other committed;
 // every result equals the oracle's, none sent twice.
 TEST_F(KafkaRuntimeTest, TwoInstancesSplitPartitionsAndOneTakesOver) {
-  const int64_t start = NowMs() - 20 * 60'000;
+  const int64_t start = InputStartMs();
   Produce(10'000, 7, start);
   absl::StatusOr<std::unique_ptr<Runtime>> a = Runtime::Create(*topology_, Options("a"));
   absl::StatusOr<std::unique_ptr<Runtime>> b = Runtime::Create(*topology_, Options("b"));
@@ -425,7 +431,7 @@ TEST_F(KafkaRuntimeTest, TwoInstancesSplitPartitionsAndOneTakesOver) {
 // reproduced by this test: a consumer that never got an assignment is closed and let
 // go of instead.)
 TEST_F(KafkaRuntimeTest, StopDuringTheFirstJoinEndsCleanly) {
-  Produce(600, 3, NowMs() - 20 * 60'000);
+  Produce(600, 3, InputStartMs());
   absl::StatusOr<std::unique_ptr<Runtime>> steady = Runtime::Create(*topology_, Options("steady"));
   ASSERT_TRUE(steady.ok());
   ASSERT_TRUE((*steady)->Start().ok());
@@ -456,7 +462,7 @@ TEST_F(KafkaRuntimeTest, StopDuringTheFirstJoinEndsCleanly) {
 // the oracle's.
 TEST_F(KafkaRuntimeTest, BrokerOutageLosesNothing) {
   const int kEvents = 20'000;
-  Produce(kEvents, 11, NowMs() - 20 * 60'000);
+  Produce(kEvents, 11, InputStartMs());
   std::vector<OutputRecord> oracle = Oracle();
   absl::StatusOr<std::unique_ptr<Runtime>> rt = Runtime::Create(*topology_, Options("a"));
   ASSERT_TRUE(rt.ok()) << rt.status();
@@ -517,7 +523,7 @@ TEST_F(KafkaRuntimeTest, KillNineRepeatedlyThenResultsAreExact) {
   }
   // Input keeps arriving while the engine is killed and restarted.
   const int kEvents = 45'000;  // over 45 s
-  std::thread producer([&] { Produce(kEvents, 9, NowMs() - 20 * 60'000, /*pace_per_s=*/1'000); });
+  std::thread producer([&] { Produce(kEvents, 9, InputStartMs(), /*pace_per_s=*/1'000); });
   const std::string log = (dir_ / "run.log").string();
   const std::vector<std::string> run = {SM_BINARY, "run", "--config", config, "--quiet", "true"};
   std::vector<int64_t> committed_at_kill;
