@@ -261,15 +261,21 @@ struct CpuPerEvent {
   double process_us = 0;
 };
 
+// The producer of the feeder and of the drain topic: the input's batches compressed
+// with --input-compression.
+absl::StatusOr<std::unique_ptr<Producer>> FeederProducer(const Properties& props, const Args& args) {
+  Properties feeder_props = props;
+  feeder_props.emplace_back("compression.type", args.input_compression);
+  return Producer::Create({.properties = feeder_props});
+}
+
 // What the sustained runs' feeder alone achieves: 1,000,000 pool events produced to a
 // topic nothing reads (its retention does not matter), Send to the last delivery.
 double FeederRate(DevBroker* broker, const Properties& props, const Args& args,
                   double* process_us) {
   const std::string topic = "bench-feeder";
   if (!broker->CreateTopic(topic, 6).ok()) return -1;
-  Properties feeder_props = props;
-  feeder_props.emplace_back("compression.type", args.input_compression);
-  auto producer = Producer::Create({.properties = feeder_props});
+  auto producer = FeederProducer(props, args);
   if (!producer.ok()) return -1;
   EventPool pool(20'000);
   std::string doc;
@@ -291,9 +297,7 @@ double Sustained(const Properties& props, const std::string& input, const Args& 
   std::atomic<bool> stop{false};
   std::thread feeder([&] {
     pthread_setname_np(pthread_self(), "sm:feeder");
-    Properties feeder_props = props;
-    feeder_props.emplace_back("compression.type", args.input_compression);
-    auto producer = Producer::Create({.properties = feeder_props});
+    auto producer = FeederProducer(props, args);
     if (!producer.ok()) return;
     EventPool pool(20'000);  // event time: windows close as it runs
     std::string doc;
@@ -401,9 +405,7 @@ double PlainConsumerRate(const Properties& props, const std::string& topic, int6
 bool FillTopic(DevBroker* broker, const Properties& props, const Args& args,
                const std::string& topic, int partitions, int64_t events) {
   if (!broker->CreateTopic(topic, partitions).ok()) return false;
-  Properties feeder_props = props;
-  feeder_props.emplace_back("compression.type", args.input_compression);
-  auto producer = Producer::Create({.properties = feeder_props});
+  auto producer = FeederProducer(props, args);
   if (!producer.ok()) return false;
   // One service a partition, each service's events in its partition (as keying by
   // serviceId does, but evenly: 24 keys hashed onto 24 partitions leave some empty), the
@@ -606,7 +608,7 @@ int Main(int argc, char** argv) {
   }
   CpuPerEvent plain_cpu;
   const double plain = args.seconds > 0 ? PlainSustained(broker->get(), props, args, &plain_cpu) : 0;
-  std::printf("plain consumer under the same sustained load as the engine (producer in this "
+  if (args.seconds > 0) std::printf("plain consumer under the same sustained load as the engine (producer in this "
               "process): %.0f events/s over %.0f s; CPU per event, whole process %.2f us\n",
               plain, args.seconds, plain_cpu.process_us);
   for (ProcessingGuarantee g : {ProcessingGuarantee::kExactlyOnceV2, ProcessingGuarantee::kAtLeastOnce}) {
