@@ -248,10 +248,16 @@ absl::Status ParseRoot(const YAML::Node& root, AppConfig* c) {
     }
   }
   if (const YAML::Node n = root["dedupe"]) {
-    SM_RETURN_IF_ERROR(Reader::CheckKeys(n, "dedupe", {"enabled", "within"}));
+    SM_RETURN_IF_ERROR(Reader::CheckKeys(n, "dedupe", {"enabled", "within", "max_ids"}));
     if (n["enabled"]) SM_ASSIGN(p.dedupe_enabled, Reader::Bool(n["enabled"], "dedupe.enabled"));
     if (n["within"]) SM_ASSIGN(p.dedupe.within_ms, Reader::Duration(n["within"], "dedupe.within"));
     if (p.dedupe.within_ms <= 0) return Reader::Error("dedupe.within", "must be > 0");
+    if (n["max_ids"]) {
+      int64_t max_ids = 0;
+      SM_ASSIGN(max_ids, Reader::Int(n["max_ids"], "dedupe.max_ids"));
+      if (max_ids < 0) return Reader::Error("dedupe.max_ids", "must be >= 0 (0: no bound)");
+      p.dedupe.max_ids = static_cast<uint64_t>(max_ids);
+    }
   }
   if (const YAML::Node n = root["aggregate"]) {
     SM_RETURN_IF_ERROR(Reader::CheckKeys(n, "aggregate",

@@ -212,6 +212,10 @@ std::string FormatProcessSummary(const ProcessResult& r) {
             " blank lines skipped)\n");
   StrAppend(&out, "processed:        ", c.records_processed, "\n");
   StrAppend(&out, "duplicates:       ", c.duplicates_dropped, "\n");
+  if (c.dedupe_ids_evicted > 0) {
+    StrAppend(&out, "dedupe evicted:   ", c.dedupe_ids_evicted,
+              " ids forgotten early (dedupe.max_ids)\n");
+  }
   StrAppend(&out, "late:             ", c.late_dropped, " dropped, ", c.late_window_updates,
             " window updates skipped\n");
   StrAppend(&out, "dead-lettered:    ", c.dead_letters_total());

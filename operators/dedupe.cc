@@ -67,6 +67,7 @@ absl::Status DedupeProcessor::Restore() {
       newest = e.first_seen;
       if (e.first_seen > horizon && seen_.Insert(e.id)) {
         order_.push_back(e);
+        EvictOverCap();  // the same ids as before the restart: they were evicted then
       }
     }
     blocks_.push_back(Block{seq, newest});
@@ -91,7 +92,21 @@ absl::Status DedupeProcessor::Process(const Record<MetricEvent>& record) {
   }
   order_.push_back(Entry{id, stream_time_});
   added_.push_back(Entry{id, stream_time_});
+  if (options_.max_ids != 0 && seen_.size() > options_.max_ids) {
+    context()->counters().dedupe_ids_evicted += EvictOverCap();
+  }
   return Forward(record);
+}
+
+uint64_t DedupeProcessor::EvictOverCap() {
+  uint64_t evicted = 0;
+  while (options_.max_ids != 0 && seen_.size() > options_.max_ids && !order_.empty()) {
+    evicted_through_ = order_.front().first_seen;
+    seen_.Erase(order_.front().id);
+    order_.pop_front();
+    ++evicted;
+  }
+  return evicted;
 }
 
 void DedupeProcessor::Expire() {
@@ -110,7 +125,9 @@ void DedupeProcessor::Expire() {
 absl::Status DedupeProcessor::Flush() {
   // Blocks whose newest id has expired hold nothing live.
   const int64_t horizon = Horizon();
-  while (!blocks_.empty() && blocks_.front().newest <= horizon) {
+  // So do blocks whose ids were all evicted over max_ids.
+  while (!blocks_.empty() &&
+         (blocks_.front().newest <= horizon || blocks_.front().newest < evicted_through_)) {
     EncodeBlockKey(blocks_.front().seq, &key_buf_);
     if (absl::Status s = store_->Delete(key_buf_); !s.ok()) return s;
     blocks_.pop_front();

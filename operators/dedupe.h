@@ -12,6 +12,11 @@
 // A block is deleted once its newest id has expired. The operator's stream time and next
 // block number are one more entry (key "meta"). Init() restores from the store: the
 // blocks in key order, skipping ids already past the horizon.
+//
+// Memory: ~45-67 bytes a live id, and live ids are the input rate times `within_ms`.
+// `max_ids` bounds them per task: past it, the oldest ids are forgotten before their
+// time (counted in TaskCounters::dedupe_ids_evicted), so a duplicate of one gets
+// through — dedupe's window shrinks rather than memory growing without limit.
 #ifndef STREAMMETRICS_OPERATORS_DEDUPE_H_
 #define STREAMMETRICS_OPERATORS_DEDUPE_H_
 
@@ -32,6 +37,8 @@ namespace streammetrics {
 struct DedupeOptions {
   // Default: 10 minutes.
   int64_t within_ms = 10 * 60 * 1000;
+  // At most this many live ids per task (0: no bound); see above.
+  uint64_t max_ids = 0;
 };
 
 class DedupeProcessor final : public Transformer<MetricEvent, MetricEvent> {
@@ -51,6 +58,8 @@ class DedupeProcessor final : public Transformer<MetricEvent, MetricEvent> {
     int64_t first_seen;
   };
   void Expire();
+  // Past max_ids: forgets the oldest ids until the set is back at it; how many.
+  uint64_t EvictOverCap();
   // Ids first seen at or before this stream time have expired.
   int64_t Horizon() const;
   absl::Status Restore();
@@ -69,6 +78,9 @@ class DedupeProcessor final : public Transformer<MetricEvent, MetricEvent> {
   std::deque<Block> blocks_;  // written blocks, oldest first
   uint64_t next_block_ = 0;
   int64_t last_meta_stream_time_ = INT64_MIN;  // as last written
+  // First-seen time of the last id evicted over max_ids: a block whose newest id was
+  // first seen before it holds only forgotten ids.
+  int64_t evicted_through_ = INT64_MIN;
   std::string key_buf_;
   std::string value_buf_;
 };

@@ -54,6 +54,7 @@ struct TaskCounters {
   uint64_t records_processed = 0;  // reached every aggregate they were meant for
   uint64_t dead_letters[kDeadLetterReasonCount] = {};
   uint64_t duplicates_dropped = 0;
+  uint64_t dedupe_ids_evicted = 0;  // forgotten early: dedupe's max_ids reached
   uint64_t late_dropped = 0;        // late for every window: applied nowhere
   uint64_t late_window_updates = 0; // (record, window definition) pairs skipped as late
   uint64_t windows_emitted = 0;

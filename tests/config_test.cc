@@ -57,6 +57,7 @@ TEST(Config, ShippedReferenceConfigLoads) {
   const PipelineConfig& p = c->pipeline;
   EXPECT_EQ(p.format, EventFormat::kJson);
   EXPECT_EQ(p.dedupe.within_ms, 600'000);
+  EXPECT_EQ(p.dedupe.max_ids, 0u);
   EXPECT_EQ(p.validation.max_future_skew_ms, 300'000);
   ASSERT_EQ(p.windows.size(), 3u);
   EXPECT_EQ(p.windows[0].name, "1m");
@@ -91,7 +92,7 @@ topics: {input: in, dead_letter: dlq}
 input: {format: protobuf, max_document_bytes: 4096}
 validation: {value_min: 0, value_min_inclusive: true, value_max: 1e6, max_future_skew: "off", max_age: 1h}
 enrich: {enabled: true, derive: [isError], lookup: {key: serviceId, table: {a: {team: x}}, default: {team: y}}}
-dedupe: {enabled: false, within: 30s}
+dedupe: {enabled: false, within: 30s, max_ids: 5000000}
 aggregate:
   group_by: [serviceId, metricName, team]
   quantiles: [0.5, 0.999]
@@ -120,6 +121,7 @@ kafka: {bootstrap.servers: embedded, linger.ms: 5}
   EXPECT_TRUE(p.enrich.derive_is_error);
   EXPECT_FALSE(p.dedupe_enabled);
   EXPECT_EQ(p.dedupe.within_ms, 30'000);
+  EXPECT_EQ(p.dedupe.max_ids, 5'000'000u);
   EXPECT_EQ(p.group_by.size(), 3u);
   EXPECT_EQ(p.quantiles, (std::vector<double>{0.5, 0.999}));
   EXPECT_EQ(p.compression, 200);
@@ -166,6 +168,8 @@ TEST(Config, ErrorsNameTheKey) {
   EXPECT_EQ(ErrorOf("dedupe: {enabled: maybe}"),
             "dedupe.enabled: expected true or false, got 'maybe'");
   EXPECT_EQ(ErrorOf("dedupe: {within: 0s}"), "dedupe.within: must be > 0");
+  EXPECT_EQ(ErrorOf("dedupe: {max_ids: -1}"), "dedupe.max_ids: must be >= 0 (0: no bound)");
+  EXPECT_EQ(ErrorOf("dedupe: {max_ids: many}"), "dedupe.max_ids: expected an integer, got 'many'");
   EXPECT_EQ(ErrorOf("state: {cache_max_bytes: -1}"), "state.cache_max_bytes: must be >= 0");
   EXPECT_EQ(ErrorOf("state: {cache: 1}"), "state.cache: unknown key");
   EXPECT_EQ(ErrorOf("state: {rocksdb_cache_bytes: 1000}"),

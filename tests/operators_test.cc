@@ -514,5 +514,60 @@ TEST_F(DedupeTest, CommitWritesOneBlockOfNewIdsAndDropsExpiredBlocks) {
   EXPECT_EQ(entry(0), (std::pair{StableHash128("c"), kT0 + 61'000}));
 }
 
+// Dedupe with max_ids: past the bound the oldest ids are forgotten before their time
+// (counted), so their duplicates pass; blocks holding only forgotten ids are deleted.
+class BoundedDedupeTest : public DedupeTest {
+ protected:
+  void SetUp() override {
+    StreamsBuilder b;
+    b.Stream("in", EventFormat::kJson)
+        .Dedupe({.within_ms = 60'000, .max_ids = 2}, "dd")
+        .To("out", [](const Record<MetricEvent>& r, std::string*, std::string* value) {
+          value->assign(r.value->event_id);
+        });
+    absl::StatusOr<Topology> t = b.Build();
+    ASSERT_TRUE(t.ok()) << t.status();
+    topology_ = *std::move(t);
+    TopologyTestDriver::Options o;
+    o.wall_clock_ms = kT0;
+    driver_ = *TopologyTestDriver::Create(topology_, o);
+  }
+};
+
+TEST_F(BoundedDedupeTest, ForgetsTheOldestIdsPastTheBound) {
+  Pipe("a", kT0);
+  Pipe("b", kT0 + 1);
+  Pipe("b", kT0 + 2);  // duplicate
+  Pipe("c", kT0 + 3);  // a third live id: a is forgotten
+  EXPECT_EQ(driver_->counters().dedupe_ids_evicted, 1u);
+  Pipe("a", kT0 + 4);  // passes (forgotten); b is forgotten
+  Pipe("c", kT0 + 5);  // still live: duplicate
+  Pipe("b", kT0 + 6);  // passes; c is forgotten
+  EXPECT_THAT(Ids(), ::testing::ElementsAre("a", "b", "c", "a", "b"));
+  EXPECT_EQ(driver_->counters().duplicates_dropped, 2u);
+  EXPECT_EQ(driver_->counters().dedupe_ids_evicted, 3u);
+}
+
+TEST_F(BoundedDedupeTest, BlocksOfForgottenIdsAreDeleted) {
+  auto* store = dynamic_cast<KeyValueStore*>(driver_->GetStateStore("dd-store"));
+  ASSERT_NE(store, nullptr);
+  Pipe("a", kT0);
+  Pipe("b", kT0 + 1);
+  ASSERT_TRUE(driver_->Commit().ok());  // block 0 = {a, b}
+  Pipe("c", kT0 + 2);                   // forgets a
+  Pipe("d", kT0 + 3);                   // forgets b
+  ASSERT_TRUE(driver_->Commit().ok());  // block 1 = {c, d}
+  std::string block;
+  // Kept: its newest id was first seen when the last forgotten one was (ids of the same
+  // millisecond may still be live).
+  EXPECT_TRUE(*store->Get(std::string(8, '\0'), &block));
+  Pipe("e", kT0 + 4);                   // forgets c, first seen after all of block 0
+  ASSERT_TRUE(driver_->Commit().ok());  // block 2 = {e}
+  EXPECT_FALSE(*store->Get(std::string(8, '\0'), &block));
+  EXPECT_TRUE(*store->Get(std::string("\0\0\0\0\0\0\0\x01", 8), &block));
+  EXPECT_EQ(store->ApproximateNumEntries(), 3u);  // blocks 1 and 2, meta
+  EXPECT_EQ(driver_->counters().dedupe_ids_evicted, 3u);
+}
+
 }  // namespace
 }  // namespace streammetrics

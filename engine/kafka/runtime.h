@@ -77,6 +77,7 @@ struct RuntimeCounters {
   uint64_t windows_emitted = 0;
   uint64_t dead_letters = 0;
   uint64_t duplicates = 0;
+  uint64_t dedupe_ids_evicted = 0;  // forgotten before their time: dedupe.max_ids reached
   uint64_t late_dropped = 0;
   uint64_t commits = 0;
   uint64_t rebuilds = 0;  // task rebuilds after failed commits
