@@ -17,6 +17,10 @@
 //                       engine hands them to the Kafka producer), applies them to
 //                       RocksDB; a checkpoint (memtable flush) every 100,000 changes
 //
+// BM_IdSetFill/N: dedupe's id set filled from empty with N ids, one erase per two
+// inserts of the oldest (as a dedupe window that fills while ids also expire): ns per
+// operation and the longest 1,024 operations (ms): the stall of a doubling.
+//
 // BM_Restore: RestoreFromChangelog of 1M changelog records (window-store puts of
 // 40-byte keys and 200-byte values, a commit marker every 1,000) into a RocksDB or an
 // in-memory window store: records/s.
@@ -44,6 +48,7 @@
 #include "engine/in_memory_log.h"
 #include "engine/record_collector.h"
 #include "engine/task.h"
+#include "operators/id_set.h"
 #include "operators/metric_event_codec.h"
 #include "operators/metric_stats.h"
 #include "statestore/changelog.h"
@@ -270,6 +275,35 @@ void BM_Restore(benchmark::State& state) {
   state.SetLabel(rocksdb ? "rocksdb" : "memory");
 }
 BENCHMARK(BM_Restore)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->Iterations(3)->UseRealTime();
+
+void BM_IdSetFill(benchmark::State& state) {
+  const size_t n = static_cast<size_t>(state.range(0));
+  std::vector<Hash128> ids(n);
+  std::mt19937_64 rng(3);
+  for (Hash128& id : ids) id = Hash128{rng(), rng()};
+  double worst_ms = 0;
+  size_t ops = 0;
+  for (auto _ : state) {
+    IdSet set;
+    size_t oldest = 0;
+    auto chunk_start = std::chrono::steady_clock::now();
+    for (size_t i = 0; i < n; ++i) {
+      benchmark::DoNotOptimize(set.Insert(ids[i]));
+      if (i % 2 == 1) benchmark::DoNotOptimize(set.Erase(ids[oldest++]));
+      if (i % 1024 == 1023) {
+        const auto now = std::chrono::steady_clock::now();
+        worst_ms = std::max(worst_ms, std::chrono::duration<double, std::milli>(now - chunk_start).count());
+        chunk_start = now;
+      }
+    }
+    ops += n + n / 2;
+  }
+  state.SetItemsProcessed(static_cast<int64_t>(ops));
+  state.counters["ns_per_op"] = benchmark::Counter(static_cast<double>(ops),
+                                                   benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
+  state.counters["worst_1024_ops_ms"] = worst_ms;
+}
+BENCHMARK(BM_IdSetFill)->Arg(1 << 20)->Arg(1 << 24)->Arg(1 << 26)->Unit(benchmark::kMillisecond)->Iterations(1)->UseRealTime();
 
 // Bytes of one pane (the state of one group key in one 10 s slice) holding n values:
 // at rest (its MetricStats encoding, what the window store and changelog hold) and in

@@ -428,6 +428,40 @@ TEST(IdSet, GrowsPastTheMappedSizeAndKeepsEveryId) {
   EXPECT_FALSE(set.Contains(ids[0]));
 }
 
+// Doubling is incremental: right after the table doubles the old one is still there,
+// every id stays findable while its slots move across, erases reach ids on either side,
+// and the move is over within a quarter of the old capacity in operations.
+TEST(IdSet, DoublesIncrementallyAndFindsEveryIdMeanwhile) {
+  IdSet set;
+  std::vector<Hash128> ids;
+  for (uint64_t i = 0; i < 20'000; ++i) ids.push_back(StableHash128(StrCat("grow-", i)));
+  size_t next = 0;
+  while (set.capacity() < 8'192 || !set.growing()) ASSERT_TRUE(set.Insert(ids[next++]));
+  // The insert that doubled 4,096 -> 8,192: 3,073 ids, the old table of 4,096 slots
+  // moved 4 slots (rounded up to a run's end) per operation from the next one on.
+  EXPECT_EQ(set.capacity(), 8'192u);
+  EXPECT_EQ(next, 3'073u);
+  size_t ops = 0;
+  while (set.growing()) {
+    ++ops;
+    if (ops % 3 == 0) {
+      ASSERT_TRUE(set.Erase(ids[ops]));  // ids inserted before the doubling: old side
+      ASSERT_FALSE(set.Contains(ids[ops]));
+    } else {
+      ASSERT_TRUE(set.Insert(ids[next++]));
+    }
+    for (size_t i = 0; i < next; i += 97) {
+      ASSERT_EQ(set.Contains(ids[i]), !(i <= ops && i % 3 == 0 && i > 0)) << i << " " << ops;
+    }
+  }
+  EXPECT_LE(ops, 4'096u / 4);
+  EXPECT_GT(ops, 100u);
+  EXPECT_EQ(set.size(), next - ops / 3);
+  for (size_t i = 0; i < next; ++i) {
+    ASSERT_EQ(set.Contains(ids[i]), !(i <= ops && i % 3 == 0 && i > 0)) << i;
+  }
+}
+
 TEST(IdSet, TheEmptyMarkerIsAnIdLikeAnyOther) {
   IdSet set;
   EXPECT_FALSE(set.Contains(Hash128{0, 0}));
