@@ -35,6 +35,7 @@
 #include "apps/event_generator.h"
 #include "engine/kafka/changelog_reader.h"
 #include "engine/kafka/dev_broker.h"
+#include "engine/kafka/kafka_common.h"
 #include "engine/kafka/producer.h"
 #include "engine/kafka/runtime.h"
 #include "engine/kafka/topic_reader.h"
@@ -289,6 +290,37 @@ TEST_F(KafkaRuntimeTest, EndToEndResultsAreExactlyTheOracles) {
   // pane's buffer is merged when serialized), and the runtime commits on time — a 5% bound
   // failed 2 runs in 6 on windows of a few hundred values.
   ExpectMatchesOracle(oracle, /*last_result_wins=*/false);
+}
+
+// Proves at_least_once (no transactions: outputs and changelogs flushed, then the
+// group's offsets committed — asynchronously between rebalances, synchronously on one
+// and at the close) gives the oracle's results in a clean run, and that the group's
+// committed offsets reach the end of the input: what a task without stores, or a tool
+// reading the group's lag, goes by.
+TEST_F(KafkaRuntimeTest, AtLeastOnceResultsAreTheOraclesAndTheGroupsOffsetsReachTheEnd) {
+  const int kEvents = 20'000;
+  Produce(kEvents, 3, InputStartMs());
+  std::vector<OutputRecord> oracle = Oracle();
+  RuntimeOptions o = Options("a");
+  o.guarantee = ProcessingGuarantee::kAtLeastOnce;
+  RuntimeCounters counters;
+  ASSERT_TRUE(RunUntilCommitted(o, kEvents, &counters).ok());
+  EXPECT_EQ(counters.rebuilds, 0u);
+  ExpectMatchesOracle(oracle, /*last_result_wins=*/false);
+  Properties props = Props();
+  props.emplace_back("group.id", o.application_id);
+  absl::StatusOr<KafkaHandle> consumer = NewClient(RD_KAFKA_CONSUMER, props);
+  ASSERT_TRUE(consumer.ok()) << consumer.status();
+  rd_kafka_topic_partition_list_t* list = rd_kafka_topic_partition_list_new(6);
+  for (int p = 0; p < 6; ++p) rd_kafka_topic_partition_list_add(list, "metrics-events", p);
+  ASSERT_EQ(rd_kafka_committed(consumer->get(), list, 10'000), RD_KAFKA_RESP_ERR_NO_ERROR);
+  int64_t committed = 0;
+  for (int i = 0; i < list->cnt; ++i) {
+    EXPECT_EQ(list->elems[i].err, RD_KAFKA_RESP_ERR_NO_ERROR) << i;
+    committed += std::max<int64_t>(0, list->elems[i].offset);
+  }
+  rd_kafka_topic_partition_list_destroy(list);
+  EXPECT_EQ(committed, kEvents);
 }
 
 // Proves a state dir left by a run against another broker (every run of the in-process

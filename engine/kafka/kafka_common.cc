@@ -68,7 +68,8 @@ absl::StatusOr<KafkaHandle> NewClient(rd_kafka_type_t type, const Properties& pr
 
 absl::StatusOr<KafkaHandle> NewGroupConsumer(const std::string& group_id, const Properties& properties,
                                              RebalanceFn rebalance, void* opaque,
-                                             const std::vector<std::string>& topics) {
+                                             const std::vector<std::string>& topics,
+                                             OffsetCommitFn offset_commit) {
   Properties props = {{"group.id", group_id},
                       {"enable.auto.commit", "false"},
                       {"enable.auto.offset.store", "false"},
@@ -80,6 +81,7 @@ absl::StatusOr<KafkaHandle> NewGroupConsumer(const std::string& group_id, const 
       NewClient(RD_KAFKA_CONSUMER, props, [&](rd_kafka_conf_t* conf) {
         rd_kafka_conf_set_rebalance_cb(conf, rebalance);
         rd_kafka_conf_set_opaque(conf, opaque);
+        if (offset_commit != nullptr) rd_kafka_conf_set_offset_commit_cb(conf, offset_commit);
       });
   if (!consumer.ok()) return consumer.status();
   rd_kafka_poll_set_consumer(consumer->get());

@@ -39,11 +39,14 @@ absl::StatusOr<KafkaHandle> NewClient(rd_kafka_type_t type, const Properties& pr
 // A consumer in group `group_id` that commits nothing by itself, reads committed records
 // and starts at the earliest offset when it has no position, then `properties` (which
 // win); the rebalance callback `rebalance` with `opaque`; polled through
-// rd_kafka_consumer_poll; subscribed to `topics`.
+// rd_kafka_consumer_poll; subscribed to `topics`. `offset_commit` (optional): called from
+// the poll with the result of every offset commit (asynchronous ones included).
 using RebalanceFn = void (*)(rd_kafka_t*, rd_kafka_resp_err_t, rd_kafka_topic_partition_list_t*, void*);
+using OffsetCommitFn = void (*)(rd_kafka_t*, rd_kafka_resp_err_t, rd_kafka_topic_partition_list_t*, void*);
 absl::StatusOr<KafkaHandle> NewGroupConsumer(const std::string& group_id, const Properties& properties,
                                              RebalanceFn rebalance, void* opaque,
-                                             const std::vector<std::string>& topics);
+                                             const std::vector<std::string>& topics,
+                                             OffsetCommitFn offset_commit = nullptr);
 
 }  // namespace streammetrics::kafka
 
