@@ -478,10 +478,11 @@ TEST(IdSet, TheEmptyMarkerIsAnIdLikeAnyOther) {
 // Dedupe through a real topology: source -> dedupe -> sink of event ids.
 class DedupeTest : public ::testing::Test {
  protected:
-  void SetUp() override {
+  void SetUp() override { Build({.within_ms = 60'000}); }
+  void Build(DedupeOptions options) {
     StreamsBuilder b;
     b.Stream("in", EventFormat::kJson)
-        .Dedupe({.within_ms = 60'000}, "dd")
+        .Dedupe(options, "dd")
         .To("out", [](const Record<MetricEvent>& r, std::string*, std::string* value) {
           value->assign(r.value->event_id);
         });
@@ -552,20 +553,7 @@ TEST_F(DedupeTest, CommitWritesOneBlockOfNewIdsAndDropsExpiredBlocks) {
 // (counted), so their duplicates pass; blocks holding only forgotten ids are deleted.
 class BoundedDedupeTest : public DedupeTest {
  protected:
-  void SetUp() override {
-    StreamsBuilder b;
-    b.Stream("in", EventFormat::kJson)
-        .Dedupe({.within_ms = 60'000, .max_ids = 2}, "dd")
-        .To("out", [](const Record<MetricEvent>& r, std::string*, std::string* value) {
-          value->assign(r.value->event_id);
-        });
-    absl::StatusOr<Topology> t = b.Build();
-    ASSERT_TRUE(t.ok()) << t.status();
-    topology_ = *std::move(t);
-    TopologyTestDriver::Options o;
-    o.wall_clock_ms = kT0;
-    driver_ = *TopologyTestDriver::Create(topology_, o);
-  }
+  void SetUp() override { Build({.within_ms = 60'000, .max_ids = 2}); }
 };
 
 TEST_F(BoundedDedupeTest, ForgetsTheOldestIdsPastTheBound) {
