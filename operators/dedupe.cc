@@ -92,9 +92,7 @@ absl::Status DedupeProcessor::Process(const Record<MetricEvent>& record) {
   }
   order_.push_back(Entry{id, stream_time_});
   added_.push_back(Entry{id, stream_time_});
-  if (options_.max_ids != 0 && seen_.size() > options_.max_ids) {
-    context()->counters().dedupe_ids_evicted += EvictOverCap();
-  }
+  context()->counters().dedupe_ids_evicted += EvictOverCap();
   return Forward(record);
 }
 

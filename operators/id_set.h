@@ -174,7 +174,8 @@ class IdSet {
   // their pages populated in the same call up to 64 MiB: faulting them in one by one as
   // inserts touch them cost ~20% of a growing set's inserts in a microbenchmark (a fault
   // per 256 slots, expensive on a VM); beyond 64 MiB populating would itself stop the
-  // thread (~0.1 s a GiB), so the faults are left to spread over the incremental move.
+  // thread (over a second for a 1-2 GiB table here), so the faults are left to spread
+  // over the incremental move.
   // (Transparent huge pages, asked for with madvise, made the pipeline's dedupe stage
   // ~1.5x slower here: the kernel compacts memory on the fault.) Aborts when out of
   // memory, as operator new would.

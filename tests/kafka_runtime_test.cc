@@ -311,15 +311,15 @@ TEST_F(KafkaRuntimeTest, AtLeastOnceResultsAreTheOraclesAndTheGroupsOffsetsReach
   props.emplace_back("group.id", o.application_id);
   absl::StatusOr<KafkaHandle> consumer = NewClient(RD_KAFKA_CONSUMER, props);
   ASSERT_TRUE(consumer.ok()) << consumer.status();
-  rd_kafka_topic_partition_list_t* list = rd_kafka_topic_partition_list_new(6);
-  for (int p = 0; p < 6; ++p) rd_kafka_topic_partition_list_add(list, "metrics-events", p);
-  ASSERT_EQ(rd_kafka_committed(consumer->get(), list, 10'000), RD_KAFKA_RESP_ERR_NO_ERROR);
+  std::unique_ptr<rd_kafka_topic_partition_list_t, decltype(&rd_kafka_topic_partition_list_destroy)>
+      list(rd_kafka_topic_partition_list_new(6), &rd_kafka_topic_partition_list_destroy);
+  for (int p = 0; p < 6; ++p) rd_kafka_topic_partition_list_add(list.get(), "metrics-events", p);
+  ASSERT_EQ(rd_kafka_committed(consumer->get(), list.get(), 10'000), RD_KAFKA_RESP_ERR_NO_ERROR);
   int64_t committed = 0;
   for (int i = 0; i < list->cnt; ++i) {
     EXPECT_EQ(list->elems[i].err, RD_KAFKA_RESP_ERR_NO_ERROR) << i;
     committed += std::max<int64_t>(0, list->elems[i].offset);
   }
-  rd_kafka_topic_partition_list_destroy(list);
   EXPECT_EQ(committed, kEvents);
 }
 

@@ -17,6 +17,7 @@ namespace {
 using testing::Ev;
 using testing::kT0;
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 struct CommandRun {
   int exit_code;
@@ -58,6 +59,25 @@ class ProcessCommandTest : public ::testing::Test {
   std::filesystem::path dir_;
 };
 
+// dedupe.max_ids from the config reaches the operator: with one live id, the second id
+// forgets the first, so the first's repeat passes; the summary counts what was forgotten.
+TEST_F(ProcessCommandTest, DedupeBoundIsAppliedAndCounted) {
+  std::string config = Write("c.yaml", R"(
+validation: {max_future_skew: "off"}
+dedupe: {max_ids: 1}
+)");
+  std::string input = Write("events.jsonl", Ev{.id = "1", .ts = kT0 + 1'000}.Json() + "\n" +
+                                                Ev{.id = "2", .ts = kT0 + 2'000}.Json() + "\n" +
+                                                Ev{.id = "1", .ts = kT0 + 3'000}.Json() + "\n" +
+                                                Ev{.id = "1", .ts = kT0 + 4'000}.Json() + "\n");
+  CommandRun r = Streammetrics("process --config " + config + " --input " + input + " --output " +
+                               (dir_ / "out").string());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("processed:        3\n"));
+  EXPECT_THAT(r.output, HasSubstr("duplicates:       1\n"));  // the last one: 1 is live again
+  EXPECT_THAT(r.output, HasSubstr("dedupe evicted:   2 ids forgotten early (dedupe.max_ids)\n"));
+}
+
 TEST_F(ProcessCommandTest, ProcessWritesEveryTopicAndASummary) {
   std::string config = Write("c.yaml", R"(
 validation: {max_future_skew: "off"}
@@ -79,6 +99,7 @@ aggregate:
   EXPECT_THAT(r.output, HasSubstr("read:             5 events (1 blank lines skipped)\n"));
   EXPECT_THAT(r.output, HasSubstr("processed:        3\n"));
   EXPECT_THAT(r.output, HasSubstr("duplicates:       1\n"));
+  EXPECT_THAT(r.output, Not(HasSubstr("dedupe evicted")));  // no bound set
   EXPECT_THAT(r.output, HasSubstr("dead-lettered:    1 (deserialization 1, validation 0, late 0, "
                                   "processing 0)\n"));
   EXPECT_THAT(r.output, HasSubstr("windows emitted:  2\n"));
