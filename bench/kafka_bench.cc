@@ -430,13 +430,14 @@ bool FillTopic(DevBroker* broker, const Properties& props, const Args& args,
 // broker's retention dropped some).
 double EngineDrain(DevBroker* broker, const Properties& props, ProcessingGuarantee g,
                    const Args& args, const std::string& topic, int64_t events,
-                   RuntimeCounters* out, CpuPerEvent* cpu) {
+                   RuntimeCounters* out, CpuPerEvent* cpu, RuntimeCounters* during) {
   const std::string name = g == ProcessingGuarantee::kExactlyOnceV2 ? "drain-eos" : "drain-alos";
   Engine engine = StartEngine(broker, props, name, topic, g, args, /*settle=*/false);
   Runtime* rt = engine.runtime.get();
   if (rt == nullptr) return -1;
   while (rt->consumed() == 0) std::this_thread::sleep_for(std::chrono::microseconds(200));
   const auto first = Clock::now();
+  const RuntimeCounters at_first = rt->counters();
   const double stream_cpu = ThreadCpuSeconds("sm:stream"), process_cpu = ThreadCpuSeconds("");
   const auto deadline = first + std::chrono::seconds(120);
   while (rt->counters().committed_input < events && Clock::now() < deadline) {
@@ -445,6 +446,11 @@ double EngineDrain(DevBroker* broker, const Properties& props, ProcessingGuarant
   const double s = std::chrono::duration<double>(Clock::now() - first).count();
   const RuntimeCounters c = rt->counters();
   const auto n = static_cast<double>(c.records_read);
+  if (during != nullptr) {
+    during->input_wait_ms = c.input_wait_ms - at_first.input_wait_ms;
+    during->commit_ms = c.commit_ms - at_first.commit_ms;
+    during->rebalance_ms = c.rebalance_ms - at_first.rebalance_ms;
+  }
   if (cpu != nullptr && n > 0) {
     cpu->stream_us = (ThreadCpuSeconds("sm:stream") - stream_cpu) * 1e6 / n;
     cpu->process_us = (ThreadCpuSeconds("") - process_cpu) * 1e6 / n;
@@ -541,7 +547,13 @@ int Main(int argc, char** argv) {
     const std::string flag = argv[i];
     const double v = std::atof(argv[i + 1]);
     if (flag == "--input-compression") args.input_compression = argv[i + 1];
-    else if (flag == "--guarantee") args.guarantees = argv[i + 1];
+    else if (flag == "--guarantee") {
+      args.guarantees = argv[i + 1];
+      if (args.guarantees != "eos" && args.guarantees != "alos" && args.guarantees != "both") {
+        std::fprintf(stderr, "--guarantee: eos, alos or both, not %s\n", argv[i + 1]);
+        return 2;
+      }
+    }
     else if (flag == "--drain-events") args.drain_events = static_cast<int64_t>(v);
     else if (flag == "--drain-partitions") args.drain_partitions = static_cast<int>(v);
     else if (flag == "--seconds") args.seconds = v;
@@ -594,16 +606,23 @@ int Main(int argc, char** argv) {
                 args.input_compression.c_str(), drain);
     for (ProcessingGuarantee g : {ProcessingGuarantee::kExactlyOnceV2, ProcessingGuarantee::kAtLeastOnce}) {
       if (!runs(g)) continue;
-      RuntimeCounters c;
+      RuntimeCounters c, during;
       CpuPerEvent cpu;
-      const double rate = EngineDrain(broker->get(), props, g, args, topic, args.drain_events, &c, &cpu);
+      const double rate =
+          EngineDrain(broker->get(), props, g, args, topic, args.drain_events, &c, &cpu, &during);
+      // The stream threads' time (summed) from the first record to the last commit that
+      // was not processing: waiting for input with nothing queued, committing, rebalancing.
       std::printf("engine %s draining the same topic from the start (%d threads, commit %d ms): "
                   "%.0f events/s (%.0f%% of the plain consumer; %llu commits, %llu windows); "
-                  "CPU per event: stream threads %.2f us, whole process %.2f us\n",
+                  "CPU per event: stream threads %.2f us, whole process %.2f us; stream threads "
+                  "waited for input %llu ms, committed %llu ms, rebalanced %llu ms\n",
                   g == ProcessingGuarantee::kExactlyOnceV2 ? "exactly_once_v2" : "at_least_once",
                   args.threads, args.commit_ms, rate, 100 * rate / drain,
                   static_cast<unsigned long long>(c.commits),
-                  static_cast<unsigned long long>(c.windows_emitted), cpu.stream_us, cpu.process_us);
+                  static_cast<unsigned long long>(c.windows_emitted), cpu.stream_us, cpu.process_us,
+                  static_cast<unsigned long long>(during.input_wait_ms),
+                  static_cast<unsigned long long>(during.commit_ms),
+                  static_cast<unsigned long long>(during.rebalance_ms));
     }
   }
   CpuPerEvent plain_cpu;

@@ -157,7 +157,8 @@ class KafkaRuntimeTest : public ::testing::Test {
   }
 
   // What each task must send: the topology offline over each partition's records.
-  std::vector<OutputRecord> Oracle() {
+  // `counters`: the offline tasks' counters, summed.
+  std::vector<OutputRecord> Oracle(TaskCounters* counters = nullptr) {
     absl::StatusOr<std::vector<OutputRecord>> input = ReadTopic(Props(), "metrics-events");
     EXPECT_TRUE(input.ok()) << input.status();
     std::map<int32_t, std::vector<const OutputRecord*>> by_partition;
@@ -173,6 +174,15 @@ class KafkaRuntimeTest : public ::testing::Test {
       }
       EXPECT_TRUE((*d)->Commit().ok());
       for (OutputRecord& r : (*d)->ReadAll()) out.push_back(std::move(r));
+      if (counters != nullptr) {
+        const TaskCounters& c = (*d)->counters();
+        counters->records_read += c.records_read;
+        counters->records_processed += c.records_processed;
+        for (int i = 0; i < kDeadLetterReasonCount; ++i) counters->dead_letters[i] += c.dead_letters[i];
+        counters->duplicates_dropped += c.duplicates_dropped;
+        counters->dedupe_ids_evicted += c.dedupe_ids_evicted;
+        counters->late_dropped += c.late_dropped;
+      }
     }
     return out;
   }
@@ -289,6 +299,36 @@ TEST_F(KafkaRuntimeTest, EndToEndResultsAreExactlyTheOracles) {
   // Quantiles only within [min, max]: where commits fall changes a digest's merge path (a
   // pane's buffer is merged when serialized), and the runtime commits on time — a 5% bound
   // failed 2 runs in 6 on windows of a few hundred values.
+  ExpectMatchesOracle(oracle, /*last_result_wins=*/false);
+}
+
+// Proves the instance's counters are its tasks' summed over its threads, field by field:
+// read, processed, dead letters, duplicates, late and — with dedupe bounded to 100 ids a
+// task, so that some are forgotten — the evicted ids, each equal to the offline tasks'.
+TEST_F(KafkaRuntimeTest, CountersAreTheTasksSummed) {
+  config_.dedupe.max_ids = 100;
+  topology_ = std::make_unique<Topology>(*BuildMetricsTopology(config_));
+  PipelineConfig in_memory = config_;
+  in_memory.store = StoreType::kInMemory;
+  oracle_topology_ = std::make_unique<Topology>(*BuildMetricsTopology(in_memory));
+  const int kEvents = 20'000;
+  Produce(kEvents, 7, InputStartMs());
+  TaskCounters want;
+  std::vector<OutputRecord> oracle = Oracle(&want);
+  ASSERT_GT(want.dedupe_ids_evicted, 0u);
+  ASSERT_GT(want.duplicates_dropped, 0u);
+  ASSERT_GT(want.late_dropped + want.dead_letters_total(), 0u);
+  RuntimeCounters got;
+  ASSERT_TRUE(RunUntilCommitted(Options("a"), kEvents, &got).ok());
+  EXPECT_EQ(got.records_read, static_cast<uint64_t>(kEvents));
+  EXPECT_EQ(got.records_read, want.records_read);
+  EXPECT_EQ(got.records_processed, want.records_processed);
+  EXPECT_EQ(got.dead_letters, want.dead_letters_total());
+  EXPECT_EQ(got.duplicates, want.duplicates_dropped);
+  EXPECT_EQ(got.dedupe_ids_evicted, want.dedupe_ids_evicted);
+  EXPECT_EQ(got.late_dropped, want.late_dropped);
+  EXPECT_EQ(got.tasks, 6);
+  EXPECT_EQ(got.rebuilds, 0u);
   ExpectMatchesOracle(oracle, /*last_result_wins=*/false);
 }
 

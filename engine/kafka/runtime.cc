@@ -114,6 +114,7 @@ class Runtime::Thread {
   absl::Status NewProducer();
   absl::Status ProcessMessage(const rd_kafka_message_t* m);
   absl::Status CommitAll(bool force);
+  absl::Status CommitTasks(bool force);  // CommitAll's work; CommitAll times it, publishes counters
   bool WindowsSinceCommit() const {
     for (const auto& [p, e] : tasks_) {
       if (e.task->counters().windows_emitted != e.windows_at_commit) return true;
@@ -144,7 +145,10 @@ class Runtime::Thread {
   }
   static void RebalanceCallback(rd_kafka_t*, rd_kafka_resp_err_t err,
                                 rd_kafka_topic_partition_list_t* parts, void* opaque) {
-    static_cast<Thread*>(opaque)->OnRebalance(err, parts);
+    auto* self = static_cast<Thread*>(opaque);
+    const auto started = Clock::now();
+    self->OnRebalance(err, parts);
+    self->rebalance_time_ += Clock::now() - started;
   }
 
   Runtime* rt_;
@@ -170,6 +174,10 @@ class Runtime::Thread {
   absl::Status rebalance_error_;
   uint64_t commits_ = 0;
   uint64_t rebuilds_ = 0;
+  // Where the thread's time went besides processing (RuntimeCounters).
+  Clock::duration input_wait_{};     // in the poll on an empty queue, callbacks excepted
+  Clock::duration commit_time_{};
+  Clock::duration rebalance_time_{};  // in rebalance callbacks (task creation, restore)
 };
 
 absl::Status Runtime::Thread::NewProducer() {
@@ -194,8 +202,21 @@ absl::Status Runtime::Thread::Setup() {
   if (!reader.ok()) return reader.status();
   reader_ = *std::move(reader);
 
+  // The prefetch bound is in bytes only. librdkafka 2.0.2 checks a partition's
+  // thresholds on the queue its records are forwarded to — the consumer's, shared by all
+  // of the thread's partitions — so when queued.min.messages (100,000 by default) records
+  // are queued every partition stops fetching at once, and its broker thread looks again
+  // only after up to 1 s (rd_kafka_max_block_ms; fetch.queue.backoff.ms from 2.2.0 sets
+  // it). A thread with a backlog processes 100,000 records in ~0.4 s here and then waited
+  // for input the rest of that second: in kafka_bench's ~2.2 s drain its two threads
+  // waited 1.1–2.8 s (RuntimeCounters::input_wait_ms). Now the count never binds and the
+  // bytes bound is 128 MiB of records per thread, about a second of a thread's records
+  // (~410 bytes each in the benchmark), so the queue outlasts a pause: 0.07–0.7 s waited,
+  // +26% events/s (docs/SEMANTICS.md, "Prefetch"). Both can be overridden in `kafka:`.
   Properties props = {{"partition.assignment.strategy", "cooperative-sticky"},
-                      {"client.id", TransactionalId()}};
+                      {"client.id", TransactionalId()},
+                      {"queued.min.messages", "10000000"},
+                      {"queued.max.messages.kbytes", "131072"}};
   // The dev broker answers a fetch that finds no new record only after its full
   // fetch.wait.max.ms (500 ms by default), even when records arrive meanwhile — a
   // Kafka broker answers as they arrive. In process, wait at most 10 ms: sustained
@@ -391,6 +412,14 @@ absl::Status Runtime::Thread::ProcessMessage(const rd_kafka_message_t* m) {
 }
 
 absl::Status Runtime::Thread::CommitAll(bool force) {
+  const auto started = Clock::now();
+  absl::Status s = CommitTasks(force);
+  commit_time_ += Clock::now() - started;
+  if (s.ok()) PublishCounters();
+  return s;
+}
+
+absl::Status Runtime::Thread::CommitTasks(bool force) {
   if (tasks_.empty()) return absl::OkStatus();
   bool dirty = false;
   for (auto& [p, e] : tasks_) {
@@ -460,7 +489,6 @@ absl::Status Runtime::Thread::CommitAll(bool force) {
              StrCat("thread ", index_, ": a commit took ", took, " ms"));
   }
   ++commits_;
-  PublishCounters();
   return absl::OkStatus();
 }
 
@@ -535,6 +563,12 @@ void Runtime::Thread::PublishCounters() {
   }
   c.commits = commits_;
   c.rebuilds = rebuilds_;
+  const auto ms = [](Clock::duration d) {
+    return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(d).count());
+  };
+  c.input_wait_ms = ms(input_wait_);
+  c.commit_ms = ms(commit_time_);
+  c.rebalance_ms = ms(rebalance_time_);
   c.tasks = static_cast<int>(tasks_.size());
   if (c.dedupe_ids_evicted > evicted_logged_) {
     LogEvery(StrCat("dedupe-evicted-", index_), 60'000, LogLevel::kWarning,
@@ -569,8 +603,10 @@ absl::Status Runtime::Thread::Run() {
     if (ElapsedMs(last_poll) < 1'000) n = rd_kafka_consume_batch_queue(queue.get(), 0, batch, kBatch);
     if (n <= 0) {
       last_poll = Clock::now();
+      const Clock::duration rebalancing = rebalance_time_;
       batch[0] = rd_kafka_consumer_poll(consumer_.get(), 20);
       n = batch[0] != nullptr ? 1 : 0;
+      input_wait_ += (Clock::now() - last_poll) - (rebalance_time_ - rebalancing);
     }
     wall_ms_ = NowMs();  // after the poll: a rebalance in it may have taken seconds
     bool drop = false;  // the rest of the batch: stale after a rebuild (tasks re-seeked)
@@ -821,22 +857,30 @@ uint64_t Runtime::consumed() const {
   return n;
 }
 
+static_assert(sizeof(RuntimeCounters) == 15 * sizeof(uint64_t),
+              "a new counter: sum it in RuntimeCounters::operator+=");
+RuntimeCounters& RuntimeCounters::operator+=(const RuntimeCounters& c) {
+  records_read += c.records_read;
+  records_processed += c.records_processed;
+  windows_emitted += c.windows_emitted;
+  dead_letters += c.dead_letters;
+  duplicates += c.duplicates;
+  dedupe_ids_evicted += c.dedupe_ids_evicted;
+  late_dropped += c.late_dropped;
+  commits += c.commits;
+  rebuilds += c.rebuilds;
+  tasks += c.tasks;
+  committed_input += c.committed_input;
+  input_lag += c.input_lag;
+  input_wait_ms += c.input_wait_ms;
+  commit_ms += c.commit_ms;
+  rebalance_ms += c.rebalance_ms;
+  return *this;
+}
+
 RuntimeCounters Runtime::counters() const {
   RuntimeCounters sum;
-  for (const auto& t : threads_) {
-    RuntimeCounters c = t->counters();
-    sum.records_read += c.records_read;
-    sum.records_processed += c.records_processed;
-    sum.windows_emitted += c.windows_emitted;
-    sum.dead_letters += c.dead_letters;
-    sum.duplicates += c.duplicates;
-    sum.late_dropped += c.late_dropped;
-    sum.commits += c.commits;
-    sum.rebuilds += c.rebuilds;
-    sum.tasks += c.tasks;
-    sum.committed_input += c.committed_input;
-    sum.input_lag += c.input_lag;
-  }
+  for (const auto& t : threads_) sum += t->counters();
   return sum;
 }
 

@@ -89,6 +89,16 @@ struct RuntimeCounters {
   // watermark as of its consumer's last fetch (no broker round trip) minus its committed
   // offset (its first offset when nothing is committed yet). 0 before the first fetch.
   int64_t input_lag = 0;
+  // Milliseconds, summed over the stream threads, spent other than processing: waiting
+  // in the consumer's poll with nothing queued (a thread that keeps up mostly waits; one
+  // with a backlog should not), in commits, in rebalance callbacks (task creation and
+  // restore). Published at commits.
+  uint64_t input_wait_ms = 0;
+  uint64_t commit_ms = 0;
+  uint64_t rebalance_ms = 0;
+
+  // Field by field (the instance's counters are its threads' summed).
+  RuntimeCounters& operator+=(const RuntimeCounters& c);
 };
 
 class Runtime {
