@@ -29,6 +29,12 @@ absl::StatusOr<std::unique_ptr<KafkaChangelogReader>> KafkaChangelogReader::Crea
                       {"group.id", application_id + "-restore"},  // never joined: assign only
                       {"fetch.max.bytes", "52428800"},
                       {"fetch.wait.max.ms", "10"},
+                      // Bounded in bytes only: once queued.min.messages records are
+                      // queued, librdkafka 2.0.2 stops fetching for up to a second
+                      // (docs/SEMANTICS.md, "Prefetch"), and a restore applies 100,000
+                      // changes in ~0.1 s. (The dev broker's retention keeps changelog
+                      // partitions below that, so it is not measured there.)
+                      {"queued.min.messages", "10000000"},
                       {"queued.max.messages.kbytes", "65536"},
                       {"log_level", "4"}};
   for (auto& p : properties) props.push_back(std::move(p));

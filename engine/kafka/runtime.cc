@@ -149,6 +149,7 @@ class Runtime::Thread {
     const auto started = Clock::now();
     self->OnRebalance(err, parts);
     self->rebalance_time_ += Clock::now() - started;
+    self->PublishCounters();  // with the callback's own time
   }
 
   Runtime* rt_;
