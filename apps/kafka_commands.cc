@@ -6,6 +6,7 @@
 #include <simdjson.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -414,6 +415,7 @@ absl::Status RunKafka(const AppConfig& config, const RunCommandOptions& options,
   LatestResults latest;
   const auto started = Clock::now();
   uint64_t last_consumed = (*runtime)->consumed();
+  kafka::RuntimeCounters last_counters = (*runtime)->counters();
   uint64_t last_produced = load != nullptr ? load->produced() : 0;
   uint64_t last_held = load != nullptr ? load->held_back() : 0;
   auto last_line = Clock::now();
@@ -440,16 +442,27 @@ absl::Status RunKafka(const AppConfig& config, const RunCommandOptions& options,
       const uint64_t consumed = (*runtime)->consumed();
       const int64_t elapsed =
           std::chrono::duration_cast<std::chrono::seconds>(Clock::now() - started).count();
-      char line[320];
+      // Where the stream threads' time went since the last line (as of their last
+      // commits): waiting for input with nothing queued — a thread that keeps up mostly
+      // waits, one behind should not — and committing.
+      const double thread_ms = secs * 1000.0 * ro.threads;
+      const auto share = [&](uint64_t now, uint64_t before) {
+        return static_cast<int>(std::min(100.0, 100.0 * static_cast<double>(now - before) / thread_ms + 0.5));
+      };
+      char line[384];
       std::snprintf(line, sizeof(line),
                     "[%4llds] read %s (%s/s) · lag %s · windows %s · dead letters %s · "
-                    "duplicates %s · commits %s\n",
+                    "duplicates %s · commits %s · threads waited %d%% for input, %d%% in "
+                    "commits\n",
                     static_cast<long long>(elapsed), Thousands(c.records_read).c_str(),
                     Thousands(static_cast<uint64_t>((consumed - last_consumed) / secs)).c_str(),
                     c.tasks > 0 ? Thousands(static_cast<uint64_t>(c.input_lag)).c_str() : "?",
                     Thousands(c.windows_emitted).c_str(), Thousands(c.dead_letters).c_str(),
-                    Thousands(c.duplicates).c_str(), Thousands(c.commits).c_str());
+                    Thousands(c.duplicates).c_str(), Thousands(c.commits).c_str(),
+                    share(c.input_wait_ms, last_counters.input_wait_ms),
+                    share(c.commit_ms, last_counters.commit_ms));
       last_consumed = consumed;
+      last_counters = c;
       line[std::strlen(line) - 1] = '\0';
       out << line;
       for (auto& [name, runner] : *sinks) out << " · " << SinkStatus(name, *runner);

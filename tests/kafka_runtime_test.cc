@@ -668,6 +668,8 @@ TEST(MainJob, RunTwiceOnTheEmbeddedBrokerHoldsTheLoadAndRebuildsTheState) {
     EXPECT_GT(read, 500'000) << out;
     // Held back, the engine has a backlog of thousands, and the live line shows it.
     EXPECT_THAT(out, ::testing::ContainsRegex("lag [1-9][0-9]*,[0-9][0-9][0-9] ")) << out;
+    EXPECT_THAT(out, ::testing::ContainsRegex("threads waited [0-9]+% for input, [0-9]+% in commits"))
+        << out;
     EXPECT_THAT(out, Not(HasSubstr("Offset out of range"))) << out;
     int rebuilt = 0;
     for (size_t at = out.find("(rebuilt: changelog streammetrics-"); at != std::string::npos;
