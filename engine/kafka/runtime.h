@@ -92,7 +92,7 @@ struct RuntimeCounters {
   // Milliseconds, summed over the stream threads, spent other than processing: waiting
   // in the consumer's poll with nothing queued (a thread that keeps up mostly waits; one
   // with a backlog should not), in commits, in rebalance callbacks (task creation and
-  // restore). Published at commits.
+  // restore; a revocation's commit counts in both). Published at commits and rebalances.
   uint64_t input_wait_ms = 0;
   uint64_t commit_ms = 0;
   uint64_t rebalance_ms = 0;
