@@ -9,6 +9,7 @@
 #include <fstream>
 #include <random>
 #include <sstream>
+#include <thread>
 
 #include "absl/strings/escaping.h"
 #include "statestore/in_memory_stores.h"
@@ -142,10 +143,26 @@ absl::StatusOr<std::unique_ptr<Task>> Task::CreateOnce(const Topology& topology,
           StrCat("task: cannot wipe ", task->config_.state_dir, ": ", ec.message()));
     }
   }
-  for (const StoreDef& def : topology.stores()) {
-    absl::StatusOr<std::unique_ptr<StateStore>> store = task->OpenStore(def);
-    if (!store.ok()) return store.status();
-    task->stores_.emplace(def.name, *std::move(store));
+  // The local stores are opened concurrently, the first on this thread: a RocksDB open
+  // is ~10-20 ms (files created and synced), and a task's creation is mostly its opens.
+  // kafka_bench's drain (24 tasks of two stores, 6 runs each): mean 35-43 ms a task one
+  // after the other, 21-30 ms concurrently in 5 of the 6 runs (47 in one).
+  const std::vector<StoreDef>& defs = topology.stores();
+  for (const StoreDef& def : defs) {
+    if (def.type == StoreType::kRocksDb) task->NoteExisting(def);
+  }
+  std::vector<absl::StatusOr<std::unique_ptr<StateStore>>> locals(defs.size());
+  {
+    std::vector<std::thread> openers;
+    for (size_t i = 1; i < defs.size(); ++i) {
+      openers.emplace_back([&, i] { locals[i] = task->OpenLocalStore(defs[i]); });
+    }
+    if (!defs.empty()) locals[0] = task->OpenLocalStore(defs[0]);
+    for (std::thread& t : openers) t.join();
+  }
+  for (size_t i = 0; i < defs.size(); ++i) {
+    if (!locals[i].ok()) return locals[i].status();
+    task->stores_.emplace(defs[i].name, task->WrapStore(defs[i], *std::move(locals[i])));
   }
   if (task->config_.changelog != nullptr) {
     if (absl::Status s = task->RestoreFromChangelogs(); !s.ok()) return s;
@@ -235,21 +252,29 @@ absl::Status Task::RestoreFromChangelogs() {
 
 std::string TaskId(int32_t partition) { return StrCat("0_", partition); }
 
-absl::StatusOr<std::unique_ptr<StateStore>> Task::OpenStore(const StoreDef& def) {
-  absl::StatusOr<std::unique_ptr<StateStore>> local = OpenLocalStore(def);
-  if (!local.ok() || config_.changelog == nullptr) return local;
+std::unique_ptr<StateStore> Task::WrapStore(const StoreDef& def, std::unique_ptr<StateStore> local) {
+  if (config_.changelog == nullptr) return local;
   std::unique_ptr<StateStore> logged;
   if (def.kind == StoreKind::kWindow) {
     logged = NewLoggedWindowStore(
-        std::unique_ptr<WindowStore>(static_cast<WindowStore*>(local->release())),
+        std::unique_ptr<WindowStore>(static_cast<WindowStore*>(local.release())),
         config_.changelog, &attempt_);
   } else {
     logged = NewLoggedKeyValueStore(
-        std::unique_ptr<KeyValueStore>(static_cast<KeyValueStore*>(local->release())),
+        std::unique_ptr<KeyValueStore>(static_cast<KeyValueStore*>(local.release())),
         config_.changelog, &attempt_);
   }
   logged_.push_back(Logged{AsLoggedStore(logged.get()), def.name, def.type == StoreType::kRocksDb});
   return logged;
+}
+
+void Task::NoteExisting(const StoreDef& def) {
+  if (config_.state_dir.empty()) return;  // OpenLocalStore says so
+  std::error_code ec;
+  if (std::filesystem::exists(StrCat(config_.state_dir, "/", def.name, "/CURRENT"), ec)) {
+    existed_before_open_.push_back(def.name);
+  }
+  if (config_.rocksdb == nullptr) config_.rocksdb = RocksDbResources::Create(RocksDbBudget{});
 }
 
 absl::StatusOr<std::unique_ptr<StateStore>> Task::OpenLocalStore(const StoreDef& def) {
@@ -261,10 +286,7 @@ absl::StatusOr<std::unique_ptr<StateStore>> Task::OpenLocalStore(const StoreDef&
     return absl::FailedPreconditionError(
         StrCat("store ", def.name, ": a RocksDB store needs a state directory"));
   }
-  if (config_.rocksdb == nullptr) config_.rocksdb = RocksDbResources::Create(RocksDbBudget{});
   std::string path = StrCat(config_.state_dir, "/", def.name);
-  std::error_code ec;
-  if (std::filesystem::exists(path + "/CURRENT", ec)) existed_before_open_.push_back(def.name);
   if (def.kind == StoreKind::kWindow) {
     absl::StatusOr<std::unique_ptr<WindowStore>> s =
         OpenRocksDbWindowStore(def.name, path, config_.rocksdb);

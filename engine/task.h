@@ -208,8 +208,14 @@ class Task final : public ProcessorContext {
                                                           TaskConfig config,
                                                           RecordCollector* collector,
                                                           bool wipe_local_state);
-  absl::StatusOr<std::unique_ptr<StateStore>> OpenStore(const StoreDef& def);
+  // Before the opens (on the creating thread): whether a durable store was on disk
+  // already; the RocksDB resources, created if none were given.
+  void NoteExisting(const StoreDef& def);
+  // Opens the store itself (RocksDB or in memory); safe to run for several stores at
+  // once (touches no member but reads config_).
   absl::StatusOr<std::unique_ptr<StateStore>> OpenLocalStore(const StoreDef& def);
+  // The store behind its changelog, when the task has one (in topology order).
+  std::unique_ptr<StateStore> WrapStore(const StoreDef& def, std::unique_ptr<StateStore> local);
   absl::Status RestoreFromChangelogs();
   absl::Status CommitWithChangelogs();
   absl::Status Checkpoint();

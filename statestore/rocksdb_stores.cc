@@ -104,8 +104,9 @@ class RocksDbInstance {
     options.write_buffer_size = resources_->WriteBufferSize();
     // RocksDB starts max_file_opening_threads (16) threads to open a DB's table files on
     // every open, files or not: 13–17 → 9–10 ms a fresh open with one (20 opens, this VM),
-    // and a task opens one DB per store, serially in the rebalance callback (kafka_bench's
-    // drain, 24 tasks of two stores, 3 runs each: 45–54 → 33–47 ms a task). A task's
+    // and a task opens one DB per store in the rebalance callback (kafka_bench's drain, 24
+    // tasks of two stores opened one after the other, 3 runs each: 45–54 → 33–47 ms a
+    // task). A task's
     // store has tens of files at most; one thread opens them (footers only: index and
     // filter blocks load on demand, into the cache).
     options.max_file_opening_threads = 1;
