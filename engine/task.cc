@@ -9,6 +9,7 @@
 #include <fstream>
 #include <random>
 #include <sstream>
+#include <system_error>
 #include <thread>
 
 #include "absl/strings/escaping.h"
@@ -155,7 +156,11 @@ absl::StatusOr<std::unique_ptr<Task>> Task::CreateOnce(const Topology& topology,
   {
     std::vector<std::thread> openers;
     for (size_t i = 1; i < defs.size(); ++i) {
-      openers.emplace_back([&, i] { locals[i] = task->OpenLocalStore(defs[i]); });
+      try {
+        openers.emplace_back([&, i] { locals[i] = task->OpenLocalStore(defs[i]); });
+      } catch (const std::system_error&) {  // no thread to be had: open it here
+        locals[i] = task->OpenLocalStore(defs[i]);
+      }
     }
     if (!defs.empty()) locals[0] = task->OpenLocalStore(defs[0]);
     for (std::thread& t : openers) t.join();
