@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/time/clock.h"
 #include "engine/kafka/changelog_reader.h"
 #include "engine/kafka/dev_broker.h"
 #include "engine/kafka/producer.h"
@@ -140,6 +141,68 @@ TEST_F(KafkaChangelogTest, TransactionalWritesRestoreExactlyAndLastMarkerSearche
   EXPECT_EQ(*other->Read("missing", 0, [](int64_t, const ChangeRecord&) {
     return absl::InternalError("nothing to read");
   }), 0);
+}
+
+// Proves the producer's holding (Producer::Hold, as the runtime uses it under
+// exactly-once): held records reach the topic only when released (by Flush, by the
+// commit or by 4 MiB held), in the order sent, with their headers and null values;
+// dropped ones never do. The dev broker shows records before their transaction commits,
+// so reading the changelog shows when they were queued.
+TEST_F(KafkaChangelogTest, HeldRecordsAreQueuedTogetherInOrderOrDropped) {
+  std::unique_ptr<Producer> producer = NewProducer("app-0-1");
+  ASSERT_NE(producer, nullptr);
+  absl::StatusOr<std::unique_ptr<KafkaChangelogReader>> kafka_reader =
+      KafkaChangelogReader::Create(Props(), "app");
+  ASSERT_TRUE(kafka_reader.ok()) << kafka_reader.status();
+  std::unique_ptr<ChangelogReader> reader = (*kafka_reader)->ForPartition(1);
+  auto read_all = [&] {
+    std::vector<std::string> seen;
+    EXPECT_TRUE(reader
+                    ->Read("s", 0,
+                           [&](int64_t, const ChangeRecord& c) {
+                             seen.push_back(StrCat(static_cast<int>(c.type), ":", c.key, "=",
+                                                   c.value.size() > 8 ? StrCat(c.value.size(), "B")
+                                                                      : std::string(c.value)));
+                             return absl::OkStatus();
+                           })
+                    .ok());
+    return seen;
+  };
+  TaskProducer task(producer.get(), "app", 1);
+  producer->HoldAlways();
+  ASSERT_TRUE(producer->BeginTransaction().ok());
+  task.Append("s", {.type = ChangeType::kPut, .key = "dropped", .value = "x", .incarnation = 1,
+                    .sequence = 1});
+  producer->DropHeld();  // still holding afterwards
+  task.Append("s", {.type = ChangeType::kPut, .key = "a", .value = "1", .incarnation = 1,
+                    .sequence = 1});
+  task.Append("s", {.type = ChangeType::kDelete, .key = "b", .incarnation = 1, .sequence = 1});
+  task.Append("s", {.type = ChangeType::kCommit, .value = "m", .incarnation = 1, .sequence = 1});
+  absl::SleepFor(absl::Milliseconds(300));
+  EXPECT_THAT(read_all(), ElementsAre()) << "held records were queued";
+  ASSERT_TRUE(producer->CommitTransaction({}).ok());  // flushes: queues what is held
+  EXPECT_EQ(task.EndOffset("s"), 3);
+  EXPECT_THAT(read_all(), ElementsAre("1:a=1", "2:b=", "4:=m"));
+
+  // 4 MiB held are queued without a flush: five 900 KB records, the fifth passes it.
+  ASSERT_TRUE(producer->BeginTransaction().ok());
+  const std::string big(900'000, 'v');
+  for (int i = 0; i < 5; ++i) {
+    task.Append("s", {.type = ChangeType::kPut, .key = StrCat("big", i), .value = big,
+                      .incarnation = 1, .sequence = 2});
+    if (i == 3) {
+      absl::SleepFor(absl::Milliseconds(300));
+      EXPECT_EQ(read_all().size(), 3u) << "queued before 4 MiB were held";
+    }
+  }
+  std::vector<std::string> seen;
+  for (int i = 0; i < 100 && seen.size() < 8; ++i) {
+    absl::SleepFor(absl::Milliseconds(50));
+    seen = read_all();
+  }
+  EXPECT_THAT(seen, ElementsAre("1:a=1", "2:b=", "4:=m", "1:big0=900000B", "1:big1=900000B",
+                                "1:big2=900000B", "1:big3=900000B", "1:big4=900000B"));
+  ASSERT_TRUE(producer->CommitTransaction({}).ok());
 }
 
 }  // namespace

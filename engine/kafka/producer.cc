@@ -25,6 +25,10 @@ bool IsConsumerOnly(std::string_view key) {
   return false;
 }
 
+// Held records are queued from this size on (Producer::Hold): a large commit is not
+// copied whole, and the queue's bound (queue.buffering.max.*) still applies.
+constexpr size_t kMaxHeldBytes = size_t{4} << 20;
+
 }  // namespace
 
 // A topic's librdkafka handle (kept for the producer's life: no topic-name lookup or
@@ -40,6 +44,39 @@ struct Producer::Impl {
   absl::Status first_error;  // since the last successful Flush
   uint32_t sends_since_poll = 0;
   StringMap<std::unique_ptr<ProducerTopic>> topics;
+
+  // Held records (Hold()): their bytes in one buffer, kept with its capacity.
+  struct Span {
+    size_t offset = 0;
+    size_t size = 0;
+  };
+  struct HeldRecord {
+    ProducerTopic* topic = nullptr;
+    int32_t partition = 0;
+    Span key;
+    std::optional<Span> value;
+    int64_t timestamp_ms = 0;
+    size_t first_header = 0;  // into held_headers
+    size_t headers = 0;
+  };
+  bool holding = false;
+  bool hold_always = false;  // holding again after each Release
+  std::string held_bytes;
+  std::vector<HeldRecord> held;
+  std::vector<std::pair<Span, Span>> held_headers;
+
+  Span Keep(std::string_view bytes) {
+    Span s{held_bytes.size(), bytes.size()};
+    held_bytes.append(bytes);
+    return s;
+  }
+  std::string_view View(Span s) const {
+    return std::string_view(held_bytes).substr(s.offset, s.size);
+  }
+
+  void SendNow(ProducerTopic* t, int32_t partition, std::string_view key,
+               std::optional<std::string_view> value, int64_t timestamp_ms,
+               rd_kafka_headers_t* hdrs);
 
   ~Impl() {
     for (auto& [name, t] : topics) rd_kafka_topic_destroy(t->rkt);
@@ -126,6 +163,33 @@ absl::StatusOr<std::unique_ptr<Producer>> Producer::Create(const ProducerOptions
 void Producer::Send(std::string_view topic, int32_t partition, std::string_view key,
                     std::optional<std::string_view> value, int64_t timestamp_ms,
                     std::span<const Header> headers) {
+  Impl& impl = *impl_;
+  ProducerTopic* t = impl.Topic(topic);
+  if (t == nullptr) {
+    if (impl.first_error.ok()) {
+      impl.first_error = absl::InvalidArgumentError(StrCat("produce to ", topic, ": bad topic"));
+    }
+    return;
+  }
+  if (impl.holding) {
+    Impl::HeldRecord r{.topic = t,
+                       .partition = partition,
+                       .key = impl.Keep(key),
+                       .timestamp_ms = timestamp_ms,
+                       .first_header = impl.held_headers.size(),
+                       .headers = headers.size()};
+    if (value.has_value()) r.value = impl.Keep(*value);
+    for (const Header& h : headers)
+      impl.held_headers.emplace_back(impl.Keep(h.key), impl.Keep(h.value));
+    impl.held.push_back(r);
+    if (impl.held_bytes.size() >= kMaxHeldBytes) {
+      // Queued now, holding on: no second copy of a large commit in memory.
+      const bool holding = impl.holding;
+      Release();
+      impl.holding = holding;
+    }
+    return;
+  }
   rd_kafka_headers_t* hdrs = nullptr;
   if (!headers.empty()) {
     hdrs = rd_kafka_headers_new(headers.size());
@@ -134,17 +198,15 @@ void Producer::Send(std::string_view topic, int32_t partition, std::string_view 
                           static_cast<ssize_t>(h.value.size()));
     }
   }
-  ProducerTopic* t = impl_->Topic(topic);
-  if (t == nullptr) {
-    if (hdrs != nullptr) rd_kafka_headers_destroy(hdrs);
-    if (impl_->first_error.ok()) {
-      impl_->first_error = absl::InvalidArgumentError(StrCat("produce to ", topic, ": bad topic"));
-    }
-    return;
-  }
+  impl.SendNow(t, partition, key, value, timestamp_ms, hdrs);
+}
+
+void Producer::Impl::SendNow(ProducerTopic* t, int32_t partition, std::string_view key,
+                             std::optional<std::string_view> value, int64_t timestamp_ms,
+                             rd_kafka_headers_t* hdrs) {
   while (true) {
     rd_kafka_resp_err_t err = rd_kafka_producev(
-        impl_->rk.get(), RD_KAFKA_V_RKT(t->rkt),
+        rk.get(), RD_KAFKA_V_RKT(t->rkt),
         RD_KAFKA_V_PARTITION(partition < 0 ? RD_KAFKA_PARTITION_UA : partition),
         RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
         RD_KAFKA_V_KEY(const_cast<char*>(key.data()), key.size()),
@@ -153,25 +215,64 @@ void Producer::Send(std::string_view topic, int32_t partition, std::string_view 
         RD_KAFKA_V_TIMESTAMP(timestamp_ms), RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_END);
     if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
       // Backpressure: the local queue is bounded (queue.buffering.max.*); wait for room.
-      rd_kafka_poll(impl_->rk.get(), 10);
+      rd_kafka_poll(rk.get(), 10);
       continue;
     }
     if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
       if (hdrs != nullptr) rd_kafka_headers_destroy(hdrs);  // not taken on failure
-      if (impl_->first_error.ok()) impl_->first_error = KafkaStatus(StrCat("produce to ", topic), err);
+      if (first_error.ok()) {
+        first_error = KafkaStatus(StrCat("produce to ", rd_kafka_topic_name(t->rkt)), err);
+      }
     }
     // Delivery reports are served every 1,024 sends, not only at Flush or when the queue
     // is full: a delivered message is freed while its memory is still warm, instead of
     // 100,000 at a time (the queue's bound) long after.
-    if (++impl_->sends_since_poll == 1'024) {
-      impl_->sends_since_poll = 0;
-      rd_kafka_poll(impl_->rk.get(), 0);
+    if (++sends_since_poll == 1'024) {
+      sends_since_poll = 0;
+      rd_kafka_poll(rk.get(), 0);
     }
     return;
   }
 }
 
+void Producer::Hold() { impl_->holding = true; }
+
+void Producer::HoldAlways() {
+  impl_->hold_always = true;
+  impl_->holding = true;
+}
+
+void Producer::Release() {
+  Impl& impl = *impl_;
+  impl.holding = false;  // SendNow below queues
+  for (const Impl::HeldRecord& r : impl.held) {
+    rd_kafka_headers_t* hdrs = nullptr;
+    if (r.headers > 0) {
+      hdrs = rd_kafka_headers_new(r.headers);
+      for (size_t i = r.first_header; i < r.first_header + r.headers; ++i) {
+        const std::string_view k = impl.View(impl.held_headers[i].first);
+        const std::string_view v = impl.View(impl.held_headers[i].second);
+        rd_kafka_header_add(hdrs, k.data(), static_cast<ssize_t>(k.size()), v.data(),
+                            static_cast<ssize_t>(v.size()));
+      }
+    }
+    std::optional<std::string_view> value;
+    if (r.value.has_value()) value = impl.View(*r.value);
+    impl.SendNow(r.topic, r.partition, impl.View(r.key), value, r.timestamp_ms, hdrs);
+  }
+  DropHeld();
+}
+
+void Producer::DropHeld() {
+  Impl& impl = *impl_;
+  impl.holding = impl.hold_always;
+  impl.held.clear();
+  impl.held_headers.clear();
+  impl.held_bytes.clear();
+}
+
 absl::Status Producer::Flush() {
+  if (!impl_->held.empty()) Release();
   absl::Status s = KafkaStatus("flush", rd_kafka_flush(impl_->rk.get(), impl_->timeout_ms));
   if (s.ok()) s = impl_->first_error;
   impl_->first_error = absl::OkStatus();
@@ -218,6 +319,7 @@ absl::Status Producer::CommitTransaction(const OffsetCommit& commit) {
 }
 
 absl::Status Producer::AbortTransaction() {
+  DropHeld();
   impl_->first_error = absl::OkStatus();
   return KafkaStatus("abort transaction",
                      rd_kafka_abort_transaction(impl_->rk.get(), impl_->timeout_ms));

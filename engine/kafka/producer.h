@@ -56,8 +56,25 @@ class Producer {
             std::optional<std::string_view> value, int64_t timestamp_ms,
             std::span<const Header> headers);
   // Waits until every queued record is delivered; the first failure since the last
-  // successful Flush, if any.
+  // successful Flush, if any. Queues held records first.
   absl::Status Flush();
+
+  // Between Hold() and Release(), Send() keeps its records (copied, in one reused
+  // buffer) and Release() queues them all at once, in order; DropHeld() forgets them (a
+  // failed commit: its tasks are rebuilt from the last commit). A transactional
+  // producer registers the partitions a transaction first writes in rounds, one
+  // AddPartitionsToTxn request at a time, and before each round librdkafka 2.0.2's main
+  // thread spins for up to 1 ms (librdkafka #4684, fixed in 2.3.1/2.4.0): records that
+  // reach it over a transaction's 100 ms — dead letters, changes of a store over its
+  // cache budget, a commit's changes computed task after task — took 6.3 rounds a
+  // transaction in kafka_bench's drain, 12 ms of spinning at most; queued at once they
+  // take one or two. Once 4 MiB are held they are queued (holding goes on).
+  void Hold();
+  void Release();
+  void DropHeld();
+  // From now on every record is held until the next Release() or Flush() (or 4 MiB):
+  // for a transactional producer, whose records are visible at the commit anyway.
+  void HoldAlways();
 
   // Transactions (transactional producers only). Aborted: the transaction is lost (the
   // caller rebuilds its tasks from the last commit); Unavailable: retry later.
@@ -104,7 +121,7 @@ class TaskProducer final : public RecordCollector, public ChangelogWriter {
   const std::string& Topic(std::string_view store) const;
 
   mutable std::deque<std::pair<std::string, std::string>> changelog_topics_;  // store, topic
-  std::string key_;  // scratch
+  std::string key_;                                                           // scratch
   std::string header_;
 };
 
