@@ -183,10 +183,8 @@ void Producer::Send(std::string_view topic, int32_t partition, std::string_view 
       impl.held_headers.emplace_back(impl.Keep(h.key), impl.Keep(h.value));
     impl.held.push_back(r);
     if (impl.held_bytes.size() >= kMaxHeldBytes) {
-      // Queued now, holding on: no second copy of a large commit in memory.
-      const bool holding = impl.holding;
-      Release();
-      impl.holding = holding;
+      Release();  // queued now, holding on: no second copy of a large commit in memory
+      impl.holding = true;
     }
     return;
   }

@@ -67,8 +67,9 @@ class Producer {
   // thread spins for up to 1 ms (librdkafka #4684, fixed in 2.3.1/2.4.0): records that
   // reach it over a transaction's 100 ms — dead letters, changes of a store over its
   // cache budget, a commit's changes computed task after task — took 6.3 rounds a
-  // transaction in kafka_bench's drain, 12 ms of spinning at most; queued at once they
-  // take one or two. Once 4 MiB are held they are queued (holding goes on).
+  // transaction in kafka_bench's drain, 12 ms of spinning at most; held and queued at
+  // once, 2.7 (with debug logging on, which itself stretches the burst). Once 4 MiB are
+  // held they are queued (holding goes on).
   void Hold();
   void Release();
   void DropHeld();
@@ -121,7 +122,7 @@ class TaskProducer final : public RecordCollector, public ChangelogWriter {
   const std::string& Topic(std::string_view store) const;
 
   mutable std::deque<std::pair<std::string, std::string>> changelog_topics_;  // store, topic
-  std::string key_;                                                           // scratch
+  std::string key_;  // scratch
   std::string header_;
 };
 

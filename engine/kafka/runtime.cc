@@ -194,7 +194,7 @@ absl::Status Runtime::Thread::NewProducer() {
     Log(LogLevel::kWarning, StrCat("thread ", index_, ": producer warm-up: ", s.message()));
   }
   // Under exactly-once every record is visible at the commit: held until it, and queued
-  // with the commit's changes (one round of partition registration, Producer::Hold).
+  // with the commit's changes (fewer rounds of partition registration, Producer::Hold).
   if (eos()) producer_->HoldAlways();
   return absl::OkStatus();
 }
