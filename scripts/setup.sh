@@ -8,7 +8,7 @@ PACKAGES=(
   build-essential cmake ninja-build pkg-config
   libabsl-dev libsimdjson-dev libprotobuf-dev protobuf-compiler libyaml-cpp-dev
   librdkafka-dev librocksdb-dev libhiredis-dev libpq-dev
-  libgtest-dev libgmock-dev libbenchmark-dev
+  libgtest-dev libgmock-dev libbenchmark-dev libgoogle-perftools-dev
   redis-server postgresql kcat
 )
 
