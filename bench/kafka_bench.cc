@@ -119,6 +119,19 @@ Properties EngineProps(const Properties& base) {
   return props;
 }
 
+// The plain consumers' settings: those the stream threads' consumers have on the dev
+// broker (engine/kafka/runtime.cc), so the baseline is the best a librdkafka consumer does
+// here. With librdkafka's prefetch defaults a consumer holding 100,000 records stops
+// fetching all its partitions for up to a second (docs/SEMANTICS.md, "Prefetch"): the
+// plain drain measured 267K-1.6M events/s run to run.
+Properties PlainConsumerProps(const Properties& base) {
+  Properties props = {{"fetch.wait.max.ms", "10"},
+                      {"queued.min.messages", "10000000"},
+                      {"queued.max.messages.kbytes", "131072"}};
+  for (const auto& p : EngineProps(base)) props.push_back(p);
+  return props;
+}
+
 // A runtime and the topology it runs (declared first: it outlives the runtime).
 struct Engine {
   std::unique_ptr<Topology> topology;
@@ -356,8 +369,7 @@ double PlainSustained(DevBroker* broker, const Properties& props, const Args& ar
                       CpuPerEvent* cpu) {
   const std::string input = "bench-input-plain";
   if (!broker->CreateTopic(input, 6).ok()) return -1;
-  Properties consumer_props = {{"fetch.wait.max.ms", "10"}};  // as the engine's on the dev broker
-  for (const auto& p : EngineProps(props)) consumer_props.push_back(p);
+  Properties consumer_props = PlainConsumerProps(props);
   auto follower = TopicFollower::Create(consumer_props, input, /*from_start=*/true);
   if (!follower.ok()) return -1;
   std::atomic<uint64_t> consumed{0};
@@ -377,7 +389,7 @@ double PlainSustained(DevBroker* broker, const Properties& props, const Args& ar
 // `cpu_us`: the whole process's CPU per record over the same span.
 double PlainConsumerRate(const Properties& props, const std::string& topic, int64_t events,
                          double* cpu_us) {
-  auto follower = TopicFollower::Create(props, topic, /*from_start=*/true);
+  auto follower = TopicFollower::Create(PlainConsumerProps(props), topic, /*from_start=*/true);
   if (!follower.ok()) return -1;
   // The clock starts when the first batch arrives (connecting and fetching the metadata
   // are not draining); that batch is not counted.
@@ -572,7 +584,10 @@ int Main(int argc, char** argv) {
       return 2;
     }
   }
-  SetMinLogLevel(LogLevel::kWarning);
+  // SM_BENCH_LOG=info: the engine's info logs (assignments, restores, commits' trouble).
+  const char* log = std::getenv("SM_BENCH_LOG");
+  SetMinLogLevel(log != nullptr && std::string_view(log) == "info" ? LogLevel::kInfo
+                                                                   : LogLevel::kWarning);
   auto broker = DevBroker::Start(3);
   if (!broker.ok() || !(*broker)->CreateReferenceTopics().ok()) {
     std::fprintf(stderr, "dev broker failed\n");
