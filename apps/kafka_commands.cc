@@ -330,7 +330,11 @@ absl::Status RunReplay(const AppConfig& config, const kafka::ReplayOptions& opti
   if (!stats.ok()) return stats.status();
   out << "read " << stats->read << " records of " << options.from << ": "
       << (options.dry_run ? "would replay " : "replayed ") << stats->replayed << ", filtered out "
-      << stats->filtered << ", nothing to replay in " << stats->empty << "\n";
+      << stats->filtered << ", nothing to replay in " << stats->empty;
+  if (stats->truncated > 0) {
+    out << ", not replayed (cut to fit, dlq.truncated) " << stats->truncated;
+  }
+  out << "\n";
   for (const auto& [topic, n] : stats->by_topic) out << "  " << n << " to " << topic << "\n";
   out.flush();
   return absl::OkStatus();

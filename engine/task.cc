@@ -393,7 +393,28 @@ void Task::DeadLetter(DeadLetterReason reason, std::string_view error) {
       {"dlq.offset", FormatInt(r.offset, offset)},
       {"dlq.timestamp", FormatInt(r.timestamp_ms, timestamp)},
   };
-  collector_->Send(config_.dead_letter_topic, r.key, r.value, r.timestamp_ms, headers);
+  int64_t header_bytes = 0;
+  for (const Header& h : headers) header_bytes += static_cast<int64_t>(h.key.size() + h.value.size());
+  const int64_t total = header_bytes + static_cast<int64_t>(r.key.size() + r.value.size());
+  if (config_.dead_letter_max_bytes <= 0 || total <= config_.dead_letter_max_bytes) {
+    collector_->Send(config_.dead_letter_topic, r.key, r.value, r.timestamp_ms, headers);
+    return;
+  }
+  // Cut to fit. Room for the record's framing (librdkafka counts ~60 bytes of it, a
+  // batch's ~60 more) and the dlq.truncated header, with margin.
+  constexpr int64_t kFraming = 1'024;
+  char key_bytes[24], value_bytes[24];
+  const std::string truncated = StrCat("key=", FormatInt(static_cast<int64_t>(r.key.size()), key_bytes),
+                                       ",value=", FormatInt(static_cast<int64_t>(r.value.size()), value_bytes));
+  const int64_t room = std::max<int64_t>(
+      0, config_.dead_letter_max_bytes - kFraming - header_bytes -
+             static_cast<int64_t>(std::string_view("dlq.truncated").size() + truncated.size()));
+  const std::string_view key = r.key.substr(0, static_cast<size_t>(std::min<int64_t>(room, r.key.size())));
+  const std::string_view value =
+      r.value.substr(0, static_cast<size_t>(std::min<int64_t>(room - key.size(), r.value.size())));
+  const Header cut[] = {headers[0], headers[1], headers[2], headers[3],
+                        headers[4], headers[5], {"dlq.truncated", truncated}};
+  collector_->Send(config_.dead_letter_topic, key, value, r.timestamp_ms, cut);
 }
 
 void Task::Send(std::string_view topic, std::string_view key, std::string_view value,

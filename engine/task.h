@@ -69,6 +69,13 @@ struct TaskConfig {
   std::string application_id = "streammetrics";
   int32_t partition = 0;
   std::string dead_letter_topic = "metrics-dead-letter";
+  // The largest dead letter (key, value and headers) the collector can take: the Kafka
+  // runtime passes its producer's message.max.bytes. A larger one is cut to fit — the
+  // value's first bytes kept (then the key's, if the key alone is too large) — with a
+  // header `dlq.truncated: key=<bytes>,value=<bytes>` giving the original sizes; replay
+  // skips it. Without the cut the dead letter failed every commit of its task, again
+  // after every rebuild. 0: no bound.
+  int64_t dead_letter_max_bytes = 1'000'000;
   // The wall clock (ms since epoch). Default: the system clock.
   std::function<int64_t()> wall_clock;
   // Where this task's RocksDB stores live (<state.dir>/<application.id>/<task id>), one

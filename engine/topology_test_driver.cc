@@ -38,6 +38,7 @@ absl::StatusOr<std::unique_ptr<TopologyTestDriver>> TopologyTestDriver::Create(
   TaskConfig config;
   config.application_id = options.application_id;
   config.dead_letter_topic = options.dead_letter_topic;
+  config.dead_letter_max_bytes = options.dead_letter_max_bytes;
   config.state_dir = options.state_dir;
   config.cache_budget = options.cache_budget;
   config.rocksdb = options.rocksdb;

@@ -40,6 +40,8 @@ class TopologyTestDriver {
   struct Options {
     std::string application_id = "streammetrics-test";
     std::string dead_letter_topic = "metrics-dead-letter";
+    // TaskConfig::dead_letter_max_bytes.
+    int64_t dead_letter_max_bytes = 1'000'000;
     // Initial wall clock; nullopt = the system clock at creation.
     std::optional<int64_t> wall_clock_ms;
     // Commit after every N piped records (0: only on Commit()/EndOfInput()).

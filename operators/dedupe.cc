@@ -1,5 +1,7 @@
 #include "operators/dedupe.h"
 
+#include <algorithm>
+
 #include "statestore/fixed_encoding.h"
 #include "operators/strings.h"
 
@@ -130,26 +132,31 @@ absl::Status DedupeProcessor::Flush() {
     if (absl::Status s = store_->Delete(key_buf_); !s.ok()) return s;
     blocks_.pop_front();
   }
-  if (stream_time_ != last_meta_stream_time_ || !added_.empty()) {
+  const size_t per_block = static_cast<size_t>(std::max<uint64_t>(options_.block_ids, 1));
+  const size_t new_blocks = (added_.size() + per_block - 1) / per_block;
+  if (stream_time_ != last_meta_stream_time_ || new_blocks > 0) {
     value_buf_.clear();
     AppendFixed<uint8_t>(kMetaVersion, &value_buf_);
     AppendFixed<int64_t>(stream_time_, &value_buf_);
-    AppendFixed<uint64_t>(next_block_ + (added_.empty() ? 0 : 1), &value_buf_);
+    AppendFixed<uint64_t>(next_block_ + new_blocks, &value_buf_);
     if (absl::Status s = store_->Put(kMetaKey, value_buf_); !s.ok()) return s;
     last_meta_stream_time_ = stream_time_;
   }
-  if (added_.empty()) return absl::OkStatus();
-  value_buf_.clear();
-  value_buf_.reserve(added_.size() * kEntryBytes);
-  for (const Entry& e : added_) {
-    AppendFixed(e.id.lo, &value_buf_);
-    AppendFixed(e.id.hi, &value_buf_);
-    AppendFixed(e.first_seen, &value_buf_);
+  for (size_t from = 0; from < added_.size(); from += per_block) {
+    const size_t to = std::min(added_.size(), from + per_block);
+    value_buf_.clear();
+    value_buf_.reserve((to - from) * kEntryBytes);
+    for (size_t i = from; i < to; ++i) {
+      const Entry& e = added_[i];
+      AppendFixed(e.id.lo, &value_buf_);
+      AppendFixed(e.id.hi, &value_buf_);
+      AppendFixed(e.first_seen, &value_buf_);
+    }
+    const uint64_t seq = next_block_++;
+    EncodeBlockKey(seq, &key_buf_);
+    if (absl::Status s = store_->Put(key_buf_, value_buf_); !s.ok()) return s;
+    blocks_.push_back(Block{seq, added_[to - 1].first_seen});
   }
-  const uint64_t seq = next_block_++;
-  EncodeBlockKey(seq, &key_buf_);
-  if (absl::Status s = store_->Put(key_buf_, value_buf_); !s.ok()) return s;
-  blocks_.push_back(Block{seq, added_.back().first_seen});
   added_.clear();
   return absl::OkStatus();
 }

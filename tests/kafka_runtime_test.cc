@@ -332,6 +332,43 @@ TEST_F(KafkaRuntimeTest, CountersAreTheTasksSummed) {
   ExpectMatchesOracle(oracle, /*last_result_wins=*/false);
 }
 
+// Proves an input record too large to be dead-lettered whole (its bytes plus the dlq.*
+// headers pass the producer's message.max.bytes) still becomes a dead letter and the
+// runtime goes on: the dead letter's value is cut to fit, and a header says so.
+TEST_F(KafkaRuntimeTest, AnInputTooLargeToDeadLetterWholeIsCutToFit) {
+  const int kEvents = 2'000;
+  Produce(kEvents / 2, 11, InputStartMs());
+  {
+    absl::StatusOr<std::unique_ptr<Producer>> p =
+        Producer::Create({.properties = {{"bootstrap.servers", broker_->bootstrap_servers()}}});
+    ASSERT_TRUE(p.ok()) << p.status();
+    (*p)->Send("metrics-events", 0, "big", std::string(999'900, 'x'), 0, {});
+    ASSERT_TRUE((*p)->Flush().ok());
+  }
+  Produce(kEvents / 2, 12, InputStartMs());
+  RuntimeCounters counters;
+  ASSERT_TRUE(RunUntilCommitted(Options("a"), kEvents + 1, &counters).ok());
+  EXPECT_EQ(counters.rebuilds, 0u);
+  absl::StatusOr<std::vector<OutputRecord>> dlq = ReadTopic(Props(), "metrics-dead-letter");
+  ASSERT_TRUE(dlq.ok()) << dlq.status();
+  const OutputRecord* big = nullptr;
+  for (const OutputRecord& r : *dlq) {
+    if (r.key == "big") big = &r;
+  }
+  ASSERT_NE(big, nullptr);
+  EXPECT_EQ(big->Header("dlq.reason").value_or(""), "deserialization");
+  EXPECT_EQ(big->Header("dlq.truncated").value_or(""), "key=3,value=999900");
+  // Cut to the producer's 1,000,000 bytes less 1,024 for framing: key, the value's
+  // first bytes, headers.
+  size_t header_bytes = 0;
+  for (const auto& [k, v] : big->headers) header_bytes += k.size() + v.size();
+  EXPECT_EQ(big->key, "big");
+  EXPECT_EQ(big->key.size() + big->value.size() + header_bytes, 1'000'000u - 1'024u);
+  EXPECT_EQ(big->value, std::string(big->value.size(), 'x'));
+  // Nothing else was held up: every other dead letter is there once.
+  EXPECT_EQ(counters.dead_letters, dlq->size());
+}
+
 // Proves at_least_once (no transactions: outputs and changelogs flushed, then the
 // group's offsets committed — asynchronously between rebalances, synchronously on one
 // and at the close) gives the oracle's results in a clean run, and that the group's

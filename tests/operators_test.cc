@@ -549,6 +549,47 @@ TEST_F(DedupeTest, CommitWritesOneBlockOfNewIdsAndDropsExpiredBlocks) {
   EXPECT_EQ(entry(0), (std::pair{StableHash128("c"), kT0 + 61'000}));
 }
 
+// Proves a commit with more new ids than block_ids writes several blocks (each a
+// changelog record of bounded size), the meta entry counts them all, and each block is
+// deleted as its own ids expire.
+TEST_F(DedupeTest, ACommitWithManyNewIdsWritesSeveralBlocks) {
+  Build({.within_ms = 60'000, .block_ids = 2});
+  Pipe("a", kT0);
+  Pipe("b", kT0 + 1'000);
+  Pipe("c", kT0 + 2'000);
+  Pipe("b", kT0 + 2'500);  // duplicate
+  ASSERT_TRUE(driver_->Commit().ok());
+  auto* store = dynamic_cast<KeyValueStore*>(driver_->GetStateStore("dd-store"));
+  ASSERT_NE(store, nullptr);
+  const std::string block0(8, '\0'), block1("\0\0\0\0\0\0\0\x01", 8),
+      block2("\0\0\0\0\0\0\0\x02", 8);
+  std::string block;
+  ASSERT_TRUE(*store->Get(block0, &block));
+  EXPECT_EQ(block.size(), 48u);  // a, b
+  ASSERT_TRUE(*store->Get(block1, &block));
+  EXPECT_EQ(block.size(), 24u);  // c
+  Hash128 h;
+  std::memcpy(&h.lo, block.data(), 8);
+  std::memcpy(&h.hi, block.data() + 8, 8);
+  EXPECT_EQ(h, StableHash128("c"));
+  EXPECT_EQ(store->ApproximateNumEntries(), 3u);  // two blocks, meta
+  std::string meta;
+  ASSERT_TRUE(*store->Get("meta", &meta));
+  uint64_t next_block = 0;
+  ASSERT_EQ(meta.size(), 17u);  // u8 version, i64 stream time, u64 next block
+  std::memcpy(&next_block, meta.data() + 9, 8);
+  EXPECT_EQ(next_block, 2u);
+  Pipe("d", kT0 + 61'000);  // a and b expire, c does not
+  ASSERT_TRUE(driver_->Commit().ok());
+  EXPECT_FALSE(*store->Get(block0, &block));
+  EXPECT_TRUE(*store->Get(block1, &block));
+  ASSERT_TRUE(*store->Get(block2, &block));
+  EXPECT_EQ(block.size(), 24u);  // d
+  EXPECT_EQ(store->ApproximateNumEntries(), 3u);
+  Pipe("c", kT0 + 61'500);  // still live: duplicate
+  EXPECT_THAT(Ids(), ::testing::ElementsAre("a", "b", "c", "d"));
+}
+
 // Dedupe with max_ids: past the bound the oldest ids are forgotten before their time
 // (counted), so their duplicates pass; blocks holding only forgotten ids are deleted.
 class BoundedDedupeTest : public DedupeTest {

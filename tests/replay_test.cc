@@ -104,6 +104,29 @@ TEST_F(ReplayTest, DeadLettersGoBackWhereTheyCameFromAsTheyWere) {
   EXPECT_THAT(Records(props_, "metrics-aggregated-1m"), ElementsAre("api|{\"agg\":1}|3000|"));
 }
 
+// Proves a dead letter cut to fit (dlq.truncated: only its first bytes) is counted and
+// not replayed: sent back, it would be another record than the one refused.
+TEST_F(ReplayTest, DeadLettersCutToFitAreNotReplayed) {
+  auto producer = Producer::Create({.properties = props_});
+  ASSERT_TRUE(producer.ok());
+  const Header headers[] = {{"dlq.reason", "deserialization"}, {"dlq.error", "e"},
+                            {"dlq.topic", "metrics-events"},   {"dlq.partition", "2"},
+                            {"dlq.offset", "18"},              {"dlq.timestamp", "4800"},
+                            {"dlq.truncated", "key=3,value=2000000"}};
+  (*producer)->Send("metrics-dead-letter", 0, "big", "xxxx", 11'000, headers);
+  ASSERT_TRUE((*producer)->Flush().ok());
+  ReplayOptions o;
+  o.from = "metrics-dead-letter";
+  o.reasons = {"deserialization"};
+  absl::StatusOr<ReplayStats> stats = ReplayTopic(props_, o);
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  EXPECT_EQ(stats->read, 7);
+  EXPECT_EQ(stats->replayed, 1);
+  EXPECT_EQ(stats->truncated, 1);
+  EXPECT_EQ(stats->filtered, 5);
+  EXPECT_THAT(Records(props_, "metrics-events"), ElementsAre("api|{bad json|1000|"));
+}
+
 TEST_F(ReplayTest, TimeRangeDryRunAndMissingDestination) {
   ReplayOptions o;
   o.from = "metrics-dead-letter";

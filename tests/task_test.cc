@@ -378,7 +378,8 @@ TEST(TaskStreamTime, IsTheMaxEventTimeOfForwardedEvents) {
 // 4. Lifecycle, routing and dead-letter headers (a Task built directly).
 
 struct DirectTask {
-  explicit DirectTask(std::shared_ptr<Log> log) : collector(log) {
+  explicit DirectTask(std::shared_ptr<Log> log, int64_t dead_letter_max_bytes = 1'000'000)
+      : collector(log) {
     StreamsBuilder b;
     b.Stream("in", EventFormat::kJson)
         .Validate({})
@@ -390,6 +391,7 @@ struct DirectTask {
     config.application_id = "app";
     config.partition = 5;
     config.dead_letter_topic = "dlq";
+    config.dead_letter_max_bytes = dead_letter_max_bytes;
     config.wall_clock = []() { return kT0; };
     absl::StatusOr<std::unique_ptr<Task>> t = Task::Create(topology, config, &collector);
     EXPECT_TRUE(t.ok()) << t.status();
@@ -505,6 +507,42 @@ TEST(TaskLifecycle, DeadLetterHeadersDescribeTheInputRecord) {
                                 StrCat("collector send dlq ", invalid)));
   EXPECT_EQ(t.task->counters().dead_letters_total(), 2u);
   EXPECT_EQ(t.task->counters().records_sent, 0u);  // dead letters are not "sent" outputs
+}
+
+// Proves a dead letter larger than dead_letter_max_bytes is cut to exactly that less
+// 1,024 bytes of framing: the value's first bytes, then — when the key alone does not
+// fit — the key's, with dlq.truncated giving the original sizes; one that fits is
+// untouched.
+TEST(TaskDeadLetters, TooLargeOnesAreCutToFit) {
+  auto log = std::make_shared<Log>();
+  DirectTask t(log, /*dead_letter_max_bytes=*/4'000);
+  ASSERT_NE(t.task, nullptr);
+  const std::string fits(2'000, 'a'), value(5'000, 'b'), key(6'000, 'k');
+  auto dead_letter = [&](std::string_view k, std::string_view v) {
+    EXPECT_TRUE(t.task->Process(SourceRecord{.topic = "in", .offset = 1, .key = k, .value = v}).ok());
+    return t.collector.records.back();
+  };
+  auto size = [](const OutputRecord& r) {
+    size_t n = r.key.size() + r.value.size();
+    for (const auto& [k, v] : r.headers) n += k.size() + v.size();
+    return n;
+  };
+  const OutputRecord small = dead_letter("k", fits);
+  EXPECT_EQ(small.value, fits);
+  EXPECT_EQ(small.Header("dlq.truncated"), std::nullopt);
+  const OutputRecord cut_value = dead_letter("k", value);
+  EXPECT_EQ(cut_value.key, "k");
+  EXPECT_EQ(cut_value.Header("dlq.truncated"), "key=1,value=5000");
+  EXPECT_EQ(size(cut_value), 4'000u - 1'024u);
+  EXPECT_EQ(cut_value.value, value.substr(0, cut_value.value.size()));
+  EXPECT_GT(cut_value.value.size(), 2'000u);
+  const OutputRecord cut_key = dead_letter(key, value);
+  EXPECT_EQ(cut_key.Header("dlq.truncated"), "key=6000,value=5000");
+  EXPECT_EQ(cut_key.value, "");
+  EXPECT_EQ(cut_key.key, key.substr(0, cut_key.key.size()));
+  EXPECT_EQ(size(cut_key), 4'000u - 1'024u);
+  EXPECT_EQ(cut_key.headers.size(), 7u);
+  EXPECT_EQ(t.task->counters().dead_letters_total(), 3u);
 }
 
 // ---------------------------------------------------------------------------------
@@ -853,6 +891,49 @@ TEST(TaskStores, RestoredDedupeKeepsItsBound) {
   TaskCounters second = run({"b", "a", "b", "c"});
   EXPECT_EQ(second.duplicates_dropped, 1u);
   EXPECT_EQ(second.dedupe_ids_evicted, 3u);  // b (by a), c (by b), a (by c)
+  std::filesystem::remove_all(dir);
+}
+
+// Proves ids written in several blocks by one commit are all restored: after the
+// restart every one of them is still a duplicate.
+TEST(TaskStores, DedupeRestoresEveryBlockOfACommit) {
+  std::filesystem::path dir = std::filesystem::temp_directory_path() /
+                              ("sm-task-dedupe-blocks-" + std::to_string(getpid()));
+  std::filesystem::remove_all(dir);
+  StreamsBuilder b;
+  b.Stream("in", EventFormat::kJson)
+      .Dedupe({.within_ms = 60'000, .block_ids = 2}, "dd", StoreType::kRocksDb)
+      .To("out", [](const Record<MetricEvent>&, std::string*, std::string*) {});
+  absl::StatusOr<Topology> topology = b.Build();
+  ASSERT_TRUE(topology.ok()) << topology.status();
+  NullCollector collector;
+  TaskConfig config;
+  config.partition = 0;
+  config.state_dir = (dir / TaskId(0)).string();
+  config.wall_clock = [] { return kT0; };
+  auto run = [&](std::initializer_list<const char*> ids) -> TaskCounters {
+    absl::StatusOr<std::unique_ptr<Task>> task = Task::Create(*topology, config, &collector);
+    EXPECT_TRUE(task.ok()) << task.status();
+    if (!task.ok()) return {};
+    int64_t ts = kT0;
+    for (const char* id : ids) {
+      SourceRecord r;
+      r.topic = "in";
+      std::string value = Ev{.id = id, .ts = ts++}.Json();
+      r.value = value;
+      EXPECT_TRUE((*task)->Process(r).ok());
+    }
+    EXPECT_TRUE((*task)->Commit().ok());
+    TaskCounters c = (*task)->counters();
+    EXPECT_TRUE((*task)->Close().ok());
+    return c;
+  };
+  EXPECT_EQ(run({"a", "b", "c", "d", "e"}).duplicates_dropped, 0u);  // blocks {a,b} {c,d} {e}
+  TaskCounters second = run({"e", "a", "d", "f", "b", "c", "f"});
+  EXPECT_EQ(second.duplicates_dropped, 6u);  // all but the first f
+  EXPECT_EQ(second.records_read, 7u);
+  TaskCounters third = run({"f", "g"});  // f came in the second run's block
+  EXPECT_EQ(third.duplicates_dropped, 1u);
   std::filesystem::remove_all(dir);
 }
 

@@ -1,6 +1,7 @@
 #include "engine/kafka/runtime.h"
 
 #include <algorithm>
+#include <charconv>
 #include <chrono>
 #include <map>
 #include <mutex>
@@ -248,6 +249,22 @@ absl::Status Runtime::Thread::Setup() {
   return absl::OkStatus();
 }
 
+namespace {
+
+// The producer's message.max.bytes (librdkafka's default: 1,000,000), the last setting
+// winning as in librdkafka; what is not a positive number is the default.
+int64_t MaxMessageBytes(const Properties& kafka) {
+  int64_t bytes = 1'000'000;
+  for (const auto& [k, v] : kafka) {
+    int64_t n = 0;
+    auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
+    if (k == "message.max.bytes" && ec == std::errc() && end == v.data() + v.size() && n > 0) bytes = n;
+  }
+  return bytes;
+}
+
+}  // namespace
+
 absl::StatusOr<int64_t> Runtime::Thread::CreateTask(int32_t partition) {
   const auto started = Clock::now();
   TaskEntry entry;
@@ -258,6 +275,7 @@ absl::StatusOr<int64_t> Runtime::Thread::CreateTask(int32_t partition) {
   tc.application_id = options().application_id;
   tc.partition = partition;
   tc.dead_letter_topic = options().dead_letter_topic;
+  tc.dead_letter_max_bytes = MaxMessageBytes(options().kafka);
   if (!options().state_dir.empty()) tc.state_dir = StrCat(options().state_dir, "/", TaskId(partition));
   tc.rocksdb = options().rocksdb;
   tc.cache_budget = options().cache_budget;

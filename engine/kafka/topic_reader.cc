@@ -194,6 +194,8 @@ absl::StatusOr<ReplayStats> ReplayTopic(const Properties& properties, const Repl
           ++stats.filtered;
         } else if (header(hdrs, "dlq.offset") == "-1" && m->len == 0 && m->key_len == 0) {
           ++stats.empty;
+        } else if (header(hdrs, "dlq.truncated").has_value()) {
+          ++stats.truncated;  // only the first bytes: replayed, it would be another record
         } else {
           std::optional<std::string_view> to = options.to.empty() ? header(hdrs, "dlq.topic")
                                                                   : std::optional<std::string_view>(options.to);

@@ -50,6 +50,7 @@ struct ReplayStats {
   int64_t replayed = 0;
   int64_t filtered = 0;  // outside the time range or of another reason
   int64_t empty = 0;     // dead letters with nothing to replay (dlq.offset -1: a punctuator's)
+  int64_t truncated = 0;  // dead letters cut to fit (dlq.truncated): not the original record
   std::vector<std::pair<std::string, int64_t>> by_topic;  // replayed, per destination
 };
 
