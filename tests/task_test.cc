@@ -849,26 +849,27 @@ TEST(TaskStores, RocksDbStoresLiveUnderTheStateDirAndKeepCommittedState) {
   std::filesystem::remove_all(dir);
 }
 
-// Proves a restored dedupe keeps its bound: the ids restored from the store past
-// max_ids are forgotten as they were before the restart, and the counts after it are
-// exact.
-TEST(TaskStores, RestoredDedupeKeepsItsBound) {
-  std::filesystem::path dir = std::filesystem::temp_directory_path() /
-                              ("sm-task-dedupe-bound-" + std::to_string(getpid()));
-  std::filesystem::remove_all(dir);
-  StreamsBuilder b;
-  b.Stream("in", EventFormat::kJson)
-      .Dedupe({.within_ms = 60'000, .max_ids = 2}, "dd", StoreType::kRocksDb)
-      .To("out", [](const Record<MetricEvent>&, std::string*, std::string*) {});
-  absl::StatusOr<Topology> topology = b.Build();
-  ASSERT_TRUE(topology.ok()) << topology.status();
-  NullCollector collector;
-  TaskConfig config;
-  config.partition = 0;
-  config.state_dir = (dir / TaskId(0)).string();
-  config.wall_clock = [] { return kT0; };
-  auto run = [&](std::initializer_list<const char*> ids) -> TaskCounters {
-    absl::StatusOr<std::unique_ptr<Task>> task = Task::Create(*topology, config, &collector);
+// A dedupe-only topology on RocksDB in a temp dir, run as a task again and again on the
+// same state: each Run() creates the task, processes the ids (1 ms apart from kT0),
+// commits, closes and returns the task's counters.
+class DedupeRestarts {
+ public:
+  DedupeRestarts(const std::string& name, DedupeOptions options)
+      : dir_(std::filesystem::temp_directory_path() / (name + "-" + std::to_string(getpid()))) {
+    std::filesystem::remove_all(dir_);
+    StreamsBuilder b;
+    b.Stream("in", EventFormat::kJson)
+        .Dedupe(options, "dd", StoreType::kRocksDb)
+        .To("out", [](const Record<MetricEvent>&, std::string*, std::string*) {});
+    topology_ = BuildOrDie(b);
+    config_.partition = 0;
+    config_.state_dir = (dir_ / TaskId(0)).string();
+    config_.wall_clock = [] { return kT0; };
+  }
+  ~DedupeRestarts() { std::filesystem::remove_all(dir_); }
+
+  TaskCounters Run(std::initializer_list<const char*> ids) {
+    absl::StatusOr<std::unique_ptr<Task>> task = Task::Create(topology_, config_, &collector_);
     EXPECT_TRUE(task.ok()) << task.status();
     if (!task.ok()) return {};
     int64_t ts = kT0;
@@ -883,58 +884,39 @@ TEST(TaskStores, RestoredDedupeKeepsItsBound) {
     TaskCounters c = (*task)->counters();
     EXPECT_TRUE((*task)->Close().ok());
     return c;
-  };
-  TaskCounters first = run({"a", "b", "c"});  // a forgotten
+  }
+
+ private:
+  std::filesystem::path dir_;
+  Topology topology_;
+  NullCollector collector_;
+  TaskConfig config_;
+};
+
+// Proves a restored dedupe keeps its bound: the ids restored from the store past
+// max_ids are forgotten as they were before the restart, and the counts after it are
+// exact.
+TEST(TaskStores, RestoredDedupeKeepsItsBound) {
+  DedupeRestarts task("sm-task-dedupe-bound", {.within_ms = 60'000, .max_ids = 2});
+  TaskCounters first = task.Run({"a", "b", "c"});  // a forgotten
   EXPECT_EQ(first.dedupe_ids_evicted, 1u);
   // Restored: b and c live (a forgotten again). b is a duplicate; a passes and forgets b;
   // so b passes again and forgets c.
-  TaskCounters second = run({"b", "a", "b", "c"});
+  TaskCounters second = task.Run({"b", "a", "b", "c"});
   EXPECT_EQ(second.duplicates_dropped, 1u);
   EXPECT_EQ(second.dedupe_ids_evicted, 3u);  // b (by a), c (by b), a (by c)
-  std::filesystem::remove_all(dir);
 }
 
 // Proves ids written in several blocks by one commit are all restored: after the
 // restart every one of them is still a duplicate.
 TEST(TaskStores, DedupeRestoresEveryBlockOfACommit) {
-  std::filesystem::path dir = std::filesystem::temp_directory_path() /
-                              ("sm-task-dedupe-blocks-" + std::to_string(getpid()));
-  std::filesystem::remove_all(dir);
-  StreamsBuilder b;
-  b.Stream("in", EventFormat::kJson)
-      .Dedupe({.within_ms = 60'000, .block_ids = 2}, "dd", StoreType::kRocksDb)
-      .To("out", [](const Record<MetricEvent>&, std::string*, std::string*) {});
-  absl::StatusOr<Topology> topology = b.Build();
-  ASSERT_TRUE(topology.ok()) << topology.status();
-  NullCollector collector;
-  TaskConfig config;
-  config.partition = 0;
-  config.state_dir = (dir / TaskId(0)).string();
-  config.wall_clock = [] { return kT0; };
-  auto run = [&](std::initializer_list<const char*> ids) -> TaskCounters {
-    absl::StatusOr<std::unique_ptr<Task>> task = Task::Create(*topology, config, &collector);
-    EXPECT_TRUE(task.ok()) << task.status();
-    if (!task.ok()) return {};
-    int64_t ts = kT0;
-    for (const char* id : ids) {
-      SourceRecord r;
-      r.topic = "in";
-      std::string value = Ev{.id = id, .ts = ts++}.Json();
-      r.value = value;
-      EXPECT_TRUE((*task)->Process(r).ok());
-    }
-    EXPECT_TRUE((*task)->Commit().ok());
-    TaskCounters c = (*task)->counters();
-    EXPECT_TRUE((*task)->Close().ok());
-    return c;
-  };
-  EXPECT_EQ(run({"a", "b", "c", "d", "e"}).duplicates_dropped, 0u);  // blocks {a,b} {c,d} {e}
-  TaskCounters second = run({"e", "a", "d", "f", "b", "c", "f"});
+  DedupeRestarts task("sm-task-dedupe-blocks", {.within_ms = 60'000, .block_ids = 2});
+  EXPECT_EQ(task.Run({"a", "b", "c", "d", "e"}).duplicates_dropped, 0u);  // {a,b} {c,d} {e}
+  TaskCounters second = task.Run({"e", "a", "d", "f", "b", "c", "f"});
   EXPECT_EQ(second.duplicates_dropped, 6u);  // all but the first f
   EXPECT_EQ(second.records_read, 7u);
-  TaskCounters third = run({"f", "g"});  // f came in the second run's block
+  TaskCounters third = task.Run({"f", "g"});  // f came in the second run's block
   EXPECT_EQ(third.duplicates_dropped, 1u);
-  std::filesystem::remove_all(dir);
 }
 
 TEST(TaskStores, RocksDbStoreWithoutStateDirIsRefused) {
