@@ -125,9 +125,8 @@ Properties EngineProps(const Properties& base) {
 // fetching all its partitions for up to a second (docs/SEMANTICS.md, "Prefetch"): the
 // plain drain measured 267K-1.6M events/s run to run.
 Properties PlainConsumerProps(const Properties& base) {
-  Properties props = {{"fetch.wait.max.ms", "10"},
-                      {"queued.min.messages", "10000000"},
-                      {"queued.max.messages.kbytes", "131072"}};
+  Properties props = StreamThreadPrefetch();
+  props.emplace_back("fetch.wait.max.ms", "10");  // as the stream threads' on the dev broker
   for (const auto& p : EngineProps(base)) props.push_back(p);
   return props;
 }

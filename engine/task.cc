@@ -385,19 +385,21 @@ void Task::DeadLetter(DeadLetterReason reason, std::string_view error) {
   ++counters_.dead_letters[static_cast<int>(reason)];
   const SourceRecord& r = source_record();
   char partition[24], offset[24], timestamp[24];
-  const Header headers[] = {
+  Header headers[] = {
       {"dlq.reason", DeadLetterReasonName(reason)},
       {"dlq.error", error},
       {"dlq.topic", r.topic},
       {"dlq.partition", FormatInt(r.partition, partition)},
       {"dlq.offset", FormatInt(r.offset, offset)},
       {"dlq.timestamp", FormatInt(r.timestamp_ms, timestamp)},
+      {"dlq.truncated", ""},  // sent only when the dead letter is cut
   };
+  const std::span<const Header> uncut(headers, std::size(headers) - 1);
   int64_t header_bytes = 0;
-  for (const Header& h : headers) header_bytes += static_cast<int64_t>(h.key.size() + h.value.size());
+  for (const Header& h : uncut) header_bytes += static_cast<int64_t>(h.key.size() + h.value.size());
   const int64_t total = header_bytes + static_cast<int64_t>(r.key.size() + r.value.size());
   if (config_.dead_letter_max_bytes <= 0 || total <= config_.dead_letter_max_bytes) {
-    collector_->Send(config_.dead_letter_topic, r.key, r.value, r.timestamp_ms, headers);
+    collector_->Send(config_.dead_letter_topic, r.key, r.value, r.timestamp_ms, uncut);
     return;
   }
   // Cut to fit. Room for the record's framing (librdkafka counts ~60 bytes of it, a
@@ -408,13 +410,12 @@ void Task::DeadLetter(DeadLetterReason reason, std::string_view error) {
                                        ",value=", FormatInt(static_cast<int64_t>(r.value.size()), value_bytes));
   const int64_t room = std::max<int64_t>(
       0, config_.dead_letter_max_bytes - kFraming - header_bytes -
-             static_cast<int64_t>(std::string_view("dlq.truncated").size() + truncated.size()));
+             static_cast<int64_t>(headers[std::size(headers) - 1].key.size() + truncated.size()));
   const std::string_view key = r.key.substr(0, static_cast<size_t>(std::min<int64_t>(room, r.key.size())));
   const std::string_view value =
       r.value.substr(0, static_cast<size_t>(std::min<int64_t>(room - key.size(), r.value.size())));
-  const Header cut[] = {headers[0], headers[1], headers[2], headers[3],
-                        headers[4], headers[5], {"dlq.truncated", truncated}};
-  collector_->Send(config_.dead_letter_topic, key, value, r.timestamp_ms, cut);
+  headers[std::size(headers) - 1].value = truncated;
+  collector_->Send(config_.dead_letter_topic, key, value, r.timestamp_ms, headers);
 }
 
 void Task::Send(std::string_view topic, std::string_view key, std::string_view value,

@@ -219,9 +219,8 @@ absl::Status Runtime::Thread::Setup() {
   // (~410 bytes each in the benchmark), so the queue outlasts a pause: 0.07–0.7 s waited,
   // +26% events/s (docs/SEMANTICS.md, "Prefetch"). Both can be overridden in `kafka:`.
   Properties props = {{"partition.assignment.strategy", "cooperative-sticky"},
-                      {"client.id", TransactionalId()},
-                      {"queued.min.messages", "10000000"},
-                      {"queued.max.messages.kbytes", "131072"}};
+                      {"client.id", TransactionalId()}};
+  for (auto& p : StreamThreadPrefetch()) props.push_back(std::move(p));
   // The dev broker answers a fetch that finds no new record only after its full
   // fetch.wait.max.ms (500 ms by default), even when records arrive meanwhile — a
   // Kafka broker answers as they arrive. In process, wait at most 10 ms: sustained
@@ -247,6 +246,10 @@ absl::Status Runtime::Thread::Setup() {
   if (!consumer.ok()) return consumer.status();
   consumer_ = *std::move(consumer);
   return absl::OkStatus();
+}
+
+Properties StreamThreadPrefetch() {
+  return {{"queued.min.messages", "10000000"}, {"queued.max.messages.kbytes", "131072"}};
 }
 
 namespace {

@@ -50,6 +50,10 @@ enum class ProcessingGuarantee {
   kAtLeastOnce,
 };
 
+// The prefetch settings of the stream threads' consumers (runtime.cc says why: bounded in
+// bytes only, 128 MiB a thread); `kafka:` settings override them.
+Properties StreamThreadPrefetch();
+
 struct RuntimeOptions {
   std::string application_id = "streammetrics";
   // librdkafka properties for every client (bootstrap.servers, session.timeout.ms, ...).
