@@ -423,7 +423,7 @@ absl::Status RunKafka(const AppConfig& config, const RunCommandOptions& options,
   uint64_t last_produced = load != nullptr ? load->produced() : 0;
   uint64_t last_held = load != nullptr ? load->held_back() : 0;
   auto last_line = Clock::now();
-  while (!StopRequested().load()) {
+  while (!StopRequested().load() && !(*runtime)->failed()) {
     if (options.duration_ms > 0 &&
         std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started).count() >=
             options.duration_ms) {
@@ -484,7 +484,8 @@ absl::Status RunKafka(const AppConfig& config, const RunCommandOptions& options,
       out.flush();
     }
   }
-  out << "stopping: committing and closing the tasks\n";
+  out << ((*runtime)->failed() ? "a stream thread failed (its error below): stopping the others\n"
+                                : "stopping: committing and closing the tasks\n");
   out.flush();
   if (load != nullptr) load->Stop();
   results.reset();

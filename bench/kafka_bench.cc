@@ -9,14 +9,15 @@
 //     a machine the feeder shares;
 //   - the feeder alone (1,000,000 events to a topic nothing reads) and a plain consumer
 //     under the same sustained load, with their CPU per event: the harness's own cost;
-//   - draining a full topic: --drain-events pool events (840,000) in --drain-partitions
-//     partitions (24; a service each, see FillTopic), produced before anything
+//   - draining a full topic: --drain-events pool events (2,520,000) in --drain-partitions
+//     partitions (72; a service each, see FillTopic), produced before anything
 //     reads it; the rate at which a plain librdkafka consumer (read_committed, one
 //     client, all partitions) drains it, first record to last, and the rate at which the
 //     engine does, from its first consumed record to the commit of the last — with the
 //     machine to itself: no feeder, as when an engine catches up on a backlog (a real
-//     deployment's producers run elsewhere). The topic must fit the dev broker's
-//     retention: fewer records read than produced fails the run;
+//     deployment's producers run elsewhere). --drain-runs drains each (3), compared by
+//     their medians. The topic must fit the dev broker's retention (~45,000 of these
+//     events a partition): fewer records read than produced fails the run;
 //   - latency (--latency-seconds, 0: skip): events produced at --latency-rate (default
 //     100,000/s, reference/001's rate) with event time = wall clock; for each result of the 1m-10s hopping window, the time it became
 //     visible to a read_committed consumer minus the moment its window could close
@@ -27,6 +28,7 @@
 //                           [--input-compression lz4|none|snappy|zstd|gzip (lz4)]
 //                           [--guarantee eos|alos|both (both)]
 //                           [--drain-events N (0: skip)] [--drain-partitions P]
+//                           [--drain-runs R (3)]
 //
 // SM_BENCH_PROPS=k=v,k=v adds librdkafka properties to the engine's clients.
 #include <algorithm>
@@ -97,9 +99,14 @@ struct Args {
   std::string guarantees = "both";         // eos | alos | both: which engine runs
   // The drain runs: a topic of drain_partitions partitions filled with drain_events
   // events before anything reads it (a service a partition), within the dev broker's
-  // retention (~45,000 of these events a partition, lz4).
-  int64_t drain_events = 840'000;
-  int drain_partitions = 24;
+  // retention (~45,000 of these events a partition, lz4). 72 partitions: the engine's
+  // drain lasts ~4 s (with 24 and 840,000 events it was ~1 s, and a rebalance or a stall
+  // of the VM moved it by a third).
+  int64_t drain_events = 2'520'000;
+  int drain_partitions = 72;
+  // Drains of the plain consumer and of each engine: a drain is ~1 s and varies run to
+  // run (the rebalance as the second stream thread joins, the VM); medians are compared.
+  int drain_runs = 3;
 };
 
 Properties EngineProps(const Properties& base) {
@@ -425,17 +432,25 @@ bool FillTopic(DevBroker* broker, const Properties& props, const Args& args,
   if (!producer.ok()) return false;
   // One service a partition, each service's events in its partition (as keying by
   // serviceId does, but evenly: 24 keys hashed onto 24 partitions leave some empty), the
-  // invalid events' empty key in partition 0. Event time moves as in the sustained runs
-  // (1 s per 20,000 events: 840,000 events span 42 s, and windows close in the drain),
-  // with 4x their services: 4x the window results per event — more work, not less.
+  // invalid events (empty key) round-robin over all of them: in one partition they passed
+  // its retention once the topic had 72. Event time moves as in the sustained runs
+  // (1 s per 20,000 events: 2,520,000 events span 126 s, and windows close in the drain),
+  // with 12x their services: 12x the window results per event — more work, not less.
   EventPool pool(20'000, partitions);
   absl::flat_hash_map<std::string, int32_t> partition_of;
   std::string doc;
+  int32_t keyless = 0;
   for (int64_t i = 0; i < events; ++i) {
     const std::string_view key = pool.Next(&doc);
-    auto [it, added] = partition_of.try_emplace(std::string(key), 0);
-    if (added) it->second = static_cast<int32_t>((partition_of.size() - 1) % partitions);
-    (*producer)->Send(topic, it->second, key, doc, 0, {});
+    int32_t partition = 0;
+    if (key.empty()) {
+      partition = keyless++ % partitions;
+    } else {
+      auto [it, added] = partition_of.try_emplace(std::string(key), 0);
+      if (added) it->second = static_cast<int32_t>((partition_of.size() - 1) % partitions);
+      partition = it->second;
+    }
+    (*producer)->Send(topic, partition, key, doc, 0, {});
   }
   return (*producer)->Flush().ok();
 }
@@ -444,10 +459,12 @@ bool FillTopic(DevBroker* broker, const Properties& props, const Args& args,
 // records processed per second from its first consumed record to the commit of the
 // last; -1 when it did not finish in 120 s or read fewer records than `events` (the dev
 // broker's retention dropped some).
+// `run` names the consumer group, so each run starts from the beginning.
 double EngineDrain(DevBroker* broker, const Properties& props, ProcessingGuarantee g,
-                   const Args& args, const std::string& topic, int64_t events,
+                   const Args& args, const std::string& topic, int64_t events, int run,
                    RuntimeCounters* out, CpuPerEvent* cpu, RuntimeCounters* during) {
-  const std::string name = g == ProcessingGuarantee::kExactlyOnceV2 ? "drain-eos" : "drain-alos";
+  const std::string name =
+      (g == ProcessingGuarantee::kExactlyOnceV2 ? "drain-eos-" : "drain-alos-") + std::to_string(run);
   Engine engine = StartEngine(broker, props, name, topic, g, args, /*settle=*/false);
   Runtime* rt = engine.runtime.get();
   if (rt == nullptr) return -1;
@@ -572,6 +589,7 @@ int Main(int argc, char** argv) {
     }
     else if (flag == "--drain-events") args.drain_events = static_cast<int64_t>(v);
     else if (flag == "--drain-partitions") args.drain_partitions = static_cast<int>(v);
+    else if (flag == "--drain-runs") args.drain_runs = std::max(1, static_cast<int>(v));
     else if (flag == "--seconds") args.seconds = v;
     else if (flag == "--threads") args.threads = static_cast<int>(v);
     else if (flag == "--backlog") args.backlog = static_cast<int64_t>(v);
@@ -615,36 +633,57 @@ int Main(int argc, char** argv) {
       std::fprintf(stderr, "filling %s failed\n", topic.c_str());
       return 1;
     }
-    double drain = 0, drain_cpu = 0;
-    for (int run = 0; run < 3; ++run) {
+    // Median of the runs; a failed run (-1) sorts first and fails the median only when
+    // half of them failed.
+    const auto median = [](std::vector<double> v) {
+      std::sort(v.begin(), v.end());
+      return v[v.size() / 2];
+    };
+    const auto list = [](const std::vector<double>& v) {
+      std::string out;
+      for (double r : v) out += (out.empty() ? "" : " / ") + std::to_string(std::lround(r / 1000)) + "K";
+      return out;
+    };
+    std::vector<double> plain_rates, plain_cpus;
+    for (int run = 0; run < args.drain_runs; ++run) {
       double cpu = 0;
-      const double rate = PlainConsumerRate(props, topic, args.drain_events, &cpu);
-      if (rate > drain) drain = rate, drain_cpu = cpu;
+      plain_rates.push_back(PlainConsumerRate(props, topic, args.drain_events, &cpu));
+      plain_cpus.push_back(cpu);
     }
+    const double drain = median(plain_rates);
     std::printf("plain consumer draining a full topic (%lld events, %d partitions, %s; "
-                "read_committed, one client, best of 3): %.0f events/s; CPU per event, whole "
-                "process %.2f us\n",
+                "read_committed, one client): median of %d %.0f events/s (%s); CPU per event, "
+                "whole process %.2f us (median)\n",
                 static_cast<long long>(args.drain_events), args.drain_partitions,
-                args.input_compression.c_str(), drain, drain_cpu);
+                args.input_compression.c_str(), args.drain_runs, drain, list(plain_rates).c_str(),
+                median(plain_cpus));
     for (ProcessingGuarantee g : {ProcessingGuarantee::kExactlyOnceV2, ProcessingGuarantee::kAtLeastOnce}) {
       if (!runs(g)) continue;
-      RuntimeCounters c, during;
-      CpuPerEvent cpu;
-      const double rate =
-          EngineDrain(broker->get(), props, g, args, topic, args.drain_events, &c, &cpu, &during);
-      // The stream threads' time (summed) from the first record to the last commit that
-      // was not processing: waiting for input with nothing queued, committing, rebalancing.
-      std::printf("engine %s draining the same topic from the start (%d threads, commit %d ms): "
-                  "%.0f events/s (%.0f%% of the plain consumer; %llu commits, %llu windows); "
-                  "CPU per event: stream threads %.2f us, whole process %.2f us; stream threads "
-                  "waited for input %llu ms, committed %llu ms, rebalanced %llu ms\n",
-                  g == ProcessingGuarantee::kExactlyOnceV2 ? "exactly_once_v2" : "at_least_once",
-                  args.threads, args.commit_ms, rate, 100 * rate / drain,
-                  static_cast<unsigned long long>(c.commits),
-                  static_cast<unsigned long long>(c.windows_emitted), cpu.stream_us, cpu.process_us,
-                  static_cast<unsigned long long>(during.input_wait_ms),
-                  static_cast<unsigned long long>(during.commit_ms),
-                  static_cast<unsigned long long>(during.rebalance_ms));
+      const char* guarantee = g == ProcessingGuarantee::kExactlyOnceV2 ? "exactly_once_v2" : "at_least_once";
+      std::vector<double> rates;
+      for (int run = 0; run < args.drain_runs; ++run) {
+        RuntimeCounters c, during;
+        CpuPerEvent cpu;
+        const double rate = EngineDrain(broker->get(), props, g, args, topic, args.drain_events,
+                                        run, &c, &cpu, &during);
+        rates.push_back(rate);
+        // The stream threads' time (summed) from the first record to the last commit that
+        // was not processing: waiting for input with nothing queued, committing, rebalancing.
+        std::printf("engine %s draining the same topic from the start (%d threads, commit %d ms), "
+                    "run %d: %.0f events/s (%.0f%% of the plain consumer's median; %llu commits, "
+                    "%llu windows); CPU per event: stream threads %.2f us, whole process %.2f us; "
+                    "stream threads waited for input %llu ms, committed %llu ms, rebalanced %llu ms\n",
+                    guarantee, args.threads, args.commit_ms, run + 1, rate, 100 * rate / drain,
+                    static_cast<unsigned long long>(c.commits),
+                    static_cast<unsigned long long>(c.windows_emitted), cpu.stream_us, cpu.process_us,
+                    static_cast<unsigned long long>(during.input_wait_ms),
+                    static_cast<unsigned long long>(during.commit_ms),
+                    static_cast<unsigned long long>(during.rebalance_ms));
+      }
+      std::printf("engine %s draining: median of %d %.0f events/s (%s), %.0f%% of the plain "
+                  "consumer's median\n",
+                  guarantee, args.drain_runs, median(rates), list(rates).c_str(),
+                  100 * median(rates) / drain);
     }
   }
   CpuPerEvent plain_cpu;

@@ -369,6 +369,32 @@ TEST_F(KafkaRuntimeTest, AnInputTooLargeToDeadLetterWholeIsCutToFit) {
   EXPECT_EQ(counters.dead_letters, dlq->size());
 }
 
+// Proves a commit that fails on a record the broker refuses as it is — here the
+// producer's message.max.bytes is set below what a commit's dedupe blocks and panes
+// need, so every redo fails the same way — stops the runtime with an error that says so
+// after 5 rebuilds in a row, instead of rebuilding for ever with its partitions stuck.
+// Fewer in a row are retried: FailedCommitsRebuildTasksAndResultsStayExact's three
+// refused produce requests (INVALID_RECORD, the same class of error) recover.
+TEST_F(KafkaRuntimeTest, ACommitTheBrokerRefusesEveryTimeStopsTheRuntime) {
+  const int kEvents = 2'000;
+  Produce(kEvents, 13, InputStartMs());
+  RuntimeOptions o = Options("a");
+  o.threads = 1;  // one thread's rebuilds: exactly the limit
+  o.kafka.emplace_back("message.max.bytes", "4096");
+  absl::StatusOr<std::unique_ptr<Runtime>> rt = Runtime::Create(*topology_, o);
+  ASSERT_TRUE(rt.ok()) << rt.status();
+  ASSERT_TRUE((*rt)->Start().ok());
+  ASSERT_TRUE(WaitFor([&] { return (*rt)->failed(); }, 60'000));
+  const absl::Status s = (*rt)->Join();
+  EXPECT_TRUE(absl::IsFailedPrecondition(s)) << s;
+  EXPECT_THAT(s.message(), HasSubstr("thread 0: 5 commits in a row failed on a record the "
+                                     "broker refuses"));
+  EXPECT_THAT(s.message(), HasSubstr("Message size too large"));
+  EXPECT_THAT(s.message(), HasSubstr("message.max.bytes"));
+  EXPECT_EQ((*rt)->counters().rebuilds, 5u);
+  EXPECT_LT((*rt)->counters().committed_input, kEvents);
+}
+
 // Proves at_least_once (no transactions: outputs and changelogs flushed, then the
 // group's offsets committed — asynchronously between rebalances, synchronously on one
 // and at the close) gives the oracle's results in a clean run, and that the group's
@@ -715,6 +741,36 @@ TEST(MainJob, RunTwiceOnTheEmbeddedBrokerHoldsTheLoadAndRebuildsTheState) {
     }
     EXPECT_EQ(rebuilt, run == 0 ? 0 : 6) << out;
   }
+  fs::remove_all(dir);
+}
+
+// The main job with a producer limit below what its commits need (message.max.bytes
+// 4096 in kafka:): the run ends by itself, exit code 1, with the stream thread's error —
+// before, it rebuilt its tasks for ever, showing progress lines with nothing committed.
+TEST(MainJob, ACommitTheBrokerRefusesEveryTimeEndsTheRunWithItsError) {
+  const fs::path dir = fs::temp_directory_path() / StrCat("sm-main-job-refused-", ::getpid());
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  const std::string config = (dir / "run.yaml").string();
+  {
+    std::string yaml = streammetrics::testing::ReadFile(StrCat(SM_SOURCE_DIR, "/config/embedded.yaml"));
+    const size_t at = yaml.find("/tmp/streammetrics");
+    ASSERT_NE(at, std::string::npos);
+    yaml.replace(at, std::strlen("/tmp/streammetrics"), (dir / "state").string());
+    std::ofstream(config) << yaml << "\n  message.max.bytes: \"4096\"\n";
+  }
+  const auto started = std::chrono::steady_clock::now();
+  const streammetrics::testing::Finished f = streammetrics::testing::RunToEnd(
+      {SM_BINARY, "run", "--config", config, "--load", "20000", "--duration", "120"},
+      (dir / "run.log").string());
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  EXPECT_TRUE(WIFEXITED(f.status) && WEXITSTATUS(f.status) == 1) << f.status << "\n" << f.output;
+  EXPECT_LT(seconds, 60) << f.output;  // not the --duration
+  EXPECT_THAT(f.output, HasSubstr("a stream thread failed")) << f.output;
+  EXPECT_THAT(f.output, HasSubstr("5 commits in a row failed on a record the broker refuses"))
+      << f.output;
+  EXPECT_THAT(f.output, HasSubstr("Message size too large")) << f.output;
   fs::remove_all(dir);
 }
 

@@ -27,6 +27,12 @@ absl::Status KafkaStatus(std::string_view what, rd_kafka_resp_err_t err) {
     case RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC:
     case RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART:
       return absl::InvalidArgumentError(msg);
+    // A record the client or the broker refuses as it is: sending it again fails again.
+    case RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE:
+    case RD_KAFKA_RESP_ERR_RECORD_LIST_TOO_LARGE:
+    case RD_KAFKA_RESP_ERR_INVALID_RECORD:
+    case RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED:
+      return absl::FailedPreconditionError(msg);
     default:
       return absl::InternalError(msg);
   }

@@ -282,7 +282,9 @@ absl::Status Producer::BeginTransaction() {
 }
 
 absl::Status Producer::CommitTransaction(const OffsetCommit& commit) {
-  if (absl::Status s = Flush(); !s.ok()) return absl::AbortedError(s.message());
+  if (absl::Status s = Flush(); !s.ok()) {
+    return absl::IsFailedPrecondition(s) ? s : absl::AbortedError(s.message());
+  }
   if (!commit.offsets.empty() && commit.consumer != nullptr) {
     rd_kafka_topic_partition_list_t* list =
         rd_kafka_topic_partition_list_new(static_cast<int>(commit.offsets.size()));

@@ -78,7 +78,9 @@ class Producer {
   void HoldAlways();
 
   // Transactions (transactional producers only). Aborted: the transaction is lost (the
-  // caller rebuilds its tasks from the last commit); Unavailable: retry later.
+  // caller rebuilds its tasks from the last commit); Unavailable: retry later;
+  // FailedPrecondition: lost too, for a record the broker refuses as it is (too large,
+  // say), which a retry sends again.
   absl::Status BeginTransaction();
   absl::Status CommitTransaction(const OffsetCommit& offsets);
   absl::Status AbortTransaction();

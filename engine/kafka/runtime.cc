@@ -26,6 +26,11 @@ int64_t NowMs() {
       .count();
 }
 
+// Commits in a row that fail on a record the broker refuses (too large, say) before a
+// stream thread gives up: a few, as the first may meet a limit a rebuild's smaller redo
+// passes (a commit's changes sent at once).
+constexpr int kRefusedCommitLimit = 5;
+
 int64_t ElapsedMs(Clock::time_point since) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - since).count();
 }
@@ -78,9 +83,18 @@ class Runtime::Thread {
       // "sm:stream-<i>" in top -H, perf and /proc (librdkafka's are "rdk:...").
       pthread_setname_np(pthread_self(), StrCat("sm:stream-", index_).substr(0, 15).c_str());
       absl::Status s = Run();
-      if (!s.ok()) Log(LogLevel::kError, StrCat("stream thread ", index_, " failed: ", s.message()));
-      std::lock_guard<std::mutex> lock(mu_);
-      status_ = s;
+      if (!s.ok()) {
+        Log(LogLevel::kError, StrCat("stream thread ", index_, " failed: ", s.message(),
+                                     "; stopping the other threads"));
+      }
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        status_ = s;
+      }
+      if (!s.ok()) {
+        rt_->failed_.store(true);
+        rt_->stop_.store(true);
+      }
     });
   }
   absl::Status Join() {
@@ -102,6 +116,7 @@ class Runtime::Thread {
     uint64_t sent_at_commit = 0;
     uint64_t read_at_commit = 0;
     uint64_t windows_at_commit = 0;
+    int64_t next_offset = -1;  // past the last input record processed; -1: none yet
   };
 
   const RuntimeOptions& options() const { return rt_->options_; }
@@ -134,6 +149,8 @@ class Runtime::Thread {
   absl::Status Seek(const std::map<int32_t, int64_t>& offsets);
   void OnRebalance(rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t* parts);
   void PublishCounters();
+  // The last commit reached every partition's position of the last refused one.
+  bool PassedRefusedCommit() const;
   // Results of offset commits (at_least_once; asynchronous between rebalances): a
   // failure is logged, nothing else — the commit markers hold the same offsets.
   static void OffsetCommitCallback(rd_kafka_t*, rd_kafka_resp_err_t err,
@@ -176,6 +193,12 @@ class Runtime::Thread {
   absl::Status rebalance_error_;
   uint64_t commits_ = 0;
   uint64_t rebuilds_ = 0;
+  // Commits failed in a row on a record the broker refuses as it is (FailedPrecondition):
+  // at kRefusedCommitLimit the thread stops. Not reset by a commit of less than the
+  // last refused one had read (refused_at_, by partition): after a rebuild the first
+  // commit may hold a record or two, which passes, and the next fails again.
+  int refused_commits_ = 0;
+  std::map<int32_t, int64_t> refused_at_;
   // Where the thread's time went besides processing (RuntimeCounters).
   Clock::duration input_wait_{};     // in the poll on an empty queue, callbacks excepted
   Clock::duration commit_time_{};
@@ -433,6 +456,7 @@ absl::Status Runtime::Thread::ProcessMessage(const rd_kafka_message_t* m) {
   record.timestamp_ms = ts;
   record.key = std::string_view(static_cast<const char*>(m->key), m->key_len);
   record.value = std::string_view(static_cast<const char*>(m->payload), m->len);
+  it->second.next_offset = m->offset + 1;
   return it->second.task->Process(record);
 }
 
@@ -519,6 +543,10 @@ absl::Status Runtime::Thread::CommitTasks(bool force) {
              StrCat("thread ", index_, ": a commit took ", took, " ms"));
   }
   ++commits_;
+  if (refused_commits_ > 0 && PassedRefusedCommit()) {
+    refused_commits_ = 0;
+    refused_at_.clear();
+  }
   return absl::OkStatus();
 }
 
@@ -529,7 +557,10 @@ absl::Status Runtime::Thread::RebuildTasks(const absl::Status& why) {
            StrCat("thread ", index_, ": commit failed (", why.message(),
                   "); rebuilding its tasks from their changelogs"));
   std::vector<int32_t> partitions;
+  const bool refused = absl::IsFailedPrecondition(why);
+  if (refused) refused_at_.clear();
   for (auto& [p, e] : tasks_) {
+    if (refused) refused_at_[p] = e.next_offset;
     e.task->AbortCommit(why).IgnoreError();  // failed: closes without a checkpoint
     partitions.push_back(p);
   }
@@ -571,7 +602,36 @@ absl::Status Runtime::Thread::RebuildTasks(const absl::Status& why) {
   PublishCounters();
   Log(LogLevel::kInfo, StrCat("thread ", index_, ": rebuilt ", partitions.size(), " task(s)",
                               s.ok() ? std::string() : StrCat("; seek: ", s.message())));
+  // A record the broker refuses as it is comes back with every redo of the work since
+  // the last commit: without a bound the thread would rebuild for ever, its partitions
+  // stuck. Transient failures (the broker away, a fenced producer) retry without one.
+  if (refused) {
+    ++refused_commits_;
+  } else {
+    refused_commits_ = 0;
+    refused_at_.clear();
+  }
+  if (refused_commits_ >= kRefusedCommitLimit) {
+    return absl::FailedPreconditionError(
+        StrCat("thread ", index_, ": ", refused_commits_,
+               " commits in a row failed on a record the broker refuses (", why.message(),
+               "); stopping. Nothing since the last commit is acknowledged. Too large: raise "
+               "the topics' max.message.bytes and the producer's message.max.bytes (kafka:)"));
+  }
   return s;
+}
+
+bool Runtime::Thread::PassedRefusedCommit() const {
+  for (const auto& [p, at] : refused_at_) {
+    auto it = tasks_.find(p);
+    if (it == tasks_.end()) continue;  // not ours any more
+    int64_t committed = -1;
+    for (const InputOffset& o : it->second.task->committed_offsets()) {
+      if (o.topic == rt_->source_topic_) committed = o.next_offset;
+    }
+    if (committed < at) return false;
+  }
+  return true;
 }
 
 void Runtime::Thread::PublishCounters() {

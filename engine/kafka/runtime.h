@@ -120,6 +120,11 @@ class Runtime {
   void Stop();
   // Waits for the threads; the first thread failure, if any.
   absl::Status Join();
+  // A stream thread failed (what retries cannot cure: a record the broker refuses
+  // commit after commit, a store that cannot be opened): it stops the runtime as Stop()
+  // does — the other threads commit and close — and Join() returns its error (as Kafka
+  // Streams' default SHUTDOWN_CLIENT does). Live; `run` exits on it.
+  bool failed() const { return failed_.load(); }
   RuntimeCounters counters() const;
   // Messages the stream threads have taken from their consumers (records re-read after
   // a rebuild count again; partition ends and errors count too). Live, not per commit:
@@ -137,6 +142,7 @@ class Runtime {
   int32_t source_partitions_ = 0;
   std::vector<std::string> written_topics_;  // outputs, dead letters, changelogs
   std::atomic<bool> stop_{false};
+  std::atomic<bool> failed_{false};
   std::vector<std::unique_ptr<Thread>> threads_;
 };
 
