@@ -208,6 +208,31 @@ class KafkaRuntimeTest : public ::testing::Test {
     return done();
   }
 
+  // Proves a commit that fails on a record the broker refuses as it is — here the
+  // producer's message.max.bytes is set below what a commit's dedupe blocks and panes
+  // need, so every redo fails the same way — stops the runtime with an error that says so
+  // after 5 rebuilds in a row, under either guarantee, instead of rebuilding for ever
+  // (after each rebuild the first commit held a record or two, which passed: the thread
+  // crawled on a record a commit). Fewer in a row are retried:
+  // FailedCommitsRebuildTasksAndResultsStayExact's three refused produce requests
+  // (INVALID_RECORD, the same class of error) recover.
+  void ExpectRefusedCommitsStopTheRuntime(RuntimeOptions o, int events) {
+    o.threads = 1;  // one thread's rebuilds: exactly the limit
+    o.kafka.emplace_back("message.max.bytes", "4096");
+    absl::StatusOr<std::unique_ptr<Runtime>> rt = Runtime::Create(*topology_, o);
+    ASSERT_TRUE(rt.ok()) << rt.status();
+    ASSERT_TRUE((*rt)->Start().ok());
+    ASSERT_TRUE(WaitFor([&] { return (*rt)->failed(); }, 60'000));
+    const absl::Status s = (*rt)->Join();
+    EXPECT_TRUE(absl::IsFailedPrecondition(s)) << s;
+    EXPECT_THAT(s.message(), HasSubstr("thread 0: 5 commits in a row failed on a record the "
+                                       "broker refuses"));
+    EXPECT_THAT(s.message(), HasSubstr("Message size too large"));
+    EXPECT_THAT(s.message(), HasSubstr("message.max.bytes"));
+    EXPECT_EQ((*rt)->counters().rebuilds, 5u);
+    EXPECT_LT((*rt)->counters().committed_input, events);
+  }
+
   // Runs an instance with `options` until it has committed `events` input records, then
   // stops it; its Join() status. `counters`: the instance's counters before the stop.
   absl::Status RunUntilCommitted(const RuntimeOptions& options, int64_t events,
@@ -369,30 +394,19 @@ TEST_F(KafkaRuntimeTest, AnInputTooLargeToDeadLetterWholeIsCutToFit) {
   EXPECT_EQ(counters.dead_letters, dlq->size());
 }
 
-// Proves a commit that fails on a record the broker refuses as it is — here the
-// producer's message.max.bytes is set below what a commit's dedupe blocks and panes
-// need, so every redo fails the same way — stops the runtime with an error that says so
-// after 5 rebuilds in a row, instead of rebuilding for ever with its partitions stuck.
-// Fewer in a row are retried: FailedCommitsRebuildTasksAndResultsStayExact's three
-// refused produce requests (INVALID_RECORD, the same class of error) recover.
+// ExpectRefusedCommitsStopTheRuntime (the fixture) says what these prove.
 TEST_F(KafkaRuntimeTest, ACommitTheBrokerRefusesEveryTimeStopsTheRuntime) {
   const int kEvents = 2'000;
   Produce(kEvents, 13, InputStartMs());
+  ExpectRefusedCommitsStopTheRuntime(Options("a"), kEvents);
+}
+
+TEST_F(KafkaRuntimeTest, ACommitTheBrokerRefusesEveryTimeStopsTheRuntimeAtLeastOnce) {
+  const int kEvents = 2'000;
+  Produce(kEvents, 14, InputStartMs());
   RuntimeOptions o = Options("a");
-  o.threads = 1;  // one thread's rebuilds: exactly the limit
-  o.kafka.emplace_back("message.max.bytes", "4096");
-  absl::StatusOr<std::unique_ptr<Runtime>> rt = Runtime::Create(*topology_, o);
-  ASSERT_TRUE(rt.ok()) << rt.status();
-  ASSERT_TRUE((*rt)->Start().ok());
-  ASSERT_TRUE(WaitFor([&] { return (*rt)->failed(); }, 60'000));
-  const absl::Status s = (*rt)->Join();
-  EXPECT_TRUE(absl::IsFailedPrecondition(s)) << s;
-  EXPECT_THAT(s.message(), HasSubstr("thread 0: 5 commits in a row failed on a record the "
-                                     "broker refuses"));
-  EXPECT_THAT(s.message(), HasSubstr("Message size too large"));
-  EXPECT_THAT(s.message(), HasSubstr("message.max.bytes"));
-  EXPECT_EQ((*rt)->counters().rebuilds, 5u);
-  EXPECT_LT((*rt)->counters().committed_input, kEvents);
+  o.guarantee = ProcessingGuarantee::kAtLeastOnce;
+  ExpectRefusedCommitsStopTheRuntime(o, kEvents);
 }
 
 // Proves at_least_once (no transactions: outputs and changelogs flushed, then the
