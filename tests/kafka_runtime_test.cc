@@ -394,6 +394,40 @@ TEST_F(KafkaRuntimeTest, AnInputTooLargeToDeadLetterWholeIsCutToFit) {
   EXPECT_EQ(counters.dead_letters, dlq->size());
 }
 
+// Proves a runtime whose broker is the dev broker of another process (`streammetrics
+// broker`: here the test's, not passed as embedded) knows it by its cluster id and gives
+// its stream threads' consumers the dev broker's fetch wait and session timeout — which
+// `kafka:` still overrides — and runs there to its results.
+TEST_F(KafkaRuntimeTest, TheDevBrokerOfAnotherProcessIsKnownByItsClusterId) {
+  const int kEvents = 500;
+  Produce(kEvents, 15, InputStartMs());
+  RuntimeOptions o = Options("a");
+  o.embedded_broker = nullptr;
+  o.kafka = {{"bootstrap.servers", broker_->bootstrap_servers()}, {"fetch.wait.max.ms", "20"}};
+  for (const StoreDef& def : topology_->stores()) {  // as `streammetrics broker` does
+    ASSERT_TRUE(broker_->CreateTopic(ChangelogTopic(o.application_id, def.name), 6).ok());
+  }
+  auto last = [](const Properties& props, std::string_view key) {
+    std::string v;
+    for (const auto& [k, value] : props) {
+      if (k == key) v = value;
+    }
+    return v;
+  };
+  absl::StatusOr<std::unique_ptr<Runtime>> rt = Runtime::Create(*topology_, o);
+  ASSERT_TRUE(rt.ok()) << rt.status();
+  EXPECT_EQ(last((*rt)->ConsumerProperties(), "session.timeout.ms"), "");  // not known yet
+  ASSERT_TRUE((*rt)->Start().ok());
+  const Properties props = (*rt)->ConsumerProperties();
+  EXPECT_EQ(last(props, "session.timeout.ms"), "6000");
+  EXPECT_EQ(last(props, "heartbeat.interval.ms"), "500");
+  EXPECT_EQ(last(props, "fetch.wait.max.ms"), "20");  // kafka: wins
+  EXPECT_TRUE(WaitFor([&] { return (*rt)->counters().committed_input == kEvents; }, 60'000))
+      << (*rt)->counters().committed_input;
+  (*rt)->Stop();
+  EXPECT_TRUE((*rt)->Join().ok());
+}
+
 // ExpectRefusedCommitsStopTheRuntime (the fixture) says what these prove.
 TEST_F(KafkaRuntimeTest, ACommitTheBrokerRefusesEveryTimeStopsTheRuntime) {
   const int kEvents = 2'000;

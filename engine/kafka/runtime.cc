@@ -230,6 +230,18 @@ absl::Status Runtime::Thread::Setup() {
   if (!reader.ok()) return reader.status();
   reader_ = *std::move(reader);
 
+  Properties props = rt_->ConsumerProperties();
+  props.emplace_back("client.id", TransactionalId());
+  absl::StatusOr<KafkaHandle> consumer =
+      NewGroupConsumer(options().application_id, props, &RebalanceCallback, this, {rt_->source_topic_},
+                       &OffsetCommitCallback);
+  if (!consumer.ok()) return consumer.status();
+  consumer_ = *std::move(consumer);
+  return absl::OkStatus();
+}
+
+Properties Runtime::ConsumerProperties() const {
+  Properties props = {{"partition.assignment.strategy", "cooperative-sticky"}};
   // The prefetch bound is in bytes only. librdkafka 2.0.2 checks a partition's
   // thresholds on the queue its records are forwarded to — the consumer's, shared by all
   // of the thread's partitions — so when queued.min.messages (100,000 by default) records
@@ -241,8 +253,6 @@ absl::Status Runtime::Thread::Setup() {
   // bytes bound is 128 MiB of records per thread, about a second of a thread's records
   // (~410 bytes each in the benchmark), so the queue outlasts a pause: 0.07–0.7 s waited,
   // +26% events/s (docs/SEMANTICS.md, "Prefetch"). Both can be overridden in `kafka:`.
-  Properties props = {{"partition.assignment.strategy", "cooperative-sticky"},
-                      {"client.id", TransactionalId()}};
   for (auto& p : StreamThreadPrefetch()) props.push_back(std::move(p));
   // The dev broker answers a fetch that finds no new record only after its full
   // fetch.wait.max.ms (500 ms by default), even when records arrive meanwhile — a
@@ -257,18 +267,16 @@ absl::Status Runtime::Thread::Setup() {
   // by default) with the new member unassigned and its partitions unread — the main
   // job read 0 events/s for 45 s and more in ~1 start of 7. With 6 s (as the tests
   // use) such a start recovers in seconds. Kafka's own rebalances need no such bound.
-  if (options().embedded_broker != nullptr) {
+  //
+  // The same for the dev broker of another process (`streammetrics broker`), known by
+  // its cluster id (EnsureTopics): before, its users had to know to set these.
+  if (on_dev_broker_) {
     props.emplace_back("fetch.wait.max.ms", "10");
     props.emplace_back("session.timeout.ms", "6000");
     props.emplace_back("heartbeat.interval.ms", "500");
   }
-  for (const auto& p : options().kafka) props.push_back(p);
-  absl::StatusOr<KafkaHandle> consumer =
-      NewGroupConsumer(options().application_id, props, &RebalanceCallback, this, {rt_->source_topic_},
-                       &OffsetCommitCallback);
-  if (!consumer.ok()) return consumer.status();
-  consumer_ = *std::move(consumer);
-  return absl::OkStatus();
+  for (const auto& p : options_.kafka) props.push_back(p);  // the last of a key wins
+  return props;
 }
 
 Properties StreamThreadPrefetch() {
@@ -834,6 +842,18 @@ absl::Status Runtime::EnsureTopics() {
   };
   std::map<std::string, int> topics;
   if (absl::Status s = partitions_of(&topics); !s.ok()) return s;
+  // librdkafka's mock cluster (the dev broker) names itself "mockCluster<hex>"; the
+  // metadata just fetched carries the id, so this does not wait.
+  on_dev_broker_ = options_.embedded_broker != nullptr;
+  if (char* id = rd_kafka_clusterid(rk->get(), 5'000); id != nullptr) {
+    if (std::string_view(id).starts_with("mockCluster") && !on_dev_broker_) {
+      on_dev_broker_ = true;
+      Log(LogLevel::kInfo, "the broker is the dev broker (librdkafka's mock cluster): stream "
+                           "threads' consumers use fetch.wait.max.ms 10, session.timeout.ms "
+                           "6000 and heartbeat.interval.ms 500 unless kafka: sets them");
+    }
+    rd_kafka_mem_free(rk->get(), id);
+  }
   auto source = topics.find(source_topic_);
   if (source == topics.end()) {
     return absl::FailedPreconditionError(StrCat("topic ", source_topic_, " does not exist"));

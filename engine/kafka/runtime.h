@@ -125,6 +125,10 @@ class Runtime {
   // does — the other threads commit and close — and Join() returns its error (as Kafka
   // Streams' default SHUTDOWN_CLIENT does). Live; `run` exits on it.
   bool failed() const { return failed_.load(); }
+  // What the stream threads' consumers are created with (client.id aside): prefetch
+  // bounds, on the dev broker — in this process or another's, known after Start() —
+  // short fetch waits and sessions, then `kafka:` (whose values win).
+  Properties ConsumerProperties() const;
   RuntimeCounters counters() const;
   // Messages the stream threads have taken from their consumers (records re-read after
   // a rebuild count again; partition ends and errors count too). Live, not per commit:
@@ -143,6 +147,7 @@ class Runtime {
   std::vector<std::string> written_topics_;  // outputs, dead letters, changelogs
   std::atomic<bool> stop_{false};
   std::atomic<bool> failed_{false};
+  bool on_dev_broker_ = false;  // set by EnsureTopics, before the threads start
   std::vector<std::unique_ptr<Thread>> threads_;
 };
 
