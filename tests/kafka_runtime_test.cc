@@ -739,6 +739,21 @@ TEST_F(KafkaRuntimeTest, KillNineRepeatedlyThenResultsAreExact) {
   ExpectMatchesOracle(Oracle(), /*last_result_wins=*/true);
 }
 
+// config/embedded.yaml with its state dir under `dir` and `kafka_extra` (lines) appended
+// to its last section, kafka:, written to dir/run.yaml; the path.
+std::string EmbeddedConfigIn(const fs::path& dir, std::string_view kafka_extra) {
+  std::string yaml = streammetrics::testing::ReadFile(StrCat(SM_SOURCE_DIR, "/config/embedded.yaml"));
+  const size_t at = yaml.find("/tmp/streammetrics");
+  EXPECT_NE(at, std::string::npos);
+  if (at != std::string::npos) {
+    yaml.replace(at, std::strlen("/tmp/streammetrics"), (dir / "state").string());
+  }
+  EXPECT_TRUE(yaml.ends_with("\nkafka:\n  bootstrap.servers: embedded\n"));
+  const std::string config = (dir / "run.yaml").string();
+  std::ofstream(config) << yaml << kafka_extra;
+  return config;
+}
+
 // The main job as scripts/run.sh runs it (embedded dev broker, built-in load generator),
 // twice on one state dir, asked for more load than the engine can take. Proves:
 // - the generator is held to the engine's pace: the dev broker drops a partition's oldest
@@ -751,14 +766,7 @@ TEST(MainJob, RunTwiceOnTheEmbeddedBrokerHoldsTheLoadAndRebuildsTheState) {
   fs::remove_all(dir);
   fs::create_directories(dir);
   // config/embedded.yaml as shipped (RocksDB stores), but for the state dir.
-  const std::string config = (dir / "run.yaml").string();
-  {
-    std::string yaml = streammetrics::testing::ReadFile(StrCat(SM_SOURCE_DIR, "/config/embedded.yaml"));
-    const size_t at = yaml.find("/tmp/streammetrics");
-    ASSERT_NE(at, std::string::npos);
-    yaml.replace(at, std::strlen("/tmp/streammetrics"), (dir / "state").string());
-    std::ofstream(config) << yaml << "\n";
-  }
+  const std::string config = EmbeddedConfigIn(dir, "");
   for (int run = 0; run < 2; ++run) {
     SCOPED_TRACE(StrCat("run ", run + 1));
     const std::string log = (dir / StrCat("run", run, ".log")).string();
@@ -799,14 +807,7 @@ TEST(MainJob, ACommitTheBrokerRefusesEveryTimeEndsTheRunWithItsError) {
   const fs::path dir = fs::temp_directory_path() / StrCat("sm-main-job-refused-", ::getpid());
   fs::remove_all(dir);
   fs::create_directories(dir);
-  const std::string config = (dir / "run.yaml").string();
-  {
-    std::string yaml = streammetrics::testing::ReadFile(StrCat(SM_SOURCE_DIR, "/config/embedded.yaml"));
-    const size_t at = yaml.find("/tmp/streammetrics");
-    ASSERT_NE(at, std::string::npos);
-    yaml.replace(at, std::strlen("/tmp/streammetrics"), (dir / "state").string());
-    std::ofstream(config) << yaml << "\n  message.max.bytes: \"4096\"\n";
-  }
+  const std::string config = EmbeddedConfigIn(dir, "  message.max.bytes: \"4096\"\n");
   const auto started = std::chrono::steady_clock::now();
   const streammetrics::testing::Finished f = streammetrics::testing::RunToEnd(
       {SM_BINARY, "run", "--config", config, "--load", "20000", "--duration", "120"},
