@@ -407,21 +407,14 @@ TEST_F(KafkaRuntimeTest, TheDevBrokerOfAnotherProcessIsKnownByItsClusterId) {
   for (const StoreDef& def : topology_->stores()) {  // as `streammetrics broker` does
     ASSERT_TRUE(broker_->CreateTopic(ChangelogTopic(o.application_id, def.name), 6).ok());
   }
-  auto last = [](const Properties& props, std::string_view key) {
-    std::string v;
-    for (const auto& [k, value] : props) {
-      if (k == key) v = value;
-    }
-    return v;
-  };
   absl::StatusOr<std::unique_ptr<Runtime>> rt = Runtime::Create(*topology_, o);
   ASSERT_TRUE(rt.ok()) << rt.status();
-  EXPECT_EQ(last((*rt)->ConsumerProperties(), "session.timeout.ms"), "");  // not known yet
+  EXPECT_EQ(LastSetting((*rt)->ConsumerProperties(), "session.timeout.ms"), "");  // not known yet
   ASSERT_TRUE((*rt)->Start().ok());
   const Properties props = (*rt)->ConsumerProperties();
-  EXPECT_EQ(last(props, "session.timeout.ms"), "6000");
-  EXPECT_EQ(last(props, "heartbeat.interval.ms"), "500");
-  EXPECT_EQ(last(props, "fetch.wait.max.ms"), "20");  // kafka: wins
+  EXPECT_EQ(LastSetting(props, "session.timeout.ms"), "6000");
+  EXPECT_EQ(LastSetting(props, "heartbeat.interval.ms"), "500");
+  EXPECT_EQ(LastSetting(props, "fetch.wait.max.ms"), "20");  // kafka: wins
   EXPECT_TRUE(WaitFor([&] { return (*rt)->counters().committed_input == kEvents; }, 60'000))
       << (*rt)->counters().committed_input;
   (*rt)->Stop();

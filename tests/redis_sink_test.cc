@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "engine/kafka/dev_broker.h"
+#include "engine/kafka/kafka_common.h"
 #include "engine/kafka/sink_runner.h"
 #include "engine/log.h"
 #include "gmock/gmock.h"
@@ -215,6 +216,12 @@ TEST_F(RedisSinkTest, RunnerCatchesUpAfterRedisOutage) {
   produce(0, 500);
   ASSERT_TRUE(testing::WaitUntil([&] { return (*runner)->counters().records == 500; }, 60))
       << (*runner)->counters().records;
+  // Its consumer knew the dev broker (by its cluster id) and took its defaults, but for
+  // the fetch wait given in the properties.
+  const kafka::Properties consumer = (*runner)->consumer_properties();
+  EXPECT_EQ(kafka::LastSetting(consumer, "session.timeout.ms"), "6000");
+  EXPECT_EQ(kafka::LastSetting(consumer, "heartbeat.interval.ms"), "500");
+  EXPECT_EQ(kafka::LastSetting(consumer, "fetch.wait.max.ms"), "50");
   redis_->Stop();
   produce(500, 1000);
   ASSERT_TRUE(testing::WaitUntil([&] { return (*runner)->counters().health == kafka::SinkHealth::kCircuitOpen; }, 30));

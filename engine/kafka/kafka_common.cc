@@ -51,6 +51,26 @@ absl::Status KafkaStatus(std::string_view what, rd_kafka_error_t* error) {
              : absl::InternalError(msg);
 }
 
+std::string LastSetting(const Properties& props, std::string_view key) {
+  std::string value;
+  for (const auto& [k, v] : props) {
+    if (k == key) value = v;
+  }
+  return value;
+}
+
+bool OnDevBroker(rd_kafka_t* rk, int timeout_ms) {
+  char* id = rd_kafka_clusterid(rk, timeout_ms);
+  if (id == nullptr) return false;
+  const bool mock = std::string_view(id).starts_with("mockCluster");
+  rd_kafka_mem_free(rk, id);
+  return mock;
+}
+
+Properties DevBrokerConsumerDefaults() {
+  return {{"fetch.wait.max.ms", "10"}, {"session.timeout.ms", "6000"}, {"heartbeat.interval.ms", "500"}};
+}
+
 absl::StatusOr<KafkaHandle> NewClient(rd_kafka_type_t type, const Properties& properties,
                                       const std::function<void(rd_kafka_conf_t*)>& customize) {
   rd_kafka_conf_t* conf = rd_kafka_conf_new();

@@ -36,6 +36,21 @@ absl::Status KafkaStatus(std::string_view what, rd_kafka_error_t* error);
 absl::StatusOr<KafkaHandle> NewClient(rd_kafka_type_t type, const Properties& properties,
                                       const std::function<void(rd_kafka_conf_t*)>& customize = {});
 
+// The value a client made with `props` has for `key`: the last setting ("" if none).
+std::string LastSetting(const Properties& props, std::string_view key);
+
+// The client is connected to the dev broker (librdkafka's mock cluster, in this process or
+// another's, `streammetrics broker`): its cluster id starts with "mockCluster". Waits up to
+// `timeout_ms` for the metadata that carries the id (no wait once it came); false when
+// none came.
+bool OnDevBroker(rd_kafka_t* rk, int timeout_ms);
+// Group consumers' defaults on the dev broker, to come before the user's properties: it
+// answers a fetch that finds nothing only after the full fetch.wait.max.ms (500 ms by
+// default) even when records arrive meanwhile, and it sometimes misses a member that joins
+// while the first generation forms, which then waits out session.timeout.ms (45 s by
+// default) unassigned; docs/SEMANTICS.md, "Throughput on the dev broker".
+Properties DevBrokerConsumerDefaults();
+
 // A consumer in group `group_id` that commits nothing by itself, reads committed records
 // and starts at the earliest offset when it has no position, then `properties` (which
 // win); the rebalance callback `rebalance` with `opaque`; polled through

@@ -277,6 +277,8 @@ absl::Status Producer::Flush() {
   return s;
 }
 
+bool Producer::OnDevBroker(int timeout_ms) { return kafka::OnDevBroker(impl_->rk.get(), timeout_ms); }
+
 absl::Status Producer::BeginTransaction() {
   return KafkaStatus("begin transaction", rd_kafka_begin_transaction(impl_->rk.get()));
 }

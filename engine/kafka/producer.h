@@ -89,6 +89,8 @@ class Producer {
   // without it, a topic's first records wait for librdkafka's metadata refresh (up to
   // ~1 s on the dev broker: a commit that first writes a topic would stall on it).
   absl::Status WarmUp(std::span<const std::string> topics);
+  // The producer's broker is the dev broker (OnDevBroker, kafka_common.h).
+  bool OnDevBroker(int timeout_ms);
 
   // The offset after the last delivered record of (topic, partition), or 0.
   int64_t DeliveredEnd(std::string_view topic, int32_t partition) const;

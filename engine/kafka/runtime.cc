@@ -271,9 +271,7 @@ Properties Runtime::ConsumerProperties() const {
   // The same for the dev broker of another process (`streammetrics broker`), known by
   // its cluster id (EnsureTopics): before, its users had to know to set these.
   if (on_dev_broker_) {
-    props.emplace_back("fetch.wait.max.ms", "10");
-    props.emplace_back("session.timeout.ms", "6000");
-    props.emplace_back("heartbeat.interval.ms", "500");
+    for (auto& p : DevBrokerConsumerDefaults()) props.push_back(std::move(p));
   }
   for (const auto& p : options_.kafka) props.push_back(p);  // the last of a key wins
   return props;
@@ -842,17 +840,13 @@ absl::Status Runtime::EnsureTopics() {
   };
   std::map<std::string, int> topics;
   if (absl::Status s = partitions_of(&topics); !s.ok()) return s;
-  // librdkafka's mock cluster (the dev broker) names itself "mockCluster<hex>"; the
-  // metadata just fetched carries the id, so this does not wait.
+  // The metadata just fetched carries the cluster id: OnDevBroker does not wait.
   on_dev_broker_ = options_.embedded_broker != nullptr;
-  if (char* id = rd_kafka_clusterid(rk->get(), 5'000); id != nullptr) {
-    if (std::string_view(id).starts_with("mockCluster") && !on_dev_broker_) {
-      on_dev_broker_ = true;
-      Log(LogLevel::kInfo, "the broker is the dev broker (librdkafka's mock cluster): stream "
-                           "threads' consumers use fetch.wait.max.ms 10, session.timeout.ms "
-                           "6000 and heartbeat.interval.ms 500 unless kafka: sets them");
-    }
-    rd_kafka_mem_free(rk->get(), id);
+  if (!on_dev_broker_ && OnDevBroker(rk->get(), 5'000)) {
+    on_dev_broker_ = true;
+    Log(LogLevel::kInfo, "the broker is the dev broker (librdkafka's mock cluster): stream "
+                         "threads' consumers use fetch.wait.max.ms 10, session.timeout.ms "
+                         "6000 and heartbeat.interval.ms 500 unless kafka: sets them");
   }
   auto source = topics.find(source_topic_);
   if (source == topics.end()) {

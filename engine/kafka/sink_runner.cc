@@ -271,8 +271,16 @@ absl::Status SinkRunner::Loop::Run() {
   absl::StatusOr<std::unique_ptr<Producer>> dlq = Producer::Create({.properties = options().kafka});
   if (!dlq.ok()) return dlq.status();
   dlq_ = *std::move(dlq);
-  absl::StatusOr<KafkaHandle> consumer = NewGroupConsumer(
-      options().group_id, options().kafka, &RebalanceCallback, this, options().topics);
+  // On the dev broker its fetch and session defaults (as the stream threads'), then kafka:.
+  Properties props;
+  if (dlq_->OnDevBroker(5'000)) props = DevBrokerConsumerDefaults();
+  for (const auto& p : options().kafka) props.push_back(p);
+  {
+    std::lock_guard<std::mutex> lock(r_->mu_);
+    r_->consumer_properties_ = props;
+  }
+  absl::StatusOr<KafkaHandle> consumer =
+      NewGroupConsumer(options().group_id, props, &RebalanceCallback, this, options().topics);
   if (!consumer.ok()) return consumer.status();
   consumer_ = *std::move(consumer);
   SetHealth(SinkHealth::kHealthy);
@@ -340,6 +348,11 @@ absl::Status SinkRunner::Join() {
   if (thread_.joinable()) thread_.join();
   std::lock_guard<std::mutex> lock(mu_);
   return status_;
+}
+
+Properties SinkRunner::consumer_properties() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return consumer_properties_;
 }
 
 SinkRunnerCounters SinkRunner::counters() const {

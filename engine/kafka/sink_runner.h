@@ -65,6 +65,9 @@ class SinkRunner {
   void Stop();
   absl::Status Join();
   SinkRunnerCounters counters() const;
+  // What the runner's consumer was created with (empty before): on the dev broker its
+  // defaults (DevBrokerConsumerDefaults), then SinkRunnerOptions::kafka, whose values win.
+  Properties consumer_properties() const;
 
  private:
   class Loop;
@@ -77,6 +80,7 @@ class SinkRunner {
   mutable std::mutex mu_;
   SinkRunnerCounters counters_;  // guarded by mu_
   absl::Status status_;          // guarded by mu_
+  Properties consumer_properties_;  // guarded by mu_
   friend class Loop;
 };
 
