@@ -104,8 +104,8 @@ struct Args {
   // of the VM moved it by a third).
   int64_t drain_events = 2'520'000;
   int drain_partitions = 72;
-  // Drains of the plain consumer and of each engine: a drain is ~1 s and varies run to
-  // run (the rebalance as the second stream thread joins, the VM); medians are compared.
+  // Drains of the plain consumer and of each engine: a drain still varies run to run
+  // (the rebalance as the second stream thread joins, the VM); medians are compared.
   int drain_runs = 3;
 };
 

@@ -795,7 +795,7 @@ TEST(MainJob, RunTwiceOnTheEmbeddedBrokerHoldsTheLoadAndRebuildsTheState) {
 
 // The main job with a producer limit below what its commits need (message.max.bytes
 // 4096 in kafka:): the run ends by itself, exit code 1, with the stream thread's error —
-// before, it rebuilt its tasks for ever, showing progress lines with nothing committed.
+// before, it rebuilt its tasks for ever, committing about a record per rebuild.
 TEST(MainJob, ACommitTheBrokerRefusesEveryTimeEndsTheRunWithItsError) {
   const fs::path dir = fs::temp_directory_path() / StrCat("sm-main-job-refused-", ::getpid());
   fs::remove_all(dir);

@@ -116,7 +116,6 @@ class Runtime::Thread {
     uint64_t sent_at_commit = 0;
     uint64_t read_at_commit = 0;
     uint64_t windows_at_commit = 0;
-    int64_t next_offset = -1;  // past the last input record processed; -1: none yet
   };
 
   const RuntimeOptions& options() const { return rt_->options_; }
@@ -149,6 +148,8 @@ class Runtime::Thread {
   absl::Status Seek(const std::map<int32_t, int64_t>& offsets);
   void OnRebalance(rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t* parts);
   void PublishCounters();
+  // refused_at_: where each task's input was when a commit was refused.
+  void RecordRefusedPositions();
   // The last commit reached every partition's position of the last refused one.
   bool PassedRefusedCommit() const;
   // Results of offset commits (at_least_once; asynchronous between rebalances): a
@@ -462,7 +463,6 @@ absl::Status Runtime::Thread::ProcessMessage(const rd_kafka_message_t* m) {
   record.timestamp_ms = ts;
   record.key = std::string_view(static_cast<const char*>(m->key), m->key_len);
   record.value = std::string_view(static_cast<const char*>(m->payload), m->len);
-  it->second.next_offset = m->offset + 1;
   return it->second.task->Process(record);
 }
 
@@ -564,9 +564,8 @@ absl::Status Runtime::Thread::RebuildTasks(const absl::Status& why) {
                   "); rebuilding its tasks from their changelogs"));
   std::vector<int32_t> partitions;
   const bool refused = absl::IsFailedPrecondition(why);
-  if (refused) refused_at_.clear();
+  if (refused) RecordRefusedPositions();
   for (auto& [p, e] : tasks_) {
-    if (refused) refused_at_[p] = e.next_offset;
     e.task->AbortCommit(why).IgnoreError();  // failed: closes without a checkpoint
     partitions.push_back(p);
   }
@@ -625,6 +624,21 @@ absl::Status Runtime::Thread::RebuildTasks(const absl::Status& why) {
                "the topics' max.message.bytes and the producer's message.max.bytes (kafka:)"));
   }
   return s;
+}
+
+void Runtime::Thread::RecordRefusedPositions() {
+  refused_at_.clear();
+  if (tasks_.empty()) return;
+  // The consumer's positions: past the last record it handed over, all processed here
+  // (on a failed record the rest of its batch was not, which only asks for more).
+  rd_kafka_topic_partition_list_t* list = rd_kafka_topic_partition_list_new(tasks_.size());
+  for (const auto& [p, e] : tasks_) rd_kafka_topic_partition_list_add(list, rt_->source_topic_.c_str(), p);
+  if (rd_kafka_position(consumer_.get(), list) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+    for (int i = 0; i < list->cnt; ++i) {
+      refused_at_[list->elems[i].partition] = list->elems[i].offset >= 0 ? list->elems[i].offset : -1;
+    }
+  }
+  rd_kafka_topic_partition_list_destroy(list);
 }
 
 bool Runtime::Thread::PassedRefusedCommit() const {
