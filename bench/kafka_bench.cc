@@ -126,13 +126,16 @@ Properties EngineProps(const Properties& base) {
   return props;
 }
 
-// The plain consumers' settings: those the stream threads' consumers have on the dev
-// broker (engine/kafka/runtime.cc), so the baseline is the best a librdkafka consumer does
-// here. With librdkafka's prefetch defaults a consumer holding 100,000 records stops
-// fetching all its partitions for up to a second (docs/SEMANTICS.md, "Prefetch"): the
-// plain drain measured 267K-1.6M events/s run to run.
+// The plain consumers' settings: the best a librdkafka consumer does here. With
+// librdkafka's prefetch defaults a consumer holding 100,000 records stops fetching all its
+// partitions for up to a second (docs/SEMANTICS.md, "Prefetch"): the plain drain measured
+// 267K-1.6M events/s run to run. So the count never binds, and the bytes bound is 128 MiB
+// — more than a second of its records, so the queue outlasts that pause (a plain
+// consumer does not wake its fetchers as the stream threads do, whose bound is 32 MiB:
+// with that it drained at a fraction of the rate) — and fetch.wait.max.ms is the stream
+// threads' on the dev broker.
 Properties PlainConsumerProps(const Properties& base) {
-  Properties props = StreamThreadPrefetch();
+  Properties props = {{"queued.min.messages", "10000000"}, {"queued.max.messages.kbytes", "131072"}};
   props.emplace_back("fetch.wait.max.ms", "10");  // as the stream threads' on the dev broker
   for (const auto& p : EngineProps(base)) props.push_back(p);
   return props;
@@ -273,11 +276,28 @@ double ThreadCpuSeconds(std::string_view prefix) {
   return total;
 }
 
+// Minor page faults of the whole process so far (/proc/self/stat, field 10): on this VM
+// a fault costs microseconds, so a measurement that touches fresh memory pays for it.
+uint64_t MinorFaults() {
+  std::ifstream stat_file("/proc/self/stat");
+  std::string stat((std::istreambuf_iterator<char>(stat_file)), std::istreambuf_iterator<char>());
+  const size_t close = stat.rfind(')');
+  if (close == std::string::npos) return 0;
+  std::istringstream fields(stat.substr(close + 2));
+  std::string field;
+  for (int i = 3; i <= 10 && fields >> field; ++i) {
+    if (i == 10) return std::strtoull(field.c_str(), nullptr, 10);
+  }
+  return 0;
+}
+
 // CPU time per event over a measurement: of the stream threads, and of the whole process
-// (feeder, dev broker and every client's librdkafka threads included).
+// (feeder, dev broker and every client's librdkafka threads included); the process's
+// minor page faults over it.
 struct CpuPerEvent {
   double stream_us = 0;
   double process_us = 0;
+  uint64_t faults = 0;
 };
 
 // The producer of the feeder and of the drain topic: the input's batches compressed
@@ -394,7 +414,7 @@ double PlainSustained(DevBroker* broker, const Properties& props, const Args& ar
 // record to last; -1 on failure.
 // `cpu_us`: the whole process's CPU per record over the same span.
 double PlainConsumerRate(const Properties& props, const std::string& topic, int64_t events,
-                         double* cpu_us) {
+                         double* cpu_us, uint64_t* faults) {
   auto follower = TopicFollower::Create(PlainConsumerProps(props), topic, /*from_start=*/true);
   if (!follower.ok()) return -1;
   // The clock starts when the first batch arrives (connecting and fetching the metadata
@@ -402,6 +422,7 @@ double PlainConsumerRate(const Properties& props, const std::string& topic, int6
   int64_t seen = 0, counted = 0;
   Clock::time_point first;
   double first_cpu = 0;
+  uint64_t first_faults = 0;
   const auto deadline = Clock::now() + std::chrono::seconds(60);
   auto last = Clock::now();
   while (seen < events && Clock::now() < deadline && Clock::now() - last < std::chrono::seconds(5)) {
@@ -410,6 +431,7 @@ double PlainConsumerRate(const Properties& props, const std::string& topic, int6
     if (n > 0 && seen == 0) {
       first = Clock::now();
       first_cpu = ThreadCpuSeconds("");
+      first_faults = MinorFaults();
     } else {
       counted += n;
     }
@@ -420,6 +442,7 @@ double PlainConsumerRate(const Properties& props, const std::string& topic, int6
     return -1;
   }
   *cpu_us = (ThreadCpuSeconds("") - first_cpu) * 1e6 / static_cast<double>(counted);
+  *faults = MinorFaults() - first_faults;
   return static_cast<double>(counted) / std::chrono::duration<double>(Clock::now() - first).count();
 }
 
@@ -472,6 +495,7 @@ double EngineDrain(DevBroker* broker, const Properties& props, ProcessingGuarant
   const auto first = Clock::now();
   const RuntimeCounters at_first = rt->counters();
   const double stream_cpu = ThreadCpuSeconds("sm:stream"), process_cpu = ThreadCpuSeconds("");
+  const uint64_t faults = MinorFaults();
   const auto deadline = first + std::chrono::seconds(120);
   while (rt->counters().committed_input < events && Clock::now() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
@@ -487,6 +511,7 @@ double EngineDrain(DevBroker* broker, const Properties& props, ProcessingGuarant
   if (cpu != nullptr && n > 0) {
     cpu->stream_us = (ThreadCpuSeconds("sm:stream") - stream_cpu) * 1e6 / n;
     cpu->process_us = (ThreadCpuSeconds("") - process_cpu) * 1e6 / n;
+    cpu->faults = MinorFaults() - faults;
   }
   rt->Stop();
   (void)rt->Join();
@@ -644,19 +669,21 @@ int Main(int argc, char** argv) {
       for (double r : v) out += (out.empty() ? "" : " / ") + std::to_string(std::lround(r / 1000)) + "K";
       return out;
     };
-    std::vector<double> plain_rates, plain_cpus;
+    std::vector<double> plain_rates, plain_cpus, plain_faults;
     for (int run = 0; run < args.drain_runs; ++run) {
       double cpu = 0;
-      plain_rates.push_back(PlainConsumerRate(props, topic, args.drain_events, &cpu));
+      uint64_t faults = 0;
+      plain_rates.push_back(PlainConsumerRate(props, topic, args.drain_events, &cpu, &faults));
       plain_cpus.push_back(cpu);
+      plain_faults.push_back(static_cast<double>(faults));
     }
     const double drain = median(plain_rates);
     std::printf("plain consumer draining a full topic (%lld events, %d partitions, %s; "
                 "read_committed, one client): median of %d %.0f events/s (%s); CPU per event, "
-                "whole process %.2f us (median)\n",
+                "whole process %.2f us, %.0f page faults (medians)\n",
                 static_cast<long long>(args.drain_events), args.drain_partitions,
                 args.input_compression.c_str(), args.drain_runs, drain, list(plain_rates).c_str(),
-                median(plain_cpus));
+                median(plain_cpus), median(plain_faults));
     for (ProcessingGuarantee g : {ProcessingGuarantee::kExactlyOnceV2, ProcessingGuarantee::kAtLeastOnce}) {
       if (!runs(g)) continue;
       const char* guarantee = g == ProcessingGuarantee::kExactlyOnceV2 ? "exactly_once_v2" : "at_least_once";
@@ -671,11 +698,13 @@ int Main(int argc, char** argv) {
         // was not processing: waiting for input with nothing queued, committing, rebalancing.
         std::printf("engine %s draining the same topic from the start (%d threads, commit %d ms), "
                     "run %d: %.0f events/s (%.0f%% of the plain consumer's median; %llu commits, "
-                    "%llu windows); CPU per event: stream threads %.2f us, whole process %.2f us; "
-                    "stream threads waited for input %llu ms, committed %llu ms, rebalanced %llu ms\n",
+                    "%llu windows); CPU per event: stream threads %.2f us, whole process %.2f us "
+                    "(%llu page faults); %llu fetch wakeups; stream threads waited for input %llu ms, committed %llu ms, rebalanced %llu ms\n",
                     guarantee, args.threads, args.commit_ms, run + 1, rate, 100 * rate / drain,
                     static_cast<unsigned long long>(c.commits),
                     static_cast<unsigned long long>(c.windows_emitted), cpu.stream_us, cpu.process_us,
+                    static_cast<unsigned long long>(cpu.faults),
+                    static_cast<unsigned long long>(c.fetch_wakeups),
                     static_cast<unsigned long long>(during.input_wait_ms),
                     static_cast<unsigned long long>(during.commit_ms),
                     static_cast<unsigned long long>(during.rebalance_ms));

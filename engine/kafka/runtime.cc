@@ -148,6 +148,17 @@ class Runtime::Thread {
   absl::Status Seek(const std::map<int32_t, int64_t>& offsets);
   void OnRebalance(rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t* parts);
   void PublishCounters();
+  // Prefetch (docs/SEMANTICS.md, "Prefetch"). librdkafka 2.0.2 stops fetching every
+  // partition of a consumer once its queue holds queued.max.messages.kbytes of records
+  // and looks again only when its broker thread next wakes — up to a second later when
+  // nothing else wakes it (fetch.queue.backoff.ms, from 2.2.0, bounds that; 2.0.2 has
+  // no such setting). A thread with a backlog empties the queue faster than that and
+  // then waits for input. So the thread watches its queue: once it has been near the
+  // bound and has fallen to half of it, WakeFetchers asks the partitions' leaders for
+  // their end offsets (a ListOffsets request, answer unused): a request queued on a
+  // broker thread wakes it, and it fetches again while half the queue is still left.
+  void WatchPrefetch(size_t payload_bytes, size_t records);
+  void WakeFetchers();
   // refused_at_: where each task's input was when a commit was refused.
   void RecordRefusedPositions();
   // The last commit reached every partition's position of the last refused one.
@@ -204,6 +215,14 @@ class Runtime::Thread {
   Clock::duration input_wait_{};     // in the poll on an empty queue, callbacks excepted
   Clock::duration commit_time_{};
   Clock::duration rebalance_time_{};  // in rebalance callbacks (task creation, restore)
+  // WatchPrefetch's state: the consumer's bound in bytes, the records' mean size (as
+  // librdkafka counts them: the value's bytes), whether the queue was seen near the
+  // bound since the last wakeup.
+  rd_kafka_queue_t* queue_ = nullptr;  // the consumer's, owned by Run
+  double prefetch_bytes_ = 0;
+  double mean_payload_ = 0;
+  bool prefetch_full_ = false;
+  uint64_t fetch_wakeups_ = 0;
 };
 
 absl::Status Runtime::Thread::NewProducer() {
@@ -238,7 +257,36 @@ absl::Status Runtime::Thread::Setup() {
                        &OffsetCommitCallback);
   if (!consumer.ok()) return consumer.status();
   consumer_ = *std::move(consumer);
+  // librdkafka's default: 65,536 KB.
+  const std::string kbytes = LastSetting(props, "queued.max.messages.kbytes");
+  prefetch_bytes_ = 1024.0 * (kbytes.empty() ? 65'536.0 : std::atof(kbytes.c_str()));
   return absl::OkStatus();
+}
+
+void Runtime::Thread::WatchPrefetch(size_t payload_bytes, size_t records) {
+  if (records == 0 || prefetch_bytes_ <= 0) return;
+  const double mean = static_cast<double>(payload_bytes) / static_cast<double>(records);
+  mean_payload_ = mean_payload_ == 0 ? mean : 0.9 * mean_payload_ + 0.1 * mean;
+  const double queued = static_cast<double>(rd_kafka_queue_length(queue_)) * mean_payload_;
+  if (queued >= 0.8 * prefetch_bytes_) {
+    prefetch_full_ = true;
+  } else if (prefetch_full_ && queued <= 0.5 * prefetch_bytes_) {
+    prefetch_full_ = false;
+    WakeFetchers();
+  }
+}
+
+void Runtime::Thread::WakeFetchers() {
+  rd_kafka_topic_partition_list_t* parts = nullptr;
+  if (rd_kafka_assignment(consumer_.get(), &parts) != RD_KAFKA_RESP_ERR_NO_ERROR) return;
+  if (parts->cnt > 0) {
+    for (int i = 0; i < parts->cnt; ++i) parts->elems[i].offset = RD_KAFKA_OFFSET_END;
+    ++fetch_wakeups_;
+    // Synchronous (the answers are awaited, up to 200 ms; ~1 ms here): the wakeup is
+    // the request being queued; what it returns does not matter.
+    rd_kafka_offsets_for_times(consumer_.get(), parts, 200);
+  }
+  rd_kafka_topic_partition_list_destroy(parts);
 }
 
 Properties Runtime::ConsumerProperties() const {
@@ -248,12 +296,12 @@ Properties Runtime::ConsumerProperties() const {
   // of the thread's partitions — so when queued.min.messages (100,000 by default) records
   // are queued every partition stops fetching at once, and its broker thread looks again
   // only after up to 1 s (rd_kafka_max_block_ms; fetch.queue.backoff.ms from 2.2.0 sets
-  // it). A thread with a backlog processes 100,000 records in ~0.4 s here and then waited
-  // for input the rest of that second: in kafka_bench's ~2.2 s drain its two threads
-  // waited 1.1–2.8 s (RuntimeCounters::input_wait_ms). Now the count never binds and the
-  // bytes bound is 128 MiB of records per thread, about a second of a thread's records
-  // (~410 bytes each in the benchmark), so the queue outlasts a pause: 0.07–0.7 s waited,
-  // +26% events/s (docs/SEMANTICS.md, "Prefetch"). Both can be overridden in `kafka:`.
+  // it). The count never binds; the bytes bound is 32 MiB of records per thread (~80,000
+  // of the benchmark's ~410-byte events, ~0.2 s of a thread's work), and the thread wakes
+  // its fetchers itself when the queue has fallen from near the bound to half of it
+  // (WatchPrefetch). Before that wakeup the bound had to outlast the pause: 128 MiB, and
+  // still 0.3–2.9 s of waiting in kafka_bench's drains (docs/SEMANTICS.md, "Prefetch").
+  // Both can be overridden in `kafka:`.
   for (auto& p : StreamThreadPrefetch()) props.push_back(std::move(p));
   // The dev broker answers a fetch that finds no new record only after its full
   // fetch.wait.max.ms (500 ms by default), even when records arrive meanwhile — a
@@ -279,7 +327,7 @@ Properties Runtime::ConsumerProperties() const {
 }
 
 Properties StreamThreadPrefetch() {
-  return {{"queued.min.messages", "10000000"}, {"queued.max.messages.kbytes", "131072"}};
+  return {{"queued.min.messages", "10000000"}, {"queued.max.messages.kbytes", "32768"}};
 }
 
 namespace {
@@ -674,6 +722,7 @@ void Runtime::Thread::PublishCounters() {
   }
   c.commits = commits_;
   c.rebuilds = rebuilds_;
+  c.fetch_wakeups = fetch_wakeups_;
   const auto ms = [](Clock::duration d) {
     return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(d).count());
   };
@@ -704,6 +753,7 @@ absl::Status Runtime::Thread::Run() {
   // every librdkafka version.
   std::unique_ptr<rd_kafka_queue_t, decltype(&rd_kafka_queue_destroy)> queue(
       rd_kafka_queue_get_consumer(consumer_.get()), &rd_kafka_queue_destroy);
+  queue_ = queue.get();
   constexpr size_t kBatch = 256;
   rd_kafka_message_t* batch[kBatch];
   auto last_poll = Clock::now();
@@ -721,8 +771,10 @@ absl::Status Runtime::Thread::Run() {
     }
     wall_ms_ = NowMs();  // after the poll: a rebalance in it may have taken seconds
     bool drop = false;  // the rest of the batch: stale after a rebuild (tasks re-seeked)
+    size_t payload_bytes = 0;
     for (ssize_t i = 0; i < n; ++i) {
       rd_kafka_message_t* m = batch[i];
+      payload_bytes += m->len;
       if (drop || !status.ok() || !rebalance_error_.ok()) {
         rd_kafka_message_destroy(m);
         continue;
@@ -739,7 +791,10 @@ absl::Status Runtime::Thread::Run() {
       }
       rd_kafka_message_destroy(m);
     }
-    if (n > 0) consumed_.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
+    if (n > 0) {
+      consumed_.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
+      WatchPrefetch(payload_bytes, static_cast<size_t>(n));
+    }
     if (!rebalance_error_.ok()) {
       status = rebalance_error_;
       break;
@@ -976,7 +1031,7 @@ uint64_t Runtime::consumed() const {
   return n;
 }
 
-static_assert(sizeof(RuntimeCounters) == 15 * sizeof(uint64_t),
+static_assert(sizeof(RuntimeCounters) == 16 * sizeof(uint64_t),
               "a new counter: sum it in RuntimeCounters::operator+=");
 RuntimeCounters& RuntimeCounters::operator+=(const RuntimeCounters& c) {
   records_read += c.records_read;
@@ -988,6 +1043,7 @@ RuntimeCounters& RuntimeCounters::operator+=(const RuntimeCounters& c) {
   late_dropped += c.late_dropped;
   commits += c.commits;
   rebuilds += c.rebuilds;
+  fetch_wakeups += c.fetch_wakeups;
   tasks += c.tasks;
   committed_input += c.committed_input;
   input_lag += c.input_lag;
