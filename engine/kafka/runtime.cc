@@ -148,17 +148,6 @@ class Runtime::Thread {
   absl::Status Seek(const std::map<int32_t, int64_t>& offsets);
   void OnRebalance(rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t* parts);
   void PublishCounters();
-  // Prefetch (docs/SEMANTICS.md, "Prefetch"). librdkafka 2.0.2 stops fetching every
-  // partition of a consumer once its queue holds queued.max.messages.kbytes of records
-  // and looks again only when its broker thread next wakes — up to a second later when
-  // nothing else wakes it (fetch.queue.backoff.ms, from 2.2.0, bounds that; 2.0.2 has
-  // no such setting). A thread with a backlog empties the queue faster than that and
-  // then waits for input. So the thread watches its queue: once it has been near the
-  // bound and has fallen to half of it, WakeFetchers asks the partitions' leaders for
-  // their end offsets (a ListOffsets request, answer unused): a request queued on a
-  // broker thread wakes it, and it fetches again while half the queue is still left.
-  void WatchPrefetch(size_t payload_bytes, size_t records);
-  void WakeFetchers();
   // refused_at_: where each task's input was when a commit was refused.
   void RecordRefusedPositions();
   // The last commit reached every partition's position of the last refused one.
@@ -215,14 +204,8 @@ class Runtime::Thread {
   Clock::duration input_wait_{};     // in the poll on an empty queue, callbacks excepted
   Clock::duration commit_time_{};
   Clock::duration rebalance_time_{};  // in rebalance callbacks (task creation, restore)
-  // WatchPrefetch's state: the consumer's bound in bytes, the records' mean size (as
-  // librdkafka counts them: the value's bytes), whether the queue was seen near the
-  // bound since the last wakeup.
-  rd_kafka_queue_t* queue_ = nullptr;  // the consumer's, owned by Run
-  double prefetch_bytes_ = 0;
-  double mean_payload_ = 0;
-  bool prefetch_full_ = false;
-  uint64_t fetch_wakeups_ = 0;
+  // Wakes the consumer's fetchers when its prefetch bound stopped them (FetchWaker).
+  std::unique_ptr<FetchWaker> fetch_waker_;
 };
 
 absl::Status Runtime::Thread::NewProducer() {
@@ -257,36 +240,8 @@ absl::Status Runtime::Thread::Setup() {
                        &OffsetCommitCallback);
   if (!consumer.ok()) return consumer.status();
   consumer_ = *std::move(consumer);
-  // librdkafka's default: 65,536 KB.
-  const std::string kbytes = LastSetting(props, "queued.max.messages.kbytes");
-  prefetch_bytes_ = 1024.0 * (kbytes.empty() ? 65'536.0 : std::atof(kbytes.c_str()));
+  fetch_waker_ = std::make_unique<FetchWaker>(props);
   return absl::OkStatus();
-}
-
-void Runtime::Thread::WatchPrefetch(size_t payload_bytes, size_t records) {
-  if (records == 0 || prefetch_bytes_ <= 0) return;
-  const double mean = static_cast<double>(payload_bytes) / static_cast<double>(records);
-  mean_payload_ = mean_payload_ == 0 ? mean : 0.9 * mean_payload_ + 0.1 * mean;
-  const double queued = static_cast<double>(rd_kafka_queue_length(queue_)) * mean_payload_;
-  if (queued >= 0.8 * prefetch_bytes_) {
-    prefetch_full_ = true;
-  } else if (prefetch_full_ && queued <= 0.5 * prefetch_bytes_) {
-    prefetch_full_ = false;
-    WakeFetchers();
-  }
-}
-
-void Runtime::Thread::WakeFetchers() {
-  rd_kafka_topic_partition_list_t* parts = nullptr;
-  if (rd_kafka_assignment(consumer_.get(), &parts) != RD_KAFKA_RESP_ERR_NO_ERROR) return;
-  if (parts->cnt > 0) {
-    for (int i = 0; i < parts->cnt; ++i) parts->elems[i].offset = RD_KAFKA_OFFSET_END;
-    ++fetch_wakeups_;
-    // Synchronous (the answers are awaited, up to 200 ms; ~1 ms here): the wakeup is
-    // the request being queued; what it returns does not matter.
-    rd_kafka_offsets_for_times(consumer_.get(), parts, 200);
-  }
-  rd_kafka_topic_partition_list_destroy(parts);
 }
 
 Properties Runtime::ConsumerProperties() const {
@@ -299,7 +254,7 @@ Properties Runtime::ConsumerProperties() const {
   // it). The count never binds; the bytes bound is 32 MiB of records per thread (~80,000
   // of the benchmark's ~410-byte events, ~0.2 s of a thread's work), and the thread wakes
   // its fetchers itself when the queue has fallen from near the bound to half of it
-  // (WatchPrefetch). Before that wakeup the bound had to outlast the pause: 128 MiB, and
+  // (FetchWaker). Before that wakeup the bound had to outlast the pause: 128 MiB, and
   // still 0.3–2.9 s of waiting in kafka_bench's drains (docs/SEMANTICS.md, "Prefetch").
   // Both can be overridden in `kafka:`.
   for (auto& p : StreamThreadPrefetch()) props.push_back(std::move(p));
@@ -722,7 +677,7 @@ void Runtime::Thread::PublishCounters() {
   }
   c.commits = commits_;
   c.rebuilds = rebuilds_;
-  c.fetch_wakeups = fetch_wakeups_;
+  c.fetch_wakeups = fetch_waker_ != nullptr ? fetch_waker_->wakeups() : 0;
   const auto ms = [](Clock::duration d) {
     return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(d).count());
   };
@@ -753,7 +708,6 @@ absl::Status Runtime::Thread::Run() {
   // every librdkafka version.
   std::unique_ptr<rd_kafka_queue_t, decltype(&rd_kafka_queue_destroy)> queue(
       rd_kafka_queue_get_consumer(consumer_.get()), &rd_kafka_queue_destroy);
-  queue_ = queue.get();
   constexpr size_t kBatch = 256;
   rd_kafka_message_t* batch[kBatch];
   auto last_poll = Clock::now();
@@ -793,7 +747,7 @@ absl::Status Runtime::Thread::Run() {
     }
     if (n > 0) {
       consumed_.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
-      WatchPrefetch(payload_bytes, static_cast<size_t>(n));
+      fetch_waker_->Observe(consumer_.get(), queue.get(), payload_bytes, static_cast<size_t>(n));
     }
     if (!rebalance_error_.ok()) {
       status = rebalance_error_;
