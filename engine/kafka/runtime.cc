@@ -537,8 +537,12 @@ absl::Status Runtime::Thread::CommitTasks(bool force) {
       // come back through the consumer's poll, which logs failures.
       absl::Status s = KafkaStatus("commit offsets", rd_kafka_commit(consumer_.get(), list, force ? 0 : 1));
       rd_kafka_topic_partition_list_destroy(list);
-      // The markers hold the same offsets: a failed offset commit loses nothing.
-      if (!s.ok()) LogEvery("commit-offsets", 10'000, LogLevel::kWarning, std::string(s.message()));
+      // The markers hold the same offsets: a failed offset commit loses nothing. A failed
+      // synchronous commit also reaches OffsetCommitCallback: one key, so it is logged once.
+      if (!s.ok()) {
+        LogEvery(StrCat("commit-offsets-", index_), 10'000, LogLevel::kWarning,
+                 StrCat("thread ", index_, ": ", s.message(), " (the commit markers hold them)"));
+      }
     }
   }
   for (auto& [p, e] : tasks_) {
