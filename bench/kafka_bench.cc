@@ -249,8 +249,21 @@ class EventPool {
   uint64_t next_ = 0;
 };
 
+// The fields of a /proc stat file (`path`) from field 3 (the state) on, field n at
+// index n - 3 (the name, field 2, may hold spaces); empty when unreadable.
+std::vector<std::string> StatFields(const std::filesystem::path& path) {
+  std::ifstream stat_file(path);
+  std::string stat((std::istreambuf_iterator<char>(stat_file)), std::istreambuf_iterator<char>());
+  const size_t close = stat.rfind(')');
+  if (close == std::string::npos || close + 2 > stat.size()) return {};
+  std::istringstream in(stat.substr(close + 2));
+  std::vector<std::string> fields;
+  for (std::string f; in >> f;) fields.push_back(std::move(f));
+  return fields;
+}
+
 // CPU seconds used so far by this process's threads whose name starts with `prefix`
-// ("" : every thread), from /proc/self/task/*/stat.
+// ("" : every thread), from /proc/self/task/*/stat (fields 14 and 15).
 double ThreadCpuSeconds(std::string_view prefix) {
   const double tick = static_cast<double>(::sysconf(_SC_CLK_TCK));
   double total = 0;
@@ -260,18 +273,9 @@ double ThreadCpuSeconds(std::string_view prefix) {
     std::string comm;
     std::getline(comm_file, comm);
     if (comm.compare(0, prefix.size(), prefix) != 0) continue;
-    std::ifstream stat_file(task.path() / "stat");
-    std::string stat((std::istreambuf_iterator<char>(stat_file)), std::istreambuf_iterator<char>());
-    const size_t close = stat.rfind(')');  // the name may hold spaces
-    if (close == std::string::npos) continue;
-    std::istringstream fields(stat.substr(close + 2));
-    std::string field;
-    double utime = 0, stime = 0;
-    for (int i = 3; i <= 15 && fields >> field; ++i) {  // field 3 is the state
-      if (i == 14) utime = std::atof(field.c_str());
-      if (i == 15) stime = std::atof(field.c_str());
-    }
-    total += (utime + stime) / tick;
+    const std::vector<std::string> f = StatFields(task.path() / "stat");
+    if (f.size() < 13) continue;
+    total += (std::atof(f[14 - 3].c_str()) + std::atof(f[15 - 3].c_str())) / tick;
   }
   return total;
 }
@@ -279,16 +283,8 @@ double ThreadCpuSeconds(std::string_view prefix) {
 // Minor page faults of the whole process so far (/proc/self/stat, field 10): on this VM
 // a fault costs microseconds, so a measurement that touches fresh memory pays for it.
 uint64_t MinorFaults() {
-  std::ifstream stat_file("/proc/self/stat");
-  std::string stat((std::istreambuf_iterator<char>(stat_file)), std::istreambuf_iterator<char>());
-  const size_t close = stat.rfind(')');
-  if (close == std::string::npos) return 0;
-  std::istringstream fields(stat.substr(close + 2));
-  std::string field;
-  for (int i = 3; i <= 10 && fields >> field; ++i) {
-    if (i == 10) return std::strtoull(field.c_str(), nullptr, 10);
-  }
-  return 0;
+  const std::vector<std::string> f = StatFields("/proc/self/stat");
+  return f.size() < 8 ? 0 : std::strtoull(f[10 - 3].c_str(), nullptr, 10);
 }
 
 // CPU time per event over a measurement: of the stream threads, and of the whole process
@@ -699,7 +695,8 @@ int Main(int argc, char** argv) {
         std::printf("engine %s draining the same topic from the start (%d threads, commit %d ms), "
                     "run %d: %.0f events/s (%.0f%% of the plain consumer's median; %llu commits, "
                     "%llu windows); CPU per event: stream threads %.2f us, whole process %.2f us "
-                    "(%llu page faults); %llu fetch wakeups; stream threads waited for input %llu ms, committed %llu ms, rebalanced %llu ms\n",
+                    "(%llu page faults); %llu fetch wakeups; stream threads waited for input "
+                    "%llu ms, committed %llu ms, rebalanced %llu ms\n",
                     guarantee, args.threads, args.commit_ms, run + 1, rate, 100 * rate / drain,
                     static_cast<unsigned long long>(c.commits),
                     static_cast<unsigned long long>(c.windows_emitted), cpu.stream_us, cpu.process_us,
