@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages StreamMetrics needs (idempotent, quiet when all are present)
-# and builds the project into build/. Usage: scripts/setup.sh [--no-build]
+# and builds the project into build/. Usage: scripts/setup.sh [--no-build] [--kafka]
+# --kafka: also Java and Maven, and the real Kafka broker's jars (scripts/kafka.sh fetch)
+# that the test suite and the benchmarks run against.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,6 +13,17 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev libgoogle-perftools-dev
   redis-server postgresql kcat
 )
+
+BUILD=1
+KAFKA=0
+for arg in "$@"; do
+  case "$arg" in
+    --no-build) BUILD=0 ;;
+    --kafka) KAFKA=1 ;;
+    *) echo "setup: unknown flag $arg" >&2; exit 2 ;;
+  esac
+done
+if ((KAFKA)); then PACKAGES+=(openjdk-17-jre-headless maven); fi
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -24,7 +37,8 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-[ "${1:-}" = "--no-build" ] && exit 0
+if ((KAFKA)); then bash scripts/kafka.sh fetch >/dev/null; fi
+((BUILD)) || exit 0
 
 BUILD_DIR="${BUILD_DIR:-build}"
 if [ ! -f "$BUILD_DIR/build.ninja" ]; then

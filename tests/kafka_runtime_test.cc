@@ -1,11 +1,8 @@
 // The Kafka runtime end to end against the dev broker (in-process): stream threads,
 // consumer group, exactly-once commits, changelogs, rebalancing.
 //
-// The oracle: the same topology run offline (TopologyTestDriver) over each input
-// partition's records in offset order — what a task must produce. Counts, sums, minima
-// and maxima must match exactly; quantiles only lie within [min, max] (a digest's buffer
-// is merged when a pane is serialized, so quantiles depend on where commits fall, and the
-// runtime commits on time, the oracle never; making them commit-independent is open).
+// The oracle and the fixture: tests/runtime_fixture.h. The same guarantees on a real
+// Kafka: real_kafka_test.cc.
 //
 // What this proves given the dev broker's limits (DESIGN.md): the dev broker keeps no
 // transactional offsets and shows aborted records, so resuming after a rebalance or
@@ -43,6 +40,7 @@
 #include "engine/topology_test_driver.h"
 #include "operators/strings.h"
 #include "tests/aggregate_results.h"
+#include "tests/runtime_fixture.h"
 #include "tests/spawn.h"
 #include "topology/metrics_pipeline.h"
 
@@ -54,159 +52,19 @@ namespace {
 
 namespace fs = std::filesystem;
 
-int64_t NowMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
-// Where generated input starts: 20 minutes ago, on a minute boundary — how many windows
-// close over a run's span depends on where it starts within a minute, and tests count
-// on a number of results.
-int64_t InputStartMs() {
-  const int64_t start = NowMs() - 20 * 60'000;
-  return start - start % 60'000;
-}
-
-const std::vector<std::string> kResultTopics = {"metrics-aggregated-1m", "metrics-aggregated-5m",
-                                                "metrics-aggregated-1m-10s"};
-
-// A result, comparable across runs: everything but the quantiles, which come apart.
-using ResultKey = std::tuple<std::string, std::string, std::string, std::string, int64_t>;
-struct ResultValue {
-  uint64_t count;
-  double sum, min, max, p50, p95, p99;
-};
-
-std::map<ResultKey, ResultValue> Index(const std::vector<OutputRecord>& records, int* dupes) {
-  std::map<ResultKey, ResultValue> out;
-  for (const OutputRecord& r : records) {
-    testing::AggregateResult a = testing::ParseAggregate(r);
-    ResultKey k{r.topic, a.service, a.metric, a.tags, a.start};
-    if (out.contains(k)) ++*dupes;
-    out[k] = ResultValue{a.count, a.sum, a.min, a.max, a.p50, a.p95, a.p99};
-  }
-  return out;
-}
-
-class KafkaRuntimeTest : public ::testing::Test {
+class KafkaRuntimeTest : public RuntimeTestBase {
  protected:
   void SetUp() override {
-    SetMinLogLevel(LogLevel::kWarning);
     absl::StatusOr<std::unique_ptr<DevBroker>> broker = DevBroker::Start(3);
     ASSERT_TRUE(broker.ok()) << broker.status();
     broker_ = *std::move(broker);
-    ASSERT_TRUE(broker_->CreateReferenceTopics().ok());
-    config_ = ReferencePipelineConfig();
-    config_.idle_close_ms = 0;  // deterministic: windows close on stream time only
-    config_.store = StoreType::kRocksDb;
-    absl::StatusOr<Topology> t = BuildMetricsTopology(config_);
-    ASSERT_TRUE(t.ok()) << t.status();
-    topology_ = std::make_unique<Topology>(*std::move(t));
-    PipelineConfig in_memory = config_;
-    in_memory.store = StoreType::kInMemory;
-    oracle_topology_ = std::make_unique<Topology>(*BuildMetricsTopology(in_memory));
-    dir_ = fs::temp_directory_path() / StrCat("sm-runtime-", ::getpid(), "-",
-                                              ::testing::UnitTest::GetInstance()
-                                                  ->current_test_info()
-                                                  ->name());
-    fs::remove_all(dir_);
+    SetUpRuntime("");
   }
-  void TearDown() override {
-    std::error_code ec;
-    fs::remove_all(dir_, ec);
+  std::string Bootstrap() const override { return broker_->bootstrap_servers(); }
+  absl::Status CreateTopic(const std::string& name, int partitions) override {
+    return broker_->CreateTopic(name, partitions);
   }
-
-  Properties Props() const {
-    return {{"bootstrap.servers", broker_->bootstrap_servers()},
-            {"session.timeout.ms", "6000"},
-            {"heartbeat.interval.ms", "500"}};
-  }
-
-  // Produces `n` generated events (invalid, duplicate and late ones included) keyed by
-  // serviceId, as the load generator does.
-  // allow_failures: the broker is made to fail produce requests meanwhile (any client's:
-  // some of these records may be lost; what reached the topic is what counts).
-  void Produce(int n, uint64_t seed, int64_t start_ms, int pace_per_s = 0,
-               bool allow_failures = false) {
-    GeneratorOptions g;
-    g.seed = seed;
-    g.start_ms = start_ms;
-    g.events_per_second = 200;
-    g.duplicate_fraction = 0.02;
-    g.late_fraction = 0.005;
-    g.late_by_ms = 10 * 60'000;
-    EventGenerator generator(g);
-    absl::StatusOr<std::unique_ptr<Producer>> p =
-        Producer::Create({.properties = {{"bootstrap.servers", broker_->bootstrap_servers()}}});
-    ASSERT_TRUE(p.ok()) << p.status();
-    std::string doc;
-    const auto started = std::chrono::steady_clock::now();
-    for (int i = 0; i < n; ++i) {
-      if (pace_per_s > 0 && i % 100 == 0) {
-        std::this_thread::sleep_until(started + std::chrono::milliseconds(i * 1000LL / pace_per_s));
-      }
-      doc.clear();
-      generator.Next(&doc);
-      (*p)->Send("metrics-events", -1, GeneratedServiceId(doc), doc, 0, {});
-    }
-    absl::Status flushed = (*p)->Flush();
-    if (!allow_failures) {
-      ASSERT_TRUE(flushed.ok()) << flushed;
-    }
-  }
-
-  // What each task must send: the topology offline over each partition's records.
-  // `counters`: the offline tasks' counters, summed.
-  std::vector<OutputRecord> Oracle(TaskCounters* counters = nullptr) {
-    absl::StatusOr<std::vector<OutputRecord>> input = ReadTopic(Props(), "metrics-events");
-    EXPECT_TRUE(input.ok()) << input.status();
-    std::map<int32_t, std::vector<const OutputRecord*>> by_partition;
-    for (const OutputRecord& r : *input) by_partition[r.partition].push_back(&r);
-    std::vector<OutputRecord> out;
-    for (auto& [partition, records] : by_partition) {
-      TopologyTestDriver::Options o;
-      o.wall_clock_ms = NowMs();
-      auto d = TopologyTestDriver::Create(*oracle_topology_, o);
-      EXPECT_TRUE(d.ok()) << d.status();
-      for (const OutputRecord* r : records) {
-        EXPECT_TRUE((*d)->PipeInput("metrics-events", r->key, r->value).ok());
-      }
-      EXPECT_TRUE((*d)->Commit().ok());
-      for (OutputRecord& r : (*d)->ReadAll()) out.push_back(std::move(r));
-      if (counters != nullptr) {
-        const TaskCounters& c = (*d)->counters();
-        counters->records_read += c.records_read;
-        counters->records_processed += c.records_processed;
-        for (int i = 0; i < kDeadLetterReasonCount; ++i) counters->dead_letters[i] += c.dead_letters[i];
-        counters->duplicates_dropped += c.duplicates_dropped;
-        counters->dedupe_ids_evicted += c.dedupe_ids_evicted;
-        counters->late_dropped += c.late_dropped;
-      }
-    }
-    return out;
-  }
-
-  RuntimeOptions Options(std::string instance) const {
-    RuntimeOptions o;
-    o.application_id = "sm-test";
-    o.kafka = Props();
-    o.threads = 2;
-    o.commit_interval_ms = 100;
-    o.state_dir = (dir_ / instance).string();
-    o.instance_id = instance;
-    o.embedded_broker = broker_.get();
-    return o;
-  }
-
-  static bool WaitFor(const std::function<bool()>& done, int timeout_ms) {
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
-    while (std::chrono::steady_clock::now() < deadline) {
-      if (done()) return true;
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    return done();
-  }
+  DevBroker* Embedded() const override { return broker_.get(); }
 
   // Proves a commit that fails on a record the broker refuses as it is — here the
   // producer's message.max.bytes is set below what a commit's dedupe blocks and panes
@@ -233,109 +91,21 @@ class KafkaRuntimeTest : public ::testing::Test {
     EXPECT_LT((*rt)->counters().committed_input, events);
   }
 
-  // Runs an instance with `options` until it has committed `events` input records, then
-  // stops it; its Join() status. `counters`: the instance's counters before the stop.
-  absl::Status RunUntilCommitted(const RuntimeOptions& options, int64_t events,
-                                 RuntimeCounters* counters = nullptr) {
-    absl::StatusOr<std::unique_ptr<Runtime>> rt = Runtime::Create(*topology_, options);
-    if (!rt.ok()) return rt.status();
-    if (absl::Status s = (*rt)->Start(); !s.ok()) return s;
-    EXPECT_TRUE(WaitFor([&] { return (*rt)->counters().committed_input == events; }, 150'000))
-        << (*rt)->counters().committed_input << " of " << events;
-    if (counters != nullptr) *counters = (*rt)->counters();
-    (*rt)->Stop();
-    return (*rt)->Join();
-  }
-
-  // Every result topic and the dead letters equal the oracle's: results exactly (but
-  // quantiles, within 5%), dead letters by reason and error.
-  // Quantiles are only checked to lie within [min, max] (see the file comment).
-  void ExpectMatchesOracle(const std::vector<OutputRecord>& oracle,
-                           bool last_result_wins = false) {
-    std::vector<OutputRecord> expected_results, got_results;
-    std::map<std::string, int> expected_dlq, got_dlq;
-    for (const OutputRecord& r : oracle) {
-      if (r.topic == "metrics-dead-letter") {
-        ++expected_dlq[StrCat(r.Header("dlq.reason").value_or(""), ": ",
-                              r.Header("dlq.error").value_or(""))];
-      } else {
-        expected_results.push_back(r);
-      }
-    }
-    for (const std::string& topic : kResultTopics) {
-      absl::StatusOr<std::vector<OutputRecord>> got = ReadTopic(Props(), topic);
-      ASSERT_TRUE(got.ok()) << got.status();
-      for (OutputRecord& r : *got) got_results.push_back(std::move(r));
-    }
-    absl::StatusOr<std::vector<OutputRecord>> dlq = ReadTopic(Props(), "metrics-dead-letter");
-    ASSERT_TRUE(dlq.ok()) << dlq.status();
-    for (const OutputRecord& r : *dlq) {
-      ++got_dlq[StrCat(r.Header("dlq.reason").value_or(""), ": ",
-                       r.Header("dlq.error").value_or(""))];
-    }
-    int expected_dupes = 0, got_dupes = 0;
-    std::map<ResultKey, ResultValue> want = Index(expected_results, &expected_dupes);
-    std::map<ResultKey, ResultValue> got = Index(got_results, &got_dupes);
-    if (!last_result_wins) {
-      EXPECT_EQ(got_dupes, 0) << "a window result was sent twice";
-      EXPECT_EQ(got_results.size(), expected_results.size());
-    }
-    ASSERT_EQ(got.size(), want.size());
-    ASSERT_GT(want.size(), 100u);
-    for (const auto& [k, w] : want) {
-      auto it = got.find(k);
-      ASSERT_NE(it, got.end()) << std::get<0>(k) << " " << std::get<1>(k) << " " << std::get<4>(k);
-      const ResultValue& g = it->second;
-      EXPECT_EQ(g.count, w.count);
-      EXPECT_EQ(g.sum, w.sum);
-      EXPECT_EQ(g.min, w.min);
-      EXPECT_EQ(g.max, w.max);
-      for (double q : {g.p50, g.p95, g.p99}) {
-        EXPECT_GE(q, g.min);
-        EXPECT_LE(q, g.max);
-      }
-    }
-    if (!last_result_wins) {
-      EXPECT_EQ(got_dlq, expected_dlq);
-    } else {  // every dead letter there, some of aborted transactions twice
-      for (const auto& [reason, n] : expected_dlq) EXPECT_GE(got_dlq[reason], n) << reason;
-    }
-  }
-
   std::unique_ptr<DevBroker> broker_;
-  PipelineConfig config_;
-  std::unique_ptr<Topology> topology_;
-  std::unique_ptr<Topology> oracle_topology_;
-  fs::path dir_;
 };
 
 // Proves the runtime consumes every partition through the group, processes each in
 // offset order and commits exactly once: every closed window's result is in the result
 // topics once, equal to the offline oracle's; every invalid, late event is in the
 // dead-letter topic with its reason.
-TEST_F(KafkaRuntimeTest, EndToEndResultsAreExactlyTheOracles) {
-  const int kEvents = 20'000;
-  Produce(kEvents, 3, InputStartMs());
-  std::vector<OutputRecord> oracle = Oracle();
-  RuntimeCounters counters;
-  ASSERT_TRUE(RunUntilCommitted(Options("a"), kEvents, &counters).ok());
-  EXPECT_EQ(counters.rebuilds, 0u);
-  EXPECT_EQ(counters.input_lag, 0);  // everything committed: the fetched watermarks reached
-  // Quantiles only within [min, max]: where commits fall changes a digest's merge path (a
-  // pane's buffer is merged when serialized), and the runtime commits on time — a 5% bound
-  // failed 2 runs in 6 on windows of a few hundred values.
-  ExpectMatchesOracle(oracle, /*last_result_wins=*/false);
-}
+TEST_F(KafkaRuntimeTest, EndToEndResultsAreExactlyTheOracles) { RunOnceThenCompare(); }
 
 // Proves the instance's counters are its tasks' summed over its threads, field by field:
 // read, processed, dead letters, duplicates, late and — with dedupe bounded to 100 ids a
 // task, so that some are forgotten — the evicted ids, each equal to the offline tasks'.
 TEST_F(KafkaRuntimeTest, CountersAreTheTasksSummed) {
   config_.dedupe.max_ids = 100;
-  topology_ = std::make_unique<Topology>(*BuildMetricsTopology(config_));
-  PipelineConfig in_memory = config_;
-  in_memory.store = StoreType::kInMemory;
-  oracle_topology_ = std::make_unique<Topology>(*BuildMetricsTopology(in_memory));
+  RebuildTopologies();
   const int kEvents = 20'000;
   Produce(kEvents, 7, InputStartMs());
   TaskCounters want;
@@ -440,6 +210,28 @@ TEST_F(KafkaRuntimeTest, TheDevBrokerOfAnotherProcessIsKnownByItsClusterId) {
   EXPECT_TRUE((*rt)->Join().ok());
 }
 
+// Proves the transaction timeout is checked against the commit interval under
+// exactly_once_v2, naming both keys: the broker aborts a transaction open longer than its
+// timeout, so every commit would fail. The default is 10 s (Kafka Streams' under
+// exactly-once); kafka.transaction.timeout.ms sets it; at_least_once has none.
+TEST_F(KafkaRuntimeTest, ATransactionTimeoutNotAboveTheCommitIntervalIsRefused) {
+  RuntimeOptions o = Options("a");
+  o.commit_interval_ms = 10'000;
+  absl::StatusOr<std::unique_ptr<Runtime>> rt = Runtime::Create(*topology_, o);
+  EXPECT_TRUE(absl::IsInvalidArgument(rt.status())) << rt.status();
+  EXPECT_EQ(rt.status().message(),
+            "kafka.transaction.timeout.ms (default 10000) must be a number of ms above "
+            "processing.commit_interval (10000 ms) under exactly_once_v2");
+  o.kafka.emplace_back("transaction.timeout.ms", "5s");
+  rt = Runtime::Create(*topology_, o);
+  EXPECT_THAT(rt.status().message(), HasSubstr("kafka.transaction.timeout.ms (5s) must be"));
+  o.kafka.emplace_back("transaction.timeout.ms", "20000");
+  EXPECT_TRUE(Runtime::Create(*topology_, o).ok());
+  o.kafka.emplace_back("transaction.timeout.ms", "9000");
+  o.guarantee = ProcessingGuarantee::kAtLeastOnce;
+  EXPECT_TRUE(Runtime::Create(*topology_, o).ok());
+}
+
 // ExpectRefusedCommitsStopTheRuntime (the fixture) says what these prove.
 TEST_F(KafkaRuntimeTest, ACommitTheBrokerRefusesEveryTimeStopsTheRuntime) {
   const int kEvents = 2'000;
@@ -533,6 +325,7 @@ TEST_F(KafkaRuntimeTest, WindowResultsAreCommittedWithoutWaitingForTheInterval) 
   std::vector<OutputRecord> oracle = Oracle();
   RuntimeOptions o = Options("a");
   o.commit_interval_ms = 30'000;
+  o.kafka.emplace_back("transaction.timeout.ms", "60000");  // above the interval
   absl::StatusOr<std::unique_ptr<Runtime>> rt = Runtime::Create(*topology_, o);
   ASSERT_TRUE(rt.ok()) << rt.status();
   const auto started = std::chrono::steady_clock::now();
@@ -673,24 +466,6 @@ TEST_F(KafkaRuntimeTest, BrokerOutageLosesNothing) {
   ExpectMatchesOracle(oracle, /*last_result_wins=*/true);
 }
 
-// The input records the application has committed: per partition, the input offset of
-// the last commit marker in the aggregate store's changelog.
-int64_t CommittedInput(const Properties& props, const std::string& app, int partitions) {
-  absl::StatusOr<std::unique_ptr<KafkaChangelogReader>> reader =
-      KafkaChangelogReader::Create(props, app, 5'000);
-  if (!reader.ok()) return -1;
-  int64_t sum = 0;
-  for (int p = 0; p < partitions; ++p) {
-    absl::StatusOr<std::optional<CommitMarker>> m = (*reader)->LastMarker("aggregate-store", p, 0);
-    if (!m.ok()) return -1;
-    if (!m->has_value()) continue;
-    for (const InputOffset& o : (*m)->offsets) {
-      if (o.topic == "metrics-events") sum += o.next_offset;
-    }
-  }
-  return sum;
-}
-
 using streammetrics::testing::Spawn;
 
 // Proves crash recovery of the binary: `streammetrics run` is killed with SIGKILL three
@@ -705,50 +480,7 @@ TEST_F(KafkaRuntimeTest, KillNineRepeatedlyThenResultsAreExact) {
   for (const StoreDef& def : topology_->stores()) {
     ASSERT_TRUE(broker_->CreateTopic(ChangelogTopic(app, def.name), 6).ok());
   }
-  fs::create_directories(dir_);
-  const std::string config = (dir_ / "crash.yaml").string();
-  {
-    std::ofstream f(config);
-    f << "application: {id: " << app << "}\n"
-      << "aggregate: {store: rocksdb, idle_close: \"off\"}\n"
-      << "processing: {threads: 2, commit_interval: 100ms}\n"
-      << "state: {dir: " << (dir_ / "state").string() << "}\n"
-      << "kafka: {bootstrap.servers: \"" << broker_->bootstrap_servers()
-      << "\", session.timeout.ms: \"6000\", heartbeat.interval.ms: \"500\"}\n";
-  }
-  // Input keeps arriving while the engine is killed and restarted.
-  const int kEvents = 45'000;  // over 45 s
-  std::thread producer([&] { Produce(kEvents, 9, InputStartMs(), /*pace_per_s=*/1'000); });
-  const std::string log = (dir_ / "run.log").string();
-  const std::vector<std::string> run = {SM_BINARY, "run", "--config", config, "--quiet", "true"};
-  std::vector<int64_t> committed_at_kill;
-  for (int crash = 0; crash < 3; ++crash) {
-    pid_t pid = Spawn(run, log);
-    ASSERT_GT(pid, 0);
-    const int64_t before = std::max<int64_t>(0, CommittedInput(Props(), app, 6));
-    // Killed once it has committed more since it started.
-    WaitFor([&] { return CommittedInput(Props(), app, 6) > before + 2'000; }, 150'000);
-    committed_at_kill.push_back(CommittedInput(Props(), app, 6));
-    kill(pid, SIGKILL);
-    int status = 0;
-    waitpid(pid, &status, 0);
-    EXPECT_TRUE(WIFSIGNALED(status));
-  }
-  producer.join();
-  pid_t pid = Spawn(run, log);
-  ASSERT_GT(pid, 0);
-  EXPECT_TRUE(WaitFor([&] { return CommittedInput(Props(), app, 6) == kEvents; }, 240'000))
-      << CommittedInput(Props(), app, 6);
-  kill(pid, SIGTERM);
-  int status = 0;
-  waitpid(pid, &status, 0);
-  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
-  ASSERT_EQ(committed_at_kill.size(), 3u);
-  for (int64_t c : committed_at_kill) {
-    EXPECT_GT(c, 0);
-    EXPECT_LT(c, kEvents);  // killed mid-stream
-  }
-  ExpectMatchesOracle(Oracle(), /*last_result_wins=*/true);
+  KillNineRepeatedlyThenCompare(app, /*last_result_wins=*/true);
 }
 
 // config/embedded.yaml with its state dir under `dir` and `kafka_extra` (lines) appended

@@ -14,6 +14,9 @@ struct KafkaChangelogReader::Impl {
     if (queue != nullptr) rd_kafka_queue_destroy(queue);
   }
   KafkaHandle rk;
+  // read_uncommitted, for the high watermark only: a read_committed ListOffsets answers
+  // the last stable offset, which stops short of a transaction still open.
+  KafkaHandle ends;
   rd_kafka_queue_t* queue = nullptr;  // rk's consumer queue
   FetchWaker waker;
   std::string application_id;
@@ -28,11 +31,7 @@ KafkaChangelogReader::~KafkaChangelogReader() {
 absl::StatusOr<std::unique_ptr<KafkaChangelogReader>> KafkaChangelogReader::Create(
     std::vector<std::pair<std::string, std::string>> properties, std::string application_id,
     int timeout_ms) {
-  Properties props = {{"isolation.level", "read_committed"},
-                      {"enable.partition.eof", "true"},
-                      {"enable.auto.commit", "false"},
-                      {"auto.offset.reset", "earliest"},
-                      {"group.id", application_id + "-restore"},  // never joined: assign only
+  Properties props = {{"auto.offset.reset", "earliest"},
                       {"fetch.max.bytes", "52428800"},
                       {"fetch.wait.max.ms", "10"},
                       // Bounded in bytes only: once queued.min.messages records are
@@ -46,10 +45,20 @@ absl::StatusOr<std::unique_ptr<KafkaChangelogReader>> KafkaChangelogReader::Crea
                       {"queued.max.messages.kbytes", "65536"},
                       {"log_level", "4"}};
   for (auto& p : properties) props.push_back(std::move(p));
+  // What restore relies on comes last: the user's kafka: settings cannot change it.
+  props.insert(props.end(), {{"isolation.level", "read_committed"},
+                             {"enable.partition.eof", "true"},
+                             {"enable.auto.commit", "false"},
+                             {"group.id", application_id + "-restore"}});  // never joined
   absl::StatusOr<KafkaHandle> rk = NewClient(RD_KAFKA_CONSUMER, props);
   if (!rk.ok()) return rk.status();
+  Properties end_props = props;
+  end_props.emplace_back("isolation.level", "read_uncommitted");
+  absl::StatusOr<KafkaHandle> ends = NewClient(RD_KAFKA_CONSUMER, end_props);
+  if (!ends.ok()) return ends.status();
   auto impl = std::make_unique<Impl>(props);
   impl->rk = *std::move(rk);
+  impl->ends = *std::move(ends);
   impl->queue = rd_kafka_queue_get_consumer(impl->rk.get());
   impl->application_id = std::move(application_id);
   impl->timeout_ms = timeout_ms;
@@ -62,7 +71,7 @@ absl::StatusOr<std::pair<int64_t, int64_t>> KafkaChangelogReader::Watermarks(
     const std::string& topic, int32_t partition) {
   int64_t low = 0, high = 0;
   rd_kafka_resp_err_t err = rd_kafka_query_watermark_offsets(
-      impl_->rk.get(), topic.c_str(), partition, &low, &high, impl_->timeout_ms);
+      impl_->ends.get(), topic.c_str(), partition, &low, &high, impl_->timeout_ms);
   if (err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART || err == RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC ||
       err == RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION) {
     return absl::NotFoundError("changelog topic " + topic + " does not exist");
@@ -97,16 +106,24 @@ absl::StatusOr<int64_t> KafkaChangelogReader::ReadRange(const std::string& topic
     if (m == nullptr) {
       if (std::chrono::steady_clock::now() - last_progress >
           std::chrono::milliseconds(impl_->timeout_ms)) {
-        s = absl::UnavailableError("restore of " + topic + ": no progress for " +
-                                   std::to_string(impl_->timeout_ms) + " ms");
+        s = absl::UnavailableError(StrCat(
+            "restore of ", topic, " [", partition, "]: no progress for ", impl_->timeout_ms,
+            " ms at offset ", end, to >= 0 ? StrCat(" of ", to) : std::string(),
+            " (a transaction left open by a producer that died ends within its "
+            "transaction.timeout.ms)"));
       }
       continue;
     }
     last_progress = std::chrono::steady_clock::now();
     if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+      // A read_committed reader's end is the last stable offset: records of a transaction
+      // still open lie beyond it, and so may `to` (a high watermark). Read on until the
+      // transaction ends (KAFKA-10167's fix in Kafka Streams: restoring only to the
+      // last stable offset restores an older commit).
       end = std::max(end, m->offset);
       rd_kafka_message_destroy(m);
-      break;
+      if (to < 0 || end >= to) break;
+      continue;
     }
     if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
       s = KafkaStatus("restore of " + topic, m->err);
@@ -154,7 +171,7 @@ absl::StatusOr<int64_t> KafkaChangelogReader::Read(std::string_view store, int32
   if (!marks.ok()) return marks.status();
   from = std::max(from, marks->first);
   if (from >= marks->second) return marks->second;
-  return ReadRange(topic, partition, from, -1, fn);
+  return ReadRange(topic, partition, from, marks->second, fn);
 }
 
 absl::StatusOr<std::optional<CommitMarker>> KafkaChangelogReader::LastMarker(

@@ -1,7 +1,10 @@
 // Reads tasks' changelogs from Kafka for restore: a consumer of its own (never joins a
 // group), read_committed, assigned to <application.id>-<store>-changelog at a task's
-// partition while it reads. Read() stops at the end as of the call (partition EOF at
-// the last stable offset); LastMarker() reads backwards from the end in growing chunks.
+// partition while it reads. Read() reads to the high watermark as of the call, waiting
+// for a transaction still open there to end (a read_committed end — the last stable
+// offset — stops short of it: KAFKA-10167); LastMarker() reads backwards from the high
+// watermark in growing chunks. isolation.level, enable.partition.eof, enable.auto.commit
+// and group.id are the reader's own: properties that set them are overridden.
 // One per stream thread; ForPartition() gives each task its ChangelogReader face.
 #ifndef STREAMMETRICS_ENGINE_KAFKA_CHANGELOG_READER_H_
 #define STREAMMETRICS_ENGINE_KAFKA_CHANGELOG_READER_H_

@@ -127,13 +127,15 @@ absl::StatusOr<KafkaHandle> NewGroupConsumer(const std::string& group_id, const 
                                              RebalanceFn rebalance, void* opaque,
                                              const std::vector<std::string>& topics,
                                              OffsetCommitFn offset_commit) {
-  Properties props = {{"group.id", group_id},
-                      {"enable.auto.commit", "false"},
-                      {"enable.auto.offset.store", "false"},
-                      {"isolation.level", "read_committed"},
-                      {"auto.offset.reset", "earliest"},
-                      {"log_level", "4"}};
+  Properties props = {{"auto.offset.reset", "earliest"}, {"log_level", "4"}};
   for (const auto& p : properties) props.push_back(p);
+  // What exactly-once relies on comes last, so that no kafka: setting changes it: the
+  // group, offsets committed only by the caller (with its state or transaction), and
+  // only committed records read.
+  props.insert(props.end(), {{"group.id", group_id},
+                             {"enable.auto.commit", "false"},
+                             {"enable.auto.offset.store", "false"},
+                             {"isolation.level", "read_committed"}});
   absl::StatusOr<KafkaHandle> consumer =
       NewClient(RD_KAFKA_CONSUMER, props, [&](rd_kafka_conf_t* conf) {
         rd_kafka_conf_set_rebalance_cb(conf, rebalance);

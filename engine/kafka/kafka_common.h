@@ -14,6 +14,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "engine/kafka/admin.h"
 
 namespace streammetrics::kafka {
 
@@ -35,6 +36,9 @@ absl::Status KafkaStatus(std::string_view what, rd_kafka_error_t* error);
 // (callbacks, opaque) sees the configuration just before the client is made.
 absl::StatusOr<KafkaHandle> NewClient(rd_kafka_type_t type, const Properties& properties,
                                       const std::function<void(rd_kafka_conf_t*)>& customize = {});
+
+// CreateTopics (admin.h) through an existing client.
+absl::Status CreateTopics(rd_kafka_t* rk, const std::vector<TopicSpec>& topics, int timeout_ms);
 
 // The value a client made with `props` has for `key`: the last setting ("" if none).
 std::string LastSetting(const Properties& props, std::string_view key);
@@ -80,8 +84,9 @@ bool OnDevBroker(rd_kafka_t* rk, int timeout_ms);
 Properties DevBrokerConsumerDefaults();
 
 // A consumer in group `group_id` that commits nothing by itself, reads committed records
-// and starts at the earliest offset when it has no position, then `properties` (which
-// win); the rebalance callback `rebalance` with `opaque`; polled through
+// and starts at the earliest offset when it has no position; `properties` win but for
+// group.id, enable.auto.commit, enable.auto.offset.store and isolation.level, which stay
+// as said (what exactly-once relies on); the rebalance callback `rebalance` with `opaque`; polled through
 // rd_kafka_consumer_poll; subscribed to `topics`. `offset_commit` (optional): called from
 // the poll with the result of every offset commit (asynchronous ones included).
 using RebalanceFn = void (*)(rd_kafka_t*, rd_kafka_resp_err_t, rd_kafka_topic_partition_list_t*, void*);

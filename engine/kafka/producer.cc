@@ -133,12 +133,20 @@ absl::StatusOr<std::unique_ptr<Producer>> Producer::Create(const ProducerOptions
                       {"compression.type", "lz4"},
                       {"partitioner", "murmur2_random"},
                       {"log_level", "4"}};
+  // How long the broker keeps a transaction open that its producer does not end (it
+  // died): the longest a restore of its changelogs or a read_committed consumer of its
+  // outputs can be held up. 10 s, as Kafka Streams under exactly-once; kafka: may change it.
+  if (options.transactional_id.has_value()) {
+    props.emplace_back("transaction.timeout.ms", std::to_string(kDefaultTransactionTimeoutMs));
+  }
   for (const auto& p : options.properties) {
     if (!IsConsumerOnly(p.first)) props.push_back(p);
   }
   if (options.transactional_id.has_value()) {
-    props.emplace_back("transactional.id", *options.transactional_id);
-    props.emplace_back("transaction.timeout.ms", "60000");
+    // What transactions rely on: no kafka: setting changes it.
+    props.insert(props.end(), {{"transactional.id", *options.transactional_id},
+                               {"enable.idempotence", "true"},
+                               {"acks", "all"}});
   }
   Impl* raw = impl.get();
   absl::StatusOr<KafkaHandle> rk =

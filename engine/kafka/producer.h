@@ -29,10 +29,15 @@ namespace streammetrics::kafka {
 // librdkafka properties, applied in order (later ones win).
 using Properties = std::vector<std::pair<std::string, std::string>>;
 
+// A transactional producer's transaction.timeout.ms unless its properties set it.
+inline constexpr int kDefaultTransactionTimeoutMs = 10'000;
+
 struct ProducerOptions {
   // librdkafka properties (bootstrap.servers, ...), applied after our defaults.
   std::vector<std::pair<std::string, std::string>> properties;
-  // Set: a transactional producer with this transactional.id (exactly-once).
+  // Set: a transactional producer with this transactional.id (exactly-once);
+  // enable.idempotence and acks=all then override `properties`, and
+  // transaction.timeout.ms is kDefaultTransactionTimeoutMs unless they set it.
   std::optional<std::string> transactional_id;
   // How long Flush and each transactional call may take before the commit fails (and
   // the thread rebuilds its tasks and retries). Default: 10 s.

@@ -137,6 +137,9 @@ class Runtime::Thread {
     return false;
   }
   absl::Status RebuildTasks(const absl::Status& why);
+  // Drops the producer's held records and aborts the open transaction, if any; when the
+  // abort fails (fenced, fatal), a new producer (retried while the broker is away).
+  absl::Status AbortTransaction();
   absl::StatusOr<int64_t> CreateTask(int32_t partition);
   // CreateTask, retried while what fails may pass (the broker unreachable; a store still
   // locked by the thread that had the partition and has not yet let it go).
@@ -430,7 +433,11 @@ void Runtime::Thread::OnRebalance(rd_kafka_resp_err_t err, rd_kafka_topic_partit
   }
   // Revoked: commit what the thread has, then close those tasks cleanly. Lost (the
   // session expired, others may own them now): no commit; the tasks close as failed,
-  // without a checkpoint.
+  // without a checkpoint, and nothing of the thread's work since its last commit may be
+  // committed later: under exactly-once its open transaction (and the producer's held
+  // records) has the lost tasks' outputs and changelog records, which the next commit
+  // would publish beside the new owner's. The transaction is aborted, and the thread's
+  // other tasks, whose uncommitted work went with it, are rebuilt to their last commit.
   const bool lost = rd_kafka_assignment_lost(rk);
   if (!closing_ && !lost && rebalance_error_.ok()) rebalance_error_.Update(CommitAll(true));
   std::string names;
@@ -442,6 +449,14 @@ void Runtime::Thread::OnRebalance(rd_kafka_resp_err_t err, rd_kafka_topic_partit
   }
   Log(LogLevel::kInfo, StrCat("thread ", index_, lost ? ": lost partitions [" : ": revoked partitions [",
                               names, "]"));
+  if (lost && eos() && rebalance_error_.ok()) {
+    if (!tasks_.empty()) {
+      rebalance_error_.Update(RebuildTasks(absl::AbortedError(
+          StrCat("partitions [", names, "] lost: the open transaction is aborted"))));
+    } else {
+      rebalance_error_.Update(AbortTransaction());
+    }
+  }
   PublishCounters();
   if (cooperative) {
     KafkaStatus("incremental unassign", rd_kafka_incremental_unassign(rk, parts)).IgnoreError();
@@ -563,6 +578,19 @@ absl::Status Runtime::Thread::CommitTasks(bool force) {
   return absl::OkStatus();
 }
 
+absl::Status Runtime::Thread::AbortTransaction() {
+  producer_->DropHeld();
+  if (!eos() || !in_transaction_) return absl::OkStatus();
+  in_transaction_ = false;
+  if (producer_->AbortTransaction().ok()) return absl::OkStatus();
+  int64_t backoff_ms = 100;
+  absl::Status s;
+  do {
+    s = NewProducer();  // fenced or fatal: a new producer, a new epoch
+  } while (ShouldRetry(s, "new producer", &backoff_ms));
+  return s;
+}
+
 absl::Status Runtime::Thread::RebuildTasks(const absl::Status& why) {
   ++rebuilds_;
   producer_->DropHeld();  // a failed commit's changes: the tasks restart from the last commit
@@ -577,20 +605,7 @@ absl::Status Runtime::Thread::RebuildTasks(const absl::Status& why) {
     partitions.push_back(p);
   }
   for (int32_t p : partitions) CloseTask(p);
-  int64_t backoff_ms = 100;
-  auto retry = [&](const absl::Status& s, std::string_view what) {
-    return ShouldRetry(s, what, &backoff_ms);
-  };
-  if (eos() && in_transaction_) {
-    in_transaction_ = false;
-    if (!producer_->AbortTransaction().ok()) {
-      absl::Status s;
-      do {
-        s = NewProducer();  // fenced or fatal: a new producer, a new epoch
-      } while (retry(s, "new producer"));
-      if (!s.ok()) return s;
-    }
-  }
+  if (absl::Status s = AbortTransaction(); !s.ok()) return s;
   std::map<int32_t, int64_t> offsets;
   for (int32_t p : partitions) {
     absl::StatusOr<int64_t> next = CreateTask(p);
@@ -837,6 +852,22 @@ absl::StatusOr<std::unique_ptr<Runtime>> Runtime::Create(const Topology& topolog
   if (options.commit_interval_ms < 1) {
     return absl::InvalidArgumentError("runtime: commit interval must be >= 1 ms");
   }
+  if (options.guarantee == ProcessingGuarantee::kExactlyOnceV2) {
+    // A transaction spans a commit interval; the broker aborts one open longer than its
+    // timeout, and the thread then rebuilds — every commit would.
+    const std::string set = LastSetting(options.kafka, "transaction.timeout.ms");
+    int64_t timeout_ms = kDefaultTransactionTimeoutMs;
+    if (!set.empty()) {
+      auto [end, ec] = std::from_chars(set.data(), set.data() + set.size(), timeout_ms);
+      if (ec != std::errc() || end != set.data() + set.size()) timeout_ms = -1;
+    }
+    if (timeout_ms <= options.commit_interval_ms) {
+      return absl::InvalidArgumentError(
+          StrCat("kafka.transaction.timeout.ms (", set.empty() ? "default " : "", set.empty() ? StrCat(timeout_ms) : set,
+                 ") must be a number of ms above processing.commit_interval (",
+                 options.commit_interval_ms, " ms) under exactly_once_v2"));
+    }
+  }
   for (const StoreDef& def : topology.stores()) {
     if (def.type == StoreType::kRocksDb && options.state_dir.empty()) {
       return absl::InvalidArgumentError("runtime: RocksDB stores need a state directory");
@@ -914,45 +945,21 @@ absl::Status Runtime::EnsureTopics() {
     }
     // A real broker: CreateTopics, compacted (the dev broker's protocol has none; its
     // `streammetrics broker` creates the internal topics up front).
-    rd_kafka_NewTopic_t* nt = nullptr;
-    char err[256];
-    nt = rd_kafka_NewTopic_new(name.c_str(), source_partitions_, -1, err, sizeof(err));
-    if (nt == nullptr) return absl::InvalidArgumentError(StrCat("changelog topic ", name, ": ", err));
+    TopicSpec spec{.name = name, .partitions = source_partitions_};
     // Window stores' changelogs also delete by time (their old panes get no tombstones):
     // the store's retention plus a day, as Kafka Streams'
     // windowstore.changelog.additional.retention.ms.
     if (def.kind == StoreKind::kWindow && def.retention_ms > 0) {
-      rd_kafka_NewTopic_set_config(nt, "cleanup.policy", "compact,delete");
-      rd_kafka_NewTopic_set_config(nt, "retention.ms",
-                                   StrCat(def.retention_ms + 24 * 3'600'000LL).c_str());
+      spec.configs = {{"cleanup.policy", "compact,delete"},
+                      {"retention.ms", StrCat(def.retention_ms + 24 * 3'600'000LL)}};
     } else {
-      rd_kafka_NewTopic_set_config(nt, "cleanup.policy", "compact");
+      spec.configs = {{"cleanup.policy", "compact"}};
     }
-    rd_kafka_queue_t* q = rd_kafka_queue_new(rk->get());
-    rd_kafka_CreateTopics(rk->get(), &nt, 1, nullptr, q);
-    rd_kafka_event_t* ev = rd_kafka_queue_poll(q, 30'000);
-    absl::Status s;
-    if (ev == nullptr) {
-      s = absl::FailedPreconditionError(
-          StrCat("changelog topic ", name, " does not exist and the broker did not create it; ",
-                 "create it with ", source_partitions_, " partitions"));
-    } else {
-      const rd_kafka_CreateTopics_result_t* res = rd_kafka_event_CreateTopics_result(ev);
-      size_t n = 0;
-      const rd_kafka_topic_result_t** results =
-          res != nullptr ? rd_kafka_CreateTopics_result_topics(res, &n) : nullptr;
-      if (rd_kafka_event_error(ev) != RD_KAFKA_RESP_ERR_NO_ERROR) {
-        s = KafkaStatus(StrCat("create changelog topic ", name), rd_kafka_event_error(ev));
-      } else if (n == 1 && rd_kafka_topic_result_error(results[0]) != RD_KAFKA_RESP_ERR_NO_ERROR &&
-                 rd_kafka_topic_result_error(results[0]) != RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) {
-        s = KafkaStatus(StrCat("create changelog topic ", name),
-                        rd_kafka_topic_result_error(results[0]));
-      }
-      rd_kafka_event_destroy(ev);
+    if (absl::Status s = CreateTopics(rk->get(), {spec}, 30'000); !s.ok()) {
+      return absl::Status(s.code(), StrCat("changelog topic ", name, " does not exist and was not "
+                                           "created (create it with ", source_partitions_,
+                                           " partitions, compacted): ", s.message()));
     }
-    rd_kafka_queue_destroy(q);
-    rd_kafka_NewTopic_destroy(nt);
-    if (!s.ok()) return s;
     created = true;
   }
   if (created) Log(LogLevel::kInfo, "created the changelog topics");

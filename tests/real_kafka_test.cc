@@ -1,0 +1,173 @@
+// The Kafka runtime end to end on a real Apache Kafka (4.x, KRaft; tests/real_kafka.h),
+// where read_committed consumers see only committed transactions: every result must be
+// there exactly once, none of an aborted transaction — what the dev broker cannot show.
+// The fixture and its oracle: tests/runtime_fixture.h.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "engine/kafka/admin.h"
+#include "engine/kafka/changelog_reader.h"
+#include "engine/kafka/producer.h"
+#include "engine/kafka/runtime.h"
+#include "operators/strings.h"
+#include "tests/real_kafka.h"
+#include "tests/runtime_fixture.h"
+
+namespace streammetrics::kafka {
+namespace {
+
+using streammetrics::testing::RealKafka;
+
+// Tests share the suite's broker: each names its topics and application id after itself
+// (and the process, for repeated runs).
+class RealKafkaTest : public RuntimeTestBase {
+ protected:
+  void SetUp() override {
+    absl::StatusOr<RealKafka*> kafka = RealKafka::Shared();
+    ASSERT_TRUE(kafka.ok()) << kafka.status();
+    kafka_ = *kafka;
+    SetUpRuntime(StrCat("-", ::testing::UnitTest::GetInstance()->current_test_info()->name(), "-",
+                        ::getpid()));
+  }
+  std::string Bootstrap() const override { return kafka_->bootstrap_servers(); }
+  absl::Status CreateTopic(const std::string& name, int partitions) override {
+    return CreateTopics({{"bootstrap.servers", Bootstrap()}},
+                        {{.name = name, .partitions = partitions}});
+  }
+
+  RealKafka* kafka_ = nullptr;
+};
+
+// Proves the runtime on a real broker: the group's members get every partition, the
+// changelog topics are created (compacted), each partition is processed in offset order
+// and committed exactly once — every closed window's result is in the result topics
+// once, equal to the offline oracle's; every invalid and late event is a dead letter.
+TEST_F(RealKafkaTest, EndToEndResultsAreExactlyTheOracles) { RunOnceThenCompare(); }
+
+using streammetrics::testing::Spawn;
+
+// Proves crash recovery of the binary under exactly_once_v2 on Kafka: `streammetrics run`
+// is killed with SIGKILL three times while input keeps arriving and restarted on its
+// state dir (a new process: a new transactional id, so each killed run's open
+// transactions end only by the broker's transaction timeout, 10 s, which a restore waits
+// for); the last run gets SIGTERM once everything is committed and exits 0. Every window's
+// result is then in the result topics exactly once and equal to the oracle's, every dead
+// letter once: the killed runs' transactions are aborted, invisible to read_committed
+// readers. (On the dev broker the same test can only check each window's last copy.)
+TEST_F(RealKafkaTest, KillNineRepeatedlyThenEveryResultIsThereOnce) {
+  KillNineRepeatedlyThenCompare(app_id_, /*last_result_wins=*/false);
+}
+
+// Proves a zombie publishes nothing: instance A is frozen (SIGSTOP) for 9 s, longer than
+// its 6 s session, while instance B joins; the group gives B every partition and B goes
+// on. Thawed (SIGCONT), A finds its partitions lost — or its commit refused for an old
+// generation — and its open transaction, still open on the broker (transaction timeout
+// 30 s here), is aborted, never committed; A rejoins and the two share the input to its
+// end. Every result is there exactly once, equal to the oracle's.
+TEST_F(RealKafkaTest, AZombieInstancePublishesNothing) {
+  std::filesystem::create_directories(dir_);
+  const std::string config_a = (dir_ / "a.yaml").string(), config_b = (dir_ / "b.yaml").string();
+  WriteRunConfig(config_a, app_id_, (dir_ / "a").string(), ", transaction.timeout.ms: \"30000\"");
+  WriteRunConfig(config_b, app_id_, (dir_ / "b").string(), ", transaction.timeout.ms: \"30000\"");
+  const int kEvents = 30'000;  // over 30 s
+  std::thread producer([&] { Produce(kEvents, 21, InputStartMs(), /*pace_per_s=*/1'000); });
+  streammetrics::testing::JoinOnExit joiner{producer};
+  const std::string log_a = (dir_ / "a.log").string(), log_b = (dir_ / "b.log").string();
+  pid_t a = Spawn({SM_BINARY, "run", "--config", config_a, "--quiet", "true"}, log_a);
+  ASSERT_GT(a, 0);
+  ASSERT_TRUE(WaitFor([&] { return CommittedInput(app_id_) > 3'000; }, 150'000));
+  kill(a, SIGSTOP);
+  pid_t b = Spawn({SM_BINARY, "run", "--config", config_b, "--quiet", "true"}, log_b);
+  ASSERT_GT(b, 0);
+  std::this_thread::sleep_for(std::chrono::seconds(9));
+  kill(a, SIGCONT);
+  producer.join();
+  EXPECT_TRUE(WaitFor([&] { return CommittedInput(app_id_) == kEvents; }, 240'000))
+      << CommittedInput(app_id_) << "\nA:\n" << streammetrics::testing::ReadFile(log_a)
+      << "\nB:\n" << streammetrics::testing::ReadFile(log_b);
+  for (pid_t pid : {a, b}) {
+    kill(pid, SIGTERM);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  }
+  ExpectMatchesOracle(Oracle(), /*last_result_wins=*/false);
+}
+
+std::string Marker(uint64_t sequence, int64_t offset) {
+  return CommitMarker{.incarnation = 1, .sequence = sequence, .offsets = {{"in", 0, offset}}}
+      .Encode();
+}
+
+// Proves a restore reads a changelog to its high watermark, through a transaction still
+// open when it starts: it waits for the transaction to end and restores what it
+// committed. Before, it read to the last stable offset — the end a read_committed
+// reader is given, short of the open transaction — and restored the older commit (Kafka
+// Streams' KAFKA-10167). The dev broker cannot show this: it has no last stable offset.
+TEST(RealKafkaChangelog, ARestoreReadsThroughAnOpenTransactionToTheHighWatermark) {
+  absl::StatusOr<RealKafka*> kafka = RealKafka::Shared();
+  ASSERT_TRUE(kafka.ok()) << kafka.status();
+  const std::string app = StrCat("restore-open-txn-", ::getpid());
+  const Properties props = {{"bootstrap.servers", (*kafka)->bootstrap_servers()}};
+  ASSERT_TRUE(CreateTopics(props, {{.name = ChangelogTopic(app, "s"), .partitions = 1,
+                                    .configs = {{"cleanup.policy", "compact"}}}})
+                  .ok());
+  absl::StatusOr<std::unique_ptr<Producer>> producer =
+      Producer::Create({.properties = props, .transactional_id = app + "-0-0"});
+  ASSERT_TRUE(producer.ok()) << producer.status();
+  TaskProducer task(producer->get(), app, 0);
+  const std::string m1 = Marker(1, 10), m2 = Marker(2, 20);
+  ASSERT_TRUE((*producer)->BeginTransaction().ok());
+  task.Append("s", {.type = ChangeType::kPut, .key = "a", .value = "1", .incarnation = 1,
+                    .sequence = 1});
+  task.Append("s", {.type = ChangeType::kCommit, .value = m1, .incarnation = 1, .sequence = 1});
+  ASSERT_TRUE((*producer)->CommitTransaction({}).ok());
+  // The next commit's records are on the broker, its transaction not yet ended.
+  ASSERT_TRUE((*producer)->BeginTransaction().ok());
+  task.Append("s", {.type = ChangeType::kPut, .key = "b", .value = "2", .incarnation = 1,
+                    .sequence = 2});
+  task.Append("s", {.type = ChangeType::kCommit, .value = m2, .incarnation = 1, .sequence = 2});
+  ASSERT_TRUE((*producer)->Flush().ok());
+
+  absl::StatusOr<std::unique_ptr<KafkaChangelogReader>> reader =
+      KafkaChangelogReader::Create(props, app, 30'000);
+  ASSERT_TRUE(reader.ok()) << reader.status();
+  std::unique_ptr<ChangelogReader> partition = (*reader)->ForPartition(0);
+  std::vector<std::string> seen;
+  std::atomic<bool> done{false};
+  absl::StatusOr<int64_t> end;
+  std::thread restore([&] {
+    end = partition->Read("s", 0, [&](int64_t offset, const ChangeRecord& c) {
+      seen.push_back(StrCat(offset, " ", static_cast<int>(c.type), ":", c.key, "=", c.value));
+      return absl::OkStatus();
+    });
+    done = true;
+  });
+  streammetrics::testing::JoinOnExit joiner{restore};
+  std::this_thread::sleep_for(std::chrono::seconds(2));
+  EXPECT_FALSE(done.load()) << "the restore did not wait for the open transaction";
+  ASSERT_TRUE((*producer)->CommitTransaction({}).ok());
+  restore.join();
+  ASSERT_TRUE(end.ok()) << end.status();
+  // Offsets 2 and 5 are the transactions' control records.
+  EXPECT_THAT(seen, ::testing::ElementsAre("0 1:a=1", StrCat("1 4:=", m1), "3 1:b=2",
+                                           StrCat("4 4:=", m2)));
+  EXPECT_EQ(*end, 5);  // the high watermark when it started: after offset 4
+  absl::StatusOr<std::optional<CommitMarker>> last = partition->LastMarker("s", 0);
+  ASSERT_TRUE(last.ok()) << last.status();
+  ASSERT_TRUE(last->has_value());
+  EXPECT_EQ((*last)->sequence, 2u);
+}
+
+}  // namespace
+}  // namespace streammetrics::kafka
