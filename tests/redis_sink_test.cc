@@ -236,6 +236,41 @@ TEST_F(RedisSinkTest, RunnerCatchesUpAfterRedisOutage) {
   ASSERT_TRUE((*runner)->Join().ok());
 }
 
+// Proves a sink whose stored positions lie past the topics' ends — the topic recreated,
+// here a new dev broker (a new cluster) with the same Redis — stops with an error that
+// says so and what to do, and applies nothing. Before, it consumed from its old
+// positions: every record of the new topic below them was skipped, silently.
+TEST_F(RedisSinkTest, PositionsPastARecreatedTopicsEndStopTheRunner) {
+  auto run = [&](int records) -> absl::Status {
+    auto broker = kafka::DevBroker::Start(1);
+    if (!broker.ok()) return broker.status();
+    if (absl::Status s = (*broker)->CreateReferenceTopics(); !s.ok()) return s;
+    const kafka::Properties props = {{"bootstrap.servers", (*broker)->bootstrap_servers()}};
+    auto producer = kafka::Producer::Create({.properties = props});
+    if (!producer.ok()) return producer.status();
+    for (int i = 0; i < records; ++i) {
+      (*producer)->Send(kTopic, 0, "svc", Aggregate("svc", "latency", "1m", 60'000 * i, i + 1, i), 0, {});
+    }
+    if (absl::Status s = (*producer)->Flush(); !s.ok()) return s;
+    auto runner = kafka::SinkRunner::Create(NewSink(), testing::FastRetryRunner(props, "test-sink-redis", kTopic));
+    if (!runner.ok()) return runner.status();
+    (*runner)->Start();
+    testing::WaitUntil([&] { return (*runner)->counters().records == static_cast<uint64_t>(records) ||
+                                    (*runner)->counters().health == kafka::SinkHealth::kFailed; }, 60);
+    (*runner)->Stop();
+    return (*runner)->Join();
+  };
+  ASSERT_TRUE(run(50).ok());
+  const std::string latest = Cmd({"GET", "metrics:svc:latency:1m"});
+  const absl::Status s = run(20);  // the new topic's 20 records lie below position 50
+  EXPECT_TRUE(absl::IsFailedPrecondition(s)) << s;
+  EXPECT_THAT(std::string(s.message()),
+              ::testing::HasSubstr(StrCat("redis sink: its position in ", kTopic, " [0] is 50, "
+                                          "past the partition's end 20")));
+  EXPECT_THAT(std::string(s.message()), ::testing::HasSubstr("sinks.redis.group"));
+  EXPECT_EQ(Cmd({"GET", "metrics:svc:latency:1m"}), latest);  // nothing applied
+}
+
 // tests/sink_crash_scenario.h: kill -9 of `streammetrics sink` three times, then two
 // runners at once. Every latest key must hold its service's newest window with the last
 // value produced for it, every history its four windows' last values.

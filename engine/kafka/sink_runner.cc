@@ -71,6 +71,8 @@ class SinkRunner::Loop {
     return false;
   }
   absl::Status SeekToPositions();
+  // FailedPrecondition when a stored position lies past its partition's end.
+  absl::Status CheckPositionsWithinTopics(std::span<const SinkPosition> positions);
 
   SinkRunner* r_;
   std::mt19937_64 rng_;
@@ -131,6 +133,28 @@ void SinkRunner::Loop::Pause(bool pause) {
   paused_ = pause;
 }
 
+absl::Status SinkRunner::Loop::CheckPositionsWithinTopics(std::span<const SinkPosition> positions) {
+  for (const SinkPosition& p : positions) {
+    if (p.next_offset <= 0) continue;
+    int64_t low = 0, high = 0;
+    absl::Status s = Retrying("read the partitions' ends", [&] {
+      return KafkaStatus(StrCat("end of ", p.tp.topic, " [", p.tp.partition, "]"),
+                         rd_kafka_query_watermark_offsets(consumer_.get(), p.tp.topic.c_str(),
+                                                          p.tp.partition, &low, &high, 10'000));
+    });
+    if (!s.ok()) return s;
+    if (p.next_offset > high) {
+      return absl::FailedPreconditionError(StrCat(
+          sink()->name(), " sink: its position in ", p.tp.topic, " [", p.tp.partition, "] is ",
+          p.next_offset, ", past the partition's end ", high,
+          ": the topic was recreated since the sink applied it, and going on would skip its "
+          "records. Nothing was applied. To apply the new topic from its start, give the "
+          "sink a new sinks.", sink()->name(), ".group (its positions are kept per group)"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status SinkRunner::Loop::SeekToPositions() {
   absl::StatusOr<std::vector<SinkPosition>> positions = sink()->Positions();
   if (!positions.ok()) return positions.status();
@@ -168,6 +192,16 @@ void SinkRunner::Loop::OnRebalance(rd_kafka_resp_err_t err, rd_kafka_topic_parti
     for (const SinkPosition& p : *positions) {
       rd_kafka_topic_partition_list_find(parts, p.tp.topic.c_str(), p.tp.partition)->offset =
           p.next_offset;
+    }
+    // A stored position past the partition's end belongs to another topic of that name:
+    // it was deleted and recreated (or its cluster replaced) since the sink applied it.
+    // Consuming from there would skip every record of the new topic until its end passed
+    // the old position — silently. The runner stops instead, saying what to do.
+    if (absl::Status past = CheckPositionsWithinTopics(*positions); !past.ok()) {
+      fatal_ = past;
+      sink()->Release(tps);
+      rd_kafka_assign(rk, nullptr);
+      return;
     }
     assigned_ = tps;
     paused_ = false;
