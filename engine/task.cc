@@ -239,6 +239,7 @@ absl::Status Task::RestoreFromChangelogs() {
         reader, logged_[i].name, from[i], sequence,
         [store](std::span<const ChangeRecord> c) { return store->ApplyRestored(c); });
     if (!stats.ok()) return stats.status();
+    logged_[i].restored_end = stats->end_offset;
     applied += stats->records_applied;
     if (stats->last_marker.has_value() && stats->last_marker->sequence == sequence) {
       last_commit_ = stats->last_marker;
@@ -547,7 +548,7 @@ absl::Status Task::Checkpoint() {
   for (const Logged& l : logged_) {
     if (!l.durable) continue;
     if (absl::Status s = l.store->local().Flush(); !s.ok()) return s;
-    file.offsets[l.name] = config_.changelog->EndOffset(l.name);
+    file.offsets[l.name] = std::max(config_.changelog->EndOffset(l.name), l.restored_end);
     any = true;
   }
   if (!any) return absl::OkStatus();

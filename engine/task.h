@@ -202,6 +202,10 @@ class Task final : public ProcessorContext {
     LoggedStore* store;
     std::string name;
     bool durable;  // a RocksDB store: checkpointed
+    // The changelog's end as the last restore read it: a checkpoint position at least
+    // (the producer's acknowledged end knows only what it wrote itself — nothing, when
+    // the producer is new, as after every restore).
+    int64_t restored_end = 0;
   };
   struct Scheduled {
     PunctuationType type;

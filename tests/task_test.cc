@@ -17,6 +17,7 @@
 #include <utility>
 #include <vector>
 
+#include "engine/in_memory_log.h"
 #include "engine/record_collector.h"
 #include "engine/task.h"
 #include "engine/topology_test_driver.h"
@@ -917,6 +918,79 @@ TEST(TaskStores, DedupeRestoresEveryBlockOfACommit) {
   EXPECT_EQ(second.records_read, 7u);
   TaskCounters third = task.Run({"f", "g"});  // f came in the second run's block
   EXPECT_EQ(third.duplicates_dropped, 1u);
+}
+
+// A changelog writer that knows no end offsets, as a new Kafka producer before it wrote a
+// store's changelog (the producer of every task just restored).
+class NewProducerWriter final : public ChangelogWriter {
+ public:
+  explicit NewProducerWriter(ChangelogWriter* inner) : inner_(inner) {}
+  void Append(std::string_view store, const ChangeRecord& r) override { inner_->Append(store, r); }
+  absl::Status Flush() override { return inner_->Flush(); }
+  int64_t EndOffset(std::string_view) const override { return 0; }
+
+ private:
+  ChangelogWriter* inner_;
+};
+
+// Proves the checkpoint written after a restore records where the changelog ended, so the
+// next restore starts there: a task that crashed without a checkpoint is restored (all of
+// its changelog replayed, then checkpointed) by a task with a new producer, which crashes
+// too; the third restore replays nothing. Before, the checkpoint took the producer's
+// acknowledged end — 0 for a new producer — and every later restore replayed from 0.
+TEST(TaskStores, TheCheckpointAfterARestoreIsTheChangelogsEnd) {
+  const auto dir = std::filesystem::temp_directory_path() /
+                   ("sm-task-restore-checkpoint-" + std::to_string(getpid()));
+  std::filesystem::remove_all(dir);
+  StreamsBuilder b;
+  b.Stream("in", EventFormat::kJson)
+      .Dedupe({.within_ms = 60'000}, "dd", StoreType::kRocksDb)
+      .To("out", [](const Record<MetricEvent>&, std::string*, std::string*) {});
+  Topology topology = BuildOrDie(b);
+  InMemoryLog log;
+  NewProducerWriter new_producer(log.changelog_writer());
+  TaskConfig tc;
+  tc.state_dir = (dir / TaskId(0)).string();
+  tc.wall_clock = [] { return kT0; };
+  tc.changelog = log.changelog_writer();
+  tc.changelog_reader = log.changelog_reader();
+  tc.checkpoint_every_changes = 1'000'000'000;  // none but the restore's
+  {
+    absl::StatusOr<std::unique_ptr<Task>> task = Task::Create(topology, tc, log.collector());
+    ASSERT_TRUE(task.ok()) << task.status();
+    for (int i = 0; i < 30; ++i) {
+      std::string value = Ev{.id = std::to_string(i), .ts = kT0 + i}.Json();
+      ASSERT_TRUE((*task)->Process({.topic = "in", .offset = i, .value = value}).ok());
+      if (i % 10 == 9) ASSERT_TRUE((*task)->Commit().ok());
+    }
+    (*task)->AbortCommit(absl::AbortedError("crash")).IgnoreError();  // no checkpoint
+  }
+  ASSERT_FALSE(std::filesystem::exists(dir / TaskId(0) / ".checkpoint"));
+  int64_t end = 0;
+  {
+    TaskConfig with_new_producer = tc;
+    with_new_producer.changelog = &new_producer;
+    absl::StatusOr<std::unique_ptr<Task>> task =
+        Task::Create(topology, with_new_producer, log.collector());
+    ASSERT_TRUE(task.ok()) << task.status();
+    ASSERT_EQ((*task)->restore_report().stores.size(), 1u);
+    const StoreRestoreReport& r = (*task)->restore_report().stores[0];
+    EXPECT_EQ(r.from_offset, 0);
+    EXPECT_EQ(r.stats.commits, 3u);
+    EXPECT_GT(r.stats.records_applied, 0u);
+    end = r.stats.end_offset;
+    EXPECT_EQ(end, static_cast<int64_t>(log.ChangelogSize("dd-store")));
+    (*task)->AbortCommit(absl::AbortedError("crash")).IgnoreError();
+  }
+  absl::StatusOr<std::unique_ptr<Task>> task = Task::Create(topology, tc, log.collector());
+  ASSERT_TRUE(task.ok()) << task.status();
+  const StoreRestoreReport& r = (*task)->restore_report().stores[0];
+  EXPECT_EQ(r.from_offset, end);
+  EXPECT_EQ(r.stats.records_applied, 0u);
+  EXPECT_EQ((*task)->restore_report().last_sequence, 3u);
+  ASSERT_TRUE((*task)->Close().ok());
+  task->reset();
+  std::filesystem::remove_all(dir);
 }
 
 TEST(TaskStores, RocksDbStoreWithoutStateDirIsRefused) {
