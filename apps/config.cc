@@ -322,7 +322,8 @@ absl::Status ParseRoot(const YAML::Node& root, AppConfig* c) {
   }
   if (const YAML::Node n = root["processing"]) {
     SM_RETURN_IF_ERROR(Reader::CheckKeys(
-        n, "processing", {"commit_every_records", "guarantee", "threads", "commit_interval"}));
+        n, "processing",
+        {"commit_every_records", "guarantee", "threads", "commit_interval", "marker_refresh"}));
     if (n["guarantee"]) {
       std::string g;
       SM_ASSIGN(g, Reader::String(n["guarantee"], "processing.guarantee"));
@@ -347,6 +348,11 @@ absl::Status ParseRoot(const YAML::Node& root, AppConfig* c) {
       if (c->commit_interval_ms < 1) {
         return Reader::Error("processing.commit_interval", "must be >= 1ms");
       }
+    }
+    if (n["marker_refresh"]) {
+      SM_ASSIGN(c->marker_refresh_ms,
+                Reader::Duration(n["marker_refresh"], "processing.marker_refresh"));
+      if (c->marker_refresh_ms < 1) return Reader::Error("processing.marker_refresh", "must be >= 1ms");
     }
     if (n["commit_every_records"]) {
       int64_t v;

@@ -42,6 +42,7 @@ struct AppConfig {
   bool exactly_once = true;       // processing.guarantee
   int threads = 0;                // processing.threads; 0: one per core
   int64_t commit_interval_ms = 100;
+  int64_t marker_refresh_ms = 3'600'000;  // processing.marker_refresh
   std::string state_dir = "/tmp/streammetrics";  // state.dir
   SinkConfig postgres;  // sinks.postgres
   SinkConfig redis;     // sinks.redis (url: host:port)

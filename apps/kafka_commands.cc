@@ -368,6 +368,7 @@ absl::Status RunKafka(const AppConfig& config, const RunCommandOptions& options,
   ro.threads = config.threads > 0 ? config.threads
                                   : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
   ro.commit_interval_ms = config.commit_interval_ms;
+  ro.marker_refresh_ms = config.marker_refresh_ms;
   ro.state_dir = StrCat(config.state_dir, "/", config.pipeline.application_id);
   ro.instance_id = StrCat(::getpid());
   ro.rocksdb = RocksDbResources::Create(RocksDbBudget{

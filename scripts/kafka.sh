@@ -132,6 +132,8 @@ group.initial.rebalance.delay.ms=0
 auto.create.topics.enable=false
 # Tests compact small segments and expect the cleaner to get to them within seconds.
 log.cleaner.backoff.ms=1000
+# ... and retention to delete expired segments within a second or two.
+log.retention.check.interval.ms=1000
 EOF
     cat >"$nd/log4j2.yaml" <<EOF
 Configuration:

@@ -76,6 +76,31 @@ TEST(KafkaChangeEncoding, RoundTripsEveryType) {
   EXPECT_EQ(DecodeChange("k", "v", "short", &out).code(), absl::StatusCode::kDataLoss);
 }
 
+// Proves a commit whose transaction call times out (the coordinator slow: EndTxn answered
+// after 1.5 s, the producer's calls time out after 0.5 s) is made again — librdkafka
+// says a timed-out commit may be — and commits. Before, the commit failed: the thread
+// aborted and restored every task for a broker slow for a moment.
+TEST_F(KafkaChangelogTest, ACommitThatTimesOutIsRetriedAndCommits) {
+  ASSERT_TRUE(broker_->SetCoordinator("transaction", "app-0-9", 1).ok());
+  absl::StatusOr<std::unique_ptr<Producer>> producer =
+      Producer::Create({.properties = Props(), .transactional_id = "app-0-9", .timeout_ms = 500});
+  ASSERT_TRUE(producer.ok()) << producer.status();
+  TaskProducer task(producer->get(), "app", 1);
+  ASSERT_TRUE((*producer)->BeginTransaction().ok());
+  task.Append("s", {.type = ChangeType::kPut, .key = "a", .value = "1", .incarnation = 1,
+                    .sequence = 1});
+  ASSERT_TRUE((*producer)->Flush().ok());
+  constexpr int16_t kEndTxn = 26;
+  broker_->DelayNextRequest(1, kEndTxn, 1'500);
+  const absl::Status committed = (*producer)->CommitTransaction({});
+  EXPECT_TRUE(committed.ok()) << committed;
+  // Usable after: the next transaction commits at once.
+  ASSERT_TRUE((*producer)->BeginTransaction().ok());
+  task.Append("s", {.type = ChangeType::kPut, .key = "b", .value = "2", .incarnation = 1,
+                    .sequence = 2});
+  EXPECT_TRUE((*producer)->CommitTransaction({}).ok());
+}
+
 // Proves a transactional write and a restore read round-trip every record at the task's
 // partition, that the aborted transaction's records (visible on the dev broker) are
 // discarded by restore, and that LastMarker finds the last commit even when it lies

@@ -39,6 +39,7 @@
 #include "engine/log.h"
 #include "engine/topology_test_driver.h"
 #include "operators/strings.h"
+#include "statestore/rocksdb_stores.h"
 #include "tests/aggregate_results.h"
 #include "tests/runtime_fixture.h"
 #include "tests/spawn.h"
@@ -230,6 +231,44 @@ TEST_F(KafkaRuntimeTest, ATransactionTimeoutNotAboveTheCommitIntervalIsRefused) 
   o.kafka.emplace_back("transaction.timeout.ms", "9000");
   o.guarantee = ProcessingGuarantee::kAtLeastOnce;
   EXPECT_TRUE(Runtime::Create(*topology_, o).ok());
+}
+
+// Proves a task whose restore cannot start yet — one of its stores held, here by the
+// test, as by a thread that has not let the partition go — holds up nothing else: the
+// thread's five other tasks restore and commit all their input meanwhile; the held one
+// is retried from the thread's loop and catches up once its store is free; every result
+// is the oracle's. Before, tasks were made inside the rebalance callback, which retried
+// there: none of the thread's partitions was processed, its consumer not polled.
+TEST_F(KafkaRuntimeTest, ATaskThatCannotRestoreYetHoldsUpNoOther) {
+  const int kEvents = 20'000;
+  Produce(kEvents, 3, InputStartMs());
+  std::vector<OutputRecord> oracle = Oracle();
+  absl::StatusOr<std::vector<OutputRecord>> input = ReadTopic(Props(), config_.input_topic);
+  ASSERT_TRUE(input.ok()) << input.status();
+  int64_t others = 0;
+  for (const OutputRecord& r : *input) others += r.partition != 3;
+  ASSERT_GT(others, 0);
+  ASSERT_LT(others, kEvents);
+  RuntimeOptions o = Options("a");
+  o.threads = 1;
+  absl::StatusOr<std::unique_ptr<KeyValueStore>> held = OpenRocksDbKeyValueStore(
+      "dedupe-store", StrCat(o.state_dir, "/", TaskId(3), "/dedupe-store"),
+      RocksDbResources::Create({}));
+  ASSERT_TRUE(held.ok()) << held.status();
+  absl::StatusOr<std::unique_ptr<Runtime>> rt = Runtime::Create(*topology_, o);
+  ASSERT_TRUE(rt.ok()) << rt.status();
+  ASSERT_TRUE((*rt)->Start().ok());
+  EXPECT_TRUE(WaitFor([&] { return (*rt)->counters().committed_input == others; }, 60'000))
+      << (*rt)->counters().committed_input << " of " << others;
+  EXPECT_EQ((*rt)->counters().tasks, 5);
+  ASSERT_TRUE((*held)->Close().ok());
+  held->reset();
+  EXPECT_TRUE(WaitFor([&] { return (*rt)->counters().committed_input == kEvents; }, 60'000))
+      << (*rt)->counters().committed_input;
+  EXPECT_EQ((*rt)->counters().tasks, 6);
+  (*rt)->Stop();
+  ASSERT_TRUE((*rt)->Join().ok());
+  ExpectMatchesOracle(oracle, /*last_result_wins=*/false);
 }
 
 // ExpectRefusedCommitsStopTheRuntime (the fixture) says what these prove.

@@ -57,8 +57,9 @@ TEST_F(RealKafkaTest, EndToEndResultsAreExactlyTheOracles) { RunOnceThenCompare(
 // Tests that stop or kill brokers have a cluster of their own.
 class RealKafkaOwnClusterTest : public RealKafkaTest {
  protected:
+  virtual int Nodes() const { return 1; }
   void SetUp() override {
-    absl::StatusOr<std::unique_ptr<RealKafka>> kafka = RealKafka::Start(1);
+    absl::StatusOr<std::unique_ptr<RealKafka>> kafka = RealKafka::Start(Nodes());
     ASSERT_TRUE(kafka.ok()) << kafka.status();
     own_ = *std::move(kafka);
     kafka_ = own_.get();
@@ -77,7 +78,10 @@ TEST_F(RealKafkaOwnClusterTest, BrokerKillNineAndRestartLosesNothing) {
   absl::StatusOr<std::unique_ptr<Runtime>> rt = Runtime::Create(*topology_, Options("a"));
   ASSERT_TRUE(rt.ok()) << rt.status();
   ASSERT_TRUE((*rt)->Start().ok());
-  std::thread producer([&] { Produce(kEvents, 11, InputStartMs(), /*pace_per_s=*/1'000); });
+  // Its records wait in the producer while the broker is away (its last flush: 2 min).
+  std::thread producer([&] {
+    Produce(kEvents, 11, InputStartMs(), /*pace_per_s=*/1'000, false, /*flush_timeout_ms=*/120'000);
+  });
   streammetrics::testing::JoinOnExit joiner{producer};
   ASSERT_TRUE(WaitFor([&] { return (*rt)->counters().committed_input > 3'000; }, 60'000));
   ASSERT_TRUE(kafka_->Kill(1).ok());
@@ -141,6 +145,107 @@ TEST_F(RealKafkaTest, AZombieInstancePublishesNothing) {
     EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
   }
   ExpectMatchesOracle(Oracle(), /*last_result_wins=*/false);
+}
+
+// Waits until none of `topics` is listed by the broker (a deletion is asynchronous).
+bool WaitUntilDeleted(RealKafka* kafka, const std::vector<std::string>& topics) {
+  for (int i = 0; i < 60; ++i) {
+    absl::StatusOr<std::string> listed = kafka->Tool("topics", {"--list"});
+    if (listed.ok()) {
+      bool any = false;
+      for (const std::string& t : topics) any |= listed->find(t + "\n") != std::string::npos;
+      if (!any) return true;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  }
+  return false;
+}
+
+// Proves an instance whose tasks find no commit in their changelogs while the group has
+// committed offsets for their partitions — the changelogs deleted and recreated, the
+// local state gone — refuses to start over: the thread fails with an error that says so
+// and what to do, and no result is emitted again. Before, the tasks started their input
+// from the beginning and every result of the topic came out a second time.
+TEST_F(RealKafkaTest, ChangelogsLostWhileTheGroupKeepsItsOffsetsAreRefused) {
+  const int kEvents = 3'000;
+  Produce(kEvents, 5, InputStartMs());
+  ASSERT_TRUE(RunUntilCommitted(Options("a"), kEvents).ok());
+  absl::StatusOr<std::vector<OutputRecord>> before = ReadTopic(Props(), ResultTopics()[0]);
+  ASSERT_TRUE(before.ok()) << before.status();
+  ASSERT_GT(before->size(), 0u);
+  std::vector<std::string> changelogs;
+  for (const StoreDef& def : topology_->stores()) {
+    changelogs.push_back(ChangelogTopic(app_id_, def.name));
+    absl::StatusOr<std::string> deleted = kafka_->Tool("topics", {"--delete", "--topic", changelogs.back()});
+    ASSERT_TRUE(deleted.ok()) << deleted.status();
+  }
+  ASSERT_TRUE(WaitUntilDeleted(kafka_, changelogs));
+  std::filesystem::remove_all(dir_ / "a");
+  absl::StatusOr<std::unique_ptr<Runtime>> rt = Runtime::Create(*topology_, Options("a"));
+  ASSERT_TRUE(rt.ok()) << rt.status();
+  ASSERT_TRUE((*rt)->Start().ok());  // the changelogs created anew
+  ASSERT_TRUE(WaitFor([&] { return (*rt)->failed(); }, 60'000));
+  const absl::Status s = (*rt)->Join();
+  EXPECT_TRUE(absl::IsFailedPrecondition(s)) << s;
+  EXPECT_THAT(s.message(), ::testing::HasSubstr(StrCat(
+                               "its changelogs hold no commit, but the consumer group ", app_id_,
+                               " committed ", config_.input_topic)));
+  EXPECT_THAT(s.message(), ::testing::HasSubstr("reset the group's offsets"));
+  absl::StatusOr<std::vector<OutputRecord>> after = ReadTopic(Props(), ResultTopics()[0]);
+  ASSERT_TRUE(after.ok()) << after.status();
+  EXPECT_EQ(after->size(), before->size());
+}
+
+// Proves an idle instance's commit markers outlive its window changelog's time retention:
+// here 20 s (with 300 ms segments; a real one is the store's retention plus a day) and
+// markers refreshed every second (processing.marker_refresh; an hour by default). The
+// instance commits its input, idles 45 s — every record it wrote expires meanwhile — and
+// is killed; a second instance on a new state dir takes over within the retention (its
+// rebalance waits out the first one's 6 s session; a transaction the kill left open, 10
+// s), finds a marker, resumes at the committed offsets and emits nothing again. Before,
+// an idle thread committed nothing, its markers expired, and a takeover started over.
+TEST_F(RealKafkaTest, MarkersOfAnIdleInstanceOutliveTheChangelogsRetention) {
+  ASSERT_TRUE(CreateTopics({{"bootstrap.servers", Bootstrap()}},
+                           {{.name = ChangelogTopic(app_id_, "aggregate-store"),
+                             .partitions = 6,
+                             .configs = {{"cleanup.policy", "compact,delete"},
+                                         {"retention.ms", "20000"},
+                                         {"segment.ms", "300"}}},
+                            {.name = ChangelogTopic(app_id_, "dedupe-store"),
+                             .partitions = 6,
+                             .configs = {{"cleanup.policy", "compact"}}}})
+                  .ok());
+  const int kEvents = 3'000;
+  Produce(kEvents, 7, InputStartMs());
+  std::filesystem::create_directories(dir_);
+  const std::string config_a = (dir_ / "a.yaml").string(), config_b = (dir_ / "b.yaml").string();
+  WriteRunConfig(config_a, app_id_, (dir_ / "a").string(), "", ", marker_refresh: 1s");
+  WriteRunConfig(config_b, app_id_, (dir_ / "b").string(), "", ", marker_refresh: 1s");
+  const std::string log_a = (dir_ / "a.log").string(), log_b = (dir_ / "b.log").string();
+  pid_t a = Spawn({SM_BINARY, "run", "--config", config_a, "--quiet", "true"}, log_a);
+  ASSERT_GT(a, 0);
+  ASSERT_TRUE(WaitFor([&] { return CommittedInput(app_id_) == kEvents; }, 60'000))
+      << streammetrics::testing::ReadFile(log_a);
+  absl::StatusOr<std::vector<OutputRecord>> before = ReadTopic(Props(), ResultTopics()[0]);
+  ASSERT_TRUE(before.ok()) << before.status();
+  std::this_thread::sleep_for(std::chrono::seconds(45));
+  EXPECT_EQ(CommittedInput(app_id_), kEvents);  // the markers outlived the retention
+  kill(a, SIGKILL);
+  waitpid(a, nullptr, 0);
+  pid_t b = Spawn({SM_BINARY, "run", "--config", config_b, "--quiet", "true"}, log_b);
+  ASSERT_GT(b, 0);
+  std::this_thread::sleep_for(std::chrono::seconds(15));
+  EXPECT_EQ(waitpid(b, nullptr, WNOHANG), 0)
+      << "the second instance ended:\n" << streammetrics::testing::ReadFile(log_b)
+      << "\nthe first:\n" << streammetrics::testing::ReadFile(log_a);
+  EXPECT_EQ(CommittedInput(app_id_), kEvents);
+  kill(b, SIGTERM);
+  int status = 0;
+  waitpid(b, &status, 0);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  absl::StatusOr<std::vector<OutputRecord>> after = ReadTopic(Props(), ResultTopics()[0]);
+  ASSERT_TRUE(after.ok()) << after.status();
+  EXPECT_EQ(after->size(), before->size());
 }
 
 std::string Marker(uint64_t sequence, int64_t offset) {

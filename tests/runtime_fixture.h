@@ -139,8 +139,9 @@ class RuntimeTestBase : public ::testing::Test {
   // serviceId, as the load generator does.
   // allow_failures: the broker is made to fail produce requests meanwhile (any client's:
   // some of these records may be lost; what reached the topic is what counts).
+  // flush_timeout_ms: how long the last flush may wait (a broker restarting: longer).
   void Produce(int n, uint64_t seed, int64_t start_ms, int pace_per_s = 0,
-               bool allow_failures = false) {
+               bool allow_failures = false, int flush_timeout_ms = 10'000) {
     GeneratorOptions g;
     g.seed = seed;
     g.start_ms = start_ms;
@@ -149,8 +150,8 @@ class RuntimeTestBase : public ::testing::Test {
     g.late_fraction = 0.005;
     g.late_by_ms = 10 * 60'000;
     EventGenerator generator(g);
-    absl::StatusOr<std::unique_ptr<Producer>> p =
-        Producer::Create({.properties = {{"bootstrap.servers", Bootstrap()}}});
+    absl::StatusOr<std::unique_ptr<Producer>> p = Producer::Create(
+        {.properties = {{"bootstrap.servers", Bootstrap()}}, .timeout_ms = flush_timeout_ms});
     ASSERT_TRUE(p.ok()) << p.status();
     std::string doc;
     const auto started = std::chrono::steady_clock::now();
@@ -258,9 +259,10 @@ class RuntimeTestBase : public ::testing::Test {
   // A config for `streammetrics run` of application `app`: this fixture's topics and
   // windows, RocksDB stores under `state_dir`, 2 threads committing every 100 ms, windows
   // closing on stream time only, the broker with 6 s sessions, then `kafka_extra`
-  // (`, key: "value"` items); written to `path`.
+  // (`, key: "value"` items) and `processing_extra` (likewise); written to `path`.
   void WriteRunConfig(const std::string& path, const std::string& app,
-                      const std::string& state_dir, const std::string& kafka_extra = "") const {
+                      const std::string& state_dir, const std::string& kafka_extra = "",
+                      const std::string& processing_extra = "") const {
     std::ofstream f(path);
     f << "application: {id: " << app << "}\n"
       << "topics: {input: " << config_.input_topic << ", dead_letter: "
@@ -272,7 +274,7 @@ class RuntimeTestBase : public ::testing::Test {
         << (w.tumbling() ? std::string() : StrCat(", advance: ", w.advance_ms, "ms"))
         << ", grace: " << w.grace_ms << "ms, topic: " << w.topic << "}\n";
     }
-    f << "processing: {threads: 2, commit_interval: 100ms}\n"
+    f << "processing: {threads: 2, commit_interval: 100ms" << processing_extra << "}\n"
       << "state: {dir: " << state_dir << "}\n"
       << "kafka: {bootstrap.servers: \"" << Bootstrap()
       << "\", session.timeout.ms: \"6000\", heartbeat.interval.ms: \"500\"" << kafka_extra

@@ -73,6 +73,18 @@ void DevBroker::FailRequests(int16_t api_key, int count, int error) {
   rd_kafka_mock_push_request_errors_array(impl_->cluster, api_key, errors.size(), errors.data());
 }
 
+void DevBroker::DelayNextRequest(int broker_id, int16_t api_key, int rtt_ms) {
+  rd_kafka_mock_broker_push_request_error_rtts(impl_->cluster, broker_id, api_key, 1,
+                                               RD_KAFKA_RESP_ERR_NO_ERROR, rtt_ms);
+}
+
+absl::Status DevBroker::SetCoordinator(std::string_view key_type, std::string_view key,
+                                       int broker_id) {
+  const std::string type(key_type), k(key);
+  return KafkaStatus("dev broker: coordinator",
+                     rd_kafka_mock_coordinator_set(impl_->cluster, type.c_str(), k.c_str(), broker_id));
+}
+
 }  // namespace streammetrics::kafka
 
 // The dev broker's sockets without Nagle's algorithm, as a Kafka broker's are

@@ -42,6 +42,12 @@ class DevBroker {
   // Fault injection: the next `count` requests of Kafka API `api_key` (0 Produce,
   // 26 EndTxn, ...) fail with librdkafka error code `error` (rd_kafka_resp_err_t).
   void FailRequests(int16_t api_key, int count, int error);
+  // Fault injection: broker `broker_id` answers its next request of `api_key` after
+  // `rtt_ms` (a slow broker).
+  void DelayNextRequest(int broker_id, int16_t api_key, int rtt_ms);
+  // Which broker coordinates `key` (key_type "transaction": a transactional id; "group":
+  // a group id).
+  absl::Status SetCoordinator(std::string_view key_type, std::string_view key, int broker_id);
 
  private:
   struct Impl;

@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <cstring>
+#include <functional>
 
 #include "engine/kafka/kafka_common.h"
 #include "engine/log.h"
@@ -291,6 +292,31 @@ absl::Status Producer::BeginTransaction() {
   return KafkaStatus("begin transaction", rd_kafka_begin_transaction(impl_->rk.get()));
 }
 
+namespace {
+
+// A transactional call made again while librdkafka says the same call may be (its error
+// retriable: the call timed out, the coordinator was loading or moving), up to
+// kTransactionRetries times; then, or on any other error, its status. Before, such a
+// failure failed the commit: the transaction aborted and every task of the thread
+// restored — for a broker that was only slow for a moment.
+constexpr int kTransactionRetries = 3;
+
+absl::Status RetryTransactional(std::string_view what, const std::function<rd_kafka_error_t*()>& call) {
+  for (int attempt = 0;; ++attempt) {
+    rd_kafka_error_t* error = call();
+    if (error == nullptr) return absl::OkStatus();
+    if (attempt < kTransactionRetries && rd_kafka_error_is_retriable(error)) {
+      LogEvery(StrCat("txn-retry-", what), 10'000, LogLevel::kWarning,
+               StrCat(what, ": ", rd_kafka_error_string(error), "; retrying"));
+      rd_kafka_error_destroy(error);
+      continue;
+    }
+    return KafkaStatus(what, error);
+  }
+}
+
+}  // namespace
+
 absl::Status Producer::CommitTransaction(const OffsetCommit& commit) {
   if (absl::Status s = Flush(); !s.ok()) {
     return absl::IsFailedPrecondition(s) ? s : absl::AbortedError(s.message());
@@ -305,9 +331,9 @@ absl::Status Producer::CommitTransaction(const OffsetCommit& commit) {
     auto* consumer = static_cast<rd_kafka_t*>(commit.consumer);
     rd_kafka_consumer_group_metadata_t* meta = rd_kafka_consumer_group_metadata(consumer);
     const auto started = std::chrono::steady_clock::now();
-    absl::Status s = KafkaStatus("send offsets to transaction",
-                                 rd_kafka_send_offsets_to_transaction(impl_->rk.get(), list, meta,
-                                                                      impl_->timeout_ms));
+    absl::Status s = RetryTransactional("send offsets to transaction", [&] {
+      return rd_kafka_send_offsets_to_transaction(impl_->rk.get(), list, meta, impl_->timeout_ms);
+    });
     const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                         std::chrono::steady_clock::now() - started)
                         .count();
@@ -319,8 +345,9 @@ absl::Status Producer::CommitTransaction(const OffsetCommit& commit) {
     if (!s.ok()) return s;
   }
   const auto started = std::chrono::steady_clock::now();
-  absl::Status s = KafkaStatus("commit transaction",
-                               rd_kafka_commit_transaction(impl_->rk.get(), impl_->timeout_ms));
+  absl::Status s = RetryTransactional("commit transaction", [&] {
+    return rd_kafka_commit_transaction(impl_->rk.get(), impl_->timeout_ms);
+  });
   const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                       std::chrono::steady_clock::now() - started)
                       .count();

@@ -31,6 +31,12 @@ int64_t NowMs() {
 // passes (a commit's changes sent at once).
 constexpr int kRefusedCommitLimit = 5;
 
+// How long a task's restore may keep failing on what a retry may cure (the broker
+// unreachable, say) before its stream thread gives up and fails: as long as an outage a
+// running task rides out (its commits retried meanwhile), bounded so that a broker that
+// never comes back ends the run with the error instead of a silent wait.
+constexpr int64_t kRestoreGiveUpMs = 10 * 60'000;
+
 int64_t ElapsedMs(Clock::time_point since) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - since).count();
 }
@@ -141,9 +147,18 @@ class Runtime::Thread {
   // abort fails (fenced, fatal), a new producer (retried while the broker is away).
   absl::Status AbortTransaction();
   absl::StatusOr<int64_t> CreateTask(int32_t partition);
-  // CreateTask, retried while what fails may pass (the broker unreachable; a store still
-  // locked by the thread that had the partition and has not yet let it go).
-  absl::StatusOr<int64_t> CreateTaskRetrying(int32_t partition);
+  // Partitions assigned whose tasks are not made yet: paused, restored by the loop
+  // (RestoreDue), never inside a rebalance callback.
+  void AddRestoring(rd_kafka_topic_partition_list_t* parts);
+  void AddRestoring(const std::vector<int32_t>& partitions);
+  void PauseOrResume(const std::vector<int32_t>& partitions, bool pause);
+  // Makes the task of one partition whose restore is due, seeks its input to the restored
+  // commit and resumes it; what a retry may cure (the broker away, a store another thread
+  // still holds) is retried with backoff while the loop goes on — up to
+  // kRestoreGiveUpMs of failing, then the thread fails with the error.
+  absl::Status RestoreDue();
+  // The group's committed offset of `partition` (INVALID: none).
+  absl::StatusOr<int64_t> GroupOffset(int32_t partition);
   // What a retry may cure (Unavailable, Aborted, DeadlineExceeded) is retried with
   // backoff (*backoff_ms, doubled up to 5 s) until the thread is stopped; true: retry.
   bool ShouldRetry(const absl::Status& s, std::string_view what, int64_t* backoff_ms);
@@ -195,7 +210,14 @@ class Runtime::Thread {
   int64_t wall_ms_ = NowMs();
   bool assigned_once_ = false;  // the group gave this consumer an assignment (maybe empty)
   absl::Status rebalance_error_;
+  struct Restoring {
+    Clock::time_point next_attempt;
+    Clock::time_point failing_since{};  // {}: not failing
+    int64_t backoff_ms = 100;
+  };
+  std::map<int32_t, Restoring> restoring_;
   uint64_t commits_ = 0;
+  Clock::time_point last_committed_ = Clock::now();  // the last commit that wrote markers
   uint64_t rebuilds_ = 0;
   // Commits failed in a row on a record the broker refuses as it is (FailedPrecondition):
   // at kRefusedCommitLimit the thread stops. Not reset by a commit of less than the
@@ -367,13 +389,101 @@ bool Runtime::Thread::ShouldRetry(const absl::Status& s, std::string_view what,
   return true;
 }
 
-absl::StatusOr<int64_t> Runtime::Thread::CreateTaskRetrying(int32_t partition) {
-  int64_t backoff_ms = 100;
-  absl::StatusOr<int64_t> next;
-  do {
-    next = CreateTask(partition);
-  } while (ShouldRetry(next.status(), "restore", &backoff_ms));
-  return next;
+void Runtime::Thread::PauseOrResume(const std::vector<int32_t>& partitions, bool pause) {
+  if (partitions.empty()) return;
+  rd_kafka_topic_partition_list_t* list = rd_kafka_topic_partition_list_new(partitions.size());
+  for (int32_t p : partitions) rd_kafka_topic_partition_list_add(list, rt_->source_topic_.c_str(), p);
+  if (pause) {
+    rd_kafka_pause_partitions(consumer_.get(), list);
+  } else {
+    rd_kafka_resume_partitions(consumer_.get(), list);
+  }
+  rd_kafka_topic_partition_list_destroy(list);
+}
+
+void Runtime::Thread::AddRestoring(const std::vector<int32_t>& partitions) {
+  for (int32_t p : partitions) restoring_[p] = Restoring{.next_attempt = Clock::now()};
+  PauseOrResume(partitions, /*pause=*/true);
+}
+
+void Runtime::Thread::AddRestoring(rd_kafka_topic_partition_list_t* parts) {
+  std::vector<int32_t> partitions;
+  for (int i = 0; i < parts->cnt; ++i) partitions.push_back(parts->elems[i].partition);
+  AddRestoring(partitions);
+}
+
+absl::StatusOr<int64_t> Runtime::Thread::GroupOffset(int32_t partition) {
+  rd_kafka_topic_partition_list_t* list = rd_kafka_topic_partition_list_new(1);
+  rd_kafka_topic_partition_list_add(list, rt_->source_topic_.c_str(), partition);
+  absl::Status s = KafkaStatus("committed offset", rd_kafka_committed(consumer_.get(), list, 10'000));
+  const int64_t offset = list->elems[0].offset;
+  if (s.ok()) s = KafkaStatus("committed offset", list->elems[0].err);
+  rd_kafka_topic_partition_list_destroy(list);
+  if (!s.ok()) return s;
+  return offset;
+}
+
+absl::Status Runtime::Thread::RestoreDue() {
+  const auto now = Clock::now();
+  for (auto it = restoring_.begin(); it != restoring_.end(); ++it) {
+    const int32_t p = it->first;
+    Restoring& r = it->second;
+    if (r.next_attempt > now) continue;
+    absl::StatusOr<int64_t> next = CreateTask(p);
+    if (next.ok()) {
+      restoring_.erase(it);
+      // With stores and no commit in their changelogs, the group must have none either:
+      // its offsets without the state they go with mean the changelogs were deleted or
+      // recreated (or their markers expired) — starting over would emit every result again.
+      if (*next == RD_KAFKA_OFFSET_BEGINNING) {
+        absl::StatusOr<int64_t> committed = GroupOffset(p);
+        if (committed.ok() && *committed >= 0) {
+          tasks_.at(p).task->AbortCommit(absl::AbortedError("refused")).IgnoreError();
+          CloseTask(p);
+          return absl::FailedPreconditionError(StrCat(
+              "task ", TaskId(p), ": its changelogs hold no commit, but the consumer group ",
+              options().application_id, " committed ", rt_->source_topic_, " [", p,
+              "] up to offset ", *committed,
+              ": the changelog topics were deleted or recreated, or their commit markers "
+              "expired, while the group's offsets remained. Rather than process the input "
+              "again from its start (every result again), the thread stops. To start the "
+              "application over, delete its changelog topics and state dir and reset the "
+              "group's offsets (kafka-consumer-groups --reset-offsets)"));
+        }
+      }
+      // The input from the restored commit's offsets; without stores (INVALID), from the
+      // group's committed offset; with stores and no commit yet, from the start.
+      int64_t from = *next;
+      if (from == RD_KAFKA_OFFSET_INVALID) {
+        absl::StatusOr<int64_t> committed = GroupOffset(p);
+        if (!committed.ok()) {
+          CloseTask(p);
+          restoring_[p] = Restoring{.next_attempt = Clock::now() + std::chrono::milliseconds(500)};
+          return absl::OkStatus();  // tried again, with the restore
+        }
+        from = *committed;
+      }
+      if (absl::Status s = Seek({{p, from < 0 ? RD_KAFKA_OFFSET_BEGINNING : from}}); !s.ok()) {
+        return s;  // the partition is assigned and paused: only a bug fails here
+      }
+      PauseOrResume({p}, /*pause=*/false);
+      PublishCounters();
+      return absl::OkStatus();  // one task a turn: the loop polls between restores
+    }
+    const absl::Status& s = next.status();
+    const bool retriable = absl::IsUnavailable(s) || absl::IsAborted(s) || absl::IsDeadlineExceeded(s);
+    if (r.failing_since == Clock::time_point{}) r.failing_since = now;
+    if (!retriable || now - r.failing_since > std::chrono::milliseconds(kRestoreGiveUpMs)) {
+      return absl::Status(s.code(), StrCat(s.message(), retriable ? StrCat(" (restore failing for ", kRestoreGiveUpMs / 1000, " s)") : ""));
+    }
+    LogEvery(StrCat("retry-restore-", index_), 10'000, LogLevel::kWarning,
+             StrCat("thread ", index_, ": restore of task ", TaskId(p), ": ", s.message(),
+                    "; retrying"));
+    r.next_attempt = now + std::chrono::milliseconds(r.backoff_ms);
+    r.backoff_ms = std::min<int64_t>(r.backoff_ms * 2, 5'000);
+    return absl::OkStatus();
+  }
+  return absl::OkStatus();
 }
 
 void Runtime::Thread::CloseTask(int32_t partition) {
@@ -398,8 +508,15 @@ absl::Status Runtime::Thread::Seek(const std::map<int32_t, int64_t>& offsets) {
   }
   absl::Status s;
   if (any) {
-    rd_kafka_error_t* error = rd_kafka_seek_partitions(consumer_.get(), list, 10'000);
+    // Asynchronous (timeout 0): the seek is queued ahead of anything else asked of the
+    // partition (a resume), and records fetched before it are discarded. (A waiting seek
+    // of librdkafka 2.0.2 waits microseconds, not the milliseconds passed, and fails.)
+    rd_kafka_error_t* error = rd_kafka_seek_partitions(consumer_.get(), list, 0);
     s = KafkaStatus("seek", error);
+    for (int i = 0; s.ok() && i < list->cnt; ++i) {
+      if (list->elems[i].err == RD_KAFKA_RESP_ERR__IN_PROGRESS) continue;  // queued
+      s = KafkaStatus(StrCat("seek partition ", list->elems[i].partition), list->elems[i].err);
+    }
   }
   rd_kafka_topic_partition_list_destroy(list);
   return s;
@@ -411,24 +528,18 @@ void Runtime::Thread::OnRebalance(rd_kafka_resp_err_t err, rd_kafka_topic_partit
   if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
     assigned_once_ = true;
     std::string names;
-    for (int i = 0; i < parts->cnt; ++i) {
-      rd_kafka_topic_partition_t& p = parts->elems[i];
-      if (!rebalance_error_.ok()) break;
-      absl::StatusOr<int64_t> next = CreateTaskRetrying(p.partition);
-      if (!next.ok()) {
-        rebalance_error_ = next.status();
-        break;
-      }
-      p.offset = *next;  // the commit marker's offset; INVALID: the group's, or earliest
-      names += StrCat(names.empty() ? "" : ",", p.partition);
-    }
+    for (int i = 0; i < parts->cnt; ++i) names += StrCat(names.empty() ? "" : ",", parts->elems[i].partition);
     Log(LogLevel::kInfo, StrCat("thread ", index_, ": assigned partitions [", names, "]"));
-    PublishCounters();
+    // Tasks are made — their stores restored — by the loop, not here: a restore may take
+    // long, or wait for the broker, and a callback that does not return holds the poll
+    // (max.poll.interval.ms) and everything else of the thread. The partitions are
+    // assigned paused until their tasks are ready.
     if (cooperative) {
       rebalance_error_.Update(KafkaStatus("incremental assign", rd_kafka_incremental_assign(rk, parts)));
     } else {
       rebalance_error_.Update(KafkaStatus("assign", rd_kafka_assign(rk, parts)));
     }
+    AddRestoring(parts);
     return;
   }
   // Revoked: commit what the thread has, then close those tasks cleanly. Lost (the
@@ -442,6 +553,7 @@ void Runtime::Thread::OnRebalance(rd_kafka_resp_err_t err, rd_kafka_topic_partit
   if (!closing_ && !lost && rebalance_error_.ok()) rebalance_error_.Update(CommitAll(true));
   std::string names;
   for (int i = 0; i < parts->cnt; ++i) {
+    restoring_.erase(parts->elems[i].partition);
     auto it = tasks_.find(parts->elems[i].partition);
     if (lost && it != tasks_.end()) it->second.task->AbortCommit(absl::AbortedError("lost")).IgnoreError();
     CloseTask(parts->elems[i].partition);
@@ -571,6 +683,7 @@ absl::Status Runtime::Thread::CommitTasks(bool force) {
              StrCat("thread ", index_, ": a commit took ", took, " ms"));
   }
   ++commits_;
+  last_committed_ = Clock::now();
   if (refused_commits_ > 0 && PassedRefusedCommit()) {
     refused_commits_ = 0;
     refused_at_.clear();
@@ -606,29 +719,10 @@ absl::Status Runtime::Thread::RebuildTasks(const absl::Status& why) {
   }
   for (int32_t p : partitions) CloseTask(p);
   if (absl::Status s = AbortTransaction(); !s.ok()) return s;
-  std::map<int32_t, int64_t> offsets;
-  for (int32_t p : partitions) {
-    absl::StatusOr<int64_t> next = CreateTask(p);
-    if (absl::IsUnavailable(next.status()) &&
-        std::string(next.status().message()).find("lock") != std::string::npos) {
-      // Another thread of this process holds the partition's stores: a rebalance moved it
-      // there while this thread was failing; the consumer's next callback says so.
-      Log(LogLevel::kInfo, StrCat("thread ", index_, ": partition ", p,
-                                  " is now another thread's; not rebuilt here"));
-      continue;
-    }
-    if (!next.ok()) next = CreateTaskRetrying(p);
-    if (!next.ok()) return next.status();
-    offsets[p] = *next;
-  }
-  // A partition with no commit yet restarts from its start.
-  for (auto& [p, offset] : offsets) {
-    if (offset < 0) offset = RD_KAFKA_OFFSET_BEGINNING;
-  }
-  absl::Status s = Seek(offsets);
+  // Restored again by the loop (RestoreDue), their input paused meanwhile.
+  AddRestoring(partitions);
   PublishCounters();
-  Log(LogLevel::kInfo, StrCat("thread ", index_, ": rebuilt ", partitions.size(), " task(s)",
-                              s.ok() ? std::string() : StrCat("; seek: ", s.message())));
+  Log(LogLevel::kInfo, StrCat("thread ", index_, ": rebuilding ", partitions.size(), " task(s)"));
   // A record the broker refuses as it is comes back with every redo of the work since
   // the last commit: without a bound the thread would rebuild for ever, its partitions
   // stuck. Transient failures (the broker away, a fenced producer) retry without one.
@@ -645,7 +739,7 @@ absl::Status Runtime::Thread::RebuildTasks(const absl::Status& why) {
                "); stopping. Nothing since the last commit is acknowledged. Too large: raise "
                "the topics' max.message.bytes and the producer's message.max.bytes (kafka:)"));
   }
-  return s;
+  return absl::OkStatus();
 }
 
 void Runtime::Thread::RecordRefusedPositions() {
@@ -773,6 +867,12 @@ absl::Status Runtime::Thread::Run() {
       break;
     }
     if (!status.ok()) break;
+    if (!restoring_.empty()) {
+      const auto restore_started = Clock::now();
+      status = RestoreDue();
+      rebalance_time_ += Clock::now() - restore_started;
+      if (!status.ok()) break;
+    }
     if (ElapsedMs(last_punctuation) >= 100) {
       last_punctuation = Clock::now();
       for (auto& [p, e] : tasks_) {
@@ -805,7 +905,11 @@ absl::Status Runtime::Thread::Run() {
         (since_commit >= options().commit_interval_ms / 10 && n < static_cast<ssize_t>(kBatch) &&
          WindowsSinceCommit())) {
       last_commit = Clock::now();
-      if (absl::Status s = CommitAll(false); !s.ok()) {
+      // A thread whose tasks had nothing new for marker_refresh_ms commits anyway: fresh
+      // markers, the same offsets. Window stores' changelogs delete by time, and a task
+      // whose markers have all expired would start its input over.
+      const bool refresh = !tasks_.empty() && ElapsedMs(last_committed_) >= options().marker_refresh_ms;
+      if (absl::Status s = CommitAll(refresh); !s.ok()) {
         status = s;
         break;
       }

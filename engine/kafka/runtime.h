@@ -14,9 +14,12 @@
 // its last commit, resuming input at the commit markers' offsets — which is exact even
 // on the dev broker, which drops transactional offsets and shows aborted records.
 //
-// Rebalances (cooperative): newly assigned partitions get tasks, restored before they
-// process (progress logged), positioned at their restored offsets; revoked partitions
-// are committed (all of the thread's tasks) and their tasks closed cleanly (checkpoint).
+// Rebalances (cooperative): newly assigned partitions are assigned paused; the thread's
+// loop — not the rebalance callback, which must return soon — makes their tasks one at a
+// time between polls, restoring their stores (progress logged; what a retry may cure is
+// retried with backoff for up to 10 minutes), then seeks each to its restored offset and
+// resumes it. Revoked partitions are committed (all of the thread's tasks) and their
+// tasks closed cleanly (checkpoint); lost ones are closed without a commit.
 //
 // Threads: Start() spawns them; Stop() asks them to finish the current batch, commit,
 // checkpoint and leave the group; Join() waits. Counters are readable from any thread.
@@ -69,6 +72,11 @@ struct RuntimeOptions {
   std::shared_ptr<RocksDbResources> rocksdb;
   std::shared_ptr<CacheBudget> cache_budget;
   uint64_t checkpoint_every_changes = 100'000;
+  // A thread whose tasks have had nothing to commit for this long commits anyway, writing
+  // fresh commit markers (same offsets): window stores' changelogs delete by time (their
+  // retention: the store's plus a day), and a task whose markers had all expired could
+  // not tell where its input stands. Default: an hour.
+  int64_t marker_refresh_ms = 3'600'000;
   // The dev broker in this process, if any: internal topics are created on it (its
   // protocol has no CreateTopics).
   DevBroker* embedded_broker = nullptr;
@@ -99,8 +107,8 @@ struct RuntimeCounters {
   int64_t input_lag = 0;
   // Milliseconds, summed over the stream threads, spent other than processing: waiting
   // in the consumer's poll with nothing queued (a thread that keeps up mostly waits; one
-  // with a backlog should not), in commits, in rebalance callbacks (task creation and
-  // restore; a revocation's commit counts in both). Published at commits and rebalances.
+  // with a backlog should not), in commits, in rebalance callbacks and making assigned
+  // partitions' tasks (restores; a revocation's commit counts in both). Published at commits and rebalances.
   uint64_t input_wait_ms = 0;
   uint64_t commit_ms = 0;
   uint64_t rebalance_ms = 0;
