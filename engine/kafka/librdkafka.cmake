@@ -8,7 +8,7 @@
 # mklove on a copy of the source in the build tree (mklove builds in its source tree; the
 # cache stays untouched and serves every build tree). Features: zlib, zstd, lz4 (Debian's
 # libraries, linked dynamically), OpenSSL (SSL, SASL PLAIN/SCRAM/OAUTHBEARER); no Cyrus
-# SASL (GSSAPI) and no libcurl (OIDC).
+# SASL (GSSAPI) and no libcurl (OIDC). patches/ holds fixes applied to that copy.
 
 set(SM_RDKAFKA_VERSION 2.15.1)
 set(SM_RDKAFKA_VERSION_HEX 0x020f01ff)
@@ -54,12 +54,15 @@ endif()
 set(_sm_rdkafka_src "${CMAKE_BINARY_DIR}/_deps/librdkafka-src")
 set(_sm_rdkafka_prefix "${CMAKE_BINARY_DIR}/_deps/librdkafka")
 set(_sm_rdkafka_lib "${_sm_rdkafka_prefix}/lib/librdkafka.a")
+set(_sm_rdkafka_patch "${CMAKE_CURRENT_LIST_DIR}/patches/librdkafka-coord-req-retry.patch")
 ExternalProject_Add(librdkafka_build
   PREFIX "${CMAKE_BINARY_DIR}/_deps/librdkafka-ep"
   SOURCE_DIR "${_sm_rdkafka_src}"
   DOWNLOAD_COMMAND
     ${CMAKE_COMMAND} -E rm -rf "${_sm_rdkafka_src}"
     COMMAND ${CMAKE_COMMAND} -E copy_directory "${STREAMMETRICS_RDKAFKA_SOURCE_DIR}" "${_sm_rdkafka_src}"
+  # Fixes carried until a release has them (each patch says what and why).
+  PATCH_COMMAND patch -p1 --forward --quiet -i "${_sm_rdkafka_patch}"
   BUILD_IN_SOURCE ON
   # --no-download: mklove never fetches modules or dependencies; explicit --enable-*
   # make a missing library an error instead of a feature silently left out.
@@ -76,6 +79,9 @@ ExternalProject_Add(librdkafka_build
   LOG_BUILD ON
   LOG_OUTPUT_ON_FAILURE ON
 )
+
+# A changed patch means a fresh copy of the source, patched again.
+ExternalProject_Add_StepDependencies(librdkafka_build download "${_sm_rdkafka_patch}")
 
 # The library and what it needs (mklove's LIBS for these features).
 add_library(sm_rdkafka INTERFACE)
