@@ -204,8 +204,6 @@ class Runtime::Thread {
   Clock::duration input_wait_{};     // in the poll on an empty queue, callbacks excepted
   Clock::duration commit_time_{};
   Clock::duration rebalance_time_{};  // in rebalance callbacks (task creation, restore)
-  // Wakes the consumer's fetchers when its prefetch bound stopped them (FetchWaker).
-  std::unique_ptr<FetchWaker> fetch_waker_;
 };
 
 absl::Status Runtime::Thread::NewProducer() {
@@ -240,23 +238,20 @@ absl::Status Runtime::Thread::Setup() {
                        &OffsetCommitCallback);
   if (!consumer.ok()) return consumer.status();
   consumer_ = *std::move(consumer);
-  fetch_waker_ = std::make_unique<FetchWaker>(props);
   return absl::OkStatus();
 }
 
 Properties Runtime::ConsumerProperties() const {
   Properties props = {{"partition.assignment.strategy", "cooperative-sticky"}};
-  // The prefetch bound is in bytes only. librdkafka 2.0.2 checks a partition's
-  // thresholds on the queue its records are forwarded to — the consumer's, shared by all
-  // of the thread's partitions — so when queued.min.messages (100,000 by default) records
-  // are queued every partition stops fetching at once, and its broker thread looks again
-  // only after up to 1 s (rd_kafka_max_block_ms; fetch.queue.backoff.ms from 2.2.0 sets
-  // it). The count never binds; the bytes bound is 32 MiB of records per thread (~80,000
-  // of the benchmark's ~410-byte events, ~0.2 s of a thread's work), and the thread wakes
-  // its fetchers itself when the queue has fallen from near the bound to half of it
-  // (FetchWaker). Before that wakeup the bound had to outlast the pause: 128 MiB, and
-  // still 0.3–2.9 s of waiting in kafka_bench's drains (docs/SEMANTICS.md, "Prefetch").
-  // Both can be overridden in `kafka:`.
+  // The prefetch bound is in bytes only. librdkafka checks a partition's thresholds on
+  // the queue its records are forwarded to — the consumer's, shared by all of the
+  // thread's partitions — so when queued.min.messages (100,000 by default) records are
+  // queued every partition stops fetching at once, and looks again only after
+  // fetch.queue.backoff.ms (1 s by default). The count never binds; the bytes bound is
+  // 32 MiB of records per thread (~80,000 of the benchmark's ~410-byte events, ~0.2 s of
+  // a thread's work), and a stopped partition looks again after 10 ms, so the queue is
+  // refilled as soon as it falls below the bound (docs/SEMANTICS.md, "Prefetch"). All
+  // three can be overridden in `kafka:`.
   for (auto& p : StreamThreadPrefetch()) props.push_back(std::move(p));
   // The dev broker answers a fetch that finds no new record only after its full
   // fetch.wait.max.ms (500 ms by default), even when records arrive meanwhile — a
@@ -282,7 +277,9 @@ Properties Runtime::ConsumerProperties() const {
 }
 
 Properties StreamThreadPrefetch() {
-  return {{"queued.min.messages", "10000000"}, {"queued.max.messages.kbytes", "32768"}};
+  return {{"queued.min.messages", "10000000"},
+          {"queued.max.messages.kbytes", "32768"},
+          {"fetch.queue.backoff.ms", "10"}};
 }
 
 namespace {
@@ -681,7 +678,6 @@ void Runtime::Thread::PublishCounters() {
   }
   c.commits = commits_;
   c.rebuilds = rebuilds_;
-  c.fetch_wakeups = fetch_waker_ != nullptr ? fetch_waker_->wakeups() : 0;
   const auto ms = [](Clock::duration d) {
     return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(d).count());
   };
@@ -729,10 +725,8 @@ absl::Status Runtime::Thread::Run() {
     }
     wall_ms_ = NowMs();  // after the poll: a rebalance in it may have taken seconds
     bool drop = false;  // the rest of the batch: stale after a rebuild (tasks re-seeked)
-    size_t payload_bytes = 0;
     for (ssize_t i = 0; i < n; ++i) {
       rd_kafka_message_t* m = batch[i];
-      payload_bytes += m->len;
       if (drop || !status.ok() || !rebalance_error_.ok()) {
         rd_kafka_message_destroy(m);
         continue;
@@ -749,10 +743,7 @@ absl::Status Runtime::Thread::Run() {
       }
       rd_kafka_message_destroy(m);
     }
-    if (n > 0) {
-      consumed_.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
-      fetch_waker_->Observe(consumer_.get(), queue.get(), payload_bytes, static_cast<size_t>(n));
-    }
+    if (n > 0) consumed_.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
     if (!rebalance_error_.ok()) {
       status = rebalance_error_;
       break;
@@ -989,7 +980,7 @@ uint64_t Runtime::consumed() const {
   return n;
 }
 
-static_assert(sizeof(RuntimeCounters) == 16 * sizeof(uint64_t),
+static_assert(sizeof(RuntimeCounters) == 15 * sizeof(uint64_t),
               "a new counter: sum it in RuntimeCounters::operator+=");
 RuntimeCounters& RuntimeCounters::operator+=(const RuntimeCounters& c) {
   records_read += c.records_read;
@@ -1001,7 +992,6 @@ RuntimeCounters& RuntimeCounters::operator+=(const RuntimeCounters& c) {
   late_dropped += c.late_dropped;
   commits += c.commits;
   rebuilds += c.rebuilds;
-  fetch_wakeups += c.fetch_wakeups;
   tasks += c.tasks;
   committed_input += c.committed_input;
   input_lag += c.input_lag;
