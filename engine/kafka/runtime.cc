@@ -491,7 +491,7 @@ absl::Status Runtime::Thread::CommitTasks(bool force) {
   // ms on the dev broker): changes, then markers. The tasks' changes are held and
   // queued at once (Producer::Hold): computed task after task, they reach librdkafka
   // over ~10 ms, which under exactly-once cost 2-4 rounds of partition registration
-  // with the transaction (and librdkafka 2.0.2's main thread spins ~1 ms before each).
+  // with the transaction (and librdkafka 2.0.2's main thread spun ~1 ms before each).
   std::vector<InputOffset> offsets;
   producer_->Hold();
   for (auto& [p, e] : tasks_) {
