@@ -9,7 +9,8 @@ cd "$(dirname "$0")/.."
 PACKAGES=(
   build-essential cmake ninja-build pkg-config
   libabsl-dev libsimdjson-dev libprotobuf-dev protobuf-compiler libyaml-cpp-dev
-  librdkafka-dev librocksdb-dev libhiredis-dev libpq-dev
+  librocksdb-dev libhiredis-dev libpq-dev
+  zlib1g-dev libzstd-dev liblz4-dev libssl-dev
   libgtest-dev libgmock-dev libbenchmark-dev libgoogle-perftools-dev
   redis-server postgresql kcat
 )
@@ -36,6 +37,8 @@ if ((${#missing[@]})); then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
+# librdkafka 2.15.1's source, which the build compiles (idempotent; npm if missing).
+bash scripts/librdkafka.sh
 
 if ((KAFKA)); then bash scripts/kafka.sh fetch >/dev/null; fi
 ((BUILD)) || exit 0

@@ -128,13 +128,13 @@ TEST_F(KafkaRuntimeTest, CountersAreTheTasksSummed) {
   ExpectMatchesOracle(oracle, /*last_result_wins=*/false);
 }
 
-// Proves a stream thread wakes its consumer's fetchers once its prefetch bound stopped
-// them (librdkafka 2.0.2's fetchers, stopped, look again only after up to a second): with
-// the bound at 64 KB, ~150 of these events, the 20,000-event backlog fills the queue
-// again and again, the threads wake the fetchers each time, and the results are the
-// oracle's. (Without the wakeups the run waits out pauses: 10 s here instead of 4, once;
-// how much waiting the wakeups save is kafka_bench's to measure, not a test's.)
-TEST_F(KafkaRuntimeTest, AThreadWakesItsFetchersWhenThePrefetchBoundStoppedThem) {
+// Proves the stream threads' results stay exact when their prefetch bound stops the
+// fetchers again and again: with the bound at 64 KB, ~150 of these events, the
+// 20,000-event backlog fills the queue over and over, each stopped fetch is retried
+// after 10 ms (fetch.queue.backoff.ms), and the results are the oracle's. (With
+// librdkafka's default 1 s backoff this run took ~6.3 s here instead of ~3.3; how much
+// waiting the setting saves is kafka_bench's to measure, not a test's.)
+TEST_F(KafkaRuntimeTest, ResultsStayExactWhenThePrefetchBoundStopsTheFetchersAgainAndAgain) {
   const int kEvents = 20'000;
   Produce(kEvents, 11, InputStartMs());
   std::vector<OutputRecord> oracle = Oracle();
@@ -142,7 +142,6 @@ TEST_F(KafkaRuntimeTest, AThreadWakesItsFetchersWhenThePrefetchBoundStoppedThem)
   options.kafka.emplace_back("queued.max.messages.kbytes", "64");
   RuntimeCounters counters;
   ASSERT_TRUE(RunUntilCommitted(options, kEvents, &counters).ok());
-  EXPECT_GT(counters.fetch_wakeups, 10u);
   EXPECT_EQ(counters.rebuilds, 0u);
   ExpectMatchesOracle(oracle, /*last_result_wins=*/false);
 }

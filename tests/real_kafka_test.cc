@@ -97,6 +97,44 @@ TEST_F(RealKafkaOwnClusterTest, BrokerKillNineAndRestartLosesNothing) {
   ExpectMatchesOracle(Oracle(), /*last_result_wins=*/false);
 }
 
+// A cluster of three nodes (each broker and controller; replication 3, min.insync 2).
+class RealKafkaThreeNodesTest : public RealKafkaOwnClusterTest {
+ protected:
+  int Nodes() const override { return 3; }
+};
+
+// Meant to prove a lost broker of three changes nothing but leaders: while input arrives
+// and the runtime commits, node 2 — a controller, the leader of a third of every topic's
+// partitions, maybe a coordinator — is killed with SIGKILL and stays down; its partitions'
+// leadership moves to the replicas (topics, changelogs and the transaction and offset
+// logs have 3 replicas, 2 in sync suffice) and the runtime goes on; every result is there
+// exactly once, equal to the oracle's.
+// DISABLED: it fails. With librdkafka 2.15.1 the commits in flight fail (flush timed
+// out), the tasks are rebuilt, and a rebuilt task's restore then found no commit marker
+// in its changelogs while the group had committed offsets for its partition (the
+// stopping check, RestoreDue) — the changelog's new leader did not show the markers the
+// old one had acknowledged. (With librdkafka 2.0.2 the restores' watermark queries kept
+// going to the dead leader, and the runtime hung in its shutdown.) Under investigation;
+// run it with --gtest_also_run_disabled_tests.
+TEST_F(RealKafkaThreeNodesTest, DISABLED_ALostBrokerOfThreeLosesNothing) {
+  const int kEvents = 20'000;
+  absl::StatusOr<std::unique_ptr<Runtime>> rt = Runtime::Create(*topology_, Options("a"));
+  ASSERT_TRUE(rt.ok()) << rt.status();
+  ASSERT_TRUE((*rt)->Start().ok());
+  std::thread producer([&] {
+    Produce(kEvents, 13, InputStartMs(), /*pace_per_s=*/1'000, false, /*flush_timeout_ms=*/120'000);
+  });
+  streammetrics::testing::JoinOnExit joiner{producer};
+  ASSERT_TRUE(WaitFor([&] { return (*rt)->counters().committed_input > 3'000; }, 60'000));
+  ASSERT_TRUE(kafka_->Kill(2).ok());
+  producer.join();
+  EXPECT_TRUE(WaitFor([&] { return (*rt)->counters().committed_input == kEvents; }, 180'000))
+      << (*rt)->counters().committed_input;
+  (*rt)->Stop();
+  ASSERT_TRUE((*rt)->Join().ok());
+  ExpectMatchesOracle(Oracle(), /*last_result_wins=*/false);
+}
+
 using streammetrics::testing::Spawn;
 
 // Proves crash recovery of the binary under exactly_once_v2 on Kafka: `streammetrics run`
@@ -184,7 +222,8 @@ TEST_F(RealKafkaTest, ChangelogsLostWhileTheGroupKeepsItsOffsetsAreRefused) {
   absl::StatusOr<std::unique_ptr<Runtime>> rt = Runtime::Create(*topology_, Options("a"));
   ASSERT_TRUE(rt.ok()) << rt.status();
   ASSERT_TRUE((*rt)->Start().ok());  // the changelogs created anew
-  ASSERT_TRUE(WaitFor([&] { return (*rt)->failed(); }, 60'000));
+  // It looks again for 30 s (a new leader may not show all of a changelog at once).
+  ASSERT_TRUE(WaitFor([&] { return (*rt)->failed(); }, 120'000));
   const absl::Status s = (*rt)->Join();
   EXPECT_TRUE(absl::IsFailedPrecondition(s)) << s;
   EXPECT_THAT(s.message(), ::testing::HasSubstr(StrCat(

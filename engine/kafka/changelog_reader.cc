@@ -1,5 +1,6 @@
 #include "engine/kafka/changelog_reader.h"
 
+#include <algorithm>
 #include <chrono>
 
 #include "engine/kafka/kafka_common.h"
@@ -9,16 +10,10 @@
 namespace streammetrics::kafka {
 
 struct KafkaChangelogReader::Impl {
-  explicit Impl(const Properties& props) : waker(props) {}
-  ~Impl() {
-    if (queue != nullptr) rd_kafka_queue_destroy(queue);
-  }
   KafkaHandle rk;
   // read_uncommitted, for the high watermark only: a read_committed ListOffsets answers
   // the last stable offset, which stops short of a transaction still open.
   KafkaHandle ends;
-  rd_kafka_queue_t* queue = nullptr;  // rk's consumer queue
-  FetchWaker waker;
   std::string application_id;
   int timeout_ms = 60'000;
 };
@@ -34,15 +29,13 @@ absl::StatusOr<std::unique_ptr<KafkaChangelogReader>> KafkaChangelogReader::Crea
   Properties props = {{"auto.offset.reset", "earliest"},
                       {"fetch.max.bytes", "52428800"},
                       {"fetch.wait.max.ms", "10"},
-                      // Bounded in bytes only: once queued.min.messages records are
-                      // queued, librdkafka 2.0.2 stops fetching for up to a second
-                      // (docs/SEMANTICS.md, "Prefetch"), and a restore applies 100,000
-                      // changes in ~0.1 s; the bytes bound stops it too, and the
-                      // reader wakes the fetcher itself (FetchWaker). (The dev broker's
-                      // retention keeps changelog partitions below the bound, so the
-                      // gain is not measured there.)
+                      // Bounded in bytes only (a restore applies 100,000 changes in
+                      // ~0.1 s), and a fetcher the bound stopped looks again after
+                      // 10 ms instead of librdkafka's 1 s (docs/SEMANTICS.md,
+                      // "Prefetch").
                       {"queued.min.messages", "10000000"},
                       {"queued.max.messages.kbytes", "65536"},
+                      {"fetch.queue.backoff.ms", "10"},
                       {"log_level", "4"}};
   for (auto& p : properties) props.push_back(std::move(p));
   // What restore relies on comes last: the user's kafka: settings cannot change it.
@@ -56,22 +49,37 @@ absl::StatusOr<std::unique_ptr<KafkaChangelogReader>> KafkaChangelogReader::Crea
   end_props.emplace_back("isolation.level", "read_uncommitted");
   absl::StatusOr<KafkaHandle> ends = NewClient(RD_KAFKA_CONSUMER, end_props);
   if (!ends.ok()) return ends.status();
-  auto impl = std::make_unique<Impl>(props);
+  auto impl = std::make_unique<Impl>();
   impl->rk = *std::move(rk);
   impl->ends = *std::move(ends);
-  impl->queue = rd_kafka_queue_get_consumer(impl->rk.get());
   impl->application_id = std::move(application_id);
   impl->timeout_ms = timeout_ms;
   return std::unique_ptr<KafkaChangelogReader>(new KafkaChangelogReader(std::move(impl)));
 }
 
-uint64_t KafkaChangelogReader::fetch_wakeups() const { return impl_->waker.wakeups(); }
 
 absl::StatusOr<std::pair<int64_t, int64_t>> KafkaChangelogReader::Watermarks(
     const std::string& topic, int32_t partition) {
   int64_t low = 0, high = 0;
-  rd_kafka_resp_err_t err = rd_kafka_query_watermark_offsets(
-      impl_->ends.get(), topic.c_str(), partition, &low, &high, impl_->timeout_ms);
+  rd_kafka_t* ends = impl_->ends.get();
+  // A query goes to the partition's leader as the client's metadata knows it; that client
+  // fetches nothing, so nothing tells it a leader was lost. A query that fails is asked
+  // again once after the topic's metadata is refreshed (the leader moved to a replica).
+  // Each waits at most 10 s: a restore's calls are made from the stream thread's loop.
+  const int query_ms = std::min(impl_->timeout_ms, 10'000);
+  rd_kafka_resp_err_t err =
+      rd_kafka_query_watermark_offsets(ends, topic.c_str(), partition, &low, &high, query_ms);
+  if (err == RD_KAFKA_RESP_ERR__TIMED_OUT || err == RD_KAFKA_RESP_ERR__TRANSPORT ||
+      err == RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION ||
+      err == RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE) {
+    rd_kafka_topic_t* rkt = rd_kafka_topic_new(ends, topic.c_str(), nullptr);
+    const struct rd_kafka_metadata* md = nullptr;
+    if (rkt != nullptr && rd_kafka_metadata(ends, 0, rkt, &md, query_ms) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+      rd_kafka_metadata_destroy(md);
+    }
+    if (rkt != nullptr) rd_kafka_topic_destroy(rkt);
+    err = rd_kafka_query_watermark_offsets(ends, topic.c_str(), partition, &low, &high, query_ms);
+  }
   if (err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART || err == RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC ||
       err == RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION) {
     return absl::NotFoundError("changelog topic " + topic + " does not exist");
@@ -92,17 +100,8 @@ absl::StatusOr<int64_t> KafkaChangelogReader::ReadRange(const std::string& topic
   if (!s.ok()) return s;
   int64_t end = from;
   auto last_progress = std::chrono::steady_clock::now();
-  // The queue is looked at every 64 records (a lock each time).
-  size_t watched_records = 0, watched_bytes = 0;
   while (s.ok()) {
     rd_kafka_message_t* m = rd_kafka_consumer_poll(rk, 100);
-    if (m != nullptr && m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
-      watched_bytes += m->len;
-      if (++watched_records == 64) {
-        impl_->waker.Observe(rk, impl_->queue, watched_bytes, watched_records);
-        watched_records = watched_bytes = 0;
-      }
-    }
     if (m == nullptr) {
       if (std::chrono::steady_clock::now() - last_progress >
           std::chrono::milliseconds(impl_->timeout_ms)) {

@@ -31,9 +31,6 @@ class KafkaChangelogReader {
                                const ChangelogReader::Visitor& fn);
   absl::StatusOr<std::optional<CommitMarker>> LastMarker(std::string_view store,
                                                          int32_t partition, int64_t from);
-  // Times the reader woke its fetcher after its prefetch bound had stopped it
-  // (FetchWaker, engine/kafka/kafka_common.h).
-  uint64_t fetch_wakeups() const;
   // The ChangelogReader of the task of `partition`; must not outlive this reader.
   std::unique_ptr<ChangelogReader> ForPartition(int32_t partition);
 

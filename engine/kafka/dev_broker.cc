@@ -88,11 +88,12 @@ absl::Status DevBroker::SetCoordinator(std::string_view key_type, std::string_vi
 }  // namespace streammetrics::kafka
 
 // The dev broker's sockets without Nagle's algorithm, as a Kafka broker's are
-// (socket.tcp.no.delay): librdkafka 2.0.2's mock cluster accepts connections without
-// TCP_NODELAY, so a response written in two parts waits for the client's delayed ACK
-// (40 ms on Linux) whenever two requests are in flight on a connection — every flush of
-// a producer writing several partitions of one broker paid it. Only the mock cluster
-// calls accept() in this process (librdkafka's clients connect); this wraps it.
+// (socket.tcp.no.delay): librdkafka's mock cluster (2.0.2's and 2.15.1's) accepts
+// connections without TCP_NODELAY, so a response written in two parts waits for the
+// client's delayed ACK (40 ms on Linux) whenever two requests are in flight on a
+// connection — every flush of a producer writing several partitions of one broker paid
+// it. Only the mock cluster calls accept() in this process (librdkafka's clients
+// connect); this wraps it.
 extern "C" int accept(int fd, struct sockaddr* addr, socklen_t* len) {
   using AcceptFn = int (*)(int, struct sockaddr*, socklen_t*);
   static const AcceptFn real = reinterpret_cast<AcceptFn>(dlsym(RTLD_NEXT, "accept"));

@@ -1,7 +1,5 @@
 #include "engine/kafka/kafka_common.h"
 
-#include <cstdlib>
-
 namespace streammetrics::kafka {
 
 absl::Status KafkaStatus(std::string_view what, rd_kafka_resp_err_t err) {
@@ -59,35 +57,6 @@ std::string LastSetting(const Properties& props, std::string_view key) {
     if (k == key) value = v;
   }
   return value;
-}
-
-FetchWaker::FetchWaker(const Properties& props) {
-  const std::string kbytes = LastSetting(props, "queued.max.messages.kbytes");
-  bound_bytes_ = 1024.0 * (kbytes.empty() ? 65'536.0 : std::atof(kbytes.c_str()));
-}
-
-void FetchWaker::Observe(rd_kafka_t* rk, rd_kafka_queue_t* queue, size_t payload_bytes,
-                         size_t records) {
-  if (records == 0 || bound_bytes_ <= 0) return;
-  const double mean = static_cast<double>(payload_bytes) / static_cast<double>(records);
-  mean_payload_ = mean_payload_ == 0 ? mean : 0.9 * mean_payload_ + 0.1 * mean;
-  const double queued = static_cast<double>(rd_kafka_queue_length(queue)) * mean_payload_;
-  if (queued >= 0.8 * bound_bytes_) {
-    full_ = true;
-    return;
-  }
-  if (!full_ || queued > 0.5 * bound_bytes_) return;
-  full_ = false;
-  rd_kafka_topic_partition_list_t* parts = nullptr;
-  if (rd_kafka_assignment(rk, &parts) != RD_KAFKA_RESP_ERR_NO_ERROR) return;
-  if (parts->cnt > 0) {
-    for (int i = 0; i < parts->cnt; ++i) parts->elems[i].offset = RD_KAFKA_OFFSET_END;
-    ++wakeups_;
-    // Synchronous (the answers are awaited, up to 200 ms; ~1 ms here): the wakeup is the
-    // request being queued; what it returns does not matter.
-    rd_kafka_offsets_for_times(rk, parts, 200);
-  }
-  rd_kafka_topic_partition_list_destroy(parts);
 }
 
 bool OnDevBroker(rd_kafka_t* rk, int timeout_ms) {

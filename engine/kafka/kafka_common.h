@@ -43,34 +43,6 @@ absl::Status CreateTopics(rd_kafka_t* rk, const std::vector<TopicSpec>& topics, 
 // The value a client made with `props` has for `key`: the last setting ("" if none).
 std::string LastSetting(const Properties& props, std::string_view key);
 
-// Wakes a consumer's fetchers once its prefetch bound stopped them (docs/SEMANTICS.md,
-// "Prefetch"). librdkafka 2.0.2 stops fetching every partition of a consumer once its
-// queue holds queued.max.messages.kbytes of records and looks again only when a broker
-// thread next wakes — up to a second later when nothing else wakes it
-// (fetch.queue.backoff.ms, from 2.2.0, bounds that; 2.0.2 has no such setting). A reader
-// with a backlog empties the queue faster than that and then waits. Nothing in 2.0.2's
-// API wakes a broker thread for this, but any request queued on one does: so once the
-// queue has been near the bound and has fallen to half of it, the waker asks the
-// assigned partitions' leaders for their end offsets (ListOffsets, the answer unused),
-// and the fetchers refill the queue while half of it is left. Only a consumer whose
-// queue reached its bound — one with a backlog — sends these.
-class FetchWaker {
- public:
-  // `props`: the consumer's settings (its queued.max.messages.kbytes; librdkafka's
-  // default, 65,536, when absent).
-  explicit FetchWaker(const Properties& props);
-  // After `records` records of `payload_bytes` value bytes (what librdkafka counts) were
-  // taken from `queue`, `rk`'s consumer queue.
-  void Observe(rd_kafka_t* rk, rd_kafka_queue_t* queue, size_t payload_bytes, size_t records);
-  uint64_t wakeups() const { return wakeups_; }
-
- private:
-  double bound_bytes_;
-  double mean_payload_ = 0;
-  bool full_ = false;  // the queue was seen near the bound since the last wakeup
-  uint64_t wakeups_ = 0;
-};
-
 // The client is connected to the dev broker (librdkafka's mock cluster, in this process or
 // another's, `streammetrics broker`): its cluster id starts with "mockCluster". Waits up to
 // `timeout_ms` for the metadata that carries the id (no wait once it came); false when

@@ -69,7 +69,7 @@ class Producer {
   // failed commit: its tasks are rebuilt from the last commit). A transactional
   // producer registers the partitions a transaction first writes in rounds, one
   // AddPartitionsToTxn request at a time, and before each round librdkafka 2.0.2's main
-  // thread spins for up to 1 ms (librdkafka #4684, fixed in 2.3.1/2.4.0): records that
+  // thread spun for up to 1 ms (librdkafka #4684, fixed in 2.3.1/2.4.0): records that
   // reach it over a transaction's 100 ms — dead letters, changes of a store over its
   // cache budget, a commit's changes computed task after task — took 6.3 rounds a
   // transaction in kafka_bench's drain, 12 ms of spinning at most; held and queued at

@@ -37,6 +37,10 @@ constexpr int kRefusedCommitLimit = 5;
 // never comes back ends the run with the error instead of a silent wait.
 constexpr int64_t kRestoreGiveUpMs = 10 * 60'000;
 
+// How long a task whose changelogs hold no commit while its group committed offsets is
+// looked at again before its thread refuses to go on (RestoreDue).
+constexpr int64_t kRefuseAfterMs = 30'000;
+
 int64_t ElapsedMs(Clock::time_point since) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - since).count();
 }
@@ -229,8 +233,6 @@ class Runtime::Thread {
   Clock::duration input_wait_{};     // in the poll on an empty queue, callbacks excepted
   Clock::duration commit_time_{};
   Clock::duration rebalance_time_{};  // in rebalance callbacks (task creation, restore)
-  // Wakes the consumer's fetchers when its prefetch bound stopped them (FetchWaker).
-  std::unique_ptr<FetchWaker> fetch_waker_;
 };
 
 absl::Status Runtime::Thread::NewProducer() {
@@ -265,23 +267,20 @@ absl::Status Runtime::Thread::Setup() {
                        &OffsetCommitCallback);
   if (!consumer.ok()) return consumer.status();
   consumer_ = *std::move(consumer);
-  fetch_waker_ = std::make_unique<FetchWaker>(props);
   return absl::OkStatus();
 }
 
 Properties Runtime::ConsumerProperties() const {
   Properties props = {{"partition.assignment.strategy", "cooperative-sticky"}};
-  // The prefetch bound is in bytes only. librdkafka 2.0.2 checks a partition's
-  // thresholds on the queue its records are forwarded to — the consumer's, shared by all
-  // of the thread's partitions — so when queued.min.messages (100,000 by default) records
-  // are queued every partition stops fetching at once, and its broker thread looks again
-  // only after up to 1 s (rd_kafka_max_block_ms; fetch.queue.backoff.ms from 2.2.0 sets
-  // it). The count never binds; the bytes bound is 32 MiB of records per thread (~80,000
-  // of the benchmark's ~410-byte events, ~0.2 s of a thread's work), and the thread wakes
-  // its fetchers itself when the queue has fallen from near the bound to half of it
-  // (FetchWaker). Before that wakeup the bound had to outlast the pause: 128 MiB, and
-  // still 0.3–2.9 s of waiting in kafka_bench's drains (docs/SEMANTICS.md, "Prefetch").
-  // Both can be overridden in `kafka:`.
+  // The prefetch bound is in bytes only. librdkafka checks a partition's thresholds on
+  // the queue its records are forwarded to — the consumer's, shared by all of the
+  // thread's partitions — so when queued.min.messages (100,000 by default) records are
+  // queued every partition stops fetching at once, and looks again only after
+  // fetch.queue.backoff.ms (1 s by default). The count never binds; the bytes bound is
+  // 32 MiB of records per thread (~80,000 of the benchmark's ~410-byte events, ~0.2 s of
+  // a thread's work), and a stopped partition looks again after 10 ms, so the queue is
+  // refilled as soon as it falls below the bound (docs/SEMANTICS.md, "Prefetch"). All
+  // three can be overridden in `kafka:`.
   for (auto& p : StreamThreadPrefetch()) props.push_back(std::move(p));
   // The dev broker answers a fetch that finds no new record only after its full
   // fetch.wait.max.ms (500 ms by default), even when records arrive meanwhile — a
@@ -307,7 +306,9 @@ Properties Runtime::ConsumerProperties() const {
 }
 
 Properties StreamThreadPrefetch() {
-  return {{"queued.min.messages", "10000000"}, {"queued.max.messages.kbytes", "32768"}};
+  return {{"queued.min.messages", "10000000"},
+          {"queued.max.messages.kbytes", "32768"},
+          {"fetch.queue.backoff.ms", "10"}};
 }
 
 namespace {
@@ -431,7 +432,6 @@ absl::Status Runtime::Thread::RestoreDue() {
     if (r.next_attempt > now) continue;
     absl::StatusOr<int64_t> next = CreateTask(p);
     if (next.ok()) {
-      restoring_.erase(it);
       // With stores and no commit in their changelogs, the group must have none either:
       // its offsets without the state they go with mean the changelogs were deleted or
       // recreated (or their markers expired) — starting over would emit every result again.
@@ -440,6 +440,19 @@ absl::Status Runtime::Thread::RestoreDue() {
         if (committed.ok() && *committed >= 0) {
           tasks_.at(p).task->AbortCommit(absl::AbortedError("refused")).IgnoreError();
           CloseTask(p);
+          // Looked at again for a while before the thread gives up: right after a leader
+          // moved, a changelog's new leader may not show all of it yet.
+          Restoring& again = it->second;
+          if (again.failing_since == Clock::time_point{}) again.failing_since = now;
+          if (now - again.failing_since < std::chrono::milliseconds(kRefuseAfterMs)) {
+            LogEvery(StrCat("no-commit-", index_), 10'000, LogLevel::kWarning,
+                     StrCat("thread ", index_, ": task ", TaskId(p), ": its changelogs hold no "
+                            "commit but the group committed offset ", *committed,
+                            "; looking again"));
+            again.next_attempt = now + std::chrono::seconds(1);
+            return absl::OkStatus();
+          }
+          restoring_.erase(p);
           return absl::FailedPreconditionError(StrCat(
               "task ", TaskId(p), ": its changelogs hold no commit, but the consumer group ",
               options().application_id, " committed ", rt_->source_topic_, " [", p,
@@ -451,6 +464,7 @@ absl::Status Runtime::Thread::RestoreDue() {
               "group's offsets (kafka-consumer-groups --reset-offsets)"));
         }
       }
+      restoring_.erase(it);
       // The input from the restored commit's offsets; without stores (INVALID), from the
       // group's committed offset; with stores and no commit yet, from the start.
       int64_t from = *next;
@@ -621,7 +635,7 @@ absl::Status Runtime::Thread::CommitTasks(bool force) {
   // ms on the dev broker): changes, then markers. The tasks' changes are held and
   // queued at once (Producer::Hold): computed task after task, they reach librdkafka
   // over ~10 ms, which under exactly-once cost 2-4 rounds of partition registration
-  // with the transaction (and librdkafka 2.0.2's main thread spins ~1 ms before each).
+  // with the transaction (and librdkafka 2.0.2's main thread spun ~1 ms before each).
   std::vector<InputOffset> offsets;
   producer_->Hold();
   for (auto& [p, e] : tasks_) {
@@ -790,7 +804,6 @@ void Runtime::Thread::PublishCounters() {
   }
   c.commits = commits_;
   c.rebuilds = rebuilds_;
-  c.fetch_wakeups = fetch_waker_ != nullptr ? fetch_waker_->wakeups() : 0;
   const auto ms = [](Clock::duration d) {
     return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(d).count());
   };
@@ -838,10 +851,8 @@ absl::Status Runtime::Thread::Run() {
     }
     wall_ms_ = NowMs();  // after the poll: a rebalance in it may have taken seconds
     bool drop = false;  // the rest of the batch: stale after a rebuild (tasks re-seeked)
-    size_t payload_bytes = 0;
     for (ssize_t i = 0; i < n; ++i) {
       rd_kafka_message_t* m = batch[i];
-      payload_bytes += m->len;
       if (drop || !status.ok() || !rebalance_error_.ok()) {
         rd_kafka_message_destroy(m);
         continue;
@@ -858,10 +869,7 @@ absl::Status Runtime::Thread::Run() {
       }
       rd_kafka_message_destroy(m);
     }
-    if (n > 0) {
-      consumed_.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
-      fetch_waker_->Observe(consumer_.get(), queue.get(), payload_bytes, static_cast<size_t>(n));
-    }
+    if (n > 0) consumed_.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
     if (!rebalance_error_.ok()) {
       status = rebalance_error_;
       break;
@@ -1100,7 +1108,7 @@ uint64_t Runtime::consumed() const {
   return n;
 }
 
-static_assert(sizeof(RuntimeCounters) == 16 * sizeof(uint64_t),
+static_assert(sizeof(RuntimeCounters) == 15 * sizeof(uint64_t),
               "a new counter: sum it in RuntimeCounters::operator+=");
 RuntimeCounters& RuntimeCounters::operator+=(const RuntimeCounters& c) {
   records_read += c.records_read;
@@ -1112,7 +1120,6 @@ RuntimeCounters& RuntimeCounters::operator+=(const RuntimeCounters& c) {
   late_dropped += c.late_dropped;
   commits += c.commits;
   rebuilds += c.rebuilds;
-  fetch_wakeups += c.fetch_wakeups;
   tasks += c.tasks;
   committed_input += c.committed_input;
   input_lag += c.input_lag;

@@ -54,8 +54,8 @@ enum class ProcessingGuarantee {
 };
 
 // The prefetch settings of the stream threads' consumers (runtime.cc says why: bounded in
-// bytes only, 32 MiB a thread, the thread waking its fetchers when the queue has fallen to
-// half); `kafka:` settings override them.
+// bytes only, 32 MiB a thread, a stopped fetch retried after 10 ms); `kafka:` settings
+// override them.
 Properties StreamThreadPrefetch();
 
 struct RuntimeOptions {
@@ -94,9 +94,6 @@ struct RuntimeCounters {
   uint64_t late_dropped = 0;
   uint64_t commits = 0;
   uint64_t rebuilds = 0;  // task rebuilds after failed commits
-  // Times a stream thread woke its consumer's fetchers after its prefetch bound had
-  // stopped them (Runtime::Thread::WakeFetchers).
-  uint64_t fetch_wakeups = 0;
   int tasks = 0;
   // Sum over the instance's tasks of their last committed input offset: the input
   // records whose processing is committed (when every partition is assigned here).
