@@ -102,6 +102,20 @@ TEST_F(KafkaChangelogTest, ACommitThatTimesOutIsRetriedAndCommits) {
   EXPECT_TRUE((*producer)->CommitTransaction({}).ok());
 }
 
+// Proves that a producer whose InitProducerId answers after the call's timeout (a
+// coordinator slow for a moment, or a loaded machine) is still created: the retriable
+// timeout is retried, not returned as a failure to create.
+TEST_F(KafkaChangelogTest, AnInitThatTimesOutIsRetried) {
+  ASSERT_TRUE(broker_->SetCoordinator("transaction", "app-0-8", 1).ok());
+  constexpr int16_t kInitProducerId = 22;
+  broker_->DelayNextRequest(1, kInitProducerId, 2'000);
+  absl::StatusOr<std::unique_ptr<Producer>> producer =
+      Producer::Create({.properties = Props(), .transactional_id = "app-0-8", .timeout_ms = 1'000});
+  ASSERT_TRUE(producer.ok()) << producer.status();
+  ASSERT_TRUE((*producer)->BeginTransaction().ok());
+  EXPECT_TRUE((*producer)->CommitTransaction({}).ok());
+}
+
 // Proves a transactional write and a restore read round-trip every record at the task's
 // partition, that the aborted transaction's records (visible on the dev broker) are
 // discarded by restore, and that LastMarker finds the last commit even when it lies

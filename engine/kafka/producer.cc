@@ -123,6 +123,32 @@ Producer::~Producer() {
                                                                  RD_KAFKA_PURGE_F_INFLIGHT);
 }
 
+namespace {
+
+// A transactional call made again while librdkafka says the same call may be (its error
+// retriable: the call timed out, the coordinator was loading or moving), up to
+// kTransactionRetries times; then, or on any other error, its status. Used for init,
+// send-offsets, commit and abort: without it a broker slow for a moment failed the
+// commit (the transaction aborted and every task of the thread restored) or the
+// creation of a producer.
+constexpr int kTransactionRetries = 3;
+
+absl::Status RetryTransactional(std::string_view what, const std::function<rd_kafka_error_t*()>& call) {
+  for (int attempt = 0;; ++attempt) {
+    rd_kafka_error_t* error = call();
+    if (error == nullptr) return absl::OkStatus();
+    if (attempt < kTransactionRetries && rd_kafka_error_is_retriable(error)) {
+      LogEvery(StrCat("txn-retry-", what), 10'000, LogLevel::kWarning,
+               StrCat(what, ": ", rd_kafka_error_string(error), "; retrying"));
+      rd_kafka_error_destroy(error);
+      continue;
+    }
+    return KafkaStatus(what, error);
+  }
+}
+
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<Producer>> Producer::Create(const ProducerOptions& options) {
   auto impl = std::make_unique<Impl>();
   impl->timeout_ms = options.timeout_ms;
@@ -159,8 +185,9 @@ absl::StatusOr<std::unique_ptr<Producer>> Producer::Create(const ProducerOptions
   impl->rk = *std::move(rk);
 
   if (options.transactional_id.has_value()) {
-    if (absl::Status s = KafkaStatus("init transactions",
-                                     rd_kafka_init_transactions(impl->rk.get(), options.timeout_ms));
+    if (absl::Status s = RetryTransactional("init transactions", [&] {
+          return rd_kafka_init_transactions(impl->rk.get(), options.timeout_ms);
+        });
         !s.ok()) {
       return s;
     }
@@ -292,30 +319,6 @@ absl::Status Producer::BeginTransaction() {
   return KafkaStatus("begin transaction", rd_kafka_begin_transaction(impl_->rk.get()));
 }
 
-namespace {
-
-// A transactional call made again while librdkafka says the same call may be (its error
-// retriable: the call timed out, the coordinator was loading or moving), up to
-// kTransactionRetries times; then, or on any other error, its status. Before, such a
-// failure failed the commit: the transaction aborted and every task of the thread
-// restored — for a broker that was only slow for a moment.
-constexpr int kTransactionRetries = 3;
-
-absl::Status RetryTransactional(std::string_view what, const std::function<rd_kafka_error_t*()>& call) {
-  for (int attempt = 0;; ++attempt) {
-    rd_kafka_error_t* error = call();
-    if (error == nullptr) return absl::OkStatus();
-    if (attempt < kTransactionRetries && rd_kafka_error_is_retriable(error)) {
-      LogEvery(StrCat("txn-retry-", what), 10'000, LogLevel::kWarning,
-               StrCat(what, ": ", rd_kafka_error_string(error), "; retrying"));
-      rd_kafka_error_destroy(error);
-      continue;
-    }
-    return KafkaStatus(what, error);
-  }
-}
-
-}  // namespace
 
 absl::Status Producer::CommitTransaction(const OffsetCommit& commit) {
   if (absl::Status s = Flush(); !s.ok()) {
@@ -358,8 +361,9 @@ absl::Status Producer::CommitTransaction(const OffsetCommit& commit) {
 absl::Status Producer::AbortTransaction() {
   DropHeld();
   impl_->first_error = absl::OkStatus();
-  return KafkaStatus("abort transaction",
-                     rd_kafka_abort_transaction(impl_->rk.get(), impl_->timeout_ms));
+  return RetryTransactional("abort transaction", [&] {
+    return rd_kafka_abort_transaction(impl_->rk.get(), impl_->timeout_ms);
+  });
 }
 
 int64_t Producer::DeliveredEnd(std::string_view topic, int32_t partition) const {
