@@ -116,6 +116,47 @@ TEST_F(KafkaChangelogTest, AnInitThatTimesOutIsRetried) {
   EXPECT_TRUE((*producer)->CommitTransaction({}).ok());
 }
 
+// Proves a changelog partition without a leader (one being elected after a broker was
+// lost) is not taken for an absent, empty changelog: the restore's reads fail as
+// retriable (UNAVAILABLE) until a leader is back, then find the commit. Before, the
+// restore found no marker in a changelog full of them.
+TEST_F(KafkaChangelogTest, APartitionWithoutALeaderIsUnavailableNotEmpty) {
+  std::unique_ptr<Producer> producer = NewProducer("app-0-7");
+  ASSERT_NE(producer, nullptr);
+  TaskProducer task(producer.get(), "app", 3);
+  ASSERT_TRUE(producer->BeginTransaction().ok());
+  task.Append("s", {.type = ChangeType::kPut, .key = "a", .value = "1", .incarnation = 1,
+                    .sequence = 1});
+  const std::string m1 = Marker(1, 1, 40);
+  task.Append("s", {.type = ChangeType::kCommit, .value = m1, .incarnation = 1, .sequence = 1});
+  ASSERT_TRUE(producer->CommitTransaction({}).ok());
+
+  const std::string topic = ChangelogTopic("app", "s");
+  ASSERT_TRUE(broker_->SetLeader(topic, 3, -1).ok());
+  absl::StatusOr<std::unique_ptr<KafkaChangelogReader>> kafka_reader =
+      KafkaChangelogReader::Create(Props(), "app", /*timeout_ms=*/1'000);
+  ASSERT_TRUE(kafka_reader.ok()) << kafka_reader.status();
+  std::unique_ptr<ChangelogReader> reader = (*kafka_reader)->ForPartition(3);
+  absl::StatusOr<std::optional<CommitMarker>> last = reader->LastMarker("s", 0);
+  EXPECT_TRUE(absl::IsUnavailable(last.status())) << last.status();
+  absl::StatusOr<int64_t> end = reader->Read("s", 0, [](int64_t, const ChangeRecord&) {
+    return absl::OkStatus();
+  });
+  EXPECT_TRUE(absl::IsUnavailable(end.status())) << end.status();
+
+  ASSERT_TRUE(broker_->SetLeader(topic, 3, 2).ok());
+  last = reader->LastMarker("s", 0);
+  ASSERT_TRUE(last.ok()) << last.status();
+  ASSERT_TRUE(last->has_value());
+  EXPECT_EQ((*last)->Encode(), m1);
+  // A topic that does not exist is still an empty changelog.
+  absl::StatusOr<int64_t> none = reader->Read("absent", 0, [](int64_t, const ChangeRecord&) {
+    return absl::OkStatus();
+  });
+  ASSERT_TRUE(none.ok()) << none.status();
+  EXPECT_EQ(*none, 0);
+}
+
 // Proves a transactional write and a restore read round-trip every record at the task's
 // partition, that the aborted transaction's records (visible on the dev broker) are
 // discarded by restore, and that LastMarker finds the last commit even when it lies

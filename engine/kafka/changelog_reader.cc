@@ -26,8 +26,7 @@ KafkaChangelogReader::~KafkaChangelogReader() {
 absl::StatusOr<std::unique_ptr<KafkaChangelogReader>> KafkaChangelogReader::Create(
     std::vector<std::pair<std::string, std::string>> properties, std::string application_id,
     int timeout_ms) {
-  Properties props = {{"auto.offset.reset", "earliest"},
-                      {"fetch.max.bytes", "52428800"},
+  Properties props = {{"fetch.max.bytes", "52428800"},
                       {"fetch.wait.max.ms", "10"},
                       // Bounded in bytes only (a restore applies 100,000 changes in
                       // ~0.1 s), and a fetcher the bound stopped looks again after
@@ -42,6 +41,10 @@ absl::StatusOr<std::unique_ptr<KafkaChangelogReader>> KafkaChangelogReader::Crea
   props.insert(props.end(), {{"isolation.level", "read_committed"},
                              {"enable.partition.eof", "true"},
                              {"enable.auto.commit", "false"},
+                             // An offset out of range (a new leader that does not yet
+                             // show the log's end, retention deleting what is read) is
+                             // an error to retry, never a silent jump to the start.
+                             {"auto.offset.reset", "error"},
                              {"group.id", application_id + "-restore"}});  // never joined
   absl::StatusOr<KafkaHandle> rk = NewClient(RD_KAFKA_CONSUMER, props);
   if (!rk.ok()) return rk.status();
@@ -58,6 +61,40 @@ absl::StatusOr<std::unique_ptr<KafkaChangelogReader>> KafkaChangelogReader::Crea
 }
 
 
+namespace {
+
+bool UnknownTopicOrPartition(rd_kafka_resp_err_t err) {
+  return err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART || err == RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC ||
+         err == RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION;
+}
+
+enum class Existence { kExists, kAbsent, kUnknown };
+
+// Asks a broker for `topic`'s metadata afresh (which also refreshes the client's view of
+// its leaders): whether the topic and its `partition` exist.
+Existence AskMetadata(rd_kafka_t* rk, const std::string& topic, int32_t partition, int timeout_ms) {
+  rd_kafka_topic_t* rkt = rd_kafka_topic_new(rk, topic.c_str(), nullptr);
+  if (rkt == nullptr) return Existence::kUnknown;
+  const struct rd_kafka_metadata* md = nullptr;
+  Existence e = Existence::kUnknown;
+  if (rd_kafka_metadata(rk, 0, rkt, &md, timeout_ms) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+    for (int i = 0; i < md->topic_cnt; ++i) {
+      const rd_kafka_metadata_topic& t = md->topics[i];
+      if (topic != t.topic) continue;
+      if (t.err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) {
+        e = Existence::kAbsent;
+      } else if (t.err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        e = partition < t.partition_cnt ? Existence::kExists : Existence::kAbsent;
+      }
+    }
+    rd_kafka_metadata_destroy(md);
+  }
+  rd_kafka_topic_destroy(rkt);
+  return e;
+}
+
+}  // namespace
+
 absl::StatusOr<std::pair<int64_t, int64_t>> KafkaChangelogReader::Watermarks(
     const std::string& topic, int32_t partition) {
   int64_t low = 0, high = 0;
@@ -69,20 +106,20 @@ absl::StatusOr<std::pair<int64_t, int64_t>> KafkaChangelogReader::Watermarks(
   const int query_ms = std::min(impl_->timeout_ms, 10'000);
   rd_kafka_resp_err_t err =
       rd_kafka_query_watermark_offsets(ends, topic.c_str(), partition, &low, &high, query_ms);
-  if (err == RD_KAFKA_RESP_ERR__TIMED_OUT || err == RD_KAFKA_RESP_ERR__TRANSPORT ||
-      err == RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION ||
-      err == RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE) {
-    rd_kafka_topic_t* rkt = rd_kafka_topic_new(ends, topic.c_str(), nullptr);
-    const struct rd_kafka_metadata* md = nullptr;
-    if (rkt != nullptr && rd_kafka_metadata(ends, 0, rkt, &md, query_ms) == RD_KAFKA_RESP_ERR_NO_ERROR) {
-      rd_kafka_metadata_destroy(md);
+  if (absl::IsUnavailable(KafkaStatus("", err)) || UnknownTopicOrPartition(err)) {
+    // An unknown partition is not an absent one: while a leader moves, librdkafka answers
+    // _UNKNOWN_PARTITION for a partition its metadata lists without a leader. Taken for
+    // an absent (empty) changelog, a restore found no commit in a changelog full of them
+    // (a broker of three killed, RealKafkaThreeNodesTest). Absent only when a broker's
+    // metadata says so.
+    if (AskMetadata(ends, topic, partition, query_ms) == Existence::kAbsent) {
+      return absl::NotFoundError(StrCat("changelog topic ", topic, " [", partition, "] does not exist"));
     }
-    if (rkt != nullptr) rd_kafka_topic_destroy(rkt);
     err = rd_kafka_query_watermark_offsets(ends, topic.c_str(), partition, &low, &high, query_ms);
   }
-  if (err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART || err == RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC ||
-      err == RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION) {
-    return absl::NotFoundError("changelog topic " + topic + " does not exist");
+  if (UnknownTopicOrPartition(err)) {
+    return absl::UnavailableError(StrCat("watermarks of ", topic, " [", partition, "]: ",
+                                         rd_kafka_err2str(err), " (its leader is moving)"));
   }
   if (absl::Status s = KafkaStatus("watermarks of " + topic, err); !s.ok()) return s;
   return std::make_pair(low, high);
@@ -125,7 +162,11 @@ absl::StatusOr<int64_t> KafkaChangelogReader::ReadRange(const std::string& topic
       continue;
     }
     if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-      s = KafkaStatus("restore of " + topic, m->err);
+      s = m->err == RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET
+              ? absl::UnavailableError(StrCat("restore of ", topic, " [", partition, "]: offset ",
+                                              m->offset, " out of range: ",
+                                              rd_kafka_message_errstr(m)))
+              : KafkaStatus("restore of " + topic, m->err);
       rd_kafka_message_destroy(m);
       break;
     }

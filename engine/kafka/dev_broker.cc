@@ -85,6 +85,12 @@ absl::Status DevBroker::SetCoordinator(std::string_view key_type, std::string_vi
                      rd_kafka_mock_coordinator_set(impl_->cluster, type.c_str(), k.c_str(), broker_id));
 }
 
+absl::Status DevBroker::SetLeader(std::string_view topic, int32_t partition, int broker_id) {
+  const std::string t(topic);
+  return KafkaStatus("dev broker: leader",
+                     rd_kafka_mock_partition_set_leader(impl_->cluster, t.c_str(), partition, broker_id));
+}
+
 }  // namespace streammetrics::kafka
 
 // The dev broker's sockets without Nagle's algorithm, as a Kafka broker's are

@@ -48,6 +48,9 @@ class DevBroker {
   // Which broker coordinates `key` (key_type "transaction": a transactional id; "group":
   // a group id).
   absl::Status SetCoordinator(std::string_view key_type, std::string_view key, int broker_id);
+  // Makes `broker_id` the leader of `topic` [partition]; -1: no leader, as while a
+  // real cluster elects one after losing a broker.
+  absl::Status SetLeader(std::string_view topic, int32_t partition, int broker_id);
 
  private:
   struct Impl;

@@ -16,6 +16,18 @@ absl::Status KafkaStatus(std::string_view what, rd_kafka_resp_err_t err) {
     case RD_KAFKA_RESP_ERR_NOT_COORDINATOR:
     case RD_KAFKA_RESP_ERR__QUEUE_FULL:
     case RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS:
+    case RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS_AFTER_APPEND:
+    // A broker leaving the cluster or a leader moving: what was asked of it is asked again
+    // of the new leader. (librdkafka answers __DESTROY_BROKER to a request in flight to a
+    // broker the metadata no longer lists; a new leader answers OFFSET_NOT_AVAILABLE to a
+    // ListOffsets until its high watermark is known, and the epoch errors while leaders
+    // change.)
+    case RD_KAFKA_RESP_ERR__DESTROY_BROKER:
+    case RD_KAFKA_RESP_ERR_OFFSET_NOT_AVAILABLE:
+    case RD_KAFKA_RESP_ERR_FENCED_LEADER_EPOCH:
+    case RD_KAFKA_RESP_ERR_UNKNOWN_LEADER_EPOCH:
+    case RD_KAFKA_RESP_ERR_KAFKA_STORAGE_ERROR:
+    case RD_KAFKA_RESP_ERR_COORDINATOR_LOAD_IN_PROGRESS:
       return absl::UnavailableError(msg);
     case RD_KAFKA_RESP_ERR__FENCED:
     case RD_KAFKA_RESP_ERR_PRODUCER_FENCED:

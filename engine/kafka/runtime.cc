@@ -438,6 +438,12 @@ absl::Status Runtime::Thread::RestoreDue() {
       if (*next == RD_KAFKA_OFFSET_BEGINNING) {
         absl::StatusOr<int64_t> committed = GroupOffset(p);
         if (committed.ok() && *committed >= 0) {
+          // What each changelog showed, for the log: [from, end) and the markers in it.
+          std::string shown;
+          for (const StoreRestoreReport& r : tasks_.at(p).task->restore_report().stores) {
+            StrAppend(&shown, shown.empty() ? "" : ", ", r.store, " [", r.from_offset, ", ",
+                      r.stats.end_offset, "): ", r.stats.commits, " markers");
+          }
           tasks_.at(p).task->AbortCommit(absl::AbortedError("refused")).IgnoreError();
           CloseTask(p);
           // Looked at again for a while before the thread gives up: right after a leader
@@ -448,7 +454,7 @@ absl::Status Runtime::Thread::RestoreDue() {
             LogEvery(StrCat("no-commit-", index_), 10'000, LogLevel::kWarning,
                      StrCat("thread ", index_, ": task ", TaskId(p), ": its changelogs hold no "
                             "commit but the group committed offset ", *committed,
-                            "; looking again"));
+                            " (", shown, "); looking again"));
             again.next_attempt = now + std::chrono::seconds(1);
             return absl::OkStatus();
           }
@@ -456,7 +462,7 @@ absl::Status Runtime::Thread::RestoreDue() {
           return absl::FailedPreconditionError(StrCat(
               "task ", TaskId(p), ": its changelogs hold no commit, but the consumer group ",
               options().application_id, " committed ", rt_->source_topic_, " [", p,
-              "] up to offset ", *committed,
+              "] up to offset ", *committed, " (", shown, ")",
               ": the changelog topics were deleted or recreated, or their commit markers "
               "expired, while the group's offsets remained. Rather than process the input "
               "again from its start (every result again), the thread stops. To start the "
