@@ -13,7 +13,8 @@
 #   scripts/kafka.sh restart DIR NODE      start node NODE again on its ports and storage
 #   scripts/kafka.sh tool NAME ARGS...     Kafka's CLI tools from the same jars: topics,
 #                                          consumer-groups, transactions, configs,
-#                                          get-offsets, delete-records, console-consumer
+#                                          get-offsets, delete-records, console-consumer,
+#                                          console-producer, dump-log
 #
 # Environment: SM_CACHE_DIR (default ~/.cache/streammetrics), KAFKA_HEAP_OPTS (default
 # -Xms256m -Xmx1g a node).
@@ -214,6 +215,8 @@ tool() {
     get-offsets) class=org.apache.kafka.tools.GetOffsetShell ;;
     delete-records) class=org.apache.kafka.tools.DeleteRecordsCommand ;;
     console-consumer) class=org.apache.kafka.tools.consumer.ConsoleConsumer ;;
+    console-producer) class=org.apache.kafka.tools.ConsoleProducer ;;
+    dump-log) class=kafka.tools.DumpLogSegments ;;
     *) die "unknown tool $name" ;;
   esac
   fetch

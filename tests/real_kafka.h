@@ -17,6 +17,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <memory>
 #include <string>
 #include <vector>
@@ -89,6 +90,21 @@ class RealKafka {
     std::filesystem::remove(log);
     if (!f.ok()) return absl::InternalError("kafka.sh tool " + name + " failed:\n" + f.output);
     return f.output;
+  }
+
+  // Every node's server log, concatenated (what the broker says it did: "cleaned log
+  // <topic>-<partition>", elections, ...).
+  std::string ServerLogs() const {
+    std::string all;
+    std::error_code ec;
+    for (const auto& node : std::filesystem::directory_iterator(dir_, ec)) {
+      for (const auto& f : std::filesystem::directory_iterator(node.path(), ec)) {
+        if (f.path().filename().string().rfind("server.log", 0) != 0) continue;
+        std::ifstream in(f.path());
+        all.append(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+      }
+    }
+    return all;
   }
 
   void Stop() {
