@@ -10,6 +10,7 @@
 
 #include <atomic>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <string>
 #include <thread>
@@ -20,12 +21,15 @@
 #include "engine/kafka/producer.h"
 #include "engine/kafka/runtime.h"
 #include "operators/strings.h"
+#include "tests/aggregate_results.h"
+#include "tests/postgres_server.h"
 #include "tests/real_kafka.h"
 #include "tests/runtime_fixture.h"
 
 namespace streammetrics::kafka {
 namespace {
 
+using streammetrics::testing::PostgresServer;
 using streammetrics::testing::RealKafka;
 
 // Tests share the suite's broker: each names its topics and application id after itself
@@ -141,6 +145,62 @@ using streammetrics::testing::Spawn;
 // readers. (On the dev broker the same test can only check each window's last copy.)
 TEST_F(RealKafkaTest, KillNineRepeatedlyThenEveryResultIsThereOnce) {
   KillNineRepeatedlyThenCompare(app_id_, /*last_result_wins=*/false);
+}
+
+// Proves the Postgres sink exact through the engine's crashes on Kafka: the kill -9 run
+// above with sinks.postgres enabled in the same processes, so the sink is killed with the
+// engine (a batch in flight rolls back with its connection). The sink reads read_committed, so
+// the killed runs' aborted results never reach it; once the last run committed every
+// input record, the table holds one row per window result the topics hold (each once,
+// equal to the oracle's), with that result's count and sum.
+TEST_F(RealKafkaTest, KillNineRepeatedlyWithThePostgresSinkThenTheTableIsExact) {
+  absl::StatusOr<std::unique_ptr<PostgresServer>> pg = PostgresServer::Create();
+  ASSERT_TRUE(pg.ok()) << pg.status();
+  ASSERT_TRUE((*pg)->Start().ok());
+  ASSERT_TRUE((*pg)->CreateDatabase("rk").ok());
+  // service|metric|window|window start (ms)|count -> sum, of every result in the topics.
+  auto expected = [&] {
+    std::map<std::string, double> out;
+    for (const std::string& topic : ResultTopics()) {
+      absl::StatusOr<std::vector<OutputRecord>> records = ReadTopic(Props(), topic);
+      EXPECT_TRUE(records.ok()) << records.status();
+      if (!records.ok()) continue;
+      for (const OutputRecord& r : *records) {
+        const streammetrics::testing::AggregateResult a = streammetrics::testing::ParseAggregate(r);
+        out[StrCat(a.service, "|", a.metric, "|", a.window, "|", a.start, "|", a.count)] = a.sum;
+      }
+    }
+    return out;
+  };
+  auto table = [&] {
+    std::map<std::string, double> out;
+    absl::StatusOr<std::vector<std::vector<std::string>>> rows = (*pg)->Exec(
+        "rk",
+        "SELECT service_id || '|' || metric_name || '|' || window_size || '|' || "
+        "(extract(epoch from timestamp) * 1000)::bigint || '|' || count, sum::text "
+        "FROM metrics.metric_aggregates");
+    if (rows.ok()) {
+      for (const std::vector<std::string>& r : *rows) out[r[0]] = std::stod(r[1]);
+    }
+    return out;
+  };
+  const std::string sinks =
+      StrCat("sinks: {postgres: {enabled: true, dsn: \"", (*pg)->Dsn("rk"),
+             "\", batch_size: 50, flush_interval: 20ms}}");
+  std::map<std::string, double> want, got;
+  KillNineRepeatedlyThenCompare(app_id_, /*last_result_wins=*/false, sinks, [&] {
+    want = expected();
+    EXPECT_TRUE(WaitFor([&] { return table().size() >= want.size(); }, 60'000))
+        << table().size() << " of " << want.size();
+    got = table();
+  });
+  ASSERT_GT(want.size(), 100u);
+  ASSERT_EQ(got.size(), want.size());
+  for (const auto& [key, sum] : want) {
+    auto it = got.find(key);
+    ASSERT_NE(it, got.end()) << key;
+    EXPECT_DOUBLE_EQ(it->second, sum) << key;
+  }
 }
 
 // Proves a zombie publishes nothing: instance A is frozen (SIGSTOP) for 9 s, longer than

@@ -298,10 +298,15 @@ class RuntimeTestBase : public ::testing::Test {
   // keeps arriving (45,000 events over 45 s), each time once it has committed 2,000 more,
   // and restarted on its state dir; the last run gets SIGTERM once everything is
   // committed and must exit 0. Then the results are compared with the oracle's.
-  void KillNineRepeatedlyThenCompare(const std::string& app, bool last_result_wins) {
+  // `config_extra`: YAML appended to the run config (sinks, say); `before_stop`: called
+  // while the last run is still up, after it committed everything.
+  void KillNineRepeatedlyThenCompare(const std::string& app, bool last_result_wins,
+                                     const std::string& config_extra = "",
+                                     const std::function<void()>& before_stop = nullptr) {
     std::filesystem::create_directories(dir_);
     const std::string config = (dir_ / "crash.yaml").string();
     WriteRunConfig(config, app, (dir_ / "state").string());
+    if (!config_extra.empty()) std::ofstream(config, std::ios::app) << config_extra << "\n";
     const int kEvents = 45'000;
     std::thread producer([&] { Produce(kEvents, 9, InputStartMs(), /*pace_per_s=*/1'000); });
     testing::JoinOnExit joiner{producer};
@@ -324,6 +329,7 @@ class RuntimeTestBase : public ::testing::Test {
     ASSERT_GT(pid, 0);
     EXPECT_TRUE(WaitFor([&] { return CommittedInput(app) == kEvents; }, 240'000))
         << CommittedInput(app) << "\n" << testing::ReadFile(log);
+    if (before_stop) before_stop();
     kill(pid, SIGTERM);
     int status = 0;
     waitpid(pid, &status, 0);
