@@ -203,6 +203,53 @@ TEST_F(RealKafkaTest, KillNineRepeatedlyWithThePostgresSinkThenTheTableIsExact) 
   }
 }
 
+// Proves handovers in the middle of open transactions lose and double nothing. Input
+// arrives all along and the instances commit every 2 s, so a transaction with results and
+// changelog records in it is open whenever the group rebalances: instance b joins a
+// (cooperative: a gives up half of its partitions, committing their work first), a stops
+// (b takes them, restoring through whatever a last wrote), and c joins b. Every result is
+// there exactly once, equal to the oracle's.
+TEST_F(RealKafkaTest, HandoversWhileTransactionsAreOpenLoseAndDoubleNothing) {
+  const int kEvents = 30'000;
+  std::thread producer([&] { Produce(kEvents, 41, InputStartMs(), /*pace_per_s=*/1'000); });
+  streammetrics::testing::JoinOnExit joiner{producer};
+  auto start = [&](const std::string& instance) {
+    RuntimeOptions o = Options(instance);
+    o.commit_interval_ms = 2'000;
+    absl::StatusOr<std::unique_ptr<Runtime>> rt = Runtime::Create(*topology_, o);
+    EXPECT_TRUE(rt.ok()) << rt.status();
+    if (rt.ok()) EXPECT_TRUE((*rt)->Start().ok());
+    return rt.ok() ? *std::move(rt) : nullptr;
+  };
+  auto shared = [](Runtime* x, Runtime* y) {
+    const RuntimeCounters cx = x->counters(), cy = y->counters();
+    return cx.tasks > 0 && cy.tasks > 0 && cx.tasks + cy.tasks == 6;
+  };
+  std::unique_ptr<Runtime> a = start("a");
+  ASSERT_NE(a, nullptr);
+  ASSERT_TRUE(WaitFor([&] { return CommittedInput(app_id_) >= 5'000; }, 60'000));
+  std::unique_ptr<Runtime> b = start("b");
+  ASSERT_NE(b, nullptr);
+  ASSERT_TRUE(WaitFor([&] { return shared(a.get(), b.get()); }, 60'000));
+  const int64_t before_stop = CommittedInput(app_id_);
+  ASSERT_TRUE(WaitFor([&] { return CommittedInput(app_id_) >= before_stop + 3'000; }, 60'000));
+  a->Stop();
+  ASSERT_TRUE(a->Join().ok());
+  ASSERT_TRUE(WaitFor([&] { return b->counters().tasks == 6; }, 60'000));
+  std::unique_ptr<Runtime> c = start("c");
+  ASSERT_NE(c, nullptr);
+  ASSERT_TRUE(WaitFor([&] { return shared(b.get(), c.get()); }, 60'000));
+  EXPECT_LT(CommittedInput(app_id_), kEvents);  // every handover while input arrived
+  producer.join();
+  EXPECT_TRUE(WaitFor([&] { return CommittedInput(app_id_) == kEvents; }, 90'000))
+      << CommittedInput(app_id_);
+  b->Stop();
+  c->Stop();
+  EXPECT_TRUE(b->Join().ok());
+  EXPECT_TRUE(c->Join().ok());
+  ExpectMatchesOracle(Oracle(), /*last_result_wins=*/false);
+}
+
 // Proves a zombie publishes nothing: instance A is frozen (SIGSTOP) for 9 s, longer than
 // its 6 s session, while instance B joins; the group gives B every partition and B goes
 // on. Thawed (SIGCONT), A finds its partitions lost — or its commit refused for an old
