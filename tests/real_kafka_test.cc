@@ -24,6 +24,7 @@
 #include "tests/aggregate_results.h"
 #include "tests/postgres_server.h"
 #include "tests/real_kafka.h"
+#include "tests/redis_server.h"
 #include "tests/runtime_fixture.h"
 
 namespace streammetrics::kafka {
@@ -31,6 +32,7 @@ namespace {
 
 using streammetrics::testing::PostgresServer;
 using streammetrics::testing::RealKafka;
+using streammetrics::testing::RedisServer;
 
 // Tests share the suite's broker: each names its topics and application id after itself
 // (and the process, for repeated runs).
@@ -147,31 +149,35 @@ TEST_F(RealKafkaTest, KillNineRepeatedlyThenEveryResultIsThereOnce) {
   KillNineRepeatedlyThenCompare(app_id_, /*last_result_wins=*/false);
 }
 
-// Proves the Postgres sink exact through the engine's crashes on Kafka: the kill -9 run
-// above with sinks.postgres enabled in the same processes, so the sink is killed with the
-// engine (a batch in flight rolls back with its connection). The sink reads read_committed, so
-// the killed runs' aborted results never reach it; once the last run committed every
-// input record, the table holds one row per window result the topics hold (each once,
-// equal to the oracle's), with that result's count and sum.
-TEST_F(RealKafkaTest, KillNineRepeatedlyWithThePostgresSinkThenTheTableIsExact) {
+// Proves the sinks exact through the engine's crashes on Kafka: the kill -9 run above
+// with sinks.postgres and sinks.redis enabled in the same processes, so the sinks are
+// killed with the engine (a Postgres batch in flight rolls back with its connection; a
+// Redis batch is one script). The sinks read read_committed, so the killed runs' aborted
+// results never reach them. Once the last run committed every input record: the table
+// holds one row per window result the topics hold (each once, equal to the oracle's),
+// with its count and sum; in Redis each (service, metric, window) has every one of its
+// results in its history, scored by window start, and its newest as the latest.
+TEST_F(RealKafkaTest, KillNineRepeatedlyWithTheSinksThenTableAndKeysAreExact) {
   absl::StatusOr<std::unique_ptr<PostgresServer>> pg = PostgresServer::Create();
   ASSERT_TRUE(pg.ok()) << pg.status();
   ASSERT_TRUE((*pg)->Start().ok());
   ASSERT_TRUE((*pg)->CreateDatabase("rk").ok());
-  // service|metric|window|window start (ms)|count -> sum, of every result in the topics.
-  auto expected = [&] {
-    std::map<std::string, double> out;
+  absl::StatusOr<std::unique_ptr<RedisServer>> redis = RedisServer::Create();
+  ASSERT_TRUE(redis.ok()) << redis.status();
+  std::vector<streammetrics::testing::AggregateResult> results;
+  auto read_results = [&] {
+    results.clear();
     for (const std::string& topic : ResultTopics()) {
       absl::StatusOr<std::vector<OutputRecord>> records = ReadTopic(Props(), topic);
       EXPECT_TRUE(records.ok()) << records.status();
       if (!records.ok()) continue;
       for (const OutputRecord& r : *records) {
-        const streammetrics::testing::AggregateResult a = streammetrics::testing::ParseAggregate(r);
-        out[StrCat(a.service, "|", a.metric, "|", a.window, "|", a.start, "|", a.count)] = a.sum;
+        results.push_back(streammetrics::testing::ParseAggregate(r));
+        results.back().tags = r.value;  // the JSON, as the Redis sink stores it
       }
     }
-    return out;
   };
+  // service|metric|window|window start (ms)|count -> sum.
   auto table = [&] {
     std::map<std::string, double> out;
     absl::StatusOr<std::vector<std::vector<std::string>>> rows = (*pg)->Exec(
@@ -184,23 +190,43 @@ TEST_F(RealKafkaTest, KillNineRepeatedlyWithThePostgresSinkThenTheTableIsExact) 
     }
     return out;
   };
-  const std::string sinks =
-      StrCat("sinks: {postgres: {enabled: true, dsn: \"", (*pg)->Dsn("rk"),
-             "\", batch_size: 50, flush_interval: 20ms}}");
-  std::map<std::string, double> want, got;
+  auto history_key = [](const streammetrics::testing::AggregateResult& a) {
+    return StrCat("metrics:", a.service, ":", a.metric, ":", a.window, ":history");
+  };
+  auto redis_caught_up = [&] {
+    std::map<std::string, int64_t> per_key;
+    for (const auto& a : results) ++per_key[history_key(a)];
+    for (const auto& [key, n] : per_key) {
+      if ((*redis)->Command({"ZCARD", key}) != std::to_string(n)) return false;
+    }
+    return true;
+  };
+  const std::string sinks = StrCat(
+      "sinks:\n  postgres: {enabled: true, dsn: \"", (*pg)->Dsn("rk"),
+      "\", batch_size: 50, flush_interval: 20ms}\n  redis: {enabled: true, url: \"127.0.0.1:",
+      (*redis)->port(), "\", batch_size: 50, flush_interval: 20ms}");
+  std::map<std::string, double> got;
   KillNineRepeatedlyThenCompare(app_id_, /*last_result_wins=*/false, sinks, [&] {
-    want = expected();
-    EXPECT_TRUE(WaitFor([&] { return table().size() >= want.size(); }, 60'000))
-        << table().size() << " of " << want.size();
+    read_results();
+    EXPECT_TRUE(WaitFor([&] { return table().size() >= results.size(); }, 60'000))
+        << table().size() << " of " << results.size();
+    EXPECT_TRUE(WaitFor(redis_caught_up, 60'000));
     got = table();
   });
-  ASSERT_GT(want.size(), 100u);
-  ASSERT_EQ(got.size(), want.size());
-  for (const auto& [key, sum] : want) {
-    auto it = got.find(key);
-    ASSERT_NE(it, got.end()) << key;
-    EXPECT_DOUBLE_EQ(it->second, sum) << key;
+  ASSERT_GT(results.size(), 100u);
+  ASSERT_EQ(got.size(), results.size());
+  std::map<std::string, const streammetrics::testing::AggregateResult*> newest;
+  for (const auto& a : results) {
+    const std::string row = StrCat(a.service, "|", a.metric, "|", a.window, "|", a.start, "|", a.count);
+    auto it = got.find(row);
+    ASSERT_NE(it, got.end()) << row;
+    EXPECT_DOUBLE_EQ(it->second, a.sum) << row;
+    const std::string score = (*redis)->Command({"ZSCORE", history_key(a), a.tags});
+    EXPECT_EQ(score, std::to_string(a.start)) << history_key(a) << " " << a.tags;
+    const auto*& n = newest[StrCat("metrics:", a.service, ":", a.metric, ":", a.window)];
+    if (n == nullptr || n->start < a.start) n = &a;
   }
+  for (const auto& [key, a] : newest) EXPECT_EQ((*redis)->Command({"GET", key}), a->tags) << key;
 }
 
 // Proves handovers in the middle of open transactions lose and double nothing. Input
