@@ -3,7 +3,7 @@
 #
 #   bash bench/peers/run.sh [--events N (3000000)] [--partitions P (12)]
 #        [--event-rate E (5000)] [--latency-rate R (2000)] [--latency-seconds S (90)]
-#        [--skip-latency]
+#        [--skip-latency] [--skip-context]
 #
 # One invocation: starts a one-node KRaft broker (scripts/kafka.sh) on loopback; fills one
 # input topic (N events, P partitions, lz4, event time E events a second); drains it with the engine (build/apps/
@@ -11,13 +11,14 @@
 # and then with the Kafka Streams app (bench/peers/kafka-streams, the same settings), each
 # in its own process with a fresh application id, watched from outside the same way
 # (peer_bench watch); checks that both wrote the same window results (peer_bench compare);
-# then the emit latency of each at R events a second (peer_bench latency); prints a
-# table; stops the broker. BUILD_DIR (default build) holds streammetrics and peer_bench.
+# for context, drains it once more with Kafka Streams without percentiles (not the same
+# job: no t-digest; --skip-context leaves it out); then the emit latency of each at R
+# events a second (peer_bench latency); prints a table; stops the broker. BUILD_DIR (default build) holds streammetrics and peer_bench.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 BUILD="${BUILD_DIR:-$ROOT/build}"
 case "$BUILD" in /*) ;; *) BUILD="$ROOT/$BUILD" ;; esac
-EVENTS=3000000 PARTITIONS=12 EVENT_RATE=5000 LAT_RATE=2000 LAT_SECONDS=90 LATENCY=1
+EVENTS=3000000 PARTITIONS=12 EVENT_RATE=5000 LAT_RATE=2000 LAT_SECONDS=90 LATENCY=1 CONTEXT=1
 while (($#)); do
   case "$1" in
     --events) EVENTS="$2"; shift 2 ;;
@@ -26,6 +27,7 @@ while (($#)); do
     --latency-rate) LAT_RATE="$2"; shift 2 ;;
     --latency-seconds) LAT_SECONDS="$2"; shift 2 ;;
     --skip-latency) LATENCY=0; shift ;;
+    --skip-context) CONTEXT=0; shift ;;
     *) sed -n '2,17p' "$0" >&2; exit 2 ;;
   esac
 done
@@ -33,7 +35,7 @@ done
 SM="$BUILD/apps/streammetrics" PB="$BUILD/bench/peer_bench"
 JAR="$ROOT/bench/peers/kafka-streams/target/peer-kafka-streams.jar"
 [ -x "$SM" ] && [ -x "$PB" ] || { echo "run.sh: build streammetrics and peer_bench first (cmake --build $BUILD --target streammetrics peer_bench)" >&2; exit 1; }
-if [ ! -f "$JAR" ]; then
+if [ ! -f "$JAR" ] || [ -n "$(find "$ROOT/bench/peers/kafka-streams/src" "$ROOT/bench/peers/kafka-streams/pom.xml" -newer "$JAR" 2>/dev/null)" ]; then
   (cd "$ROOT/bench/peers/kafka-streams" && { mvn -q -B -o package 2>/dev/null || mvn -q -B package; })
 fi
 
@@ -57,7 +59,7 @@ topics_for() {  # PREFIX: the app's output topics (3 partitions, as reference/00
   local p="$1"
   echo "${p}metrics-aggregated-1m:3,${p}metrics-aggregated-5m:3,${p}metrics-aggregated-1m-10s:3,${p}metrics-dead-letter:3"
 }
-"$PB" topics --bootstrap "$BOOT" --create "$(topics_for sm.),$(topics_for ks.),$(topics_for sm-lat.),$(topics_for ks-lat.),peer-latency-sm:$PARTITIONS,peer-latency-ks:$PARTITIONS"
+"$PB" topics --bootstrap "$BOOT" --create "$(topics_for sm.),$(topics_for ks.),$(topics_for sm-lat.),$(topics_for ks-lat.),$(topics_for ksnp.),peer-latency-sm:$PARTITIONS,peer-latency-ks:$PARTITIONS"
 "$PB" fill --bootstrap "$BOOT" --topic peer-input --partitions "$PARTITIONS" --events "$EVENTS" --compression lz4 --event-rate "$EVENT_RATE"
 
 engine_config() {  # APP_ID INPUT PREFIX: config/reference.yaml's job, on this broker
@@ -102,10 +104,10 @@ start_engine() {  # APP_ID INPUT PREFIX; sets APP_PID
   APP_PID=$!
   PIDS+=("$APP_PID")
 }
-start_ks() {  # APP_ID INPUT PREFIX; sets APP_PID
-  java -Xms1g -Xmx4g -jar "$JAR" --bootstrap "$BOOT" --application-id "$1" --input "$2" \
+start_ks() {  # APP_ID INPUT PREFIX [ARGS...]; sets APP_PID
+  java -Xms1g -Xmx4g ${KS_JAVA_OPTS:-} -jar "$JAR" --bootstrap "$BOOT" --application-id "$1" --input "$2" \
     --output-prefix "$3" --threads 2 --commit-ms 100 --guarantee exactly_once_v2 \
-    --state-dir "$WORK/state-$1" >"$WORK/$1.log" 2>&1 &
+    --state-dir "$WORK/state-$1" "${@:4}" >"$WORK/$1.log" 2>&1 &
   APP_PID=$!
   PIDS+=("$APP_PID")
 }
@@ -131,6 +133,15 @@ grep -h "kafka-streams counters" "$WORK/ks-drain.log" || true
 echo "== same results?"
 COMPARE=0
 "$PB" compare --bootstrap "$BOOT" --a sm. --b ks. || COMPARE=$?
+
+KSNP_DRAIN=""
+if ((CONTEXT)); then
+  echo "== drain: Kafka Streams without percentiles (context: not the same job)"
+  start_ks ksnp-drain peer-input ksnp. --percentiles false
+  KSNP_DRAIN="$("$PB" watch --bootstrap "$BOOT" --group ksnp-drain --topic peer-input --pid "$APP_PID")"
+  echo "$KSNP_DRAIN"
+  stop_app "$APP_PID"
+fi
 
 declare -A LAT=()
 if ((LATENCY)); then
@@ -160,6 +171,9 @@ row "peak RSS (MiB)" "$(field "$SM_DRAIN" peak_rss_mib)" "$(field "$KS_DRAIN" pe
 if ((LATENCY)); then
   row "latency p50 @${LAT_RATE}/s (ms)" "$(field "${LAT[sm]}" p50_ms)" "$(field "${LAT[ks]}" p50_ms)"
   row "latency p99 @${LAT_RATE}/s (ms)" "$(field "${LAT[sm]}" p99_ms)" "$(field "${LAT[ks]}" p99_ms)"
+fi
+if [ -n "$KSNP_DRAIN" ]; then
+  echo "Context, Kafka Streams without percentiles (no t-digest; not the reference job): $(field "$KSNP_DRAIN" events_per_s) events/s, $(field "$KSNP_DRAIN" cpu_us_per_event) us CPU per event, $(field "$KSNP_DRAIN" cores) cores, $(field "$KSNP_DRAIN" events_per_s_per_core) events/s per core"
 fi
 SMC="$(field "$SM_DRAIN" events_per_s_per_core)" KSC="$(field "$KS_DRAIN" events_per_s_per_core)"
 if [ -n "$SMC" ] && [ -n "$KSC" ]; then

@@ -17,11 +17,12 @@ import org.apache.kafka.streams.state.Stores;
  *
  *   java -jar peer-kafka-streams.jar --bootstrap HOST:PORT --application-id ID
  *       [--input metrics-events] [--output-prefix P] [--threads 2] [--commit-ms 100]
- *       [--state-dir DIR] [--guarantee exactly_once_v2|at_least_once]
+ *       [--state-dir DIR] [--guarantee exactly_once_v2|at_least_once] [--percentiles true]
  *
  * reads --input, writes results to P + metrics-aggregated-{1m,5m,1m-10s} and dead letters
  * to P + metrics-dead-letter (the topics must exist); runs until SIGTERM, then prints its
- * counters.
+ * counters. --percentiles false leaves out the t-digest (p50/p95/p99 null): not the
+ * reference job, only to show what the percentiles cost.
  */
 public final class MetricsApp {
   public static void main(String[] argv) throws Exception {
@@ -32,6 +33,7 @@ public final class MetricsApp {
     }
     String prefix = a.getOrDefault("output-prefix", "");
     String input = a.getOrDefault("input", "metrics-events");
+    WindowAgg.percentiles = Boolean.parseBoolean(a.getOrDefault("percentiles", "true"));
 
     Topology t = new Topology();
     t.addSource("source", Serdes.ByteArray().deserializer(), Serdes.ByteArray().deserializer(), input);
@@ -80,10 +82,10 @@ public final class MetricsApp {
     Runtime.getRuntime().addShutdownHook(new Thread(() -> {
       stopping.set(true);
       streams.close(Duration.ofSeconds(20));
-      System.out.printf("kafka-streams counters: input %d, invalid %d, duplicates %d, late %d, results %d%n",
+      System.err.printf("kafka-streams counters: input %d, invalid %d, duplicates %d, late %d, results %d%n",
           Processors.INPUT.get(), Processors.INVALID.get(), Processors.DUPLICATES.get(),
           Processors.LATE.get(), Processors.RESULTS.get());
-      System.out.flush();
+      System.err.flush();
     }));
     System.err.println("kafka-streams: pid " + ProcessHandle.current().pid() + ", topology\n" + t.describe());
     streams.start();

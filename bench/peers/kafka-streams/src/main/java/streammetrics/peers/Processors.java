@@ -324,13 +324,17 @@ final class Processors {
           .append(",\"windowEnd\":").append(end).append(",\"count\":").append(a.count)
           .append(",\"sum\":").append(a.sum).append(",\"avg\":").append(a.sum / a.count)
           .append(",\"min\":").append(a.min).append(",\"max\":").append(a.max)
-          .append(",\"p50\":").append(a.digest.quantile(0.5))
-          .append(",\"p95\":").append(a.digest.quantile(0.95))
-          .append(",\"p99\":").append(a.digest.quantile(0.99))
+          .append(",\"p50\":").append(json(a.quantile(0.5)))
+          .append(",\"p95\":").append(json(a.quantile(0.95)))
+          .append(",\"p99\":").append(json(a.quantile(0.99)))
           .append(",\"rate\":").append(a.count / (d.sizeMs() / 1000.0))
           .append(",\"tags\":{}}");
       RESULTS.incrementAndGet();
       ctx.forward(new Record<Object, Object>(service, b.toString(), end - 1), d.sink());
+    }
+
+    private static String json(double v) {
+      return Double.isFinite(v) ? Double.toString(v) : "null";
     }
 
     private static void appendString(StringBuilder b, String s) {
