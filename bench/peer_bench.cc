@@ -16,7 +16,8 @@
 //       partitions: the joins and rebalances of the start are over) to the commit of the
 //       last record, the records committed in between per second, and PID's CPU time
 //       (utime + stime of /proc/PID/stat: every thread of the process) per record and in
-//       cores; and the same from the first commit seen (offsets above 0) on.
+//       cores; and the same from the first commit seen (offsets above 0) on. With
+//       --broker-pid, the broker's CPU per record over the settled span too.
 //   peer_bench latency --bootstrap B --input T --results R [--rate X (20000)]
 //                      [--seconds S (70)] [--warmup W (20)] [--services N (6)]
 //                      [--group G --partitions P [--members M (2)]]
@@ -266,6 +267,7 @@ int Watch(const Properties& props, const Flags& f) {
   const int pid = std::atoi(Flag(f, "pid", "0").c_str());
   const double timeout_s = std::atof(Flag(f, "timeout", "900").c_str());
   const int members = std::atoi(Flag(f, "members", "2").c_str());
+  const int broker_pid = std::atoi(Flag(f, "broker-pid", "0").c_str());
   Properties own = props;
   own.emplace_back("group.id", group);
   own.emplace_back("enable.auto.commit", "false");
@@ -315,7 +317,7 @@ int Watch(const Properties& props, const Flags& f) {
   // drain, without the joins and rebalances of the start.
   int64_t c0 = 0, cs = 0, c = 0;
   Clock::time_point t0, ts, t1;
-  double cpu0 = 0, cpus = 0, cpu1 = 0;
+  double cpu0 = 0, cpus = 0, cpu1 = 0, bcpus = 0, bcpu1 = 0;
   bool first = false, settled = false;
   int64_t at_settled = -1;
   double settled_after = 0;
@@ -344,10 +346,12 @@ int Watch(const Properties& props, const Flags& f) {
       cs = c;
       ts = now;
       cpus = cpu;
+      if (broker_pid > 0) bcpus = ProcessCpuSeconds(broker_pid);
     }
     if (c >= end) {
       t1 = now;
       cpu1 = cpu;
+      if (broker_pid > 0) bcpu1 = ProcessCpuSeconds(broker_pid);
       break;
     }
     if (std::chrono::duration<double>(now - started).count() > timeout_s) {
@@ -370,11 +374,11 @@ int Watch(const Properties& props, const Flags& f) {
   std::printf("group=%s events=%lld settled_at=%lld seconds=%.3f events_per_s=%.0f "
               "cpu_us_per_event=%.2f cores=%.2f events_per_s_per_core=%.0f "
               "whole_from=%lld whole_seconds=%.3f whole_events_per_s=%.0f whole_cpu_us_per_event=%.2f "
-              "cpu_total_s=%.1f peak_rss_mib=%.0f\n",
+              "cpu_total_s=%.1f peak_rss_mib=%.0f broker_cpu_us_per_event=%.2f\n",
               group.c_str(), static_cast<long long>(end), static_cast<long long>(cs), s, n / s,
               (cpu1 - cpus) * 1e6 / n, (cpu1 - cpus) / s, n / (cpu1 - cpus),
               static_cast<long long>(c0), all_s, all_n / all_s, (cpu1 - cpu0) * 1e6 / all_n,
-              cpu1 - cpu_at_start, PeakRssMiB(pid));
+              cpu1 - cpu_at_start, PeakRssMiB(pid), (bcpu1 - bcpus) * 1e6 / n);
   return 0;
 }
 

@@ -119,13 +119,13 @@ field() { sed -n "s/.* $2=\([^ ]*\).*/\1/p" <<<" $1"; }
 
 echo "== drain: engine (exactly_once_v2)"
 start_engine sm-drain peer-input sm.
-SM_DRAIN="$("$PB" watch --bootstrap "$BOOT" --group sm-drain --topic peer-input --pid "$APP_PID")"
+SM_DRAIN="$("$PB" watch --bootstrap "$BOOT" --group sm-drain --topic peer-input --pid "$APP_PID" --broker-pid "$(cat "$KAFKA_DIR/node-1/pid")")"
 echo "$SM_DRAIN"
 stop_app "$APP_PID"
 
 echo "== drain: Kafka Streams (exactly_once_v2)"
 start_ks ks-drain peer-input ks.
-KS_DRAIN="$("$PB" watch --bootstrap "$BOOT" --group ks-drain --topic peer-input --pid "$APP_PID")"
+KS_DRAIN="$("$PB" watch --bootstrap "$BOOT" --group ks-drain --topic peer-input --pid "$APP_PID" --broker-pid "$(cat "$KAFKA_DIR/node-1/pid")")"
 echo "$KS_DRAIN"
 stop_app "$APP_PID"
 grep -h "kafka-streams counters" "$WORK/ks-drain.log" || true
@@ -138,7 +138,7 @@ KSNP_DRAIN=""
 if ((CONTEXT)); then
   echo "== drain: Kafka Streams without percentiles (context: not the same job)"
   start_ks ksnp-drain peer-input ksnp. --percentiles false
-  KSNP_DRAIN="$("$PB" watch --bootstrap "$BOOT" --group ksnp-drain --topic peer-input --pid "$APP_PID")"
+  KSNP_DRAIN="$("$PB" watch --bootstrap "$BOOT" --group ksnp-drain --topic peer-input --pid "$APP_PID" --broker-pid "$(cat "$KAFKA_DIR/node-1/pid")")"
   echo "$KSNP_DRAIN"
   stop_app "$APP_PID"
 fi
@@ -167,6 +167,7 @@ row "cores used" "$(field "$SM_DRAIN" cores)" "$(field "$KS_DRAIN" cores)"
 row "events/s per core" "$(field "$SM_DRAIN" events_per_s_per_core)" "$(field "$KS_DRAIN" events_per_s_per_core)"
 row "whole drain events/s" "$(field "$SM_DRAIN" whole_events_per_s)" "$(field "$KS_DRAIN" whole_events_per_s)"
 row "whole drain CPU/event (us)" "$(field "$SM_DRAIN" whole_cpu_us_per_event)" "$(field "$KS_DRAIN" whole_cpu_us_per_event)"
+row "broker CPU/event (us)" "$(field "$SM_DRAIN" broker_cpu_us_per_event)" "$(field "$KS_DRAIN" broker_cpu_us_per_event)"
 row "peak RSS (MiB)" "$(field "$SM_DRAIN" peak_rss_mib)" "$(field "$KS_DRAIN" peak_rss_mib)"
 if ((LATENCY)); then
   row "latency p50 @${LAT_RATE}/s (ms)" "$(field "${LAT[sm]}" p50_ms)" "$(field "${LAT[ks]}" p50_ms)"
