@@ -5,15 +5,17 @@
 #        [--event-rate E (5000)] [--latency-rate R (2000)] [--latency-seconds S (90)]
 #        [--skip-latency] [--skip-context]
 #
-# One invocation: starts a one-node KRaft broker (scripts/kafka.sh) on loopback; fills one
-# input topic (N events, P partitions, lz4, event time E events a second); drains it with the engine (build/apps/
-# streammetrics run, exactly_once_v2, 2 stream threads, commits every 100 ms, RocksDB)
-# and then with the Kafka Streams app (bench/peers/kafka-streams, the same settings), each
-# in its own process with a fresh application id, watched from outside the same way
-# (peer_bench watch); checks that both wrote the same window results (peer_bench compare);
-# for context, drains it once more with Kafka Streams without percentiles (not the same
-# job: no t-digest; --skip-context leaves it out); then the emit latency of each at R
-# events a second (peer_bench latency); prints a table; stops the broker. BUILD_DIR (default build) holds streammetrics and peer_bench.
+# One invocation: starts a one-node KRaft broker (scripts/kafka.sh) on loopback; fills
+# one input topic (N events, P partitions, lz4, event time E events a second); drains it
+# with the engine (build/apps/streammetrics run, exactly_once_v2, 2 stream threads,
+# commits every 100 ms, RocksDB) and then with the Kafka Streams app
+# (bench/peers/kafka-streams, the same settings), each in its own process with a fresh
+# application id, watched from outside the same way (peer_bench watch); checks that both
+# wrote the same window results (peer_bench compare); for context, drains it once more
+# with Kafka Streams without percentiles (not the same job: no t-digest; --skip-context
+# leaves it out); then the emit latency of each at R events a second (peer_bench
+# latency); prints a table; stops the broker. BUILD_DIR (default build) holds
+# streammetrics and peer_bench.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 BUILD="${BUILD_DIR:-$ROOT/build}"
@@ -28,7 +30,7 @@ while (($#)); do
     --latency-seconds) LAT_SECONDS="$2"; shift 2 ;;
     --skip-latency) LATENCY=0; shift ;;
     --skip-context) CONTEXT=0; shift ;;
-    *) sed -n '2,17p' "$0" >&2; exit 2 ;;
+    *) sed -n '2,18p' "$0" >&2; exit 2 ;;
   esac
 done
 
