@@ -452,10 +452,8 @@ TEST_F(KafkaRuntimeTest, TwoInstancesSplitPartitionsAndOneTakesOver) {
 // Proves a stop at any point of the first group join ends cleanly and costs the group
 // nothing: instances of three threads are stopped after 0 to 0.9 s, while their
 // consumers are joining a group with a steady member, which ends with every record
-// committed. (librdkafka 2.0.2 asserts when a cooperative-sticky consumer is destroyed
-// between its join and its first assignment, #4312 — seen once on a loaded machine, not
-// reproduced by this test: a consumer that never got an assignment is closed and let
-// go of instead.)
+// committed, and a consumer destroyed between its join and its first assignment does not
+// bring the process down (librdkafka 2.0.2 asserted there, #4312, fixed in 2.3.0).
 TEST_F(KafkaRuntimeTest, StopDuringTheFirstJoinEndsCleanly) {
   Produce(600, 3, InputStartMs());
   absl::StatusOr<std::unique_ptr<Runtime>> steady = Runtime::Create(*topology_, Options("steady"));

@@ -320,11 +320,7 @@ TEST_F(PostgresSinkTest, RunStartsTheEnabledSink) {
   const std::string config = dir + "/run.yaml";
   {
     std::ofstream f(config);
-    // One stream thread: librdkafka 2.0.2 asserts when a cooperative-sticky consumer that
-    // never got its first assignment is destroyed (librdkafka #4312, fixed in 2.3.0) — with
-    // two threads on a loaded machine the second's join may still be pending at the stop.
     f << "application: {id: runsink}\n"
-      << "processing: {threads: 1}\n"
       << "state: {dir: " << dir << "/state}\n"
       << "sinks: {postgres: {enabled: true, dsn: \"" << server_->Dsn(db_)
       << "\", flush_interval: 50ms}}\n";

@@ -941,13 +941,11 @@ absl::Status Runtime::Thread::Run() {
   PublishCounters();
   if (eos() && in_transaction_) producer_->AbortTransaction().IgnoreError();
   rd_kafka_consumer_close(consumer_.get());
+  // A consumer stopped during its first join is destroyed like any other: librdkafka
+  // before 2.3.0 asserted there (#4312), and the runtime leaked it instead; 2.15.1 does not
+  // (StopDuringTheFirstJoinEndsCleanly).
   if (!assigned_once_) {
-    // librdkafka before 2.3.0 (Debian 12 has 2.0.2) asserts when a cooperative-sticky
-    // consumer whose group join got as far as the protocol but not the first assignment
-    // is destroyed (librdkafka #4312): this one is closed (it left the group) and let go
-    // of instead. Only a thread stopped during its first join gets here.
     Log(LogLevel::kInfo, StrCat("thread ", index_, ": stopped before its first assignment"));
-    static_cast<void>(consumer_.release());
   }
   return status;
 }
