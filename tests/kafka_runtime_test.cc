@@ -417,6 +417,39 @@ TEST_F(KafkaRuntimeTest, FailedCommitsRebuildTasksAndResultsStayExact) {
   ExpectMatchesOracle(oracle, /*last_result_wins=*/true);
 }
 
+// Proves a commit the group refuses for a member it no longer knows (UNKNOWN_MEMBER_ID on
+// TxnOffsetCommit: the member was removed, its partitions maybe given to another) aborts
+// and holds the thread's tasks back for the rejoin, as Kafka Streams' TaskMigrated
+// handling does, instead of restoring them at once: the log says so, and with a member
+// the group did keep (the dev broker only failed the request) the tasks come back after
+// the bound (two heartbeat intervals) and every result stays exact.
+TEST_F(KafkaRuntimeTest, ACommitForAnUnknownMemberWaitsForTheRejoin) {
+  const int kEvents = 20'000;
+  SetMinLogLevel(LogLevel::kInfo);
+  ::testing::internal::CaptureStderr();
+  absl::StatusOr<std::unique_ptr<Runtime>> rt = Runtime::Create(*topology_, Options("a"));
+  ASSERT_TRUE(rt.ok()) << rt.status();
+  ASSERT_TRUE((*rt)->Start().ok());
+  std::thread producer([&] { Produce(kEvents, 6, InputStartMs(), /*pace_per_s=*/2'000); });
+  streammetrics::testing::JoinOnExit joiner{producer};
+  ASSERT_TRUE(WaitFor([&] { return (*rt)->counters().commits >= 3; }, 150'000));
+  constexpr int16_t kTxnOffsetCommit = 28;
+  broker_->FailRequests(kTxnOffsetCommit, 1, 25 /* UNKNOWN_MEMBER_ID */);
+  ASSERT_TRUE(WaitFor([&] { return (*rt)->counters().rebuilds >= 1; }, 150'000));
+  producer.join();
+  std::vector<OutputRecord> oracle = Oracle();
+  EXPECT_TRUE(WaitFor([&] { return (*rt)->counters().committed_input == kEvents; }, 180'000))
+      << (*rt)->counters().committed_input;
+  (*rt)->Stop();
+  ASSERT_TRUE((*rt)->Join().ok());
+  const std::string log = ::testing::internal::GetCapturedStderr();
+  SetMinLogLevel(LogLevel::kWarning);
+  EXPECT_THAT(log, HasSubstr("the group no longer knows this member; its tasks wait for the "
+                             "rejoin (at most 1000 ms)"));
+  EXPECT_EQ((*rt)->counters().rebuilds, 1u);
+  ExpectMatchesOracle(oracle, /*last_result_wins=*/true);
+}
+
 // Proves two instances of one application share the partitions and that one takes over
 // the other's when it stops: the survivor restores those tasks from their changelogs
 // (its own state directory has none of them) and goes on where the other committed;

@@ -1,5 +1,7 @@
 #include "engine/kafka/kafka_common.h"
 
+#include "absl/strings/cord.h"
+
 namespace streammetrics::kafka {
 
 absl::Status KafkaStatus(std::string_view what, rd_kafka_resp_err_t err) {
@@ -50,6 +52,14 @@ absl::Status KafkaStatus(std::string_view what, rd_kafka_resp_err_t err) {
   }
 }
 
+namespace {
+constexpr char kGroupMembershipUrl[] = "streammetrics.kafka/lost-group-membership";
+}  // namespace
+
+bool LostGroupMembership(const absl::Status& status) {
+  return status.GetPayload(kGroupMembershipUrl).has_value();
+}
+
 absl::Status KafkaStatus(std::string_view what, rd_kafka_error_t* error) {
   if (error == nullptr) return absl::OkStatus();
   const rd_kafka_resp_err_t code = rd_kafka_error_code(error);
@@ -57,6 +67,12 @@ absl::Status KafkaStatus(std::string_view what, rd_kafka_error_t* error) {
   const bool fatal = rd_kafka_error_is_fatal(error);
   std::string msg = std::string(what) + ": " + rd_kafka_error_string(error);
   rd_kafka_error_destroy(error);
+  if (code == RD_KAFKA_RESP_ERR_UNKNOWN_MEMBER_ID || code == RD_KAFKA_RESP_ERR_ILLEGAL_GENERATION ||
+      code == RD_KAFKA_RESP_ERR_FENCED_INSTANCE_ID) {
+    absl::Status s = absl::AbortedError(msg);
+    s.SetPayload(kGroupMembershipUrl, absl::Cord(std::string(rd_kafka_err2name(code))));
+    return s;
+  }
   if (abortable || fatal) return absl::AbortedError(msg);
   return KafkaStatus(msg, code).code() == absl::StatusCode::kUnavailable
              ? absl::UnavailableError(msg)

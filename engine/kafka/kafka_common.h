@@ -32,6 +32,11 @@ absl::Status KafkaStatus(std::string_view what, rd_kafka_resp_err_t err);
 // The same for an rd_kafka_error_t (transactional API); destroys it.
 absl::Status KafkaStatus(std::string_view what, rd_kafka_error_t* error);
 
+// Whether a status says the consumer group no longer knows the member that committed
+// (UNKNOWN_MEMBER_ID, ILLEGAL_GENERATION, FENCED_INSTANCE_ID on a transactional offset
+// commit): its partitions may be another member's by now, and the consumer rejoins.
+bool LostGroupMembership(const absl::Status& status);
+
 // A client of `type` with `properties` applied in order (later ones win); `customize`
 // (callbacks, opaque) sees the configuration just before the client is made.
 absl::StatusOr<KafkaHandle> NewClient(rd_kafka_type_t type, const Properties& properties,

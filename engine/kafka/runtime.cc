@@ -216,6 +216,9 @@ class Runtime::Thread {
   absl::Status rebalance_error_;
   struct Restoring {
     Clock::time_point next_attempt;
+    // Held back until the group's next rebalance (or next_attempt): the group no longer
+    // knew this member at a commit, so the partition may be another's after the rejoin.
+    bool awaiting_rejoin = false;
     Clock::time_point failing_since{};  // {}: not failing
     int64_t backoff_ms = 100;
   };
@@ -544,6 +547,13 @@ absl::Status Runtime::Thread::Seek(const std::map<int32_t, int64_t>& offsets) {
 
 void Runtime::Thread::OnRebalance(rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t* parts) {
   rd_kafka_t* rk = consumer_.get();
+  // The group has had its say: restores held back for the rejoin go ahead (those of
+  // partitions this rebalance takes away are dropped below).
+  for (auto& [p, r] : restoring_) {
+    if (!r.awaiting_rejoin) continue;
+    r.awaiting_rejoin = false;
+    r.next_attempt = Clock::now();
+  }
   const bool cooperative = std::string_view(rd_kafka_rebalance_protocol(rk)) == "COOPERATIVE";
   if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
     assigned_once_ = true;
@@ -741,6 +751,22 @@ absl::Status Runtime::Thread::RebuildTasks(const absl::Status& why) {
   if (absl::Status s = AbortTransaction(); !s.ok()) return s;
   // Restored again by the loop (RestoreDue), their input paused meanwhile.
   AddRestoring(partitions);
+  if (LostGroupMembership(why)) {
+    // As Kafka Streams does on a TaskMigratedException: nothing is restored until the
+    // group has had its say. The consumer learns at its next heartbeat that it must
+    // rejoin; the rebalance then takes the partitions that moved (their restores are
+    // dropped) and releases the others (OnRebalance). Bounded by two heartbeat
+    // intervals, for a member the group did keep.
+    const std::string hb = LastSetting(options().kafka, "heartbeat.interval.ms");
+    const int64_t wait_ms = 2 * (hb.empty() ? 3'000 : std::max<int64_t>(1, std::atoll(hb.c_str())));
+    for (int32_t p : partitions) {
+      Restoring& r = restoring_[p];
+      r.awaiting_rejoin = true;
+      r.next_attempt = Clock::now() + std::chrono::milliseconds(wait_ms);
+    }
+    Log(LogLevel::kInfo, StrCat("thread ", index_, ": the group no longer knows this member; ",
+                                "its tasks wait for the rejoin (at most ", wait_ms, " ms)"));
+  }
   PublishCounters();
   Log(LogLevel::kInfo, StrCat("thread ", index_, ": rebuilding ", partitions.size(), " task(s)"));
   // A record the broker refuses as it is comes back with every redo of the work since
