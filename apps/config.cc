@@ -168,7 +168,13 @@ absl::Status ParseRoot(const YAML::Node& root, AppConfig* c) {
     }
   }
   if (const YAML::Node n = root["input"]) {
-    SM_RETURN_IF_ERROR(Reader::CheckKeys(n, "input", {"format", "max_document_bytes"}));
+    SM_RETURN_IF_ERROR(
+        Reader::CheckKeys(n, "input", {"format", "max_document_bytes", "keyed_by_service"}));
+    if (n["keyed_by_service"]) {
+      bool keyed = false;
+      SM_ASSIGN(keyed, Reader::Bool(n["keyed_by_service"], "input.keyed_by_service"));
+      p.keying = keyed ? InputKeying::kByService : InputKeying::kAny;
+    }
     if (n["format"]) {
       std::string f;
       SM_ASSIGN(f, Reader::String(n["format"], "input.format"));

@@ -130,6 +130,7 @@ class CountingChangelog final : public ChangelogWriter, public ChangelogReader {
 // everything on RocksDB stores, 6 with changelogs).
 Topology StageTopology(int stage) {
   PipelineConfig config = ReferencePipelineConfig();
+  config.keying = InputKeying::kSingleTask;  // one task, in process
   if (stage >= 5) config.store = StoreType::kRocksDb;
   if (stage >= 4) return *BuildMetricsTopology(config);
   StreamsBuilder b;

@@ -22,6 +22,12 @@ class RecordCollector {
   // Queues a record; copies everything it keeps. Failures surface in Flush().
   virtual void Send(std::string_view topic, std::string_view key, std::string_view value,
                     int64_t timestamp_ms, std::span<const Header> headers) = 0;
+  // The same to one partition (Send picks it from the key). In memory: Send.
+  virtual void SendToPartition(std::string_view topic, int32_t partition, std::string_view key,
+                               std::string_view value, int64_t timestamp_ms) {
+    (void)partition;
+    Send(topic, key, value, timestamp_ms, {});
+  }
   // At commit: returns once every queued record is acknowledged, or the first failure.
   virtual absl::Status Flush() = 0;
 };

@@ -149,7 +149,16 @@ absl::StatusOr<std::unique_ptr<Task>> Task::CreateOnce(const Topology& topology,
   // its opens. kafka_bench's drain (24 tasks of two stores, 6 runs each): mean 35-43 ms a
   // task one after the other, 21-30 ms concurrently in 5 of the 6 runs (47 in one).
   // In-memory stores open here (nothing to wait for).
-  const std::vector<StoreDef>& defs = topology.stores();
+  if (task->config_.subtopology < 0 ||
+      task->config_.subtopology >= std::max(1, topology.subtopologies())) {
+    return absl::InvalidArgumentError(
+        StrCat("task: no sub-topology ", task->config_.subtopology));
+  }
+  task->watermarked_ = topology.ReadsInternalTopic(task->config_.subtopology);
+  std::vector<StoreDef> defs;
+  for (const StoreDef& def : topology.stores()) {
+    if (def.subtopology == task->config_.subtopology) defs.push_back(def);
+  }
   for (const StoreDef& def : defs) {
     if (def.type == StoreType::kRocksDb) task->NoteExisting(def);
   }
@@ -180,19 +189,27 @@ absl::StatusOr<std::unique_ptr<Task>> Task::CreateOnce(const Topology& topology,
   }
   const std::vector<NodeDef>& nodes = topology.nodes();
   task->processors_.reserve(nodes.size());
-  for (const NodeDef& node : nodes) {
+  std::vector<ProcessorBase*> by_node(nodes.size(), nullptr);
+  for (size_t i = 0; i < nodes.size(); ++i) {
+    const NodeDef& node = nodes[i];
+    if (node.subtopology != task->config_.subtopology) continue;
     task->processors_.push_back(node.factory());
     ProcessorBase& instance = *task->processors_.back();
+    by_node[i] = &instance;
     if (node.parent == SIZE_MAX) {
       auto* source = dynamic_cast<RawSource*>(&instance);
       if (source == nullptr) {
         return absl::InternalError(StrCat("node ", node.name, " has no parent and is no source"));
       }
-      if (!task->sources_.emplace(node.topic, Source{.node = source}).second) {
-        return absl::InvalidArgumentError(StrCat("topic ", node.topic, " has two sources"));
+      const std::string topic = Topology::TopicOf(node, task->config_.application_id);
+      if (!task->sources_.emplace(topic, Source{.node = source}).second) {
+        return absl::InvalidArgumentError(StrCat("topic ", topic, " has two sources"));
       }
     } else {
-      absl::Status s = node.connect(*task->processors_[node.parent], instance);
+      if (by_node[node.parent] == nullptr) {
+        return absl::InternalError(StrCat("node ", node.name, ": parent in another sub-topology"));
+      }
+      absl::Status s = node.connect(*by_node[node.parent], instance);
       if (!s.ok()) return absl::InternalError(StrCat(node.name, ": ", s.message()));
     }
   }
@@ -252,7 +269,7 @@ absl::Status Task::RestoreFromChangelogs() {
     last_commit_ = checkpoint->marker;
   }
   if (sequence > 0 && !last_commit_.has_value()) {
-    return absl::DataLossError(StrCat("task ", TaskId(config_.partition), ": commit ", sequence,
+    return absl::DataLossError(StrCat("task ", TaskId(config_.subtopology, config_.partition), ": commit ", sequence,
                                       " has no marker to resume from"));
   }
   restore_report_.last_sequence = sequence;
@@ -262,7 +279,7 @@ absl::Status Task::RestoreFromChangelogs() {
   return absl::OkStatus();
 }
 
-std::string TaskId(int32_t partition) { return StrCat("0_", partition); }
+std::string TaskId(int subtopology, int32_t partition) { return StrCat(subtopology, "_", partition); }
 
 std::unique_ptr<StateStore> Task::WrapStore(const StoreDef& def, std::unique_ptr<StateStore> local) {
   if (config_.changelog == nullptr) return local;
@@ -335,6 +352,12 @@ absl::Status Task::Process(const SourceRecord& record) {
   absl::Status s = it->second.node->ProcessSource(record);
   current_ = nullptr;
   if (!s.ok()) return s;
+  if (watermarked_ && stream_time_ > notified_watermark_) {
+    notified_watermark_ = stream_time_;
+    for (auto& p : processors_) {
+      if (absl::Status w = p->OnWatermark(stream_time_); !w.ok()) return w;
+    }
+  }
   // No stream time yet (nothing with an event time forwarded): nothing to anchor on.
   if (stream_time_ != INT64_MIN && stream_time_ >= next_stream_punctuation_) {
     return RunPunctuators(PunctuationType::kStreamTime, stream_time_);
@@ -423,6 +446,11 @@ void Task::Send(std::string_view topic, std::string_view key, std::string_view v
                 int64_t timestamp_ms) {
   ++counters_.records_sent;
   collector_->Send(topic, key, value, timestamp_ms, {});
+}
+
+void Task::SendToPartition(std::string_view topic, int32_t partition, std::string_view key,
+                           std::string_view value, int64_t timestamp_ms) {
+  collector_->SendToPartition(topic, partition, key, value, timestamp_ms);
 }
 
 absl::Status Task::Commit() {

@@ -67,7 +67,12 @@ enum class CommitStep {
 
 struct TaskConfig {
   std::string application_id = "streammetrics";
+  // The task is sub-topology `subtopology` of the topology (only its nodes and stores)
+  // for `partition`; `input_partitions`: the input topic's partition count (and every
+  // repartition topic's).
+  int subtopology = 0;
   int32_t partition = 0;
+  int32_t input_partitions = 1;
   std::string dead_letter_topic = "metrics-dead-letter";
   // The largest dead letter (key, value and headers) the collector can take: the Kafka
   // runtime passes its producer's message.max.bytes. A larger one is cut to fit — the
@@ -111,8 +116,9 @@ struct TaskRestoreReport {
   std::string rebuilt_because;
 };
 
-// Kafka Streams' task id: "<subtopology>_<partition>" (one subtopology for now).
-std::string TaskId(int32_t partition);
+// Kafka Streams' task id: "<subtopology>_<partition>".
+std::string TaskId(int subtopology, int32_t partition);
+inline std::string TaskId(int32_t partition) { return TaskId(0, partition); }
 
 class Task final : public ProcessorContext {
  public:
@@ -173,6 +179,10 @@ class Task final : public ProcessorContext {
   // ProcessorContext.
   std::string_view application_id() const override { return config_.application_id; }
   int32_t partition() const override { return config_.partition; }
+  int32_t input_partitions() const override { return config_.input_partitions; }
+  bool watermarked() const override { return watermarked_; }
+  void SendToPartition(std::string_view topic, int32_t partition, std::string_view key,
+                       std::string_view value, int64_t timestamp_ms) override;
   int64_t stream_time_ms() const override { return stream_time_; }
   void ObserveEventTime(int64_t timestamp_ms) override;
   int64_t wall_clock_ms() const override { return config_.wall_clock(); }
@@ -251,6 +261,8 @@ class Task final : public ProcessorContext {
   TaskRestoreReport restore_report_;
   std::vector<Scheduled> scheduled_;
   int64_t stream_time_ = INT64_MIN;
+  bool watermarked_ = false;
+  int64_t notified_watermark_ = INT64_MIN;  // the last stream time given to OnWatermark
   int64_t next_stream_punctuation_ = INT64_MAX;
   static inline const SourceRecord kNoRecord{};
   const SourceRecord* current_ = nullptr;

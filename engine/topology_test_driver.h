@@ -4,7 +4,9 @@
 // One task (partition 0) processes every piped record in order. Outputs, dead letters
 // included, are collected in memory per topic until read. The wall clock is the
 // driver's own: it starts at Options::wall_clock_ms and moves only by
-// AdvanceWallClock(), so tests are deterministic.
+// AdvanceWallClock(), so tests are deterministic. A topology with repartitions runs as
+// one task per sub-topology (all partition 0), the repartition topics' records handed
+// from one to the next in memory.
 #ifndef STREAMMETRICS_ENGINE_TOPOLOGY_TEST_DRIVER_H_
 #define STREAMMETRICS_ENGINE_TOPOLOGY_TEST_DRIVER_H_
 
@@ -76,8 +78,9 @@ class TopologyTestDriver {
   // Takes every record sent so far, all topics, in send order.
   std::vector<OutputRecord> ReadAll();
 
-  StateStore* GetStateStore(std::string_view name) { return task_->GetStateStore(name); }
-  const TaskCounters& counters() const { return task_->counters(); }
+  StateStore* GetStateStore(std::string_view name);
+  // Summed over the tasks (one per sub-topology).
+  const TaskCounters& counters() const;
   int64_t wall_clock_ms() const { return *wall_clock_; }
 
  private:
@@ -86,9 +89,14 @@ class TopologyTestDriver {
 
   std::shared_ptr<int64_t> wall_clock_;
   std::unique_ptr<Collector> collector_;
-  std::unique_ptr<Task> task_;
+  // One task per sub-topology, partition 0; records sent to a repartition topic go to
+  // the task that reads it, in send order, once the call that sent them is done.
+  std::vector<std::unique_ptr<Task>> tasks_;
+  absl::Status Drain();
+  mutable TaskCounters summed_;
   Options options_;
   StringMap<int64_t> next_offset_;
+  StringMap<int> source_sub_;  // input topic -> the sub-topology reading it
   uint64_t since_commit_ = 0;
 };
 

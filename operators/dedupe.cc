@@ -33,6 +33,7 @@ absl::Status DedupeProcessor::Init(ProcessorContext* context) {
     return absl::FailedPreconditionError("dedupe: key-value store " + store_name_ +
                                          " is not registered");
   }
+  watermarked_ = context->watermarked();
   return Restore();
 }
 
@@ -66,7 +67,7 @@ absl::Status DedupeProcessor::Restore() {
       ReadFixed(&value, &e.id.lo);
       ReadFixed(&value, &e.id.hi);
       ReadFixed(&value, &e.first_seen);
-      newest = e.first_seen;
+      newest = std::max(newest, e.first_seen);
       if (e.first_seen > horizon && seen_.Insert(e.id)) {
         order_.push_back(e);
         EvictOverCap();  // the same ids as before the restart: they were evicted then
@@ -82,8 +83,11 @@ absl::Status DedupeProcessor::Restore() {
 
 absl::Status DedupeProcessor::Process(const Record<MetricEvent>& record) {
   const MetricEvent& event = *record.value;
-  if (record.timestamp_ms > stream_time_) {
-    stream_time_ = record.timestamp_ms;
+  // Behind a repartition, stream time is the upstream partitions' watermark: ids are
+  // forgotten only once every partition a copy could come from has passed them.
+  const int64_t now = watermarked_ ? context()->stream_time_ms() : record.timestamp_ms;
+  if (now > stream_time_) {
+    stream_time_ = now;
     Expire();
   }
   if (!event.has_event_id || event.event_id.empty()) return Forward(record);
@@ -92,8 +96,10 @@ absl::Status DedupeProcessor::Process(const Record<MetricEvent>& record) {
     ++context()->counters().duplicates_dropped;
     return absl::OkStatus();
   }
-  order_.push_back(Entry{id, stream_time_});
-  added_.push_back(Entry{id, stream_time_});
+  // First seen at the stream time, or — ahead of a watermark — at the event's own time.
+  const int64_t first_seen = std::max(stream_time_, record.timestamp_ms);
+  order_.push_back(Entry{id, first_seen});
+  added_.push_back(Entry{id, first_seen});
   context()->counters().dedupe_ids_evicted += EvictOverCap();
   return Forward(record);
 }
@@ -146,8 +152,10 @@ absl::Status DedupeProcessor::Flush() {
     const size_t to = std::min(added_.size(), from + per_block);
     value_buf_.clear();
     value_buf_.reserve((to - from) * kEntryBytes);
+    int64_t newest = INT64_MIN;  // first-seen times are in order but behind a repartition
     for (size_t i = from; i < to; ++i) {
       const Entry& e = added_[i];
+      newest = std::max(newest, e.first_seen);
       AppendFixed(e.id.lo, &value_buf_);
       AppendFixed(e.id.hi, &value_buf_);
       AppendFixed(e.first_seen, &value_buf_);
@@ -155,7 +163,7 @@ absl::Status DedupeProcessor::Flush() {
     const uint64_t seq = next_block_++;
     EncodeBlockKey(seq, &key_buf_);
     if (absl::Status s = store_->Put(key_buf_, value_buf_); !s.ok()) return s;
-    blocks_.push_back(Block{seq, added_[to - 1].first_seen});
+    blocks_.push_back(Block{seq, newest});
   }
   added_.clear();
   return absl::OkStatus();

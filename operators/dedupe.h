@@ -75,10 +75,11 @@ class DedupeProcessor final : public Transformer<MetricEvent, MetricEvent> {
   std::string store_name_;
   KeyValueStore* store_ = nullptr;
   int64_t stream_time_ = INT64_MIN;
+  bool watermarked_ = false;  // ProcessorContext::watermarked()
   IdSet seen_;  // live ids (first-seen times are in order_)
   struct Block {
     uint64_t seq;
-    int64_t newest;  // first-seen time of the block's last id
+    int64_t newest;  // the latest first-seen time of the block's ids
   };
   ChunkedQueue<Entry> order_;  // first-seen order, for expiry
   std::vector<Entry> added_;  // since the last flush

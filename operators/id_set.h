@@ -60,7 +60,14 @@ class IdSet {
       Move(kMovePerOp);
       if (growing() && old_.Find(id) != kNone) return false;
     }
-    if (size_ + 1 > (capacity() >> 2) * 3) Grow();
+    if (size_ + 1 > (capacity() >> 2) * 3) {
+      // Is it here already? Once grown, the current table is the old one, which the
+      // probe below does not look in: a duplicate whose insert made the set grow was
+      // taken for new (once per doubling; found by the repartition tests, where the
+      // oracle's and the tasks' sets grew at different ids).
+      if (table_.Find(id) != kNone) return false;
+      Grow();
+    }
     for (size_t i = table_.Home(id);; i = (i + 1) & table_.mask) {
       Hash128& s = table_.slots[i];
       if (s == id) return false;

@@ -12,6 +12,8 @@ std::string_view DeadLetterReasonName(DeadLetterReason reason) {
       return "late";
     case DeadLetterReason::kProcessing:
       return "processing";
+    case DeadLetterReason::kKeyMismatch:
+      return "key_mismatch";
   }
   return "processing";
 }

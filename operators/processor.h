@@ -33,8 +33,10 @@ struct Record {
 };
 
 // Why a record went to the dead-letter topic (header dlq.reason).
-enum class DeadLetterReason { kDeserialization, kValidation, kLate, kProcessing };
-inline constexpr int kDeadLetterReasonCount = 4;
+// kKeyMismatch: input declared keyed by serviceId (no repartition) whose key is not the
+// event's serviceId — aggregating it where it landed would split its groups.
+enum class DeadLetterReason { kDeserialization, kValidation, kLate, kProcessing, kKeyMismatch };
+inline constexpr int kDeadLetterReasonCount = 5;
 std::string_view DeadLetterReasonName(DeadLetterReason reason);
 
 // Where the record being processed came from: the input record as read, unchanged.
@@ -107,6 +109,17 @@ class ProcessorContext {
   // Hands a record to the record collector for `topic`.
   virtual void Send(std::string_view topic, std::string_view key, std::string_view value,
                     int64_t timestamp_ms) = 0;
+  // The same to one partition of `topic` (Send picks it by key).
+  virtual void SendToPartition(std::string_view topic, int32_t partition, std::string_view key,
+                               std::string_view value, int64_t timestamp_ms) = 0;
+  // Partitions of the task's input topic — and of every repartition topic, which has as
+  // many. 1 offline.
+  virtual int32_t input_partitions() const { return 1; }
+  // True in a sub-topology that reads a repartition topic: stream time is then the
+  // upstream tasks' watermark (the least of their event times, operators/repartition.h),
+  // not the largest timestamp read, and processors that keep time (windows, dedupe) follow
+  // stream_time_ms() (ProcessorBase::OnWatermark) rather than their records'.
+  virtual bool watermarked() const { return false; }
 
   // Calls punctuator every interval_ms of stream time or wall-clock time. The
   // punctuator must outlive the task (processors schedule themselves in Init).
@@ -134,6 +147,12 @@ class ProcessorBase {
   virtual absl::Status Flush() { return absl::OkStatus(); }
   // Bounded input is exhausted: emit everything still open (e.g. close all windows).
   virtual absl::Status EndOfInput() { return absl::OkStatus(); }
+  // Behind a repartition (ProcessorContext::watermarked()): the upstream watermark, the
+  // task's stream time, moved to `watermark_ms` — every advance, in topological order.
+  virtual absl::Status OnWatermark(int64_t watermark_ms) {
+    (void)watermark_ms;
+    return absl::OkStatus();
+  }
   virtual absl::Status Close() { return absl::OkStatus(); }
 
  protected:
@@ -141,6 +160,12 @@ class ProcessorBase {
 
  private:
   ProcessorContext* context_ = nullptr;
+};
+
+// Untyped entry point of a source node: the task hands it raw input records.
+class RawSource : public virtual ProcessorBase {
+ public:
+  virtual absl::Status ProcessSource(const SourceRecord& record) = 0;
 };
 
 // A processor of records whose value type is In.

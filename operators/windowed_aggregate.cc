@@ -52,6 +52,7 @@ absl::Status WindowedAggregateProcessor::Init(ProcessorContext* context) {
                                          " is not registered");
   }
   budget_ = context->cache_budget();
+  watermarked_ = context->watermarked();
   if (options_.idle_close_ms > 0) {
     context->Schedule(PunctuationType::kWallClock, std::min<int64_t>(options_.idle_close_ms, 1000),
                       this);
@@ -129,6 +130,13 @@ absl::Status WindowedAggregateProcessor::Restore() {
   return absl::OkStatus();
 }
 
+absl::Status WindowedAggregateProcessor::OnWatermark(int64_t time_ms) {
+  if (time_ms <= stream_time_) return absl::OkStatus();
+  stream_time_ = time_ms;
+  if (stream_time_ >= next_close_time_) return CloseDueWindows();
+  return absl::OkStatus();
+}
+
 absl::Status WindowedAggregateProcessor::Punctuate(int64_t now_ms) {
   if (record_since_tick_) {
     record_since_tick_ = false;
@@ -161,7 +169,7 @@ absl::Status WindowedAggregateProcessor::Process(const Record<MetricEvent>& reco
     return absl::OkStatus();
   }
   const int64_t ts = record.timestamp_ms;
-  if (ts > stream_time_) stream_time_ = ts;
+  if (ts > stream_time_ && !watermarked_) stream_time_ = ts;
   record_since_tick_ = true;  // idleness is judged per wall-clock tick, not per record
 
   // Which window definitions can still take this record?

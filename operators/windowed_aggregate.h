@@ -93,6 +93,8 @@ class WindowedAggregateProcessor final : public Transformer<MetricEvent, Windowe
   ~WindowedAggregateProcessor() override;
   // Wall-clock punctuation: idleness (see above).
   absl::Status Punctuate(int64_t now_ms) override;
+  // Behind a repartition: stream time is the upstream partitions' watermark.
+  absl::Status OnWatermark(int64_t watermark_ms) override;
 
   // Introspection for tests and metrics.
   int64_t stream_time() const { return stream_time_; }
@@ -157,6 +159,7 @@ class WindowedAggregateProcessor final : public Transformer<MetricEvent, Windowe
   int64_t pane_size_;
   int64_t max_retention_ = 0;  // max(size + grace)
   int64_t stream_time_ = INT64_MIN;
+  bool watermarked_ = false;
   // Idleness, judged at each wall-clock tick (no clock read per record): the tick at which
   // records were last seen, and the stream time then.
   bool record_since_tick_ = false;

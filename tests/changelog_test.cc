@@ -360,6 +360,7 @@ class RecoveryTest : public ::testing::Test {
   RunResult Run(const RunOptions& o) {
     TempDir dir;
     PipelineConfig config = ReferencePipelineConfig();
+    config.keying = InputKeying::kSingleTask;
     config.store = o.store;
     absl::StatusOr<Topology> topology = BuildMetricsTopology(config);
     EXPECT_TRUE(topology.ok()) << topology.status();

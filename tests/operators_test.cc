@@ -462,6 +462,31 @@ TEST(IdSet, DoublesIncrementallyAndFindsEveryIdMeanwhile) {
   }
 }
 
+// Regression: an id already in the set, inserted again by the insert that makes the set
+// grow, was taken for new — the table it was in had just become the old one, which that
+// insert no longer looked in. Dedupe let one duplicate through per doubling.
+TEST(IdSet, ADuplicateThatMakesTheSetGrowIsStillADuplicate) {
+  for (size_t doubling = 1'024; doubling <= 16'384; doubling *= 2) {
+    IdSet set;
+    size_t n = 0;
+    while (set.size() + 1 <= (set.capacity() >> 2) * 3 || set.capacity() < doubling) {
+      ASSERT_TRUE(set.Insert(StableHash128(StrCat("id-", n++))));
+      if (set.growing()) {
+        while (set.growing()) ASSERT_TRUE(set.Insert(StableHash128(StrCat("id-", n++))));
+      }
+    }
+    // The next insert grows the set: each id already in it must be refused, the first one
+    // and the last one alike.
+    const size_t capacity = set.capacity();
+    EXPECT_FALSE(set.Insert(StableHash128("id-0"))) << doubling;
+    EXPECT_FALSE(set.Insert(StableHash128(StrCat("id-", n - 1)))) << doubling;
+    EXPECT_EQ(set.size(), n);
+    EXPECT_TRUE(set.Insert(StableHash128(StrCat("id-", n)))) << doubling;  // grows now
+    EXPECT_EQ(set.capacity(), 2 * capacity);
+    EXPECT_FALSE(set.Insert(StableHash128("id-0")));
+  }
+}
+
 TEST(IdSet, TheEmptyMarkerIsAnIdLikeAnyOther) {
   IdSet set;
   EXPECT_FALSE(set.Contains(Hash128{0, 0}));

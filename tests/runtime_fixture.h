@@ -34,6 +34,7 @@
 
 #include "apps/event_generator.h"
 #include "engine/kafka/changelog_reader.h"
+#include "engine/kafka/kafka_common.h"
 #include "engine/kafka/producer.h"
 #include "engine/kafka/runtime.h"
 #include "engine/kafka/topic_reader.h"
@@ -94,6 +95,8 @@ class RuntimeTestBase : public ::testing::Test {
     SetMinLogLevel(LogLevel::kWarning);
     config_ = ReferencePipelineConfig();
     config_.idle_close_ms = 0;  // deterministic: windows close on stream time only
+    // Input keyed by serviceId, aggregated where it lands; tests of the repartition set kAny.
+    config_.keying = InputKeying::kByService;
     config_.store = StoreType::kRocksDb;
     config_.input_topic += suffix;
     config_.dead_letter_topic += suffix;
@@ -120,6 +123,9 @@ class RuntimeTestBase : public ::testing::Test {
     topology_ = std::make_unique<Topology>(*std::move(t));
     PipelineConfig in_memory = config_;
     in_memory.store = StoreType::kInMemory;
+    // Repartitioned, every event of a service meets in one task: the oracle is one task
+    // over all of the input (OracleOfAll).
+    if (in_memory.keying == InputKeying::kAny) in_memory.keying = InputKeying::kSingleTask;
     oracle_topology_ = std::make_unique<Topology>(*BuildMetricsTopology(in_memory));
   }
 
@@ -147,7 +153,7 @@ class RuntimeTestBase : public ::testing::Test {
     g.start_ms = start_ms;
     g.events_per_second = 200;
     g.duplicate_fraction = 0.02;
-    g.late_fraction = 0.005;
+    g.late_fraction = late_fraction_;
     g.late_by_ms = 10 * 60'000;
     EventGenerator generator(g);
     absl::StatusOr<std::unique_ptr<Producer>> p = Producer::Create(
@@ -161,7 +167,7 @@ class RuntimeTestBase : public ::testing::Test {
       }
       doc.clear();
       generator.Next(&doc);
-      (*p)->Send(config_.input_topic, -1, GeneratedServiceId(doc), doc, 0, {});
+      (*p)->Send(config_.input_topic, -1, KeyOf(doc), doc, 0, {});
     }
     absl::Status flushed = (*p)->Flush();
     if (!allow_failures) {
@@ -169,13 +175,63 @@ class RuntimeTestBase : public ::testing::Test {
     }
   }
 
-  // What each task must send: the topology offline over each partition's records.
+  // How Produce keys its records: by serviceId (as the load generator and reference/000's
+  // producers do), not at all (kcat's default), or by instanceId.
+  enum class KeyBy { kService, kNone, kInstance };
+  std::string_view KeyOf(std::string_view doc) const {
+    switch (key_by_) {
+      case KeyBy::kService:
+        return GeneratedServiceId(doc);
+      case KeyBy::kNone:
+        return {};
+      case KeyBy::kInstance: {
+        constexpr std::string_view kField = "\"instanceId\":\"";
+        const size_t at = doc.find(kField);
+        if (at == std::string_view::npos) return {};
+        const size_t begin = at + kField.size();
+        return doc.substr(begin, doc.find('"', begin) - begin);
+      }
+    }
+    return {};
+  }
+
+  // One event of service "zz-closer" to every input partition at `ts_ms`: with input
+  // repartitioned, every partition's watermark then passes the windows before it, so
+  // the runtime closes exactly the windows the oracle (which sees all input) closes.
+  void ProduceClosers(int64_t ts_ms, int partitions = 6) {
+    absl::StatusOr<std::unique_ptr<Producer>> p =
+        Producer::Create({.properties = {{"bootstrap.servers", Bootstrap()}}});
+    ASSERT_TRUE(p.ok()) << p.status();
+    for (int i = 0; i < partitions; ++i) {
+      const std::string doc = StrCat(
+          R"({"eventId":"closer-)", i, R"(","timestamp":)", ts_ms,
+          R"(,"serviceId":"zz-closer","instanceId":"c","metricType":"CUSTOM_GAUGE","metricName":"closer","value":1})");
+      (*p)->Send(config_.input_topic, i, "zz-closer", doc, 0, {});
+    }
+    ASSERT_TRUE((*p)->Flush().ok());
+  }
+
+  // What each task must send: the topology offline over each partition's records. With
+  // the input repartitioned (kAny), one task over all of it, in event-time order.
   // `counters`: the offline tasks' counters, summed.
   std::vector<OutputRecord> Oracle(TaskCounters* counters = nullptr) {
     absl::StatusOr<std::vector<OutputRecord>> input = ReadTopic(Props(), config_.input_topic);
     EXPECT_TRUE(input.ok()) << input.status();
     std::map<int32_t, std::vector<const OutputRecord*>> by_partition;
-    for (const OutputRecord& r : *input) by_partition[r.partition].push_back(&r);
+    if (config_.keying == InputKeying::kAny) {
+      std::vector<std::pair<int64_t, const OutputRecord*>> all;
+      std::unique_ptr<MetricEventDecoder> decoder = NewJsonMetricEventDecoder();
+      MetricEvent e;
+      for (const OutputRecord& r : *input) {
+        const bool ok = decoder->Decode(r.value, &e).ok() && e.has_timestamp;
+        all.emplace_back(ok ? e.timestamp_ms : INT64_MIN, &r);
+      }
+      std::stable_sort(all.begin(), all.end(),
+                       [](const auto& a, const auto& b) { return a.first < b.first; });
+      for (const auto& [ts, r] : all) by_partition[0].push_back(r);
+    } else {
+      for (const OutputRecord& r : *input) by_partition[r.partition].push_back(&r);
+    }
     std::vector<OutputRecord> out;
     for (auto& [partition, records] : by_partition) {
       TopologyTestDriver::Options o;
@@ -184,6 +240,7 @@ class RuntimeTestBase : public ::testing::Test {
       auto d = TopologyTestDriver::Create(*oracle_topology_, o);
       EXPECT_TRUE(d.ok()) << d.status();
       for (const OutputRecord* r : records) {
+        // Keyed by serviceId in the oracle: its key check, if any, is the runtime's test.
         EXPECT_TRUE((*d)->PipeInput(config_.input_topic, r->key, r->value).ok());
       }
       EXPECT_TRUE((*d)->Commit().ok());
@@ -232,6 +289,10 @@ class RuntimeTestBase : public ::testing::Test {
     if (absl::Status s = (*rt)->Start(); !s.ok()) return s;
     EXPECT_TRUE(WaitFor([&] { return (*rt)->counters().committed_input == events; }, 150'000))
         << (*rt)->counters().committed_input << " of " << events;
+    if (config_.keying == InputKeying::kAny) {
+      EXPECT_TRUE(WaitFor([&] { return RepartitionBacklog(options.application_id) == 0; }, 60'000))
+          << RepartitionBacklog(options.application_id);
+    }
     if (counters != nullptr) *counters = (*rt)->counters();
     (*rt)->Stop();
     return (*rt)->Join();
@@ -245,8 +306,10 @@ class RuntimeTestBase : public ::testing::Test {
     if (!reader.ok()) return -1;
     int64_t sum = 0;
     for (int p = 0; p < partitions; ++p) {
-      absl::StatusOr<std::optional<CommitMarker>> m =
-          (*reader)->LastMarker("aggregate-store", p, 0);
+      // Repartitioned, the input's offsets are in the upstream tasks' markers.
+      absl::StatusOr<std::optional<CommitMarker>> m = (*reader)->LastMarker(
+          config_.keying == InputKeying::kAny ? "by-service-repartition-state" : "aggregate-store",
+          p, 0);
       if (!m.ok()) return -1;
       if (!m->has_value()) continue;
       for (const InputOffset& o : (*m)->offsets) {
@@ -254,6 +317,40 @@ class RuntimeTestBase : public ::testing::Test {
       }
     }
     return sum;
+  }
+
+  // Repartitioned (kAny, exactly-once): the records of app's repartition topic its
+  // downstream tasks have not committed yet, from the topic's high watermarks and the
+  // aggregate store's last commit markers; -1 when unreadable. Upstream commits first,
+  // so "the input is committed" says nothing of the results until this is 0.
+  int64_t RepartitionBacklog(const std::string& app, int partitions = 6) const {
+    absl::StatusOr<std::unique_ptr<KafkaChangelogReader>> reader =
+        KafkaChangelogReader::Create(Props(), app, 5'000);
+    absl::StatusOr<KafkaHandle> client = NewClient(RD_KAFKA_CONSUMER, Props());
+    if (!reader.ok() || !client.ok()) return -1;
+    const std::string topic = app + "-by-service-repartition";
+    int64_t backlog = 0;
+    for (int p = 0; p < partitions; ++p) {
+      int64_t low = 0, high = 0;
+      if (rd_kafka_query_watermark_offsets(client->get(), topic.c_str(), p, &low, &high, 5'000) !=
+          RD_KAFKA_RESP_ERR_NO_ERROR) {
+        return -1;
+      }
+      absl::StatusOr<std::optional<CommitMarker>> m =
+          (*reader)->LastMarker("aggregate-store", p, 0);
+      if (!m.ok()) return -1;
+      int64_t committed = 0;
+      if (m->has_value()) {
+        for (const InputOffset& o : (*m)->offsets) {
+          if (o.topic == topic) committed = o.next_offset;
+        }
+      }
+      // Under exactly-once every transaction ends with a control record, which takes an
+      // offset and is never read: caught up, the committed offset is the high watermark's
+      // minus one (a transaction still unread is at least a record and its marker).
+      backlog += std::max<int64_t>(0, high - committed - 1);
+    }
+    return backlog;
   }
 
   // A config for `streammetrics run` of application `app`: this fixture's topics and
@@ -267,6 +364,8 @@ class RuntimeTestBase : public ::testing::Test {
     f << "application: {id: " << app << "}\n"
       << "topics: {input: " << config_.input_topic << ", dead_letter: "
       << config_.dead_letter_topic << "}\n"
+      << "input: {keyed_by_service: " << (config_.keying == InputKeying::kByService ? "true" : "false")
+      << "}\n"
       << "aggregate:\n  store: rocksdb\n  idle_close: \"off\"\n  windows:\n";
     for (const WindowSpec& w : config_.windows) {
       f << "    - {name: " << w.name << ", type: " << (w.tumbling() ? "tumbling" : "hopping")
@@ -300,15 +399,19 @@ class RuntimeTestBase : public ::testing::Test {
   // committed and must exit 0. Then the results are compared with the oracle's.
   // `config_extra`: YAML appended to the run config (sinks, say); `before_stop`: called
   // while the last run is still up, after it committed everything.
+  // `closers`: ProduceClosers once the input is in (a repartitioned pipeline's last
+  // windows close then).
   void KillNineRepeatedlyThenCompare(const std::string& app, bool last_result_wins,
                                      const std::string& config_extra = "",
-                                     const std::function<void()>& before_stop = nullptr) {
+                                     const std::function<void()>& before_stop = nullptr,
+                                     bool closers = false) {
     std::filesystem::create_directories(dir_);
     const std::string config = (dir_ / "crash.yaml").string();
     WriteRunConfig(config, app, (dir_ / "state").string());
     if (!config_extra.empty()) std::ofstream(config, std::ios::app) << config_extra << "\n";
     const int kEvents = 45'000;
-    std::thread producer([&] { Produce(kEvents, 9, InputStartMs(), /*pace_per_s=*/1'000); });
+    const int64_t start = InputStartMs();
+    std::thread producer([&] { Produce(kEvents, 9, start, /*pace_per_s=*/1'000); });
     testing::JoinOnExit joiner{producer};
     const std::string log = (dir_ / "run.log").string();
     const std::vector<std::string> run = {SM_BINARY, "run", "--config", config, "--quiet", "true"};
@@ -325,10 +428,16 @@ class RuntimeTestBase : public ::testing::Test {
       EXPECT_TRUE(WIFSIGNALED(status));
     }
     producer.join();
+    if (closers) ProduceClosers(start + 10 * 60'000);
+    const int64_t total = kEvents + (closers ? 6 : 0);
     pid_t pid = testing::Spawn(run, log);
     ASSERT_GT(pid, 0);
-    EXPECT_TRUE(WaitFor([&] { return CommittedInput(app) == kEvents; }, 240'000))
+    EXPECT_TRUE(WaitFor([&] { return CommittedInput(app) == total; }, 240'000))
         << CommittedInput(app) << "\n" << testing::ReadFile(log);
+    if (config_.keying == InputKeying::kAny) {
+      EXPECT_TRUE(WaitFor([&] { return RepartitionBacklog(app) == 0; }, 60'000))
+          << RepartitionBacklog(app);
+    }
     if (before_stop) before_stop();
     kill(pid, SIGTERM);
     int status = 0;
@@ -383,7 +492,13 @@ class RuntimeTestBase : public ::testing::Test {
       ASSERT_NE(it, got.end()) << std::get<0>(k) << " " << std::get<1>(k) << " " << std::get<4>(k);
       const ResultValue& g = it->second;
       EXPECT_EQ(g.count, w.count);
-      EXPECT_EQ(g.sum, w.sum);
+      if (config_.keying == InputKeying::kAny) {
+        // The same values, added in another order (the oracle's is event time's): equal
+        // up to rounding.
+        EXPECT_NEAR(g.sum, w.sum, 1e-9 * std::abs(w.sum));
+      } else {
+        EXPECT_EQ(g.sum, w.sum);
+      }
       EXPECT_EQ(g.min, w.min);
       EXPECT_EQ(g.max, w.max);
       for (double q : {g.p50, g.p95, g.p99}) {
@@ -399,6 +514,8 @@ class RuntimeTestBase : public ::testing::Test {
   }
 
   PipelineConfig config_;
+  KeyBy key_by_ = KeyBy::kService;
+  double late_fraction_ = 0.005;
   std::string app_id_;
   std::unique_ptr<Topology> topology_;
   std::unique_ptr<Topology> oracle_topology_;

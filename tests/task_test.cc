@@ -1105,6 +1105,7 @@ std::vector<std::string> Sent(TopologyTestDriver& d) {
 // sums, quantiles, to the byte), every duplicate still recognised, every late record.
 TEST(TaskStores, RestartOnRocksDbStateContinuesExactlyWhereItStopped) {
   PipelineConfig config = ReferencePipelineConfig();
+  config.keying = InputKeying::kSingleTask;
   config.store = StoreType::kRocksDb;
   absl::StatusOr<Topology> topology = BuildMetricsTopology(config);
   ASSERT_TRUE(topology.ok()) << topology.status();
@@ -1173,6 +1174,7 @@ TEST(TaskStores, StateWrittenByOtherWindowsIsDataLoss) {
   std::filesystem::remove_all(dir);
   auto open = [&](int64_t size_ms) {
     PipelineConfig config = ReferencePipelineConfig();
+    config.keying = InputKeying::kSingleTask;
     config.store = StoreType::kRocksDb;
     config.dedupe_enabled = false;
     config.windows = {WindowSpec::Tumbling("w", size_ms)};

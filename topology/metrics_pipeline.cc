@@ -53,6 +53,19 @@ absl::StatusOr<Topology> BuildMetricsTopology(const PipelineConfig& config) {
   KStream<MetricEvent> events =
       builder.Stream(config.input_topic, config.format, config.limits).Validate(config.validation,
                                                                                 "validate");
+  switch (config.keying) {
+    case InputKeying::kAny:
+      // Partitions that read nothing stop holding the others back after the idle period
+      // (operators/repartition.h); with idle close disabled, after its default.
+      events = events.RepartitionByService("by-service",
+                                           config.idle_close_ms > 0 ? config.idle_close_ms : 30'000);
+      break;
+    case InputKeying::kByService:
+      events = events.CheckKeyIsService("key-check");
+      break;
+    case InputKeying::kSingleTask:
+      break;
+  }
   if (config.enrich_enabled) events = events.Enrich(config.enrich, "enrich");
   if (config.dedupe_enabled) events = events.Dedupe(config.dedupe, "dedupe", config.store);
 

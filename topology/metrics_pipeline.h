@@ -1,7 +1,8 @@
 // The flagship job: reference/001's metrics pipeline, built with the DSL from a
 // PipelineConfig (apps/config.h fills one from YAML).
 //
-//   source(input, format) -> validate -> enrich -> dedupe -> groupBy(dims)
+//   source(input, format) -> validate -> repartition by serviceId (InputKeying::kAny)
+//     | key check (kByService) -> enrich -> dedupe -> groupBy(dims)
 //     -> windows (tumbling/hopping, one aggregate node, stream slicing)
 //     -> per window: to(window.topic) as JSON keyed by serviceId
 #ifndef STREAMMETRICS_TOPOLOGY_METRICS_PIPELINE_H_
@@ -15,11 +16,26 @@
 
 namespace streammetrics {
 
+// How the input's producers key their events, which decides where they are aggregated.
+enum class InputKeying {
+  // Any keying (none, by instance, by service): events are re-keyed by serviceId through
+  // the repartition topic `<application.id>-by-service-repartition`, so every event of a
+  // service — and every copy of a duplicate — meets in one task. The default: exact
+  // whatever the producers do.
+  kAny,
+  // Every producer keys by serviceId with the same partitioner (reference/000's do): no
+  // repartition; a record whose key is not its serviceId is dead-lettered (key_mismatch).
+  kByService,
+  // One task sees all the input (offline `process`/`demo`, tests of a single task): neither.
+  kSingleTask,
+};
+
 struct PipelineConfig {
   std::string application_id = "streammetrics";
   std::string input_topic = "metrics-events";
   std::string dead_letter_topic = "metrics-dead-letter";
   EventFormat format = EventFormat::kJson;
+  InputKeying keying = InputKeying::kAny;
   DecodeLimits limits;
   ValidationRules validation;
   bool enrich_enabled = true;

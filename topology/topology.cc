@@ -44,30 +44,66 @@ std::string DurationText(int64_t ms) {
 
 }  // namespace
 
-std::vector<std::string> Topology::source_topics() const {
+std::string Topology::TopicOf(const NodeDef& node, std::string_view application_id) {
+  return node.internal ? StrCat(application_id, "-", node.topic) : node.topic;
+}
+
+std::vector<std::string> Topology::source_topics(std::string_view application_id) const {
   std::vector<std::string> topics;
   for (const NodeDef& n : nodes_) {
-    if (n.kind == "source") topics.push_back(n.topic);
+    if (n.kind != "source" || (n.internal && application_id.empty())) continue;
+    topics.push_back(TopicOf(n, application_id));
   }
   return topics;
 }
 
-std::vector<std::string> Topology::sink_topics() const {
+std::vector<std::string> Topology::sink_topics(std::string_view application_id) const {
   std::vector<std::string> topics;
   for (const NodeDef& n : nodes_) {
-    if (n.kind == "sink" &&
-        std::find(topics.begin(), topics.end(), n.topic) == topics.end()) {
-      topics.push_back(n.topic);
-    }
+    if (n.kind != "sink" || (n.internal && application_id.empty())) continue;
+    std::string t = TopicOf(n, application_id);
+    if (std::find(topics.begin(), topics.end(), t) == topics.end()) topics.push_back(std::move(t));
   }
   return topics;
+}
+
+std::vector<std::string> Topology::internal_topics(std::string_view application_id) const {
+  std::vector<std::string> topics;
+  for (const NodeDef& n : nodes_) {
+    if (n.kind == "source" && n.internal) topics.push_back(TopicOf(n, application_id));
+  }
+  return topics;
+}
+
+int Topology::SubtopologyOf(std::string_view topic, std::string_view application_id) const {
+  for (const NodeDef& n : nodes_) {
+    if (n.kind == "source" && TopicOf(n, application_id) == topic) return n.subtopology;
+  }
+  return -1;
+}
+
+bool Topology::ReadsInternalTopic(int sub) const {
+  for (const NodeDef& n : nodes_) {
+    if (n.kind == "source" && n.subtopology == sub && n.internal) return true;
+  }
+  return false;
+}
+
+bool Topology::HasStores(int sub) const {
+  for (const StoreDef& d : stores_) {
+    if (d.subtopology == sub) return true;
+  }
+  return false;
 }
 
 std::string Topology::Describe() const {
   std::string out = "Topology\n";
+  for (int sub = 0; sub < subtopologies_; ++sub) {
+  if (subtopologies_ > 1) StrAppend(&out, " Sub-topology: ", sub, "\n");
   for (size_t i = 0; i < nodes_.size(); ++i) {
     const NodeDef& n = nodes_[i];
-    StrAppend(&out, "  ", n.kind == "source" ? "Source: " : n.kind == "sink" ? "Sink: "
+    if (n.subtopology != sub) continue;
+    StrAppend(&out, "  ", n.kind == "source" ? "Source: " : n.kind == "sink" || n.kind == "repartition" ? "Sink: "
                                                                                    : "Processor: ",
                     n.name);
     if (!n.detail.empty()) StrAppend(&out, " (", n.detail, ")");
@@ -79,6 +115,7 @@ std::string Topology::Describe() const {
       StrAppend(&out, "    --> ", StrJoin(names, ", "), "\n");
     }
     if (n.parent != SIZE_MAX) StrAppend(&out, "    <-- ", nodes_[n.parent].name, "\n");
+  }
   }
   if (!stores_.empty()) {
     out += "Stores\n";
@@ -112,6 +149,7 @@ size_t StreamsBuilder::AddNode(NodeDef node, size_t parent) {
   }
   size_t index = topology_.nodes_.size();
   node.parent = parent;
+  if (parent != SIZE_MAX) node.subtopology = topology_.nodes_[parent].subtopology;
   topology_.nodes_.push_back(std::move(node));
   if (parent != SIZE_MAX) topology_.nodes_[parent].children.push_back(index);
   return index;
@@ -138,6 +176,7 @@ KStream<MetricEvent> StreamsBuilder::Stream(const std::string& topic, EventForma
     return std::make_unique<MetricEventSource>(format, limits);
   };
   if (topic.empty()) Fail(absl::InvalidArgumentError("source: topic must not be empty"));
+  node.subtopology = NextSubtopology();
   return KStream<MetricEvent>(this, AddNode(std::move(node), SIZE_MAX));
 }
 
@@ -155,6 +194,14 @@ absl::StatusOr<Topology> StreamsBuilder::Build() {
   if (topology_.source_topics().empty()) {
     return absl::InvalidArgumentError("topology: no source");
   }
+  for (StoreDef& store : topology_.stores_) {
+    for (const NodeDef& n : topology_.nodes_) {
+      if (std::find(n.stores.begin(), n.stores.end(), store.name) != n.stores.end()) {
+        store.subtopology = n.subtopology;
+      }
+    }
+  }
+  topology_.subtopologies_ = next_subtopology_;
   return topology_;
 }
 
@@ -205,6 +252,46 @@ KGroupedStream AddGroupBy(StreamsBuilder* b, size_t parent,
   }
   if (dimensions.empty()) b->Fail(absl::InvalidArgumentError("group_by: no dimensions"));
   return KGroupedStream(b, parent, std::move(dims));
+}
+
+KStream<MetricEvent> AddRepartition(StreamsBuilder* b, size_t parent, std::string name,
+                                    int64_t idle_ms) {
+  if (name.empty()) b->Fail(absl::InvalidArgumentError("repartition: a name is needed"));
+  if (idle_ms < 0) b->Fail(absl::InvalidArgumentError("repartition: idle must be >= 0"));
+  const std::string suffix = StrCat(name, "-repartition");
+  const std::string store_name = StrCat(name, "-repartition-state");
+  b->AddStore(StoreDef{store_name, StoreKind::kKeyValue, StoreType::kInMemory});
+  NodeDef sink;
+  sink.kind = "repartition";
+  sink.name = b->NextName("repartition", StrCat(name, "-repartition-sink"));
+  sink.topic = suffix;
+  sink.internal = true;
+  sink.detail = StrCat("topic: <application.id>-", suffix, ", keyed by serviceId, watermarks");
+  sink.stores = {store_name};
+  RepartitionOptions options{.name = name, .idle_ms = idle_ms};
+  sink.factory = [options, store_name]() -> std::unique_ptr<ProcessorBase> {
+    return std::make_unique<RepartitionSinkProcessor>(options, store_name);
+  };
+  sink.connect = &KStream<MetricEvent>::Connect;
+  b->AddNode(std::move(sink), parent);
+
+  NodeDef source;
+  source.kind = "source";
+  source.name = b->NextName("source", StrCat(name, "-repartition-source"));
+  source.topic = suffix;
+  source.internal = true;
+  source.detail = StrCat("topic: <application.id>-", suffix, ", stream time: upstream watermark");
+  source.factory = []() -> std::unique_ptr<ProcessorBase> {
+    return std::make_unique<RepartitionSourceProcessor>();
+  };
+  source.subtopology = b->NextSubtopology();
+  return KStream<MetricEvent>(b, b->AddNode(std::move(source), SIZE_MAX));
+}
+
+KStream<MetricEvent> AddKeyCheck(StreamsBuilder* b, size_t parent, std::string name) {
+  return KStream<MetricEvent>(b, parent).Process<MetricEvent>(
+      "key-check", std::move(name), []() { return std::make_unique<KeyCheckProcessor>(); },
+      "key must be the serviceId, else dead letter key_mismatch");
 }
 
 void AddWindowTopicSinks(StreamsBuilder* b, size_t parent) {

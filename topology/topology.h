@@ -37,17 +37,13 @@
 #include "operators/metric_event.h"
 #include "operators/metric_event_codec.h"
 #include "operators/processor.h"
+#include "operators/repartition.h"
 #include "operators/validate.h"
 #include "operators/windowed_aggregate.h"
 #include "statestore/state_store.h"
 
 namespace streammetrics {
 
-// Untyped entry point of a source node: the task hands it raw input records.
-class RawSource : public virtual ProcessorBase {
- public:
-  virtual absl::Status ProcessSource(const SourceRecord& record) = 0;
-};
 
 enum class StoreKind { kKeyValue, kWindow };
 
@@ -60,6 +56,8 @@ struct StoreDef {
   // key, so its changelog topic must also delete by time (compact,delete), or compaction
   // alone would keep every pane forever. 0: compaction only.
   int64_t retention_ms = 0;
+  // The sub-topology of the node that owns it (set by Build).
+  int subtopology = 0;
 };
 
 struct NodeDef {
@@ -75,14 +73,34 @@ struct NodeDef {
   size_t parent = SIZE_MAX;
   // Aggregate nodes: their window definitions (sinks per window find them here).
   std::vector<WindowSpec> windows;
+  // The sub-topology: the nodes a task instantiates together, connected without a topic
+  // between them. A repartition ends one and starts the next (task ids
+  // "<subtopology>_<partition>", as Kafka Streams').
+  int subtopology = 0;
+  // Sources and sinks of an internal topic: `topic` is then the name's suffix
+  // ("<name>-repartition"), the application id its prefix (Topology::TopicOf).
+  bool internal = false;
 };
 
 class Topology {
  public:
   const std::vector<NodeDef>& nodes() const { return nodes_; }
   const std::vector<StoreDef>& stores() const { return stores_; }
-  std::vector<std::string> source_topics() const;
-  std::vector<std::string> sink_topics() const;
+  // Topics by their full names, internal ones under `application_id` ("" leaves internal
+  // topics out).
+  std::vector<std::string> source_topics(std::string_view application_id = "") const;
+  std::vector<std::string> sink_topics(std::string_view application_id = "") const;
+  // The repartition topics of the topology, full names.
+  std::vector<std::string> internal_topics(std::string_view application_id) const;
+  // The full name of a source's or sink's topic.
+  static std::string TopicOf(const NodeDef& node, std::string_view application_id);
+  int subtopologies() const { return subtopologies_; }
+  // The sub-topology whose source reads `topic` (full name), or -1.
+  int SubtopologyOf(std::string_view topic, std::string_view application_id) const;
+  // Whether sub-topology `sub` reads a repartition topic (its stream time is then the
+  // upstream watermark: ProcessorContext::watermarked()).
+  bool ReadsInternalTopic(int sub) const;
+  bool HasStores(int sub) const;
   // A readable listing of sources, processors (with their stores) and sinks.
   std::string Describe() const;
 
@@ -90,6 +108,7 @@ class Topology {
   friend class StreamsBuilder;
   std::vector<NodeDef> nodes_;
   std::vector<StoreDef> stores_;
+  int subtopologies_ = 0;
 };
 
 template <typename V>
@@ -121,9 +140,12 @@ class StreamsBuilder {
   // The windows of the nearest aggregate node at or above `node`, or nullptr.
   const std::vector<WindowSpec>* FindWindows(size_t node) const;
   bool failed() const { return !status_.ok(); }
+  // A new sub-topology's number (sources start one).
+  int NextSubtopology() { return next_subtopology_++; }
 
  private:
   Topology topology_;
+  int next_subtopology_ = 0;
   absl::Status status_;
   int counter_ = 0;
 };
@@ -167,6 +189,17 @@ class KStream {
                     StoreType store = StoreType::kInMemory)
     requires std::same_as<V, MetricEvent>;
   KGroupedStream GroupBy(const std::vector<std::string>& dimensions)
+    requires std::same_as<V, MetricEvent>;
+  // Re-keys the stream by serviceId through the internal topic
+  // `<application.id>-<name>-repartition` (operators/repartition.h): what follows is a new
+  // sub-topology whose tasks see every event of a service, whatever partition it was
+  // produced to. `idle_ms`: wall-clock silence after which a partition stops holding the
+  // downstream stream time back.
+  KStream<V> RepartitionByService(std::string name, int64_t idle_ms = 30'000)
+    requires std::same_as<V, MetricEvent>;
+  // For input keyed by serviceId (no repartition): dead-letters a record whose key is not
+  // its serviceId (reason key_mismatch).
+  KStream<V> CheckKeyIsService(std::string name = "")
     requires std::same_as<V, MetricEvent>;
 
   // --- Aggregate-result operators. ---
@@ -238,6 +271,9 @@ KStream<MetricEvent> AddDedupe(StreamsBuilder* b, size_t parent, DedupeOptions o
                                std::string name, StoreType store);
 KGroupedStream AddGroupBy(StreamsBuilder* b, size_t parent,
                           const std::vector<std::string>& dimensions);
+KStream<MetricEvent> AddRepartition(StreamsBuilder* b, size_t parent, std::string name,
+                                    int64_t idle_ms);
+KStream<MetricEvent> AddKeyCheck(StreamsBuilder* b, size_t parent, std::string name);
 void AddWindowTopicSinks(StreamsBuilder* b, size_t parent);
 }  // namespace topology_internal
 
@@ -267,6 +303,20 @@ KGroupedStream KStream<V>::GroupBy(const std::vector<std::string>& dimensions)
   requires std::same_as<V, MetricEvent>
 {
   return topology_internal::AddGroupBy(builder_, node_, dimensions);
+}
+
+template <typename V>
+KStream<V> KStream<V>::RepartitionByService(std::string name, int64_t idle_ms)
+  requires std::same_as<V, MetricEvent>
+{
+  return topology_internal::AddRepartition(builder_, node_, std::move(name), idle_ms);
+}
+
+template <typename V>
+KStream<V> KStream<V>::CheckKeyIsService(std::string name)
+  requires std::same_as<V, MetricEvent>
+{
+  return topology_internal::AddKeyCheck(builder_, node_, std::move(name));
 }
 
 template <typename V>

@@ -464,6 +464,11 @@ void TaskProducer::Send(std::string_view topic, std::string_view key, std::strin
   producer_->Send(topic, -1, key, value, timestamp_ms, headers);
 }
 
+void TaskProducer::SendToPartition(std::string_view topic, int32_t partition, std::string_view key,
+                                   std::string_view value, int64_t timestamp_ms) {
+  producer_->Send(topic, partition, key, value, timestamp_ms, {});
+}
+
 const std::string& TaskProducer::Topic(std::string_view store) const {
   for (const auto& [name, topic] : changelog_topics_) {
     if (name == store) return topic;

@@ -118,6 +118,8 @@ class TaskProducer final : public RecordCollector, public ChangelogWriter {
   // RecordCollector.
   void Send(std::string_view topic, std::string_view key, std::string_view value,
             int64_t timestamp_ms, std::span<const Header> headers) override;
+  void SendToPartition(std::string_view topic, int32_t partition, std::string_view key,
+                       std::string_view value, int64_t timestamp_ms) override;
   // ChangelogWriter.
   void Append(std::string_view store, const ChangeRecord& record) override;
   absl::Status Flush() override { return producer_->Flush(); }

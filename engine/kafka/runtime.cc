@@ -56,6 +56,11 @@ class CountingTaskProducer final : public RecordCollector, public ChangelogWrite
     ++sent_;
     inner_.Send(topic, key, value, timestamp_ms, headers);
   }
+  void SendToPartition(std::string_view topic, int32_t partition, std::string_view key,
+                       std::string_view value, int64_t timestamp_ms) override {
+    ++sent_;
+    inner_.SendToPartition(topic, partition, key, value, timestamp_ms);
+  }
   void Append(std::string_view store, const ChangeRecord& record) override {
     ++sent_;
     inner_.Append(store, record);
@@ -150,24 +155,29 @@ class Runtime::Thread {
   // Drops the producer's held records and aborts the open transaction, if any; when the
   // abort fails (fenced, fatal), a new producer (retried while the broker is away).
   absl::Status AbortTransaction();
-  absl::StatusOr<int64_t> CreateTask(int32_t partition);
+  absl::StatusOr<int64_t> CreateTask(TaskKey key);
   // Partitions assigned whose tasks are not made yet: paused, restored by the loop
   // (RestoreDue), never inside a rebalance callback.
   void AddRestoring(rd_kafka_topic_partition_list_t* parts);
-  void AddRestoring(const std::vector<int32_t>& partitions);
-  void PauseOrResume(const std::vector<int32_t>& partitions, bool pause);
+  void AddRestoring(const std::vector<TaskKey>& keys);
+  void PauseOrResume(const std::vector<TaskKey>& keys, bool pause);
   // Makes the task of one partition whose restore is due, seeks its input to the restored
   // commit and resumes it; what a retry may cure (the broker away, a store another thread
   // still holds) is retried with backoff while the loop goes on — up to
   // kRestoreGiveUpMs of failing, then the thread fails with the error.
   absl::Status RestoreDue();
   // The group's committed offset of `partition` (INVALID: none).
-  absl::StatusOr<int64_t> GroupOffset(int32_t partition);
+  absl::StatusOr<int64_t> GroupOffset(TaskKey key);
   // What a retry may cure (Unavailable, Aborted, DeadlineExceeded) is retried with
   // backoff (*backoff_ms, doubled up to 5 s) until the thread is stopped; true: retry.
   bool ShouldRetry(const absl::Status& s, std::string_view what, int64_t* backoff_ms);
-  void CloseTask(int32_t partition);
-  absl::Status Seek(const std::map<int32_t, int64_t>& offsets);
+  void CloseTask(TaskKey key);
+  absl::Status Seek(const std::map<TaskKey, int64_t>& offsets);
+  const std::string& TopicOf(TaskKey key) const { return rt_->sub_topics_[key.sub]; }
+  // The task of a topic's partition (the sub-topology reading the topic).
+  TaskKey KeyOf(const char* topic, int32_t partition) const {
+    return TaskKey{rt_->SubtopologyOf(topic), partition};
+  }
   void OnRebalance(rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t* parts);
   void PublishCounters();
   // refused_at_: where each task's input was when a commit was refused.
@@ -206,7 +216,9 @@ class Runtime::Thread {
   KafkaHandle consumer_;
   std::unique_ptr<Producer> producer_;
   std::unique_ptr<KafkaChangelogReader> reader_;
-  std::map<int32_t, TaskEntry> tasks_;
+  std::map<TaskKey, TaskEntry> tasks_;
+  rd_kafka_topic_t* last_rkt_ = nullptr;  // ProcessMessage's topic of the last record
+  int last_sub_ = -1;
   bool in_transaction_ = false;
   bool closing_ = false;
   // The tasks' wall clock (validation's bounds, wall-clock punctuation): read once per
@@ -222,7 +234,7 @@ class Runtime::Thread {
     Clock::time_point failing_since{};  // {}: not failing
     int64_t backoff_ms = 100;
   };
-  std::map<int32_t, Restoring> restoring_;
+  std::map<TaskKey, Restoring> restoring_;
   uint64_t commits_ = 0;
   Clock::time_point last_committed_ = Clock::now();  // the last commit that wrote markers
   uint64_t rebuilds_ = 0;
@@ -231,7 +243,7 @@ class Runtime::Thread {
   // last refused one had read (refused_at_, by partition): after a rebuild the first
   // commit may hold a record or two, which passes, and the next fails again.
   int refused_commits_ = 0;
-  std::map<int32_t, int64_t> refused_at_;
+  std::map<TaskKey, int64_t> refused_at_;
   // Where the thread's time went besides processing (RuntimeCounters).
   Clock::duration input_wait_{};     // in the poll on an empty queue, callbacks excepted
   Clock::duration commit_time_{};
@@ -266,7 +278,7 @@ absl::Status Runtime::Thread::Setup() {
   Properties props = rt_->ConsumerProperties();
   props.emplace_back("client.id", TransactionalId());
   absl::StatusOr<KafkaHandle> consumer =
-      NewGroupConsumer(options().application_id, props, &RebalanceCallback, this, {rt_->source_topic_},
+      NewGroupConsumer(options().application_id, props, &RebalanceCallback, this, rt_->sub_topics_,
                        &OffsetCommitCallback);
   if (!consumer.ok()) return consumer.status();
   consumer_ = *std::move(consumer);
@@ -330,18 +342,22 @@ int64_t MaxMessageBytes(const Properties& kafka) {
 
 }  // namespace
 
-absl::StatusOr<int64_t> Runtime::Thread::CreateTask(int32_t partition) {
+absl::StatusOr<int64_t> Runtime::Thread::CreateTask(TaskKey key) {
   const auto started = Clock::now();
+  const int32_t partition = key.partition;
+  const std::string id = TaskId(key.sub, partition);
   TaskEntry entry;
   entry.out = std::make_unique<CountingTaskProducer>(producer_.get(), options().application_id,
                                                      partition);
   entry.reader = reader_->ForPartition(partition);
   TaskConfig tc;
   tc.application_id = options().application_id;
+  tc.subtopology = key.sub;
   tc.partition = partition;
+  tc.input_partitions = rt_->source_partitions_;
   tc.dead_letter_topic = options().dead_letter_topic;
   tc.dead_letter_max_bytes = MaxMessageBytes(options().kafka);
-  if (!options().state_dir.empty()) tc.state_dir = StrCat(options().state_dir, "/", TaskId(partition));
+  if (!options().state_dir.empty()) tc.state_dir = StrCat(options().state_dir, "/", id);
   tc.rocksdb = options().rocksdb;
   tc.cache_budget = options().cache_budget;
   tc.changelog = entry.out.get();
@@ -351,16 +367,16 @@ absl::StatusOr<int64_t> Runtime::Thread::CreateTask(int32_t partition) {
   absl::StatusOr<std::unique_ptr<Task>> task = Task::Create(rt_->topology_, tc, entry.out.get());
   if (!task.ok()) {
     return absl::Status(task.status().code(),
-                        StrCat("task ", TaskId(partition), ": ", task.status().message()));
+                        StrCat("task ", id, ": ", task.status().message()));
   }
   entry.task = *std::move(task);
   // With stores, the commit markers are the only position that matches the state: no
   // marker means no commit, so the input starts at its beginning. Without stores, the
   // group's committed offset (INVALID: use it, or auto.offset.reset).
-  int64_t next = rt_->topology_.stores().empty() ? RD_KAFKA_OFFSET_INVALID
-                                                 : RD_KAFKA_OFFSET_BEGINNING;
+  int64_t next = !rt_->topology_.HasStores(key.sub) ? RD_KAFKA_OFFSET_INVALID
+                                                    : RD_KAFKA_OFFSET_BEGINNING;
   for (const InputOffset& o : entry.task->committed_offsets()) {
-    if (o.topic == rt_->source_topic_ && o.partition == partition) next = o.next_offset;
+    if (o.topic == TopicOf(key) && o.partition == partition) next = o.next_offset;
   }
   const TaskRestoreReport& report = entry.task->restore_report();
   uint64_t applied = 0, discarded = 0;
@@ -369,14 +385,14 @@ absl::StatusOr<int64_t> Runtime::Thread::CreateTask(int32_t partition) {
     discarded += r.stats.records_discarded;
   }
   Log(LogLevel::kInfo,
-      StrCat("task ", TaskId(partition), " restored in ", ElapsedMs(started), " ms: ", applied,
+      StrCat("task ", id, " restored in ", ElapsedMs(started), " ms: ", applied,
              " changes applied, ", discarded, " discarded, commit ", report.last_sequence,
              next >= 0 ? StrCat(", resuming at offset ", next)
                        : std::string(next == RD_KAFKA_OFFSET_BEGINNING ? ", from the start"
                                                                        : ", from the group's offset"),
              report.rebuilt_because.empty() ? std::string()
                                             : StrCat(" (rebuilt: ", report.rebuilt_because, ")")));
-  tasks_[partition] = std::move(entry);
+  tasks_[key] = std::move(entry);
   return next;
 }
 
@@ -393,10 +409,10 @@ bool Runtime::Thread::ShouldRetry(const absl::Status& s, std::string_view what,
   return true;
 }
 
-void Runtime::Thread::PauseOrResume(const std::vector<int32_t>& partitions, bool pause) {
-  if (partitions.empty()) return;
-  rd_kafka_topic_partition_list_t* list = rd_kafka_topic_partition_list_new(partitions.size());
-  for (int32_t p : partitions) rd_kafka_topic_partition_list_add(list, rt_->source_topic_.c_str(), p);
+void Runtime::Thread::PauseOrResume(const std::vector<TaskKey>& keys, bool pause) {
+  if (keys.empty()) return;
+  rd_kafka_topic_partition_list_t* list = rd_kafka_topic_partition_list_new(keys.size());
+  for (TaskKey k : keys) rd_kafka_topic_partition_list_add(list, TopicOf(k).c_str(), k.partition);
   if (pause) {
     rd_kafka_pause_partitions(consumer_.get(), list);
   } else {
@@ -405,20 +421,20 @@ void Runtime::Thread::PauseOrResume(const std::vector<int32_t>& partitions, bool
   rd_kafka_topic_partition_list_destroy(list);
 }
 
-void Runtime::Thread::AddRestoring(const std::vector<int32_t>& partitions) {
-  for (int32_t p : partitions) restoring_[p] = Restoring{.next_attempt = Clock::now()};
-  PauseOrResume(partitions, /*pause=*/true);
+void Runtime::Thread::AddRestoring(const std::vector<TaskKey>& keys) {
+  for (TaskKey k : keys) restoring_[k] = Restoring{.next_attempt = Clock::now()};
+  PauseOrResume(keys, /*pause=*/true);
 }
 
 void Runtime::Thread::AddRestoring(rd_kafka_topic_partition_list_t* parts) {
-  std::vector<int32_t> partitions;
-  for (int i = 0; i < parts->cnt; ++i) partitions.push_back(parts->elems[i].partition);
-  AddRestoring(partitions);
+  std::vector<TaskKey> keys;
+  for (int i = 0; i < parts->cnt; ++i) keys.push_back(KeyOf(parts->elems[i].topic, parts->elems[i].partition));
+  AddRestoring(keys);
 }
 
-absl::StatusOr<int64_t> Runtime::Thread::GroupOffset(int32_t partition) {
+absl::StatusOr<int64_t> Runtime::Thread::GroupOffset(TaskKey key) {
   rd_kafka_topic_partition_list_t* list = rd_kafka_topic_partition_list_new(1);
-  rd_kafka_topic_partition_list_add(list, rt_->source_topic_.c_str(), partition);
+  rd_kafka_topic_partition_list_add(list, TopicOf(key).c_str(), key.partition);
   absl::Status s = KafkaStatus("committed offset", rd_kafka_committed(consumer_.get(), list, 10'000));
   const int64_t offset = list->elems[0].offset;
   if (s.ok()) s = KafkaStatus("committed offset", list->elems[0].err);
@@ -430,7 +446,8 @@ absl::StatusOr<int64_t> Runtime::Thread::GroupOffset(int32_t partition) {
 absl::Status Runtime::Thread::RestoreDue() {
   const auto now = Clock::now();
   for (auto it = restoring_.begin(); it != restoring_.end(); ++it) {
-    const int32_t p = it->first;
+    const TaskKey p = it->first;
+    const std::string id = TaskId(p.sub, p.partition);
     Restoring& r = it->second;
     if (r.next_attempt > now) continue;
     absl::StatusOr<int64_t> next = CreateTask(p);
@@ -455,7 +472,7 @@ absl::Status Runtime::Thread::RestoreDue() {
           if (again.failing_since == Clock::time_point{}) again.failing_since = now;
           if (now - again.failing_since < std::chrono::milliseconds(kRefuseAfterMs)) {
             LogEvery(StrCat("no-commit-", index_), 10'000, LogLevel::kWarning,
-                     StrCat("thread ", index_, ": task ", TaskId(p), ": its changelogs hold no "
+                     StrCat("thread ", index_, ": task ", id, ": its changelogs hold no "
                             "commit but the group committed offset ", *committed,
                             " (", shown, "); looking again"));
             again.next_attempt = now + std::chrono::seconds(1);
@@ -463,8 +480,8 @@ absl::Status Runtime::Thread::RestoreDue() {
           }
           restoring_.erase(p);
           return absl::FailedPreconditionError(StrCat(
-              "task ", TaskId(p), ": its changelogs hold no commit, but the consumer group ",
-              options().application_id, " committed ", rt_->source_topic_, " [", p,
+              "task ", id, ": its changelogs hold no commit, but the consumer group ",
+              options().application_id, " committed ", TopicOf(p), " [", p.partition,
               "] up to offset ", *committed, " (", shown, ")",
               ": the changelog topics were deleted or recreated, or their commit markers "
               "expired, while the group's offsets remained. Rather than process the input "
@@ -500,7 +517,7 @@ absl::Status Runtime::Thread::RestoreDue() {
       return absl::Status(s.code(), StrCat(s.message(), retriable ? StrCat(" (restore failing for ", kRestoreGiveUpMs / 1000, " s)") : ""));
     }
     LogEvery(StrCat("retry-restore-", index_), 10'000, LogLevel::kWarning,
-             StrCat("thread ", index_, ": restore of task ", TaskId(p), ": ", s.message(),
+             StrCat("thread ", index_, ": restore of task ", id, ": ", s.message(),
                     "; retrying"));
     r.next_attempt = now + std::chrono::milliseconds(r.backoff_ms);
     r.backoff_ms = std::min<int64_t>(r.backoff_ms * 2, 5'000);
@@ -509,24 +526,24 @@ absl::Status Runtime::Thread::RestoreDue() {
   return absl::OkStatus();
 }
 
-void Runtime::Thread::CloseTask(int32_t partition) {
-  auto it = tasks_.find(partition);
+void Runtime::Thread::CloseTask(TaskKey key) {
+  auto it = tasks_.find(key);
   if (it == tasks_.end()) return;
   AddTaskCounters(it->second.task->counters(), &retired_);
   if (absl::Status s = it->second.task->Close(); !s.ok()) {
-    Log(LogLevel::kWarning, StrCat("task ", TaskId(partition), ": close: ", s.message()));
+    Log(LogLevel::kWarning, StrCat("task ", TaskId(key.sub, key.partition), ": close: ", s.message()));
   }
   tasks_.erase(it);
 }
 
-absl::Status Runtime::Thread::Seek(const std::map<int32_t, int64_t>& offsets) {
+absl::Status Runtime::Thread::Seek(const std::map<TaskKey, int64_t>& offsets) {
   rd_kafka_topic_partition_list_t* list = rd_kafka_topic_partition_list_new(offsets.size());
   bool any = false;
-  for (const auto& [partition, offset] : offsets) {
+  for (const auto& [key, offset] : offsets) {
     // Regression: BEGINNING (a task with no commit yet) was skipped, so such a task went on
     // from where its failed attempt had read, losing those records.
     if (offset < 0 && offset != RD_KAFKA_OFFSET_BEGINNING) continue;
-    rd_kafka_topic_partition_list_add(list, rt_->source_topic_.c_str(), partition)->offset = offset;
+    rd_kafka_topic_partition_list_add(list, TopicOf(key).c_str(), key.partition)->offset = offset;
     any = true;
   }
   absl::Status s;
@@ -558,8 +575,11 @@ void Runtime::Thread::OnRebalance(rd_kafka_resp_err_t err, rd_kafka_topic_partit
   if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
     assigned_once_ = true;
     std::string names;
-    for (int i = 0; i < parts->cnt; ++i) names += StrCat(names.empty() ? "" : ",", parts->elems[i].partition);
-    Log(LogLevel::kInfo, StrCat("thread ", index_, ": assigned partitions [", names, "]"));
+    for (int i = 0; i < parts->cnt; ++i) {
+      const TaskKey k = KeyOf(parts->elems[i].topic, parts->elems[i].partition);
+      names += StrCat(names.empty() ? "" : ",", TaskId(k.sub, k.partition));
+    }
+    Log(LogLevel::kInfo, StrCat("thread ", index_, ": assigned tasks [", names, "]"));
     // Tasks are made — their stores restored — by the loop, not here: a restore may take
     // long, or wait for the broker, and a callback that does not return holds the poll
     // (max.poll.interval.ms) and everything else of the thread. The partitions are
@@ -583,18 +603,19 @@ void Runtime::Thread::OnRebalance(rd_kafka_resp_err_t err, rd_kafka_topic_partit
   if (!closing_ && !lost && rebalance_error_.ok()) rebalance_error_.Update(CommitAll(true));
   std::string names;
   for (int i = 0; i < parts->cnt; ++i) {
-    restoring_.erase(parts->elems[i].partition);
-    auto it = tasks_.find(parts->elems[i].partition);
+    const TaskKey k = KeyOf(parts->elems[i].topic, parts->elems[i].partition);
+    restoring_.erase(k);
+    auto it = tasks_.find(k);
     if (lost && it != tasks_.end()) it->second.task->AbortCommit(absl::AbortedError("lost")).IgnoreError();
-    CloseTask(parts->elems[i].partition);
-    names += StrCat(names.empty() ? "" : ",", parts->elems[i].partition);
+    CloseTask(k);
+    names += StrCat(names.empty() ? "" : ",", TaskId(k.sub, k.partition));
   }
-  Log(LogLevel::kInfo, StrCat("thread ", index_, lost ? ": lost partitions [" : ": revoked partitions [",
+  Log(LogLevel::kInfo, StrCat("thread ", index_, lost ? ": lost tasks [" : ": revoked tasks [",
                               names, "]"));
   if (lost && eos() && rebalance_error_.ok()) {
     if (!tasks_.empty()) {
       rebalance_error_.Update(RebuildTasks(absl::AbortedError(
-          StrCat("partitions [", names, "] lost: the open transaction is aborted"))));
+          StrCat("tasks [", names, "] lost: the open transaction is aborted"))));
     } else {
       rebalance_error_.Update(AbortTransaction());
     }
@@ -608,7 +629,12 @@ void Runtime::Thread::OnRebalance(rd_kafka_resp_err_t err, rd_kafka_topic_partit
 }
 
 absl::Status Runtime::Thread::ProcessMessage(const rd_kafka_message_t* m) {
-  auto it = tasks_.find(m->partition);
+  if (m->rkt != last_rkt_) {  // records come in runs of one topic: one name lookup a run
+    last_rkt_ = m->rkt;
+    last_sub_ = rt_->SubtopologyOf(rd_kafka_topic_name(m->rkt));
+  }
+  if (last_sub_ < 0) return absl::OkStatus();
+  auto it = tasks_.find(TaskKey{last_sub_, m->partition});
   if (it == tasks_.end()) return absl::OkStatus();  // not ours (any more)
   if (eos() && !in_transaction_) {
     if (absl::Status s = producer_->BeginTransaction(); !s.ok()) return s;
@@ -617,7 +643,7 @@ absl::Status Runtime::Thread::ProcessMessage(const rd_kafka_message_t* m) {
   rd_kafka_timestamp_type_t type;
   const int64_t ts = rd_kafka_message_timestamp(m, &type);
   SourceRecord record;
-  record.topic = rt_->source_topic_;
+  record.topic = rt_->sub_topics_[last_sub_];
   record.partition = m->partition;
   record.offset = m->offset;
   record.timestamp_ms = ts;
@@ -666,7 +692,7 @@ absl::Status Runtime::Thread::CommitTasks(bool force) {
   for (auto& [p, e] : tasks_) {
     if (absl::Status s = e.task->MarkersAcknowledged(); !s.ok()) return RebuildTasks(s);
     for (InputOffset& o : e.task->pending_offsets()) {
-      if (o.topic == rt_->source_topic_) offsets.push_back(std::move(o));
+      if (o.topic == TopicOf(p)) offsets.push_back(std::move(o));
     }
   }
   const int64_t prepare_ms = ElapsedMs(started);
@@ -740,14 +766,14 @@ absl::Status Runtime::Thread::RebuildTasks(const absl::Status& why) {
   LogEvery(StrCat("rebuild-", index_), 5'000, LogLevel::kWarning,
            StrCat("thread ", index_, ": commit failed (", why.message(),
                   "); rebuilding its tasks from their changelogs"));
-  std::vector<int32_t> partitions;
+  std::vector<TaskKey> partitions;
   const bool refused = absl::IsFailedPrecondition(why);
   if (refused) RecordRefusedPositions();
   for (auto& [p, e] : tasks_) {
     e.task->AbortCommit(why).IgnoreError();  // failed: closes without a checkpoint
     partitions.push_back(p);
   }
-  for (int32_t p : partitions) CloseTask(p);
+  for (TaskKey p : partitions) CloseTask(p);
   if (absl::Status s = AbortTransaction(); !s.ok()) return s;
   // Restored again by the loop (RestoreDue), their input paused meanwhile.
   AddRestoring(partitions);
@@ -759,7 +785,7 @@ absl::Status Runtime::Thread::RebuildTasks(const absl::Status& why) {
     // intervals, for a member the group did keep.
     const std::string hb = LastSetting(options().kafka, "heartbeat.interval.ms");
     const int64_t wait_ms = 2 * (hb.empty() ? 3'000 : std::max<int64_t>(1, std::atoll(hb.c_str())));
-    for (int32_t p : partitions) {
+    for (TaskKey p : partitions) {
       Restoring& r = restoring_[p];
       r.awaiting_rejoin = true;
       r.next_attempt = Clock::now() + std::chrono::milliseconds(wait_ms);
@@ -794,10 +820,11 @@ void Runtime::Thread::RecordRefusedPositions() {
   // The consumer's positions: past the last record it handed over, all processed here
   // (on a failed record the rest of its batch was not, which only asks for more).
   rd_kafka_topic_partition_list_t* list = rd_kafka_topic_partition_list_new(tasks_.size());
-  for (const auto& [p, e] : tasks_) rd_kafka_topic_partition_list_add(list, rt_->source_topic_.c_str(), p);
+  for (const auto& [p, e] : tasks_) rd_kafka_topic_partition_list_add(list, TopicOf(p).c_str(), p.partition);
   if (rd_kafka_position(consumer_.get(), list) == RD_KAFKA_RESP_ERR_NO_ERROR) {
     for (int i = 0; i < list->cnt; ++i) {
-      refused_at_[list->elems[i].partition] = list->elems[i].offset >= 0 ? list->elems[i].offset : -1;
+      refused_at_[KeyOf(list->elems[i].topic, list->elems[i].partition)] =
+          list->elems[i].offset >= 0 ? list->elems[i].offset : -1;
     }
   }
   rd_kafka_topic_partition_list_destroy(list);
@@ -809,7 +836,7 @@ bool Runtime::Thread::PassedRefusedCommit() const {
     if (it == tasks_.end()) continue;  // not ours any more
     int64_t committed = -1;
     for (const InputOffset& o : it->second.task->committed_offsets()) {
-      if (o.topic == rt_->source_topic_) committed = o.next_offset;
+      if (o.topic == TopicOf(p)) committed = o.next_offset;
     }
     if (committed < at) return false;
   }
@@ -821,12 +848,14 @@ void Runtime::Thread::PublishCounters() {
   for (auto& [p, e] : tasks_) {
     int64_t committed = -1;
     for (const InputOffset& o : e.task->committed_offsets()) {
-      if (o.topic == rt_->source_topic_ && o.partition == p) committed = o.next_offset;
+      if (o.topic != TopicOf(p)) continue;
+      if (o.partition == p.partition) committed = o.next_offset;
+      // The input's records, not the repartition topics' (they are the same events).
       if (o.topic == rt_->source_topic_) c.committed_input += o.next_offset;
     }
     // The watermarks the consumer's fetches brought (cached, thread-safe, no request).
     int64_t low = -1, high = -1;
-    if (rd_kafka_get_watermark_offsets(consumer_.get(), rt_->source_topic_.c_str(), p, &low,
+    if (rd_kafka_get_watermark_offsets(consumer_.get(), TopicOf(p).c_str(), p.partition, &low,
                                        &high) == RD_KAFKA_RESP_ERR_NO_ERROR &&
         high >= 0) {
       const int64_t from = committed >= 0 ? committed : std::max<int64_t>(low, 0);
@@ -958,12 +987,12 @@ absl::Status Runtime::Thread::Run() {
   // Shutdown: the current batch is done; commit, checkpoint, leave the group.
   closing_ = true;
   if (status.ok()) status = CommitAll(true);
-  std::vector<int32_t> partitions;
+  std::vector<TaskKey> partitions;
   for (auto& [p, e] : tasks_) partitions.push_back(p);
   if (!status.ok()) {
     for (auto& [p, e] : tasks_) e.task->AbortCommit(status).IgnoreError();
   }
-  for (int32_t p : partitions) CloseTask(p);
+  for (TaskKey p : partitions) CloseTask(p);
   PublishCounters();
   if (eos() && in_transaction_) producer_->AbortTransaction().IgnoreError();
   rd_kafka_consumer_close(consumer_.get());
@@ -988,7 +1017,7 @@ absl::StatusOr<std::unique_ptr<Runtime>> Runtime::Create(const Topology& topolog
                                                          RuntimeOptions options) {
   std::vector<std::string> sources = topology.source_topics();
   if (sources.size() != 1) {
-    return absl::InvalidArgumentError("runtime: the topology must read exactly one topic");
+    return absl::InvalidArgumentError("runtime: the topology must read exactly one input topic");
   }
   if (options.threads < 1) return absl::InvalidArgumentError("runtime: threads must be >= 1");
   if (options.commit_interval_ms < 1) {
@@ -1017,6 +1046,13 @@ absl::StatusOr<std::unique_ptr<Runtime>> Runtime::Create(const Topology& topolog
   }
   std::unique_ptr<Runtime> rt(new Runtime(topology, std::move(options)));
   rt->source_topic_ = sources[0];
+  rt->sub_topics_.assign(std::max(1, topology.subtopologies()), "");
+  for (const NodeDef& n : topology.nodes()) {
+    if (n.kind == "source") rt->sub_topics_[n.subtopology] = Topology::TopicOf(n, rt->options_.application_id);
+  }
+  for (const std::string& t : rt->sub_topics_) {
+    if (t.empty()) return absl::InvalidArgumentError("runtime: a sub-topology without a source");
+  }
   return rt;
 }
 
@@ -1060,12 +1096,47 @@ absl::Status Runtime::EnsureTopics() {
   for (const StoreDef& def : topology_.stores()) {
     written_topics_.push_back(ChangelogTopic(options_.application_id, def.name));
   }
+  const std::vector<std::string> repartition = topology_.internal_topics(options_.application_id);
+  for (const std::string& t : repartition) written_topics_.push_back(t);
   for (const std::string& t : outputs) {
     if (!topics.contains(t)) {
       return absl::FailedPreconditionError(StrCat("output topic ", t, " does not exist"));
     }
   }
   bool created = false;
+  // Repartition topics: as many partitions as the input (a task per partition of each),
+  // deleting by time only — never compacted (a key, a service, has many records). Kept
+  // until the downstream tasks have committed past them: infinite retention, and the
+  // stream threads delete what their downstream tasks committed (PurgeRepartitions), as
+  // Kafka Streams does; time retention would lose what a stopped application had not read.
+  for (const std::string& name : repartition) {
+    auto it = topics.find(name);
+    if (it != topics.end()) {
+      if (it->second != source_partitions_) {
+        return absl::FailedPreconditionError(
+            StrCat("repartition topic ", name, " has ", it->second, " partitions, ",
+                   source_topic_, " has ", source_partitions_,
+                   ": they must match (delete it and reset the application)"));
+      }
+      continue;
+    }
+    if (options_.embedded_broker != nullptr) {
+      if (absl::Status s = options_.embedded_broker->CreateTopic(name, source_partitions_); !s.ok()) {
+        return s;
+      }
+      created = true;
+      continue;
+    }
+    TopicSpec spec{.name = name, .partitions = source_partitions_};
+    spec.configs = {{"cleanup.policy", "delete"}, {"retention.ms", "-1"}};
+    if (absl::Status s = CreateTopics(rk->get(), {spec}, 30'000); !s.ok()) {
+      return absl::Status(s.code(), StrCat("repartition topic ", name, " does not exist and was not "
+                                           "created (create it with ", source_partitions_,
+                                           " partitions, cleanup.policy=delete, retention.ms=-1): ",
+                                           s.message()));
+    }
+    created = true;
+  }
   for (const StoreDef& def : topology_.stores()) {
     const std::string name = ChangelogTopic(options_.application_id, def.name);
     auto it = topics.find(name);
@@ -1104,7 +1175,7 @@ absl::Status Runtime::EnsureTopics() {
     }
     created = true;
   }
-  if (created) Log(LogLevel::kInfo, "created the changelog topics");
+  if (created) Log(LogLevel::kInfo, "created the internal (changelog, repartition) topics");
   return absl::OkStatus();
 }
 

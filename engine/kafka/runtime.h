@@ -45,6 +45,13 @@ namespace streammetrics::kafka {
 
 class DevBroker;
 
+// A task: sub-topology and partition (of the topic the sub-topology reads).
+struct TaskKey {
+  int sub = 0;
+  int32_t partition = 0;
+  friend auto operator<=>(const TaskKey&, const TaskKey&) = default;
+};
+
 enum class ProcessingGuarantee {
   // Outputs, changelogs, markers and input offsets in one transaction per commit.
   kExactlyOnceV2,
@@ -151,7 +158,14 @@ class Runtime {
 
   const Topology& topology_;
   RuntimeOptions options_;
-  std::string source_topic_;
+  std::string source_topic_;  // the input
+  std::vector<std::string> sub_topics_;  // by sub-topology: the topic it reads
+  int SubtopologyOf(std::string_view topic) const {
+    for (size_t i = 0; i < sub_topics_.size(); ++i) {
+      if (sub_topics_[i] == topic) return static_cast<int>(i);
+    }
+    return -1;
+  }
   int32_t source_partitions_ = 0;
   std::vector<std::string> written_topics_;  // outputs, dead letters, changelogs
   std::atomic<bool> stop_{false};
