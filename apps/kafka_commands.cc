@@ -454,16 +454,17 @@ absl::Status RunKafka(const AppConfig& config, const RunCommandOptions& options,
       const auto share = [&](uint64_t now, uint64_t before) {
         return static_cast<int>(std::min(100.0, 100.0 * static_cast<double>(now - before) / thread_ms + 0.5));
       };
-      char line[384];
+      char line[512];
       std::snprintf(line, sizeof(line),
                     "[%4llds] read %s (%s/s) · lag %s · windows %s · dead letters %s · "
-                    "duplicates %s · commits %s · threads waited %d%% for input, %d%% in "
-                    "commits\n",
+                    "duplicates %s · late %s dropped, %s window updates skipped · commits %s · "
+                    "threads waited %d%% for input, %d%% in commits\n",
                     static_cast<long long>(elapsed), Thousands(c.records_read).c_str(),
                     Thousands(static_cast<uint64_t>((consumed - last_consumed) / secs)).c_str(),
                     c.tasks > 0 ? Thousands(static_cast<uint64_t>(c.input_lag)).c_str() : "?",
                     Thousands(c.windows_emitted).c_str(), Thousands(c.dead_letters).c_str(),
-                    Thousands(c.duplicates).c_str(), Thousands(c.commits).c_str(),
+                    Thousands(c.duplicates).c_str(), Thousands(c.late_dropped).c_str(),
+                    Thousands(c.late_window_updates).c_str(), Thousands(c.commits).c_str(),
                     share(c.input_wait_ms, last_counters.input_wait_ms),
                     share(c.commit_ms, last_counters.commit_ms));
       last_consumed = consumed;
@@ -495,8 +496,9 @@ absl::Status RunKafka(const AppConfig& config, const RunCommandOptions& options,
   s.Update(StopSinks(&*sinks, out));
   kafka::RuntimeCounters c = (*runtime)->counters();
   out << "read " << Thousands(c.records_read) << ", windows emitted " << Thousands(c.windows_emitted)
-      << ", dead letters " << Thousands(c.dead_letters) << ", commits " << Thousands(c.commits)
-      << "\n";
+      << ", dead letters " << Thousands(c.dead_letters) << ", late " << Thousands(c.late_dropped)
+      << " dropped, " << Thousands(c.late_window_updates) << " window updates skipped, commits "
+      << Thousands(c.commits) << "\n";
   return s;
 }
 

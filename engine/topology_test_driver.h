@@ -78,6 +78,11 @@ class TopologyTestDriver {
 
   StateStore* GetStateStore(std::string_view name) { return task_->GetStateStore(name); }
   const TaskCounters& counters() const { return task_->counters(); }
+  // The task's first processor of type P, or nullptr (Task::FindProcessor).
+  template <typename P>
+  P* FindProcessor() {
+    return task_->FindProcessor<P>();
+  }
   int64_t wall_clock_ms() const { return *wall_clock_; }
 
  private:
