@@ -340,6 +340,27 @@ absl::Status RunReplay(const AppConfig& config, const kafka::ReplayOptions& opti
   return absl::OkStatus();
 }
 
+absl::Status CreateDevBrokerTopics(kafka::DevBroker* broker, const AppConfig& config,
+                                   const Topology& topology) {
+  if (absl::Status s = broker->CreateReferenceTopics(); !s.ok()) return s;
+  const auto partitions_of = [](const std::string& topic) {
+    const int reference = kafka::DevBroker::ReferencePartitions(topic);
+    return reference > 0 ? reference : kafka::DevBroker::kInputPartitions;
+  };
+  for (const std::string& topic : NamedTopics(config)) {
+    // Created with the reference topics (the dev broker refuses a topic twice).
+    if (kafka::DevBroker::ReferencePartitions(topic) > 0) continue;
+    if (absl::Status s = broker->CreateTopic(topic, partitions_of(topic)); !s.ok()) return s;
+  }
+  // Changelogs have the input topic's partitions (a task per input partition).
+  const int input_partitions = partitions_of(config.pipeline.input_topic);
+  for (const StoreDef& def : topology.stores()) {
+    const std::string topic = kafka::ChangelogTopic(config.pipeline.application_id, def.name);
+    if (absl::Status s = broker->CreateTopic(topic, input_partitions); !s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
 absl::Status RunKafka(const AppConfig& config, const RunCommandOptions& options,
                       std::ostream& out) {
   absl::StatusOr<Topology> topology = BuildMetricsTopology(config.pipeline);
@@ -351,10 +372,7 @@ absl::Status RunKafka(const AppConfig& config, const RunCommandOptions& options,
     absl::StatusOr<std::unique_ptr<kafka::DevBroker>> b = kafka::DevBroker::Start(3);
     if (!b.ok()) return b.status();
     broker = *std::move(b);
-    if (absl::Status s = broker->CreateReferenceTopics(); !s.ok()) return s;
-    if (config.pipeline.input_topic != "metrics-events") {
-      if (absl::Status s = broker->CreateTopic(config.pipeline.input_topic, 6); !s.ok()) return s;
-    }
+    if (absl::Status s = CreateDevBrokerTopics(broker.get(), config, *topology); !s.ok()) return s;
     bootstrap = broker->bootstrap_servers();
     out << "dev broker (in-process): " << bootstrap << "\n";
   }
@@ -506,19 +524,9 @@ absl::Status RunBroker(const AppConfig& config, const BrokerCommandOptions& opti
                        std::ostream& out) {
   absl::StatusOr<std::unique_ptr<kafka::DevBroker>> broker = kafka::DevBroker::Start(options.brokers);
   if (!broker.ok()) return broker.status();
-  if (absl::Status s = (*broker)->CreateReferenceTopics(); !s.ok()) return s;
   absl::StatusOr<Topology> topology = BuildMetricsTopology(config.pipeline);
   if (!topology.ok()) return topology.status();
-  const int partitions = 6;  // metrics-events (reference/001)
-  if (config.pipeline.input_topic != "metrics-events") {
-    if (absl::Status s = (*broker)->CreateTopic(config.pipeline.input_topic, partitions); !s.ok()) {
-      return s;
-    }
-  }
-  for (const StoreDef& def : topology->stores()) {
-    const std::string topic = kafka::ChangelogTopic(config.pipeline.application_id, def.name);
-    if (absl::Status s = (*broker)->CreateTopic(topic, partitions); !s.ok()) return s;
-  }
+  if (absl::Status s = CreateDevBrokerTopics(broker->get(), config, *topology); !s.ok()) return s;
   std::string bootstrap = (*broker)->bootstrap_servers();
   std::unique_ptr<TcpForwarder> forwarder;
   if (options.port > 0) {

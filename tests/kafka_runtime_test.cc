@@ -826,5 +826,61 @@ TEST(BrokerCommand, FixedPortBootstraps) {
   fs::remove_all(dir);
 }
 
+// Regression (`broker --config` created the reference topics but not the config's own:
+// a first `run` of a config with renamed topics failed until they were made by hand).
+// A config renaming the input, one window's and the dead-letter topic and keeping the
+// reference 5m topic: after `broker --config`, the metadata shows every topic it names
+// — reference/001's with their partitions, the others with 6 — and the changelogs with
+// the input's 6; then `run` of that config starts and exits 0.
+TEST(BrokerCommand, CreatesEveryTopicTheConfigNames) {
+  const fs::path dir = fs::temp_directory_path() / StrCat("sm-broker-config-", ::getpid());
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  const std::string config = (dir / "my.yaml").string();
+  const std::string base =
+      "application: {id: renamed}\n"
+      "topics: {input: my-events, dead_letter: my-dead-letters}\n"
+      "aggregate:\n  store: rocksdb\n  windows:\n"
+      "    - {name: 1m, type: tumbling, size: 1m, grace: 10s, topic: my-1m}\n"
+      "    - {name: 5m, type: tumbling, size: 5m, grace: 10s, topic: metrics-aggregated-5m}\n"
+      "processing: {threads: 1}\n"
+      "state: {dir: " + (dir / "state").string() + "}\n";
+  std::ofstream(config) << base;
+  const std::string file = (dir / "bootstrap").string();
+  pid_t pid = Spawn({SM_BINARY, "broker", "--config", config, "--bootstrap-file", file},
+                    (dir / "broker.log").string());
+  ASSERT_GT(pid, 0);
+  ASSERT_TRUE(streammetrics::testing::WaitUntil([&] { return fs::exists(file); }, 30));
+  std::string bootstrap;
+  std::getline(std::ifstream(file) >> std::ws, bootstrap);
+  absl::StatusOr<std::map<std::string, int>> topics =
+      TopicPartitions({{"bootstrap.servers", bootstrap}});
+  ASSERT_TRUE(topics.ok()) << topics.status();
+  const std::map<std::string, int> want = {
+      {"metrics-events", 6},
+      {"metrics-aggregated-1m", 3},
+      {"metrics-aggregated-5m", 3},
+      {"metrics-aggregated-1m-10s", 3},
+      {"metrics-dead-letter", 3},
+      {"my-events", 6},
+      {"my-1m", 6},
+      {"my-dead-letters", 6},
+      {ChangelogTopic("renamed", "dedupe-store"), 6},
+      {ChangelogTopic("renamed", "aggregate-store"), 6},
+  };
+  EXPECT_EQ(*topics, want);
+  std::ofstream(config) << base << "kafka: {bootstrap.servers: \"" << bootstrap << "\"}\n";
+  const streammetrics::testing::Finished run = streammetrics::testing::RunToEnd(
+      {SM_BINARY, "run", "--config", config, "--duration", "4", "--quiet", "true"},
+      (dir / "run.log").string());
+  EXPECT_TRUE(run.ok()) << run.status << "\n" << run.output;
+  EXPECT_THAT(run.output, Not(HasSubstr("does not exist"))) << run.output;
+  kill(pid, SIGTERM);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  fs::remove_all(dir);
+}
+
 }  // namespace
 }  // namespace streammetrics::kafka
