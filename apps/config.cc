@@ -1,5 +1,7 @@
 #include "apps/config.h"
 
+#include <algorithm>
+
 #include <yaml-cpp/yaml.h>
 
 #include <charconv>
@@ -508,6 +510,21 @@ absl::StatusOr<AppConfig> LoadConfigFile(const std::string& path) {
     return absl::Status(config.status().code(), StrCat(path, ": ", Message(config.status())));
   }
   return config;
+}
+
+std::vector<std::string> NamedTopics(const AppConfig& config) {
+  std::vector<std::string> out;
+  auto add = [&](const std::string& topic) {
+    if (!topic.empty() && std::find(out.begin(), out.end(), topic) == out.end()) out.push_back(topic);
+  };
+  add(config.pipeline.input_topic);
+  for (const WindowSpec& w : config.pipeline.windows) add(w.topic);
+  add(config.pipeline.dead_letter_topic);
+  for (const SinkConfig* sink : {&config.postgres, &config.redis}) {
+    if (!sink->enabled) continue;
+    for (const std::string& t : sink->topics) add(t);
+  }
+  return out;
 }
 
 std::string BootstrapServers(const AppConfig& config) {

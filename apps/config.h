@@ -54,6 +54,11 @@ struct AppConfig {
 // process).
 std::string BootstrapServers(const AppConfig& config);
 
+// Every Kafka topic the config names, each once, in this order: the input topic, the
+// windows' topics, the dead-letter topic, the sinks' topics (internal topics — changelogs
+// — are not named in a config: the topology knows them).
+std::vector<std::string> NamedTopics(const AppConfig& config);
+
 // "250ms", "10s", "1m", "2h", "1d" or a plain integer (milliseconds).
 absl::StatusOr<int64_t> ParseDuration(std::string_view text);
 

@@ -340,6 +340,31 @@ absl::Status RunReplay(const AppConfig& config, const kafka::ReplayOptions& opti
   return absl::OkStatus();
 }
 
+absl::Status CreateDevBrokerTopics(kafka::DevBroker* broker, const AppConfig& config,
+                                   const Topology& topology) {
+  if (absl::Status s = broker->CreateReferenceTopics(); !s.ok()) return s;
+  const auto partitions_of = [](const std::string& topic) {
+    const int reference = kafka::DevBroker::ReferencePartitions(topic);
+    return reference > 0 ? reference : kafka::DevBroker::kInputPartitions;
+  };
+  for (const std::string& topic : NamedTopics(config)) {
+    // Created with the reference topics (the dev broker refuses a topic twice).
+    if (kafka::DevBroker::ReferencePartitions(topic) > 0) continue;
+    if (absl::Status s = broker->CreateTopic(topic, partitions_of(topic)); !s.ok()) return s;
+  }
+  // Changelogs have the input topic's partitions (a task per input partition).
+  const int input_partitions = partitions_of(config.pipeline.input_topic);
+  for (const StoreDef& def : topology.stores()) {
+    const std::string topic = kafka::ChangelogTopic(config.pipeline.application_id, def.name);
+    if (absl::Status s = broker->CreateTopic(topic, input_partitions); !s.ok()) return s;
+  }
+  // Repartition topics likewise (the dev broker's protocol has no CreateTopics for `run`).
+  for (const std::string& topic : topology.internal_topics(config.pipeline.application_id)) {
+    if (absl::Status s = broker->CreateTopic(topic, input_partitions); !s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
 absl::Status RunKafka(const AppConfig& config, const RunCommandOptions& options,
                       std::ostream& out) {
   absl::StatusOr<Topology> topology = BuildMetricsTopology(config.pipeline);
@@ -351,10 +376,7 @@ absl::Status RunKafka(const AppConfig& config, const RunCommandOptions& options,
     absl::StatusOr<std::unique_ptr<kafka::DevBroker>> b = kafka::DevBroker::Start(3);
     if (!b.ok()) return b.status();
     broker = *std::move(b);
-    if (absl::Status s = broker->CreateReferenceTopics(); !s.ok()) return s;
-    if (config.pipeline.input_topic != "metrics-events") {
-      if (absl::Status s = broker->CreateTopic(config.pipeline.input_topic, 6); !s.ok()) return s;
-    }
+    if (absl::Status s = CreateDevBrokerTopics(broker.get(), config, *topology); !s.ok()) return s;
     bootstrap = broker->bootstrap_servers();
     out << "dev broker (in-process): " << bootstrap << "\n";
   }
@@ -454,16 +476,17 @@ absl::Status RunKafka(const AppConfig& config, const RunCommandOptions& options,
       const auto share = [&](uint64_t now, uint64_t before) {
         return static_cast<int>(std::min(100.0, 100.0 * static_cast<double>(now - before) / thread_ms + 0.5));
       };
-      char line[384];
+      char line[512];
       std::snprintf(line, sizeof(line),
                     "[%4llds] read %s (%s/s) · lag %s · windows %s · dead letters %s · "
-                    "duplicates %s · commits %s · threads waited %d%% for input, %d%% in "
-                    "commits\n",
+                    "duplicates %s · late %s dropped, %s window updates skipped · commits %s · "
+                    "threads waited %d%% for input, %d%% in commits\n",
                     static_cast<long long>(elapsed), Thousands(c.records_read).c_str(),
                     Thousands(static_cast<uint64_t>((consumed - last_consumed) / secs)).c_str(),
                     c.tasks > 0 ? Thousands(static_cast<uint64_t>(c.input_lag)).c_str() : "?",
                     Thousands(c.windows_emitted).c_str(), Thousands(c.dead_letters).c_str(),
-                    Thousands(c.duplicates).c_str(), Thousands(c.commits).c_str(),
+                    Thousands(c.duplicates).c_str(), Thousands(c.late_dropped).c_str(),
+                    Thousands(c.late_window_updates).c_str(), Thousands(c.commits).c_str(),
                     share(c.input_wait_ms, last_counters.input_wait_ms),
                     share(c.commit_ms, last_counters.commit_ms));
       last_consumed = consumed;
@@ -495,8 +518,9 @@ absl::Status RunKafka(const AppConfig& config, const RunCommandOptions& options,
   s.Update(StopSinks(&*sinks, out));
   kafka::RuntimeCounters c = (*runtime)->counters();
   out << "read " << Thousands(c.records_read) << ", windows emitted " << Thousands(c.windows_emitted)
-      << ", dead letters " << Thousands(c.dead_letters) << ", commits " << Thousands(c.commits)
-      << "\n";
+      << ", dead letters " << Thousands(c.dead_letters) << ", late " << Thousands(c.late_dropped)
+      << " dropped, " << Thousands(c.late_window_updates) << " window updates skipped, commits "
+      << Thousands(c.commits) << "\n";
   return s;
 }
 
@@ -504,19 +528,9 @@ absl::Status RunBroker(const AppConfig& config, const BrokerCommandOptions& opti
                        std::ostream& out) {
   absl::StatusOr<std::unique_ptr<kafka::DevBroker>> broker = kafka::DevBroker::Start(options.brokers);
   if (!broker.ok()) return broker.status();
-  if (absl::Status s = (*broker)->CreateReferenceTopics(); !s.ok()) return s;
   absl::StatusOr<Topology> topology = BuildMetricsTopology(config.pipeline);
   if (!topology.ok()) return topology.status();
-  const int partitions = 6;  // metrics-events (reference/001)
-  if (config.pipeline.input_topic != "metrics-events") {
-    if (absl::Status s = (*broker)->CreateTopic(config.pipeline.input_topic, partitions); !s.ok()) {
-      return s;
-    }
-  }
-  for (const StoreDef& def : topology->stores()) {
-    const std::string topic = kafka::ChangelogTopic(config.pipeline.application_id, def.name);
-    if (absl::Status s = (*broker)->CreateTopic(topic, partitions); !s.ok()) return s;
-  }
+  if (absl::Status s = CreateDevBrokerTopics(broker->get(), config, *topology); !s.ok()) return s;
   std::string bootstrap = (*broker)->bootstrap_servers();
   std::unique_ptr<TcpForwarder> forwarder;
   if (options.port > 0) {

@@ -10,9 +10,14 @@
 #include "absl/status/status.h"
 #include "apps/config.h"
 #include "engine/kafka/topic_reader.h"
+#include "topology/topology.h"
 #include "apps/event_generator.h"
 
 namespace streammetrics {
+
+namespace kafka {
+class DevBroker;
+}  // namespace kafka
 
 // Set by SIGINT/SIGTERM (InstallStopSignals); the commands below finish when it is.
 std::atomic<bool>& StopRequested();
@@ -51,9 +56,18 @@ struct BrokerCommandOptions {
   std::string bootstrap_file;
 };
 
-// `streammetrics broker`: the dev broker for other processes, with reference/001's topics
-// and the changelog topics of `config`'s application (the dev broker cannot create
-// topics on request). Prints `bootstrap.servers=...`, runs until SIGINT/SIGTERM.
+// Creates on the dev broker (whose protocol has no CreateTopics) every topic a run of
+// `config` needs: reference/001's topics with their partitions (metrics-events 6, the
+// aggregate topics and metrics-dead-letter 3 each); every other topic the config names
+// (NamedTopics: input, windows' topics, dead letters, sinks' topics) with
+// DevBroker::kInputPartitions (6, metrics-events'); the application's changelog topics
+// with the input topic's partitions. For a new dev broker: it refuses a topic that exists.
+absl::Status CreateDevBrokerTopics(kafka::DevBroker* broker, const AppConfig& config,
+                                   const Topology& topology);
+
+// `streammetrics broker`: the dev broker for other processes, with every topic
+// CreateDevBrokerTopics creates for `config` (the reference config without --config).
+// Prints `bootstrap.servers=...`, runs until SIGINT/SIGTERM.
 absl::Status RunBroker(const AppConfig& config, const BrokerCommandOptions& options,
                        std::ostream& out);
 

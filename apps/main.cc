@@ -30,9 +30,10 @@ commands:
            broker and, at --load (default 20000), the load generator in this process),
            with live progress; Ctrl-C commits, checkpoints and exits 0
   broker   [--config FILE] [--brokers N] [--port P] [--bootstrap-file FILE]
-           the dev broker for other processes: reference/001's topics and the config's
-           changelog topics; prints bootstrap.servers=... (127.0.0.1:P with --port),
-           runs until SIGTERM
+           the dev broker for other processes, with every topic the config names
+           (reference/001's with their partitions, others with 6) and its changelog
+           topics; prints bootstrap.servers=... (127.0.0.1:P with --port), runs until
+           SIGTERM
   sink     --config FILE
            the enabled sinks (sinks.postgres, sinks.redis) alone: consume the aggregate topics of
            kafka.bootstrap.servers and apply them exactly once; Ctrl-C to stop

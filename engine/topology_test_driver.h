@@ -81,6 +81,14 @@ class TopologyTestDriver {
   StateStore* GetStateStore(std::string_view name);
   // Summed over the tasks (one per sub-topology).
   const TaskCounters& counters() const;
+  // The first processor of type P of the tasks (Task::FindProcessor), or nullptr.
+  template <typename P>
+  P* FindProcessor() {
+    for (auto& t : tasks_) {
+      if (P* p = t->FindProcessor<P>()) return p;
+    }
+    return nullptr;
+  }
   int64_t wall_clock_ms() const { return *wall_clock_; }
 
  private:

@@ -65,14 +65,19 @@ namespace {
 // The operator's own state beside its panes: key "" (no group key encodes empty) at
 // window start INT64_MAX (never reached by retention's DeleteBefore).
 constexpr int64_t kMetaStart = INT64_MAX;
-constexpr uint8_t kMetaVersion = 1;
+// Version 1: no idle clock (read as "no live record seen yet"). Version 2 adds it.
+constexpr uint8_t kMetaVersionNoIdleClock = 1;
+constexpr uint8_t kMetaVersion = 2;
 
 }  // namespace
 
 void WindowedAggregateProcessor::AppendMeta(std::string* out) const {
-  // Layout: u8 version, i64 stream time, u32 n, n x {i64 size, i64 advance, i64 next start}.
+  // Layout: u8 version, i64 stream time, i64 idle clock's wall time, i64 idle clock's
+  // stream time, u32 n, n x {i64 size, i64 advance, i64 next start}.
   out->push_back(static_cast<char>(kMetaVersion));
   AppendFixed<int64_t>(stream_time_, out);
+  AppendFixed<int64_t>(last_record_wall_, out);
+  AppendFixed<int64_t>(stream_time_at_last_record_, out);
   AppendFixed<uint32_t>(static_cast<uint32_t>(options_.windows.size()), out);
   for (size_t w = 0; w < options_.windows.size(); ++w) {
     AppendFixed<int64_t>(options_.windows[w].size_ms, out);
@@ -93,10 +98,18 @@ absl::Status WindowedAggregateProcessor::Restore() {
     std::string_view in = meta;
     uint8_t version;
     uint32_t n;
-    if (!ReadFixed(&in, &version) || version != kMetaVersion || !ReadFixed(&in, &stream_time_) ||
-        !ReadFixed(&in, &n)) {
+    if (!ReadFixed(&in, &version) || !ReadFixed(&in, &stream_time_)) {
       return corrupt("unreadable operator state");
     }
+    if (version == kMetaVersion) {
+      if (!ReadFixed(&in, &last_record_wall_) || !ReadFixed(&in, &stream_time_at_last_record_)) {
+        return corrupt("unreadable operator state");
+      }
+    } else if (version != kMetaVersionNoIdleClock) {
+      return corrupt(StrCat("operator state of unknown version ", static_cast<int>(version),
+                            " (written by a newer release?)"));
+    }
+    if (!ReadFixed(&in, &n)) return corrupt("unreadable operator state");
     if (n != options_.windows.size()) {
       return corrupt("state written by a topology with other windows");
     }
@@ -137,14 +150,27 @@ absl::Status WindowedAggregateProcessor::OnWatermark(int64_t time_ms) {
   return absl::OkStatus();
 }
 
+void WindowedAggregateProcessor::NoteRecords(int64_t now_ms) {
+  record_since_tick_ = false;
+  last_record_wall_ = now_ms;
+  stream_time_at_last_record_ = stream_time_;
+}
+
+bool WindowedAggregateProcessor::IdleClockLive() const {
+  // Live: when the last records were noted, stream time was within idle_close of the
+  // wall clock (written so that it cannot overflow: last_record_wall_ is a real time).
+  return last_record_wall_ != INT64_MIN &&
+         stream_time_at_last_record_ >= last_record_wall_ - options_.idle_close_ms;
+}
+
 absl::Status WindowedAggregateProcessor::Punctuate(int64_t now_ms) {
   if (record_since_tick_) {
-    record_since_tick_ = false;
-    last_record_wall_ = now_ms;
-    stream_time_at_last_record_ = stream_time_;
+    NoteRecords(now_ms);
     return absl::OkStatus();
   }
-  if (last_record_wall_ == INT64_MIN) return absl::OkStatus();
+  // Input behind the wall clock (a replay, a backlog) is not idle when it pauses: more of
+  // it may follow, and closing its windows on the wall clock would make it late.
+  if (!IdleClockLive()) return absl::OkStatus();
   const int64_t idle = now_ms - last_record_wall_;
   if (idle < options_.idle_close_ms) return absl::OkStatus();
   const int64_t advanced = stream_time_at_last_record_ + idle;
@@ -445,7 +471,10 @@ absl::Status WindowedAggregateProcessor::Flush() {
   }
 
   // Write-back: changed panes to the store, expired ones out of it, and the operator's
-  // own state (stream time, next windows to close) when it moved.
+  // own state (stream time, next windows to close, idle clock) when it moved. Records
+  // since the last tick are noted first (one clock read per commit), so the idle clock
+  // committed with them is theirs and a restored task continues it.
+  if (record_since_tick_ && options_.idle_close_ms > 0) NoteRecords(context()->wall_clock_ms());
   value_buf_.clear();
   AppendMeta(&value_buf_);
   if (value_buf_ != last_meta_) {

@@ -21,9 +21,16 @@
 // Idleness (★). With idle_close_ms > 0, when the operator has received no record for
 // idle_close_ms of wall-clock time, its stream time moves on with the wall clock from the
 // last record's (stream time at last record + wall time since), checked every second of
-// wall clock, so windows of a quiet partition still close and emit. Only relative wall
-// time is used: replaying old data works the same. A record arriving afterwards for a
-// window closed this way is late.
+// wall clock, so windows of a quiet partition still close and emit. It acts on live
+// input only: records are noted at the first wall-clock tick or commit after them (no
+// clock read per record), and the input counts as live when stream time was then within
+// idle_close_ms of the wall clock. Input further behind (a replay of old data, a backlog
+// being worked off) never closes a window on the wall clock, however long it pauses; its
+// windows close on stream time, at end of input, or once live records follow. The idle
+// clock (wall time and stream time when records were last noted) is part of the
+// operator's state, so a task restored after a restart or a rebalance continues it: a
+// quiet partition's last windows close when they would have without the restart. A
+// record arriving afterwards for a window closed this way is late.
 //
 // Emission. kFinal: one result per (window, group) when the window closes, in window
 // order and, within a window, in group-key byte order. kUpdate: at each commit the
@@ -34,8 +41,9 @@
 // changed since the last commit are written to the window store (key: group key,
 // window start: pane start, value: MetricStats encoding), and panes past retention
 // (pane start + max(size + grace) <= stream time) are dropped from both. The operator's
-// own state — stream time, the next window of each definition to close, and the windows'
-// sizes and advances — is one more entry (key "", start INT64_MAX). Init() restores
+// own state — stream time, the idle clock, the next window of each definition to close,
+// and the windows' sizes and advances — is one more entry (key "", start INT64_MAX),
+// versioned (version 1, without the idle clock, is still read). Init() restores
 // everything from the store, so a task reopened on a durable store after a clean commit
 // goes on exactly where it stopped; a store written by other windows is DataLoss.
 //
@@ -136,6 +144,10 @@ class WindowedAggregateProcessor final : public Transformer<MetricEvent, Windowe
 
   absl::Status Restore();
   void AppendMeta(std::string* out) const;
+  // Idleness: notes the records since the last tick at wall time now_ms; whether the
+  // input was live when last noted.
+  void NoteRecords(int64_t now_ms);
+  bool IdleClockLive() const;
   uint32_t InternKey(std::string_view key);
   uint32_t PaneFor(uint32_t key, int64_t pane_start);
   absl::Status CloseDueWindows();
@@ -160,8 +172,8 @@ class WindowedAggregateProcessor final : public Transformer<MetricEvent, Windowe
   int64_t max_retention_ = 0;  // max(size + grace)
   int64_t stream_time_ = INT64_MIN;
   bool watermarked_ = false;
-  // Idleness, judged at each wall-clock tick (no clock read per record): the tick at which
-  // records were last seen, and the stream time then.
+  // Idleness, judged at each wall-clock tick and commit (no clock read per record): the
+  // wall time at which records were last noted, and the stream time then (persisted).
   bool record_since_tick_ = false;
   int64_t last_record_wall_ = INT64_MIN;
   int64_t stream_time_at_last_record_ = INT64_MIN;

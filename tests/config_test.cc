@@ -34,6 +34,24 @@ TEST(ParseDuration, UnitsAndErrors) {
             absl::StatusCode::kInvalidArgument);
 }
 
+// What `broker --config` and the embedded broker create: every topic a config names, once.
+TEST(Config, NamedTopicsAreInputWindowsDeadLettersAndSinks) {
+  EXPECT_EQ(NamedTopics(*ParseConfig("")),
+            (std::vector<std::string>{"metrics-events", "metrics-aggregated-1m",
+                                      "metrics-aggregated-5m", "metrics-aggregated-1m-10s",
+                                      "metrics-dead-letter"}));
+  absl::StatusOr<AppConfig> c = ParseConfig(
+      "topics: {input: in, dead_letter: dlq}\n"
+      "aggregate:\n  windows:\n"
+      "    - {name: 1m, type: tumbling, size: 1m, topic: out-1m}\n"
+      "    - {name: 2m, type: tumbling, size: 2m, topic: out-1m}\n"
+      "sinks:\n"
+      "  redis: {enabled: true, url: \"127.0.0.1:1\", topics: [out-1m, copy-1m]}\n"
+      "  postgres: {enabled: false, dsn: x, topics: [never]}\n");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(NamedTopics(*c), (std::vector<std::string>{"in", "out-1m", "dlq", "copy-1m"}));
+}
+
 TEST(Config, EmptyMeansTheReferencePipeline) {
   absl::StatusOr<AppConfig> c = ParseConfig("");
   ASSERT_TRUE(c.ok()) << c.status();

@@ -43,6 +43,7 @@
 #include "tests/aggregate_results.h"
 #include "tests/runtime_fixture.h"
 #include "tests/spawn.h"
+#include "tests/test_events.h"
 #include "topology/metrics_pipeline.h"
 
 using ::testing::HasSubstr;
@@ -92,6 +93,70 @@ class KafkaRuntimeTest : public RuntimeTestBase {
     EXPECT_LT((*rt)->counters().committed_input, events);
   }
 
+  // Windows that close within seconds, for tests of idleness: 10 s tumbling and 20 s
+  // hopping by 10 s, grace 1 s each, on topics of their own (3 partitions), and
+  // aggregate.idle_close 2 s.
+  void UseShortWindowsAndIdleClose() {
+    WindowSpec ten = WindowSpec::Tumbling("10s", 10'000, 1'000);
+    ten.topic = "metrics-aggregated-10s";
+    WindowSpec hop = WindowSpec::Hopping("20s-10s", 20'000, 10'000, 1'000);
+    hop.topic = "metrics-aggregated-20s-10s";
+    config_.windows = {ten, hop};
+    config_.idle_close_ms = 2'000;
+    for (const WindowSpec& w : config_.windows) ASSERT_TRUE(CreateTopic(w.topic, 3).ok());
+    RebuildTopologies();
+  }
+
+  // `n` generated events as Produce() makes them (200 a second of event time from
+  // start_ms; invalid, duplicate and late ones included).
+  static std::vector<std::string> Generate(int n, uint64_t seed, int64_t start_ms) {
+    GeneratorOptions g;
+    g.seed = seed;
+    g.start_ms = start_ms;
+    g.events_per_second = 200;
+    g.duplicate_fraction = 0.02;
+    g.late_fraction = 0.005;
+    g.late_by_ms = 10 * 60'000;
+    EventGenerator generator(g);
+    std::vector<std::string> docs(static_cast<size_t>(n));
+    for (std::string& d : docs) generator.Next(&d);
+    return docs;
+  }
+
+  // Sends docs[begin, end) keyed by serviceId, as Produce() does; flushed.
+  void Send(const std::vector<std::string>& docs, size_t begin, size_t end) {
+    absl::StatusOr<std::unique_ptr<Producer>> p =
+        Producer::Create({.properties = {{"bootstrap.servers", Bootstrap()}}});
+    ASSERT_TRUE(p.ok()) << p.status();
+    for (size_t i = begin; i < end; ++i) {
+      (*p)->Send(config_.input_topic, -1, GeneratedServiceId(docs[i]), docs[i], 0, {});
+    }
+    ASSERT_TRUE((*p)->Flush().ok());
+  }
+
+  // Results in the result topics, those of serviceId `ignore_service` left out.
+  size_t ResultsOut(const std::string& ignore_service = "") const {
+    size_t n = 0;
+    for (const std::string& topic : ResultTopics()) {
+      absl::StatusOr<std::vector<OutputRecord>> got = ReadTopic(Props(), topic);
+      if (!got.ok()) return 0;
+      for (const OutputRecord& r : *got) {
+        n += ignore_service.empty() || testing::ParseAggregate(r).service != ignore_service;
+      }
+    }
+    return n;
+  }
+
+  // Waits, reading the result topics twice a second, until `want` results are out.
+  bool WaitForResults(size_t want, int timeout_ms, const std::string& ignore_service = "") {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+    while (ResultsOut(ignore_service) < want) {
+      if (std::chrono::steady_clock::now() > deadline) return false;
+      std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    }
+    return true;
+  }
+
   std::unique_ptr<DevBroker> broker_;
 };
 
@@ -123,6 +188,7 @@ TEST_F(KafkaRuntimeTest, CountersAreTheTasksSummed) {
   EXPECT_EQ(got.duplicates, want.duplicates_dropped);
   EXPECT_EQ(got.dedupe_ids_evicted, want.dedupe_ids_evicted);
   EXPECT_EQ(got.late_dropped, want.late_dropped);
+  EXPECT_EQ(got.late_window_updates, want.late_window_updates);
   EXPECT_EQ(got.tasks, 6);
   EXPECT_EQ(got.rebuilds, 0u);
   ExpectMatchesOracle(oracle, /*last_result_wins=*/false);
@@ -567,6 +633,95 @@ std::string EmbeddedConfigIn(const fs::path& dir, std::string_view kafka_extra) 
   return config;
 }
 
+// Regression (a user's engine, stopped or killed after a live stream's last record and
+// restarted before its last windows closed: those windows never came out — the idle
+// clock started only at the first record a new task saw). A live stream (20 s of events,
+// the last stamped now) into an instance with idle_close 2 s; the instance stops as soon
+// as it has committed them — before the last windows' idle close: the last 20 s windows
+// close 13 s or more after the last record at the earliest — and a new one starts on
+// the same state dir. Every window comes out, exactly once, each equal to the oracle's
+// with end of input (every window holding data closed).
+TEST_F(KafkaRuntimeTest, RestartDuringTheIdlePhaseOfALiveStreamClosesTheLastWindows) {
+  UseShortWindowsAndIdleClose();
+  const int kEvents = 4'000;
+  {
+    absl::StatusOr<std::unique_ptr<Runtime>> a = Runtime::Create(*topology_, Options("a"));
+    ASSERT_TRUE(a.ok()) << a.status();
+    ASSERT_TRUE((*a)->Start().ok());
+    // Assigned before the events go out, so that they are read as they arrive: live.
+    ASSERT_TRUE(WaitFor([&] { return (*a)->counters().tasks == 6; }, 60'000));
+    Send(Generate(kEvents, 21, NowMs() - 20'000), 0, kEvents);
+    ASSERT_TRUE(WaitFor([&] { return (*a)->counters().committed_input == kEvents; }, 60'000));
+    (*a)->Stop();
+    ASSERT_TRUE((*a)->Join().ok());
+  }
+  std::vector<OutputRecord> oracle = Oracle(nullptr, /*end_of_input=*/true);
+  size_t want = 0;
+  for (const OutputRecord& r : oracle) want += r.topic != config_.dead_letter_topic;
+  const size_t before_restart = ResultsOut();
+  ASSERT_LT(before_restart, want) << "the first instance closed every window: nothing to prove";
+  {
+    absl::StatusOr<std::unique_ptr<Runtime>> b = Runtime::Create(*topology_, Options("a"));
+    ASSERT_TRUE(b.ok()) << b.status();
+    ASSERT_TRUE((*b)->Start().ok());
+    EXPECT_TRUE(WaitForResults(want, 60'000)) << ResultsOut() << " of " << want << " ("
+                                              << before_restart << " before the restart)";
+    (*b)->Stop();
+    ASSERT_TRUE((*b)->Join().ok());
+  }
+  ExpectMatchesOracle(oracle, /*last_result_wins=*/false);
+}
+
+// Regression (old data replayed with a 40 s pause halfway came out 75 windows short by
+// 1,100-7,700 events: idle close advanced stream time by the wall clock and the rest of
+// the replay was late). 20-minute-old events: the first 4,000, committed, then 12 s of
+// silence — six times idle_close, longer than a window and its grace — then 4,000 more.
+// The end: one live record on each partition (serviceId "live-marker", stamped now)
+// moves stream time past every old window, in the oracle as in the engine; the
+// markers' own windows are left out of the comparison. Every old window is exact, and
+// the dead letters are the oracle's (no extra `late`).
+TEST_F(KafkaRuntimeTest, AReplayOfOldDataThatPausesClosesNoWindowEarly) {
+  UseShortWindowsAndIdleClose();
+  const int kEvents = 8'000;
+  const std::vector<std::string> docs = Generate(kEvents, 23, InputStartMs());
+  absl::StatusOr<std::unique_ptr<Runtime>> rt = Runtime::Create(*topology_, Options("a"));
+  ASSERT_TRUE(rt.ok()) << rt.status();
+  ASSERT_TRUE((*rt)->Start().ok());
+  Send(docs, 0, kEvents / 2);
+  ASSERT_TRUE(WaitFor([&] { return (*rt)->counters().committed_input == kEvents / 2; }, 60'000));
+  std::this_thread::sleep_for(std::chrono::seconds(12));
+  Send(docs, kEvents / 2, kEvents);
+  ASSERT_TRUE(WaitFor([&] { return (*rt)->counters().committed_input == kEvents; }, 60'000));
+  {
+    absl::StatusOr<std::unique_ptr<Producer>> p =
+        Producer::Create({.properties = {{"bootstrap.servers", Bootstrap()}}});
+    ASSERT_TRUE(p.ok()) << p.status();
+    for (int32_t partition = 0; partition < 6; ++partition) {
+      const std::string doc = streammetrics::testing::Ev{.id = StrCat("live-", partition),
+                                                         .ts = NowMs(),
+                                                         .service = "live-marker"}
+                                  .Json();
+      (*p)->Send(config_.input_topic, partition, "live-marker", doc, 0, {});
+    }
+    ASSERT_TRUE((*p)->Flush().ok());
+  }
+  TaskCounters counters;
+  std::vector<OutputRecord> oracle = Oracle(&counters);
+  size_t want = 0;
+  for (const OutputRecord& r : oracle) {
+    want += r.topic != config_.dead_letter_topic &&
+            testing::ParseAggregate(r).service != "live-marker";
+  }
+  EXPECT_TRUE(WaitForResults(want, 60'000, "live-marker"))
+      << ResultsOut("live-marker") << " of " << want;
+  RuntimeCounters got = (*rt)->counters();
+  (*rt)->Stop();
+  ASSERT_TRUE((*rt)->Join().ok());
+  EXPECT_EQ(got.late_dropped, counters.late_dropped);
+  EXPECT_EQ(got.late_window_updates, counters.late_window_updates);
+  ExpectMatchesOracle(oracle, /*last_result_wins=*/false, "live-marker");
+}
+
 // The main job as scripts/run.sh runs it (embedded dev broker, built-in load generator),
 // twice on one state dir, asked for more load than the engine can take. Proves:
 // - the generator is held to the engine's pace: the dev broker drops a partition's oldest
@@ -603,6 +758,9 @@ TEST(MainJob, RunTwiceOnTheEmbeddedBrokerHoldsTheLoadAndRebuildsTheState) {
     EXPECT_THAT(out, ::testing::ContainsRegex("threads waited [0-9]+% for input, [0-9]+% in commits"))
         << out;
     EXPECT_THAT(out, Not(HasSubstr("Offset out of range"))) << out;
+    // Records late for some or every window are counted where a user sees them.
+    EXPECT_THAT(out, ::testing::ContainsRegex("late [0-9,]+ dropped, [0-9,]+ window updates skipped"))
+        << out;
     int rebuilt = 0;
     for (size_t at = out.find("(rebuilt: changelog streammetrics-"); at != std::string::npos;
          at = out.find("(rebuilt: changelog streammetrics-", at + 1)) {
@@ -804,6 +962,64 @@ TEST_F(KafkaRuntimeTest, AKeyThatIsNotTheServiceIsDeadLetteredWhenKeyedByService
   EXPECT_EQ((*dlq)[0].Header("dlq.reason"), "key_mismatch");
   EXPECT_EQ((*dlq)[0].value, bad);
   EXPECT_EQ((*dlq)[0].key, "i");
+}
+
+// Regression (`broker --config` created the reference topics but not the config's own:
+// a first `run` of a config with renamed topics failed until they were made by hand).
+// A config renaming the input, one window's and the dead-letter topic and keeping the
+// reference 5m topic: after `broker --config`, the metadata shows every topic it names
+// — reference/001's with their partitions, the others with 6 — and the changelogs with
+// the input's 6; then `run` of that config starts and exits 0.
+TEST(BrokerCommand, CreatesEveryTopicTheConfigNames) {
+  const fs::path dir = fs::temp_directory_path() / StrCat("sm-broker-config-", ::getpid());
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  const std::string config = (dir / "my.yaml").string();
+  const std::string base =
+      "application: {id: renamed}\n"
+      "topics: {input: my-events, dead_letter: my-dead-letters}\n"
+      "aggregate:\n  store: rocksdb\n  windows:\n"
+      "    - {name: 1m, type: tumbling, size: 1m, grace: 10s, topic: my-1m}\n"
+      "    - {name: 5m, type: tumbling, size: 5m, grace: 10s, topic: metrics-aggregated-5m}\n"
+      "processing: {threads: 1}\n"
+      "state: {dir: " + (dir / "state").string() + "}\n";
+  std::ofstream(config) << base;
+  const std::string file = (dir / "bootstrap").string();
+  pid_t pid = Spawn({SM_BINARY, "broker", "--config", config, "--bootstrap-file", file},
+                    (dir / "broker.log").string());
+  ASSERT_GT(pid, 0);
+  ASSERT_TRUE(streammetrics::testing::WaitUntil([&] { return fs::exists(file); }, 30));
+  std::string bootstrap;
+  std::getline(std::ifstream(file) >> std::ws, bootstrap);
+  absl::StatusOr<std::map<std::string, int>> topics =
+      TopicPartitions({{"bootstrap.servers", bootstrap}});
+  ASSERT_TRUE(topics.ok()) << topics.status();
+  const std::map<std::string, int> want = {
+      {"metrics-events", 6},
+      {"metrics-aggregated-1m", 3},
+      {"metrics-aggregated-5m", 3},
+      {"metrics-aggregated-1m-10s", 3},
+      {"metrics-dead-letter", 3},
+      {"my-events", 6},
+      {"my-1m", 6},
+      {"my-dead-letters", 6},
+      {ChangelogTopic("renamed", "by-service-repartition-state"), 6},
+      {"renamed-by-service-repartition", 6},
+      {ChangelogTopic("renamed", "dedupe-store"), 6},
+      {ChangelogTopic("renamed", "aggregate-store"), 6},
+  };
+  EXPECT_EQ(*topics, want);
+  std::ofstream(config) << base << "kafka: {bootstrap.servers: \"" << bootstrap << "\"}\n";
+  const streammetrics::testing::Finished run = streammetrics::testing::RunToEnd(
+      {SM_BINARY, "run", "--config", config, "--duration", "4", "--quiet", "true"},
+      (dir / "run.log").string());
+  EXPECT_TRUE(run.ok()) << run.status << "\n" << run.output;
+  EXPECT_THAT(run.output, Not(HasSubstr("does not exist"))) << run.output;
+  kill(pid, SIGTERM);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  fs::remove_all(dir);
 }
 
 }  // namespace

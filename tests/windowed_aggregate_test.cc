@@ -5,8 +5,10 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <simdjson.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <map>
 #include <random>
 #include <set>
@@ -44,24 +46,35 @@ WindowSpec Hopping(std::string name, int64_t size, int64_t advance, int64_t grac
 
 class Harness {
  public:
+  // The driver's wall clock starts at wall_clock_ms (default: an hour after kT0, so that
+  // events around kT0 are old data); with a state_dir the store is RocksDB, there.
   explicit Harness(std::vector<WindowSpec> windows,
                    std::vector<std::string> dims = {"serviceId", "metricName"},
-                   int64_t idle_close_ms = 0) {
+                   int64_t idle_close_ms = 0, int64_t wall_clock_ms = kT0 + 3'600'000,
+                   std::string state_dir = "") {
     StreamsBuilder b;
     AggregateOptions options;
     options.idle_close_ms = idle_close_ms;
     b.Stream("in", EventFormat::kJson)
         .GroupBy(dims)
         .WindowedBy(std::move(windows))
-        .Aggregate(options, "agg")
+        .Aggregate(options, "agg", state_dir.empty() ? StoreType::kInMemory : StoreType::kRocksDb)
         .ToWindowTopics();
     absl::StatusOr<Topology> t = b.Build();
     EXPECT_TRUE(t.ok()) << t.status();
     topology_ = *std::move(t);
-    TopologyTestDriver::Options o;
-    o.wall_clock_ms = kT0 + 3'600'000;
-    auto d = TopologyTestDriver::Create(topology_, o);
-    EXPECT_TRUE(d.ok()) << d.status();
+    options_.wall_clock_ms = wall_clock_ms;
+    options_.state_dir = std::move(state_dir);
+    Reopen(wall_clock_ms);
+  }
+
+  // Closes the task (its stores with it) and opens a new one on the same state, its wall
+  // clock at wall_clock_ms: a restart.
+  void Reopen(int64_t wall_clock_ms) {
+    driver.reset();
+    options_.wall_clock_ms = wall_clock_ms;
+    auto d = TopologyTestDriver::Create(topology_, options_);
+    ASSERT_TRUE(d.ok()) << d.status();
     driver = *std::move(d);
   }
 
@@ -71,6 +84,7 @@ class Harness {
   }
 
   Topology topology_;
+  TopologyTestDriver::Options options_;
   std::unique_ptr<TopologyTestDriver> driver;
 };
 
@@ -364,11 +378,13 @@ TEST(WindowedAggregate, CommitWritesPanesToTheStoreAndRetentionDropsThem) {
 }
 
 // ★ A quiet partition still gets its window: after idle_close of wall-clock silence,
-// stream time follows the wall clock from the last record's.
+// stream time follows the wall clock from the last record's — here the input is live
+// (read half a second after its event time).
 TEST(WindowedAggregate, IdlenessClosesWindowsOnTheWallClock) {
-  Harness h({Tumbling("1m", 60'000, 10'000, "o")}, {"serviceId", "metricName"}, 5'000);
+  Harness h({Tumbling("1m", 60'000, 10'000, "o")}, {"serviceId", "metricName"}, 5'000,
+            /*wall_clock_ms=*/kT0 + 30'500);
   h.Pipe({.id = "a", .ts = kT0 + 30'000, .value = 4});
-  // Wall-clock ticks every second; the first sees the record (stream time T0+30s). The
+  // Wall-clock ticks every second; the first notes the record (stream time T0+30s). The
   // window [T0, T0+60s) closes at stream time T0+70s: 40 s of wall clock after that tick.
   for (int tick = 1; tick <= 40; ++tick) {
     ASSERT_TRUE(h.driver->AdvanceWallClock(1'000).ok());
@@ -383,6 +399,175 @@ TEST(WindowedAggregate, IdlenessClosesWindowsOnTheWallClock) {
   // A record for the window closed by idleness is late.
   h.Pipe({.id = "b", .ts = kT0 + 50'000, .value = 1});
   EXPECT_EQ(h.driver->counters().late_dropped, 1u);
+}
+
+// Regression (old data replayed with a 40 s pause halfway came out 75 windows short:
+// idle close advanced stream time by the wall clock and the rest of the replay was
+// late): a replay of hour-old data, one event a second over 90 s of event time, pauses
+// 60 s of wall clock after its first 30 events — twelve times idle_close — then goes on.
+// No window closes early: both windows are exact, nothing is late.
+TEST(WindowedAggregate, AReplayOfOldDataThatPausesClosesNoWindowEarly) {
+  Harness h({Tumbling("1m", 60'000, 10'000, "o"), Hopping("h", 20'000, 10'000, 0, "p")},
+            {"serviceId", "metricName"}, 5'000, /*wall_clock_ms=*/kT0 + 3'600'000);
+  for (int i = 0; i < 30; ++i) h.Pipe({.id = StrCat("e", i), .ts = kT0 + i * 1'000, .value = 1});
+  ASSERT_TRUE(h.driver->Commit().ok());
+  // Windows of [T0, T0+20s) are out on stream time; nothing else may close in the pause.
+  EXPECT_EQ(h.Read("o").size(), 0u);
+  EXPECT_EQ(h.Read("p").size(), 2u);  // [T0-10s, T0+10s), [T0, T0+20s)
+  for (int tick = 0; tick < 60; ++tick) ASSERT_TRUE(h.driver->AdvanceWallClock(1'000).ok());
+  ASSERT_TRUE(h.driver->Commit().ok());
+  EXPECT_EQ(h.Read("o").size(), 0u);
+  EXPECT_EQ(h.Read("p").size(), 0u);
+  for (int i = 30; i < 90; ++i) {
+    h.Pipe({.id = StrCat("e", i), .ts = kT0 + i * 1'000, .value = 1});
+    ASSERT_TRUE(h.driver->AdvanceWallClock(100).ok());  // the replay's own pace
+  }
+  ASSERT_TRUE(h.driver->EndOfInput().ok());  // closes the last windows
+  std::vector<Result> minutes = h.Read("o");
+  ASSERT_EQ(minutes.size(), 2u);
+  EXPECT_EQ(minutes[0].start, kT0);
+  EXPECT_EQ(minutes[0].count, 60u);
+  EXPECT_EQ(minutes[1].start, kT0 + 60'000);
+  EXPECT_EQ(minutes[1].count, 30u);
+  std::vector<Result> hops = h.Read("p");
+  ASSERT_EQ(hops.size(), 8u);  // [T0+10s, T0+30s) ... [T0+80s, T0+100s)
+  for (size_t i = 0; i < hops.size(); ++i) {
+    EXPECT_EQ(hops[i].start, kT0 + 10'000 * static_cast<int64_t>(i + 1));
+    EXPECT_EQ(hops[i].count, i + 1 < hops.size() ? 20u : 10u) << i;
+  }
+  EXPECT_EQ(h.driver->counters().late_dropped, 0u);
+  EXPECT_EQ(h.driver->counters().late_window_updates, 0u);
+  EXPECT_EQ(h.driver->counters().dead_letters_total(), 0u);
+}
+
+// Input that falls behind the wall clock by more than idle_close stops being live, even
+// after a live stretch: a record a second of wall clock, each 200 ms of event time after
+// the last, from 1 s behind to 21 s behind; then two minutes of silence close nothing.
+TEST(WindowedAggregate, IdlenessStopsOnceTheInputFallsBehindTheWallClock) {
+  Harness h({Tumbling("1m", 60'000, 10'000, "o")}, {"serviceId", "metricName"}, 5'000,
+            /*wall_clock_ms=*/kT0 + 1'000);
+  for (int k = 0; k <= 20; ++k) {
+    h.Pipe({.id = StrCat("e", k), .ts = kT0 + k * 200, .value = 1});
+    ASSERT_TRUE(h.driver->AdvanceWallClock(1'000).ok());
+  }
+  for (int tick = 0; tick < 120; ++tick) ASSERT_TRUE(h.driver->AdvanceWallClock(1'000).ok());
+  EXPECT_TRUE(h.Read("o").empty());
+  ASSERT_TRUE(h.driver->EndOfInput().ok());
+  std::vector<Result> out = h.Read("o");
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].count, 21u);
+}
+
+// Regression (a kill or clean restart after the last record, before the last windows
+// closed: those windows never came out, as the idle clock started only at the first
+// record a new task saw): the idle clock is part of the operator's state. A live record,
+// committed; the task stops; 20 s later a new task opens on the same store and closes
+// the window at the same wall time the first would have.
+TEST(WindowedAggregate, ARestoredOperatorContinuesTheIdleClock) {
+  const auto dir = std::filesystem::temp_directory_path() /
+                   StrCat("sm-idle-restore-", ::getpid());
+  std::filesystem::remove_all(dir);
+  {
+    Harness h({Tumbling("1m", 60'000, 10'000, "o")}, {"serviceId", "metricName"}, 5'000,
+              /*wall_clock_ms=*/kT0 + 30'500, dir.string());
+    h.Pipe({.id = "a", .ts = kT0 + 30'000, .value = 4});
+    h.Pipe({.id = "b", .ts = kT0 + 29'000, .value = 2});
+    // The commit notes the records: wall T0+30.5s, stream time T0+30s — the window
+    // [T0, T0+60s) closes at stream time T0+70s, at wall T0+70.5s.
+    ASSERT_TRUE(h.driver->Commit().ok());
+    EXPECT_TRUE(h.Read("o").empty());
+    h.Reopen(kT0 + 50'500);  // down 20 s
+    // Ticks at T0+51.5s, 52.5s, ...: the 20th is at T0+70.5s.
+    for (int tick = 1; tick < 20; ++tick) {
+      ASSERT_TRUE(h.driver->AdvanceWallClock(1'000).ok());
+      ASSERT_TRUE(h.Read("o").empty()) << "tick " << tick;
+    }
+    ASSERT_TRUE(h.driver->AdvanceWallClock(1'000).ok());
+    std::vector<Result> out = h.Read("o");
+    ASSERT_EQ(out.size(), 1u);
+    EXPECT_EQ(out[0].start, kT0);
+    EXPECT_EQ(out[0].count, 2u);
+    EXPECT_EQ(out[0].sum, 6);
+  }
+  std::filesystem::remove_all(dir);
+}
+
+// The same for a replay: restored, the idle clock still says "not live", and a long
+// silence after the restart closes nothing.
+TEST(WindowedAggregate, ARestoredReplayStaysOpenThroughSilence) {
+  const auto dir = std::filesystem::temp_directory_path() /
+                   StrCat("sm-idle-restore-replay-", ::getpid());
+  std::filesystem::remove_all(dir);
+  {
+    Harness h({Tumbling("1m", 60'000, 10'000, "o")}, {"serviceId", "metricName"}, 5'000,
+              /*wall_clock_ms=*/kT0 + 3'600'000, dir.string());
+    h.Pipe({.id = "a", .ts = kT0 + 30'000, .value = 4});
+    ASSERT_TRUE(h.driver->Commit().ok());
+    h.Reopen(kT0 + 3'700'000);
+    for (int tick = 0; tick < 300; ++tick) ASSERT_TRUE(h.driver->AdvanceWallClock(1'000).ok());
+    EXPECT_TRUE(h.Read("o").empty());
+    h.Pipe({.id = "b", .ts = kT0 + 59'000, .value = 1});  // not late
+    ASSERT_TRUE(h.driver->EndOfInput().ok());
+    std::vector<Result> out = h.Read("o");
+    ASSERT_EQ(out.size(), 1u);
+    EXPECT_EQ(out[0].count, 2u);
+    EXPECT_EQ(h.driver->counters().late_dropped, 0u);
+  }
+  std::filesystem::remove_all(dir);
+}
+
+// Operator state written before the idle clock existed (version 1) is still read: stream
+// time and the windows to close come back, the idle clock starts at the next record.
+// An unknown version is DataLoss naming it.
+TEST(WindowedAggregate, OperatorStateOfVersionOneIsReadAndUnknownVersionsAreRejected) {
+  const auto dir = std::filesystem::temp_directory_path() /
+                   StrCat("sm-idle-meta-v1-", ::getpid());
+  std::filesystem::remove_all(dir);
+  {
+    Harness h({Tumbling("1m", 60'000, 0, "o")}, {"serviceId", "metricName"}, 5'000,
+              /*wall_clock_ms=*/kT0 + 30'500, dir.string());
+    h.Pipe({.id = "a", .ts = kT0 + 30'000, .value = 4});
+    ASSERT_TRUE(h.driver->Commit().ok());
+    auto* store = dynamic_cast<WindowStore*>(h.driver->GetStateStore("agg-store"));
+    ASSERT_NE(store, nullptr);
+    std::string meta;
+    ASSERT_TRUE(*store->Fetch("", INT64_MAX, &meta));
+    ASSERT_EQ(meta[0], 2);
+    // Version 1: the same without the two idle-clock fields (bytes 9..24).
+    std::string v1 = meta;
+    v1[0] = 1;
+    v1.erase(9, 16);
+    ASSERT_TRUE(store->Put("", INT64_MAX, v1).ok());
+    ASSERT_TRUE(store->Flush().ok());
+    h.Reopen(kT0 + 31'000);
+    ASSERT_NE(h.driver, nullptr);
+    auto* agg = h.driver->FindProcessor<WindowedAggregateProcessor>();
+    ASSERT_NE(agg, nullptr);
+    EXPECT_EQ(agg->stream_time(), kT0 + 30'000);
+    // No idle clock: silence closes nothing until a record is noted.
+    for (int tick = 0; tick < 60; ++tick) ASSERT_TRUE(h.driver->AdvanceWallClock(1'000).ok());
+    EXPECT_TRUE(h.Read("o").empty());
+    h.Pipe({.id = "b", .ts = kT0 + 59'000, .value = 1});
+    EXPECT_TRUE(h.Read("o").empty());
+    ASSERT_TRUE(h.driver->EndOfInput().ok());
+    std::vector<Result> out = h.Read("o");
+    ASSERT_EQ(out.size(), 1u);
+    EXPECT_EQ(out[0].sum, 5);
+
+    store = dynamic_cast<WindowStore*>(h.driver->GetStateStore("agg-store"));
+    ASSERT_TRUE(*store->Fetch("", INT64_MAX, &meta));
+    meta[0] = 3;
+    ASSERT_TRUE(store->Put("", INT64_MAX, meta).ok());
+    ASSERT_TRUE(store->Flush().ok());
+    h.driver.reset();
+    TopologyTestDriver::Options o = h.options_;
+    auto d = TopologyTestDriver::Create(h.topology_, o);
+    EXPECT_EQ(d.status().code(), absl::StatusCode::kDataLoss);
+    EXPECT_EQ(std::string(Message(d.status())),
+              "aggregate: store agg-store: operator state of unknown version 3 (written by a "
+              "newer release?); the store must be rebuilt");
+  }
+  std::filesystem::remove_all(dir);
 }
 
 TEST(WindowedAggregate, IdlenessIsIgnoredWhileRecordsFlowOrWhenDisabled) {

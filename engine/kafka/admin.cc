@@ -101,4 +101,25 @@ absl::Status CreateTopics(const Properties& properties, const std::vector<TopicS
   return CreateTopics(rk->get(), topics, timeout_ms);
 }
 
+absl::StatusOr<std::map<std::string, int>> TopicPartitions(const Properties& properties,
+                                                           int timeout_ms) {
+  Properties props = {{"log_level", "3"}};
+  for (const auto& p : properties) props.push_back(p);
+  absl::StatusOr<KafkaHandle> rk = NewClient(RD_KAFKA_PRODUCER, props);
+  if (!rk.ok()) return rk.status();
+  const struct rd_kafka_metadata* md = nullptr;
+  if (absl::Status s = KafkaStatus("metadata", rd_kafka_metadata(rk->get(), 1, nullptr, &md, timeout_ms));
+      !s.ok()) {
+    return s;
+  }
+  std::map<std::string, int> out;
+  for (int i = 0; i < md->topic_cnt; ++i) {
+    if (md->topics[i].err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+      out[md->topics[i].topic] = md->topics[i].partition_cnt;
+    }
+  }
+  rd_kafka_metadata_destroy(md);
+  return out;
+}
+
 }  // namespace streammetrics::kafka

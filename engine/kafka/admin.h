@@ -3,11 +3,13 @@
 #ifndef STREAMMETRICS_ENGINE_KAFKA_ADMIN_H_
 #define STREAMMETRICS_ENGINE_KAFKA_ADMIN_H_
 
+#include <map>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "engine/kafka/producer.h"  // Properties
 
 namespace streammetrics::kafka {
@@ -25,6 +27,11 @@ struct TopicSpec {
 // not answer within `timeout_ms`; the broker's error for a topic it refuses.
 absl::Status CreateTopics(const Properties& properties, const std::vector<TopicSpec>& topics,
                           int timeout_ms = 30'000);
+
+// Every topic in the cluster's metadata, with its partition count (any broker, the dev
+// broker included). Unavailable when no metadata came within `timeout_ms`.
+absl::StatusOr<std::map<std::string, int>> TopicPartitions(const Properties& properties,
+                                                           int timeout_ms = 10'000);
 
 }  // namespace streammetrics::kafka
 

@@ -48,11 +48,33 @@ absl::Status DevBroker::CreateTopic(std::string_view name, int partitions) {
                      rd_kafka_mock_topic_create(impl_->cluster, topic.c_str(), partitions, 1));
 }
 
+namespace {
+
+struct ReferenceTopic {
+  std::string_view name;
+  int partitions;
+};
+// reference/001's topic layout.
+constexpr ReferenceTopic kReferenceTopics[] = {
+    {"metrics-events", DevBroker::kInputPartitions},
+    {"metrics-aggregated-1m", 3},
+    {"metrics-aggregated-5m", 3},
+    {"metrics-aggregated-1m-10s", 3},
+    {"metrics-dead-letter", 3},
+};
+
+}  // namespace
+
+int DevBroker::ReferencePartitions(std::string_view name) {
+  for (const ReferenceTopic& t : kReferenceTopics) {
+    if (t.name == name) return t.partitions;
+  }
+  return 0;
+}
+
 absl::Status DevBroker::CreateReferenceTopics() {
-  if (absl::Status s = CreateTopic("metrics-events", 6); !s.ok()) return s;
-  for (const char* t : {"metrics-aggregated-1m", "metrics-aggregated-5m",
-                        "metrics-aggregated-1m-10s", "metrics-dead-letter"}) {
-    if (absl::Status s = CreateTopic(t, 3); !s.ok()) return s;
+  for (const ReferenceTopic& t : kReferenceTopics) {
+    if (absl::Status s = CreateTopic(t.name, t.partitions); !s.ok()) return s;
   }
   return absl::OkStatus();
 }

@@ -30,12 +30,17 @@ class DevBroker {
 
   // "127.0.0.1:port,..." for clients.
   const std::string& bootstrap_servers() const { return bootstrap_; }
-  // Creates `name` with `partitions` partitions (replication 1); creating an existing
-  // topic with the same partition count is OK.
+  // Creates `name` with `partitions` partitions (replication 1). A topic that exists
+  // already is an error ("Topic already exists"), whatever its partitions.
   absl::Status CreateTopic(std::string_view name, int partitions);
   // reference/001's topics: metrics-events 6 partitions; metrics-aggregated-1m, -5m,
   // -1m-10s and metrics-dead-letter 3 each.
   absl::Status CreateReferenceTopics();
+  // The partitions of reference/001's topic `name`, or 0 when it is not one of them.
+  static int ReferencePartitions(std::string_view name);
+  // metrics-events' partitions (reference/001): what `streammetrics broker` and the
+  // embedded broker give every topic a config names that reference/001 does not.
+  static constexpr int kInputPartitions = 6;
   // Fault injection: a broker stops answering / answers again.
   absl::Status SetBrokerDown(int broker_id);
   absl::Status SetBrokerUp(int broker_id);

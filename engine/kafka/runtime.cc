@@ -81,6 +81,7 @@ void AddTaskCounters(const TaskCounters& t, RuntimeCounters* c) {
   c->duplicates += t.duplicates_dropped;
   c->dedupe_ids_evicted += t.dedupe_ids_evicted;
   c->late_dropped += t.late_dropped;
+  c->late_window_updates += t.late_window_updates;
   for (uint64_t d : t.dead_letters) c->dead_letters += d;
 }
 
@@ -1209,7 +1210,7 @@ uint64_t Runtime::consumed() const {
   return n;
 }
 
-static_assert(sizeof(RuntimeCounters) == 15 * sizeof(uint64_t),
+static_assert(sizeof(RuntimeCounters) == 16 * sizeof(uint64_t),
               "a new counter: sum it in RuntimeCounters::operator+=");
 RuntimeCounters& RuntimeCounters::operator+=(const RuntimeCounters& c) {
   records_read += c.records_read;
@@ -1219,6 +1220,7 @@ RuntimeCounters& RuntimeCounters::operator+=(const RuntimeCounters& c) {
   duplicates += c.duplicates;
   dedupe_ids_evicted += c.dedupe_ids_evicted;
   late_dropped += c.late_dropped;
+  late_window_updates += c.late_window_updates;
   commits += c.commits;
   rebuilds += c.rebuilds;
   tasks += c.tasks;

@@ -98,7 +98,8 @@ struct RuntimeCounters {
   uint64_t dead_letters = 0;
   uint64_t duplicates = 0;
   uint64_t dedupe_ids_evicted = 0;  // forgotten before their time: dedupe.max_ids reached
-  uint64_t late_dropped = 0;
+  uint64_t late_dropped = 0;         // late for every window definition: dropped
+  uint64_t late_window_updates = 0;  // (record, window definition) pairs skipped as late
   uint64_t commits = 0;
   uint64_t rebuilds = 0;  // task rebuilds after failed commits
   int tasks = 0;
