@@ -23,6 +23,11 @@ absl::Status AggregateOptions::Validate() const {
   if (!(compression >= 10 && compression <= 10000)) {
     return absl::InvalidArgumentError("aggregate: compression must be in [10, 10000]");
   }
+  if (exact_quantiles_up_to > MetricStats::kMaxExactUpTo) {
+    return absl::InvalidArgumentError(
+        StrCat("aggregate: exact_quantiles_up_to must be in [0, ", MetricStats::kMaxExactUpTo,
+               "]"));
+  }
   return absl::OkStatus();
 }
 
@@ -31,11 +36,12 @@ WindowedAggregateProcessor::WindowedAggregateProcessor(AggregateOptions options,
     : options_(std::move(options)),
       store_name_(std::move(store_name)),
       pane_size_(PaneSize(options_.windows)),
-      merged_(options_.compression),
-      fetched_(options_.compression) {
+      merged_(options_.compression, options_.exact_quantiles_up_to),
+      fetched_(options_.compression, options_.exact_quantiles_up_to) {
   if (options_.quantiles.empty()) {
     options_.quantiles = *MakeQuantileSpecs({0.5, 0.95, 0.99});
   }
+  for (size_t i = 0; i < options_.quantiles.size(); ++i) qs_[i] = options_.quantiles[i].q;
   for (const FieldRef& dim : options_.group_by) dim_names_.push_back(dim.output_name());
   for (const WindowSpec& w : options_.windows) {
     max_retention_ = std::max(max_retention_, w.size_ms + w.grace_ms);
@@ -118,7 +124,8 @@ absl::Status WindowedAggregateProcessor::Restore() {
         if (WindowSpec::FloorDiv(start, pane_size_) * pane_size_ != start) {
           return corrupt("a pane does not start on the pane grid (other windows?)");
         }
-        absl::StatusOr<MetricStats> stats = MetricStats::Parse(value);
+        absl::StatusOr<MetricStats> stats =
+            MetricStats::Parse(value, options_.compression, options_.exact_quantiles_up_to);
         if (!stats.ok()) return corrupt(Message(stats.status()));
         Pane& pane = panes_[PaneFor(InternKey(key), start)];
         pane.stats = *std::move(stats);
@@ -250,7 +257,7 @@ uint32_t WindowedAggregateProcessor::PaneFor(uint32_t key, int64_t pane_start) {
     free_panes_.pop_back();
   } else {
     id = static_cast<uint32_t>(panes_.size());
-    panes_.push_back(Pane{.stats = MetricStats(options_.compression)});
+    panes_.push_back(Pane{.stats = EmptyStats()});
   }
   Pane& pane = panes_[id];
   pane.key = key;
@@ -363,9 +370,9 @@ absl::Status WindowedAggregateProcessor::EmitResult(size_t w, int64_t start, uin
   result.dim_values = &scratch_dims_;
   result.stats = stats;
   result.quantiles = &options_.quantiles;
-  for (size_t i = 0; i < options_.quantiles.size(); ++i) {
-    result.quantile_values[i] = stats->Quantile(options_.quantiles[i].q);
-  }
+  // Const: answering changes no pane (results never depend on when they are asked).
+  stats->Quantiles(std::span<const double>(qs_.data(), options_.quantiles.size()),
+                   std::span<double>(result.quantile_values.data(), options_.quantiles.size()));
   result.rate = static_cast<double>(stats->count()) * 1000.0 / static_cast<double>(spec.size_ms);
   ++context()->counters().windows_emitted;
   // The result's timestamp is the window's last millisecond, so re-windowing results
@@ -387,7 +394,7 @@ void WindowedAggregateProcessor::FreePane(uint32_t id) {
     free_keys_.push_back(pane.key);
   }
   pane.key = kNone;
-  pane.stats = MetricStats(options_.compression);  // release the digest's memory
+  pane.stats = EmptyStats();  // release the values' memory
   pane.store_dirty = false;
   pane.update_dirty = false;
   if (pane.evicted) --evicted_;
@@ -459,8 +466,9 @@ absl::Status WindowedAggregateProcessor::Flush() {
   }
   store_dirty_.clear();
 
-  // Panes that can take no more records (every window containing them is past its
-  // grace) are compacted: their digest buffers are merged and freed.
+  // Panes past their own grace (they take only records still on time for longer
+  // windows) are compacted: memory that holds no value is released. Nothing is
+  // merged, so where commits fall changes no result.
   int64_t max_grace = 0;
   for (const WindowSpec& w : options_.windows) max_grace = std::max(max_grace, w.grace_ms);
   if (stream_time_ > INT64_MIN + pane_size_ + max_grace) {
@@ -497,7 +505,7 @@ void WindowedAggregateProcessor::ChargeAndEvict() {
       Pane& pane = panes_[id];
       if (pane.evicted || !pane.compacted || pane.store_dirty) continue;
       const int64_t before = static_cast<int64_t>(pane.stats.MemoryBytes());
-      pane.stats = MetricStats(options_.compression);
+      pane.stats = EmptyStats();
       pane.evicted = true;
       ++evicted_;
       const int64_t freed = before - static_cast<int64_t>(pane.stats.MemoryBytes());
@@ -517,7 +525,8 @@ absl::StatusOr<const MetricStats*> WindowedAggregateProcessor::PaneStats(uint32_
     return absl::DataLossError(StrCat("aggregate: store ", store_name_,
                                       ": an evicted pane is missing from the store"));
   }
-  absl::StatusOr<MetricStats> stats = MetricStats::Parse(value_buf_);
+  absl::StatusOr<MetricStats> stats =
+      MetricStats::Parse(value_buf_, options_.compression, options_.exact_quantiles_up_to);
   if (!stats.ok()) return stats.status();
   fetched_ = *std::move(stats);
   return &fetched_;

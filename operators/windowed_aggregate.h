@@ -48,6 +48,7 @@
 #ifndef STREAMMETRICS_OPERATORS_WINDOWED_AGGREGATE_H_
 #define STREAMMETRICS_OPERATORS_WINDOWED_AGGREGATE_H_
 
+#include <array>
 #include <cstdint>
 #include <deque>
 #include <string>
@@ -71,6 +72,9 @@ struct AggregateOptions {
   std::vector<WindowSpec> windows;
   std::vector<QuantileSpec> quantiles;  // default: p50, p95, p99
   double compression = 100;             // t-digest compression
+  // A pane or window of at most this many values keeps them and reports exact
+  // quantiles (percentile_disc); above it, t-digest estimates. In [0, 100000].
+  uint32_t exact_quantiles_up_to = MetricStats::kDefaultExactUpTo;
   bool late_to_dead_letter = true;
   // Wall-clock idleness after which stream time follows the wall clock; 0 disables.
   int64_t idle_close_ms = 0;
@@ -144,6 +148,9 @@ class WindowedAggregateProcessor final : public Transformer<MetricEvent, Windowe
   void DropExpiredPanes();
   // The stats of a pane, read back from the store into fetched_ when evicted.
   absl::StatusOr<const MetricStats*> PaneStats(uint32_t id);
+  MetricStats EmptyStats() const {
+    return MetricStats(options_.compression, options_.exact_quantiles_up_to);
+  }
   absl::Status Reload(uint32_t id);
   void ChargeAndEvict();
   void FreePane(uint32_t id);
@@ -189,6 +196,7 @@ class WindowedAggregateProcessor final : public Transformer<MetricEvent, Windowe
   std::vector<std::string_view> scratch_dims_;
   MetricStats merged_;
   MetricStats fetched_;
+  std::array<double, kMaxQuantiles> qs_{};  // options_.quantiles' q, contiguous
   uint64_t mark_ = 0;
   CacheBudget* budget_ = nullptr;
   int64_t charged_ = 0;
