@@ -21,6 +21,9 @@
 // inserts of the oldest (as a dedupe window that fills while ids also expire): ns per
 // operation and the longest 1,024 operations (ms): the stall of a doubling.
 //
+// BM_ActiveKeys/keys/panes: resident bytes per group key of the aggregate alone when
+// many keys get 3 events per 10 s pane (see the function).
+//
 // BM_Restore: RestoreFromChangelog of 1M changelog records (window-store puts of
 // 40-byte keys and 200-byte values, a commit marker every 1,000) into a RocksDB or an
 // in-memory window store: records/s.
@@ -33,6 +36,7 @@
 #include <benchmark/benchmark.h>
 
 #include <malloc.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -311,8 +315,9 @@ BENCHMARK(BM_IdSetFill)->Arg(1 << 20)->Arg(1 << 24)->Arg(1 << 26)->Unit(benchmar
 // the aggregate alone (group by serviceId and metricName, the reference windows 1m, 5m
 // and 1m/10s, grace 10 s, in-memory store), `keys` keys, 3 events per key per pane for
 // `panes` panes in event-time order, a commit after each pane (so the in-memory store's
-// copy of the panes is included). Counters: resident set growth per key (allocator
-// included), live panes per key at the end.
+// copy of the panes is included). Each case runs in a forked child, so memory freed by
+// an earlier case cannot hide its growth. Counters: resident set growth per key
+// (allocator and key index included), live panes per key at the end.
 //
 //   build/bench/pipeline_bench --benchmark_filter=ActiveKeys --benchmark_counters_tabular=true
 size_t ResidentBytes() {
@@ -324,9 +329,8 @@ size_t ResidentBytes() {
   return resident * static_cast<size_t>(sysconf(_SC_PAGESIZE));
 }
 
-void BM_ActiveKeys(benchmark::State& state) {
-  const int64_t keys = state.range(0);
-  const int64_t panes = state.range(1);
+// In the child: runs the case, returns {bytes per key, panes per key}, or {-1, -1}.
+std::pair<double, double> ActiveKeysCase(int64_t keys, int64_t panes) {
   PipelineConfig config = ReferencePipelineConfig();
   StreamsBuilder b;
   AggregateOptions options;
@@ -337,50 +341,68 @@ void BM_ActiveKeys(benchmark::State& state) {
       .ToWindowTopics();
   const Topology topology = *b.Build();
   const int64_t t0 = 1'707'267'600'000;
-  double per_key = 0, panes_per_key = 0;
-  for (auto _ : state) {
-    CountingCollector collector;
-    TaskConfig tc;
-    tc.wall_clock = [t0] { return t0 + 3'600'000; };
-    const size_t before = ResidentBytes();
-    std::unique_ptr<Task> task = *Task::Create(topology, tc, &collector);
-    SourceRecord record;
-    record.topic = config.input_topic;
-    std::string json;
-    int64_t offset = 0;
-    for (int64_t p = 0; p < panes; ++p) {
-      for (int64_t k = 0; k < keys; ++k) {
-        for (int e = 0; e < 3; ++e) {
-          json.clear();
-          json += R"({"eventId":"e)";
-          json += std::to_string(offset);
-          json += R"(","timestamp":)";
-          json += std::to_string(t0 + p * 10'000 + e * 1'000 + k % 1'000);
-          json += R"(,"serviceId":"service-)";
-          json += std::to_string(k);
-          json += R"(","metricType":"HTTP_REQUEST","metricName":"api.request.duration","value":)";
-          json += std::to_string(10 + (k + e) % 90);
-          json += R"(,"unit":"milliseconds"})";
-          record.offset = offset++;
-          record.value = json;
-          if (!task->Process(record).ok()) state.SkipWithError("process failed");
-        }
+  CountingCollector collector;
+  TaskConfig tc;
+  tc.wall_clock = [t0] { return t0 + 3'600'000; };
+  const size_t before = ResidentBytes();
+  std::unique_ptr<Task> task = *Task::Create(topology, tc, &collector);
+  SourceRecord record;
+  record.topic = config.input_topic;
+  std::string json;
+  int64_t offset = 0;
+  for (int64_t p = 0; p < panes; ++p) {
+    for (int64_t k = 0; k < keys; ++k) {
+      for (int e = 0; e < 3; ++e) {
+        json.clear();
+        json += R"({"eventId":"e)";
+        json += std::to_string(offset);
+        json += R"(","timestamp":)";
+        json += std::to_string(t0 + p * 10'000 + e * 1'000 + k % 1'000);
+        json += R"(,"serviceId":"service-)";
+        json += std::to_string(k);
+        json += R"(","metricType":"HTTP_REQUEST","metricName":"api.request.duration","value":)";
+        json += std::to_string(10 + (k + e) % 90);
+        json += R"(,"unit":"milliseconds"})";
+        record.offset = offset++;
+        record.value = json;
+        if (!task->Process(record).ok()) return {-1, -1};
       }
-      if (!task->Commit().ok()) state.SkipWithError("commit failed");
     }
-    const size_t after = ResidentBytes();
-    per_key = (static_cast<double>(after) - static_cast<double>(before)) / static_cast<double>(keys);
-    auto* aggregate = task->FindProcessor<WindowedAggregateProcessor>();
-    panes_per_key = aggregate == nullptr ? 0
-                                         : static_cast<double>(aggregate->live_panes()) /
-                                               static_cast<double>(keys);
-    if (task->counters().records_processed != static_cast<uint64_t>(offset)) {
-      state.SkipWithError("records were not all aggregated");
-    }
-    task.reset();
+    if (!task->Commit().ok()) return {-1, -1};
   }
-  state.counters["bytes_per_key"] = per_key;
-  state.counters["panes_per_key"] = panes_per_key;
+  const size_t after = ResidentBytes();
+  auto* aggregate = task->FindProcessor<WindowedAggregateProcessor>();
+  if (aggregate == nullptr || task->counters().records_processed != static_cast<uint64_t>(offset)) {
+    return {-1, -1};
+  }
+  return {(static_cast<double>(after) - static_cast<double>(before)) / static_cast<double>(keys),
+          static_cast<double>(aggregate->live_panes()) / static_cast<double>(keys)};
+}
+
+void BM_ActiveKeys(benchmark::State& state) {
+  std::pair<double, double> result{-1, -1};
+  for (auto _ : state) {
+    int fds[2];
+    if (pipe(fds) != 0) state.SkipWithError("pipe");
+    const pid_t child = fork();
+    if (child == 0) {
+      close(fds[0]);
+      const std::pair<double, double> r = ActiveKeysCase(state.range(0), state.range(1));
+      const ssize_t ignored = write(fds[1], &r, sizeof(r));
+      (void)ignored;
+      _exit(0);
+    }
+    close(fds[1]);
+    if (read(fds[0], &result, sizeof(result)) != static_cast<ssize_t>(sizeof(result))) {
+      result = {-1, -1};
+    }
+    close(fds[0]);
+    int status = 0;
+    waitpid(child, &status, 0);
+    if (result.first < 0) state.SkipWithError("the case failed");
+  }
+  state.counters["bytes_per_key"] = result.first;
+  state.counters["panes_per_key"] = result.second;
 }
 BENCHMARK(BM_ActiveKeys)
     ->Args({100'000, 2})

@@ -129,13 +129,15 @@ void MetricStats::Quantiles(std::span<const double> qs, std::span<double> out) c
   }
 }
 
-void MetricStats::Compact() {
+bool MetricStats::Compact() {
   if (exact_) {
     values_.shrink_to_fit();
     digest_.reset();  // one kept by Reset() for reuse
-  } else {
-    digest_->ShrinkToFit();
+    return false;
   }
+  const bool merges = digest_->buffered() > 0;
+  digest_->Compact();
+  return merges;
 }
 
 size_t MetricStats::MemoryBytes() const {

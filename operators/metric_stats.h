@@ -14,7 +14,7 @@
 //
 // Nothing here depends on when the state is serialized: queries are const and change
 // nothing, and the encoding keeps the digest's unmerged buffer, so a parsed pane is
-// the original bit for bit.
+// the original bit for bit. Only Add(), Merge() and Compact() change the state.
 #ifndef STREAMMETRICS_OPERATORS_METRIC_STATS_H_
 #define STREAMMETRICS_OPERATORS_METRIC_STATS_H_
 
@@ -85,9 +85,13 @@ class MetricStats {
   bool exact() const { return exact_; }
   // The digest; nullptr while exact().
   const TDigest* digest() const { return exact_ ? nullptr : digest_.get(); }
-  // Releases memory that holds no value (a pane that will take few or no more values):
-  // the state, and so every later result, is unchanged.
-  void Compact();
+  // For a pane that will take few or no more values: an exact list releases its spare
+  // capacity (state unchanged); a digest merges its buffer and frees it (state
+  // changed, as a full buffer would change it). Deterministic results need it called
+  // at points fixed by the data — the aggregate does it when stream time passes the
+  // pane's grace — never because of a commit. Returns whether the state changed (the
+  // encoding then changes too).
+  bool Compact();
   size_t MemoryBytes() const;
 
   // Layout (little-endian): u8 version (3), u64 count, f64 sum, f64 min, f64 max,

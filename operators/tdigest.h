@@ -398,15 +398,6 @@ class TDigest {
     centroids_.shrink_to_fit();
   }
 
-  // Releases the capacity no value uses, without merging: the state (and so every
-  // later result) is unchanged; memory is about sizeof(TDigest) + 16 bytes per
-  // centroid + 8 per buffered value. For a pane that may still take a few values.
-  void ShrinkToFit() {
-    unit_.shrink_to_fit();
-    weighted_.shrink_to_fit();
-    centroids_.shrink_to_fit();
-  }
-
   // Approximate bytes used: the object plus the heap capacity of its vectors (not the
   // per-thread sort scratch space shared by all digests of a thread).
   size_t MemoryBytes() const {
@@ -939,7 +930,7 @@ class TDigest {
   uint32_t merge_count_ = 0;  // parity selects the pass direction
   // Pending state. Invariant: unit_.capacity() <= buffer_capacity_, so the buffer is
   // merged exactly when it holds buffer_capacity_ values and one more arrives,
-  // whatever copies, restores or ShrinkToFit() happened before.
+  // whatever copies, restores or Compact() happened before.
   std::vector<double> unit_;        // unit-weight values
   std::vector<Centroid> weighted_;  // (value, weight != 1) pairs
   double weighted_weight_ = 0;      // sum of weighted_ weights

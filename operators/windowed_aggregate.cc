@@ -45,6 +45,7 @@ WindowedAggregateProcessor::WindowedAggregateProcessor(AggregateOptions options,
   for (const FieldRef& dim : options_.group_by) dim_names_.push_back(dim.output_name());
   for (const WindowSpec& w : options_.windows) {
     max_retention_ = std::max(max_retention_, w.size_ms + w.grace_ms);
+    max_grace_ = std::max(max_grace_, w.grace_ms);
     has_update_windows_ |= w.emit == EmitMode::kUpdate;
   }
   next_start_.assign(options_.windows.size(), INT64_MIN);
@@ -70,14 +71,18 @@ namespace {
 // The operator's own state beside its panes: key "" (no group key encodes empty) at
 // window start INT64_MAX (never reached by retention's DeleteBefore).
 constexpr int64_t kMetaStart = INT64_MAX;
-constexpr uint8_t kMetaVersion = 1;
+// Version 1 had no compaction boundary (read: panes were compacted at commits then).
+constexpr uint8_t kMetaVersionWithoutCompaction = 1;
+constexpr uint8_t kMetaVersion = 2;
 
 }  // namespace
 
 void WindowedAggregateProcessor::AppendMeta(std::string* out) const {
-  // Layout: u8 version, i64 stream time, u32 n, n x {i64 size, i64 advance, i64 next start}.
+  // Layout: u8 version (2), i64 stream time, i64 compaction boundary, u32 n,
+  // n x {i64 size, i64 advance, i64 next start}. Version 1: without the boundary.
   out->push_back(static_cast<char>(kMetaVersion));
   AppendFixed<int64_t>(stream_time_, out);
+  AppendFixed<int64_t>(compact_below_, out);
   AppendFixed<uint32_t>(static_cast<uint32_t>(options_.windows.size()), out);
   for (size_t w = 0; w < options_.windows.size(); ++w) {
     AppendFixed<int64_t>(options_.windows[w].size_ms, out);
@@ -98,9 +103,15 @@ absl::Status WindowedAggregateProcessor::Restore() {
     std::string_view in = meta;
     uint8_t version;
     uint32_t n;
-    if (!ReadFixed(&in, &version) || version != kMetaVersion || !ReadFixed(&in, &stream_time_) ||
-        !ReadFixed(&in, &n)) {
+    if (!ReadFixed(&in, &version) ||
+        (version != kMetaVersion && version != kMetaVersionWithoutCompaction) ||
+        !ReadFixed(&in, &stream_time_) ||
+        (version == kMetaVersion && !ReadFixed(&in, &compact_below_)) || !ReadFixed(&in, &n)) {
       return corrupt("unreadable operator state");
+    }
+    if (version == kMetaVersionWithoutCompaction &&
+        stream_time_ > INT64_MIN + pane_size_ + max_grace_) {
+      compact_below_ = stream_time_ - pane_size_ - max_grace_;  // as commits compacted them
     }
     if (n != options_.windows.size()) {
       return corrupt("state written by a topology with other windows");
@@ -129,6 +140,7 @@ absl::Status WindowedAggregateProcessor::Restore() {
         if (!stats.ok()) return corrupt(Message(stats.status()));
         Pane& pane = panes_[PaneFor(InternKey(key), start)];
         pane.stats = *std::move(stats);
+        pane.compacted = start < compact_below_;  // as written: compacted before, or never
         return absl::OkStatus();
       });
   if (!s.ok()) return s;
@@ -308,7 +320,29 @@ absl::Status WindowedAggregateProcessor::CloseDueWindows() {
   }
   RecomputeNextClose();
   DropExpiredPanes();
+  CompactPanes();
   return absl::OkStatus();
+}
+
+void WindowedAggregateProcessor::CompactPanes() {
+  if (stream_time_ <= INT64_MIN + pane_size_ + max_grace_) return;
+  const int64_t limit = stream_time_ - pane_size_ - max_grace_;  // pane start < limit
+  if (limit <= compact_below_) return;
+  for (auto it = panes_by_start_.lower_bound(compact_below_);
+       it != panes_by_start_.end() && it->first < limit; ++it) {
+    for (uint32_t id : it->second) {
+      Pane& pane = panes_[id];
+      if (pane.compacted || pane.evicted) continue;
+      pane.compacted = true;
+      // A merged buffer is a new state: the store must hold it, as a restore must
+      // find the pane as compacted as the flag says.
+      if (pane.stats.Compact() && !pane.store_dirty) {
+        pane.store_dirty = true;
+        store_dirty_.push_back(id);
+      }
+    }
+  }
+  compact_below_ = limit;
 }
 
 absl::Status WindowedAggregateProcessor::EmitWindow(size_t w, int64_t start) {
@@ -466,24 +500,8 @@ absl::Status WindowedAggregateProcessor::Flush() {
   }
   store_dirty_.clear();
 
-  // Panes past their own grace (they take only records still on time for longer
-  // windows) are compacted: memory that holds no value is released. Nothing is
-  // merged, so where commits fall changes no result.
-  int64_t max_grace = 0;
-  for (const WindowSpec& w : options_.windows) max_grace = std::max(max_grace, w.grace_ms);
-  if (stream_time_ > INT64_MIN + pane_size_ + max_grace) {
-    const int64_t limit = stream_time_ - pane_size_ - max_grace;  // pane start < limit
-    for (auto it = panes_by_start_.lower_bound(compacted_before_);
-         it != panes_by_start_.end() && it->first < limit; ++it) {
-      for (uint32_t id : it->second) {
-        if (!panes_[id].compacted) {
-          panes_[id].stats.Compact();
-          panes_[id].compacted = true;
-        }
-      }
-      compacted_before_ = it->first;
-    }
-  }
+  // Panes are compacted where windows close (CompactPanes), never here: a commit
+  // changes no pane, so where commits fall changes no result.
   if (budget_ != nullptr) ChargeAndEvict();
   return absl::OkStatus();
 }
@@ -496,10 +514,10 @@ void WindowedAggregateProcessor::ChargeAndEvict() {
   }
   budget_->Charge(bytes - charged_);
   charged_ = bytes;
-  // Oldest first: compacted panes (they precede compacted_before_ in start order) are
+  // Oldest first: compacted panes (they precede compact_below_ in start order) are
   // clean after the write-back above, so the store holds exactly their stats.
   for (auto it = panes_by_start_.begin();
-       budget_->excess() > 0 && it != panes_by_start_.end() && it->first <= compacted_before_;
+       budget_->excess() > 0 && it != panes_by_start_.end() && it->first < compact_below_;
        ++it) {
     for (uint32_t id : it->second) {
       Pane& pane = panes_[id];

@@ -34,8 +34,15 @@
 // changed since the last commit are written to the window store (key: group key,
 // window start: pane start, value: MetricStats encoding), and panes past retention
 // (pane start + max(size + grace) <= stream time) are dropped from both. The operator's
-// own state — stream time, the next window of each definition to close, and the windows'
-// sizes and advances — is one more entry (key "", start INT64_MAX). Init() restores
+// own state — stream time, the next window of each definition to close, the windows'
+// sizes and advances, and the compaction boundary — is one more entry (key "", start
+// INT64_MAX).
+//
+// Determinism. A result depends only on the input records: a pane changes only by its
+// records and by compaction (merging its digest's buffer once its own grace is over),
+// which happens where windows close, at a stream time fixed by the data; nothing
+// changes a pane at a commit or when a result is computed, and a restored pane is the
+// written one bit for bit (operators/metric_stats.h). Init() restores
 // everything from the store, so a task reopened on a durable store after a clean commit
 // goes on exactly where it stopped; a store written by other windows is DataLoss.
 //
@@ -146,6 +153,9 @@ class WindowedAggregateProcessor final : public Transformer<MetricEvent, Windowe
   absl::Status EmitWindow(size_t w, int64_t start);
   absl::Status EmitResult(size_t w, int64_t start, uint32_t key);
   void DropExpiredPanes();
+  // Compacts the panes whose own grace is over (start < stream time - pane size - max
+  // grace), once each. Called where windows close, never from Flush (see above).
+  void CompactPanes();
   // The stats of a pane, read back from the store into fetched_ when evicted.
   absl::StatusOr<const MetricStats*> PaneStats(uint32_t id);
   MetricStats EmptyStats() const {
@@ -163,6 +173,7 @@ class WindowedAggregateProcessor final : public Transformer<MetricEvent, Windowe
   std::vector<std::string> dim_names_;
   int64_t pane_size_;
   int64_t max_retention_ = 0;  // max(size + grace)
+  int64_t max_grace_ = 0;
   int64_t stream_time_ = INT64_MIN;
   // Idleness, judged at each wall-clock tick (no clock read per record): the tick at which
   // records were last seen, and the stream time then.
@@ -185,7 +196,10 @@ class WindowedAggregateProcessor final : public Transformer<MetricEvent, Windowe
   std::vector<uint32_t> store_dirty_;
   std::vector<uint32_t> update_dirty_;
   int64_t dropped_before_ = INT64_MIN;  // store retention applied at the next Flush
-  int64_t compacted_before_ = INT64_MIN;
+  // Panes starting before this have been compacted (their digest buffers merged). Moved
+  // only when windows close — a point fixed by the data — and kept in the operator's
+  // state, so a restored operator compacts exactly the panes the original would.
+  int64_t compact_below_ = INT64_MIN;
   bool has_update_windows_ = false;
 
   // Scratch, reused.
