@@ -8,6 +8,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "operators/metric_stats.h"
 #include "operators/strings.h"
 
 namespace streammetrics {
@@ -270,7 +271,7 @@ absl::Status ParseRoot(const YAML::Node& root, AppConfig* c) {
   if (const YAML::Node n = root["aggregate"]) {
     SM_RETURN_IF_ERROR(Reader::CheckKeys(n, "aggregate",
                                          {"group_by", "quantiles", "compression",
-                                          "late_to_dead_letter", "idle_close", "store",
+                                          "exact_quantiles_up_to", "late_to_dead_letter", "idle_close", "store",
                                           "windows"}));
     if (n["group_by"]) SM_ASSIGN(p.group_by, Reader::StringList(n["group_by"], "aggregate.group_by"));
     if (const YAML::Node q = n["quantiles"]) {
@@ -290,6 +291,15 @@ absl::Status ParseRoot(const YAML::Node& root, AppConfig* c) {
       if (!(p.compression >= 10 && p.compression <= 10000)) {
         return Reader::Error("aggregate.compression", "must be in [10, 10000]");
       }
+    }
+    if (n["exact_quantiles_up_to"]) {
+      int64_t up_to = 0;
+      SM_ASSIGN(up_to, Reader::Int(n["exact_quantiles_up_to"], "aggregate.exact_quantiles_up_to"));
+      if (up_to < 0 || up_to > MetricStats::kMaxExactUpTo) {
+        return Reader::Error("aggregate.exact_quantiles_up_to",
+                             StrCat("must be in [0, ", MetricStats::kMaxExactUpTo, "]"));
+      }
+      p.exact_quantiles_up_to = static_cast<uint32_t>(up_to);
     }
     if (n["late_to_dead_letter"]) {
       SM_ASSIGN(p.late_to_dead_letter,

@@ -21,6 +21,9 @@
 // inserts of the oldest (as a dedupe window that fills while ids also expire): ns per
 // operation and the longest 1,024 operations (ms): the stall of a doubling.
 //
+// BM_ActiveKeys/keys/panes: resident bytes per group key of the aggregate alone when
+// many keys get 3 events per 10 s pane (see the function).
+//
 // BM_Restore: RestoreFromChangelog of 1M changelog records (window-store puts of
 // 40-byte keys and 200-byte values, a commit marker every 1,000) into a RocksDB or an
 // in-memory window store: records/s.
@@ -33,9 +36,11 @@
 #include <benchmark/benchmark.h>
 
 #include <malloc.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdio>
 #include <filesystem>
 #include <cstdlib>
 #include <memory>
@@ -51,6 +56,7 @@
 #include "operators/id_set.h"
 #include "operators/metric_event_codec.h"
 #include "operators/metric_stats.h"
+#include "operators/windowed_aggregate.h"
 #include "statestore/changelog.h"
 #include "statestore/in_memory_stores.h"
 #include "statestore/logged_stores.h"
@@ -305,6 +311,107 @@ void BM_IdSetFill(benchmark::State& state) {
   state.counters["worst_1024_ops_ms"] = worst_ms;
 }
 BENCHMARK(BM_IdSetFill)->Arg(1 << 20)->Arg(1 << 24)->Arg(1 << 26)->Unit(benchmark::kMillisecond)->Iterations(1)->UseRealTime();
+
+// Resident bytes per active group key when many keys each get a few events per 10 s pane:
+// the aggregate alone (group by serviceId and metricName, the reference windows 1m, 5m
+// and 1m/10s, grace 10 s, in-memory store), `keys` keys, 3 events per key per pane for
+// `panes` panes in event-time order, a commit after each pane (so the in-memory store's
+// copy of the panes is included). Each case runs in a forked child, so memory freed by
+// an earlier case cannot hide its growth. Counters: resident set growth per key
+// (allocator and key index included), live panes per key at the end.
+//
+//   build/bench/pipeline_bench --benchmark_filter=ActiveKeys --benchmark_counters_tabular=true
+size_t ResidentBytes() {
+  std::FILE* f = std::fopen("/proc/self/statm", "r");
+  if (f == nullptr) return 0;
+  unsigned long pages = 0, resident = 0;
+  if (std::fscanf(f, "%lu %lu", &pages, &resident) != 2) resident = 0;
+  std::fclose(f);
+  return resident * static_cast<size_t>(sysconf(_SC_PAGESIZE));
+}
+
+// In the child: runs the case, returns {bytes per key, panes per key}, or {-1, -1}.
+std::pair<double, double> ActiveKeysCase(int64_t keys, int64_t panes) {
+  PipelineConfig config = ReferencePipelineConfig();
+  StreamsBuilder b;
+  AggregateOptions options;
+  b.Stream(config.input_topic, EventFormat::kJson)
+      .GroupBy(config.group_by)
+      .WindowedBy(config.windows)
+      .Aggregate(options, "aggregate")
+      .ToWindowTopics();
+  const Topology topology = *b.Build();
+  const int64_t t0 = 1'707'267'600'000;
+  CountingCollector collector;
+  TaskConfig tc;
+  tc.wall_clock = [t0] { return t0 + 3'600'000; };
+  const size_t before = ResidentBytes();
+  std::unique_ptr<Task> task = *Task::Create(topology, tc, &collector);
+  SourceRecord record;
+  record.topic = config.input_topic;
+  std::string json;
+  int64_t offset = 0;
+  for (int64_t p = 0; p < panes; ++p) {
+    for (int64_t k = 0; k < keys; ++k) {
+      for (int e = 0; e < 3; ++e) {
+        json.clear();
+        json += R"({"eventId":"e)";
+        json += std::to_string(offset);
+        json += R"(","timestamp":)";
+        json += std::to_string(t0 + p * 10'000 + e * 1'000 + k % 1'000);
+        json += R"(,"serviceId":"service-)";
+        json += std::to_string(k);
+        json += R"(","metricType":"HTTP_REQUEST","metricName":"api.request.duration","value":)";
+        json += std::to_string(10 + (k + e) % 90);
+        json += R"(,"unit":"milliseconds"})";
+        record.offset = offset++;
+        record.value = json;
+        if (!task->Process(record).ok()) return {-1, -1};
+      }
+    }
+    if (!task->Commit().ok()) return {-1, -1};
+  }
+  const size_t after = ResidentBytes();
+  auto* aggregate = task->FindProcessor<WindowedAggregateProcessor>();
+  if (aggregate == nullptr || task->counters().records_processed != static_cast<uint64_t>(offset)) {
+    return {-1, -1};
+  }
+  return {(static_cast<double>(after) - static_cast<double>(before)) / static_cast<double>(keys),
+          static_cast<double>(aggregate->live_panes()) / static_cast<double>(keys)};
+}
+
+void BM_ActiveKeys(benchmark::State& state) {
+  std::pair<double, double> result{-1, -1};
+  for (auto _ : state) {
+    int fds[2];
+    if (pipe(fds) != 0) state.SkipWithError("pipe");
+    const pid_t child = fork();
+    if (child == 0) {
+      close(fds[0]);
+      const std::pair<double, double> r = ActiveKeysCase(state.range(0), state.range(1));
+      const ssize_t ignored = write(fds[1], &r, sizeof(r));
+      (void)ignored;
+      _exit(0);
+    }
+    close(fds[1]);
+    if (read(fds[0], &result, sizeof(result)) != static_cast<ssize_t>(sizeof(result))) {
+      result = {-1, -1};
+    }
+    close(fds[0]);
+    int status = 0;
+    waitpid(child, &status, 0);
+    if (result.first < 0) state.SkipWithError("the case failed");
+  }
+  state.counters["bytes_per_key"] = result.first;
+  state.counters["panes_per_key"] = result.second;
+}
+BENCHMARK(BM_ActiveKeys)
+    ->Args({100'000, 2})
+    ->Args({100'000, 32})
+    ->Args({1'000'000, 2})
+    ->Unit(benchmark::kMillisecond)
+    ->Iterations(1)
+    ->UseRealTime();
 
 // Bytes of one pane (the state of one group key in one 10 s slice) holding n values:
 // at rest (its MetricStats encoding, what the window store and changelog hold) and in

@@ -3,9 +3,10 @@
 // mergeable sketch of a distribution of doubles that answers quantile and CDF queries
 // with small *rank* error, smallest in the tails.
 //
-// Header-only. Used per group-by key and per window pane: values are Add()ed on the
-// event hot path, panes are Merge()d into windows, and finished panes are Compact()ed
-// and serialized into the state store with AppendTo()/Parse().
+// Header-only. Used per group-by key and per window pane past its exact threshold
+// (operators/metric_stats.h): values are Add()ed on the event hot path, panes are
+// Merge()d into windows, and pane state is written to the state store, buffer and all,
+// with AppendStateTo()/ParseState().
 //
 // Design:
 //  * Add() appends to an unmerged buffer (amortized O(1)); when the buffer is full it
@@ -25,9 +26,11 @@
 //    pass are kept as their own centroids, so the extreme samples stay singletons, and
 //    merge passes alternate direction (ascending/descending) to avoid a left bias.
 //  * Min and max are tracked exactly: Quantile(0) == Min() and Quantile(1) == Max().
-//  * Determinism: the centroids depend only on the sequence of calls. A query in the
-//    middle of a stream merges the partial buffer, so it changes later centroids (not
-//    the accuracy); the same sequence of calls always gives the same bytes.
+//  * Determinism: the state depends only on the sequence of Add()/Merge() calls. The
+//    buffer is merged only when it is full (a point fixed by the data), never by a
+//    query or by serialization: queries merge a thread-local copy, and the state
+//    encoding (AppendStateTo) keeps the buffer and the merge direction as they are,
+//    so a parsed digest evolves bit for bit like the original.
 //
 // Weights are sample counts: like the reference implementation, interpolation treats
 // a centroid of weight exactly 1 as a single sample (no interpolation across it) and
@@ -36,11 +39,11 @@
 // refinements only apply to integral counts. Keep the total weight well below 2^53 if
 // TotalWeight() must be exact.
 //
-// Thread safety: none. A TDigest is not thread-safe, *including its const methods*:
-// Quantile(), Cdf(), Min(), Max(), AppendTo(), centroids() and operator== first merge
-// the pending buffer into the centroids (mutable state). Use one digest per thread or
-// external synchronization. Distinct digests may be used from different threads
-// concurrently (the sort scratch space is thread_local).
+// Thread safety: const methods do not modify the digest; queries with a pending
+// buffer work on a thread-local merged copy (so references returned by centroids()
+// stay valid only until the thread's next query). Distinct digests may be used from
+// different threads concurrently (the scratch space is thread_local); one digest
+// needs external synchronization for concurrent writes.
 
 #ifndef STREAMMETRICS_OPERATORS_TDIGEST_H_
 #define STREAMMETRICS_OPERATORS_TDIGEST_H_
@@ -263,12 +266,33 @@ class TDigest {
     if (weighted_.size() >= buffer_capacity_) MergeBuffer();
   }
 
-  // The value at quantile q (the rank-q*TotalWeight() sample, interpolated between
-  // centroids as in the reference MergingDigest). q is clamped to [0, 1];
-  // Quantile(0) == Min() and Quantile(1) == Max() exactly. Returns NaN for an empty
-  // digest or NaN q. O(centroids) after merging the pending buffer. Not thread-safe.
-  double Quantile(double q) const {
-    MergeBuffer();
+  // The value at quantile q, estimating PostgreSQL's percentile_disc: the smallest
+  // sample whose cumulative share of the total weight reaches q (rank ceil(q * n) of n).
+  // Where the centroids around that rank are single samples the answer is that sample
+  // exactly; elsewhere it is interpolated between centroids as in the reference
+  // MergingDigest. q is clamped to [0, 1]; Quantile(0) == Min() and Quantile(1) ==
+  // Max() exactly. Returns NaN for an empty digest or NaN q. O(centroids), plus a merge
+  // of a pending buffer into a thread-local copy (the digest itself is not changed).
+  double Quantile(double q) const { return View().QuantileOfMerged(q); }
+
+  // Quantile() of each qs[i] into out[i], merging a pending buffer once.
+  // REQUIRES: out has room for qs.size() values.
+  void Quantiles(const double* qs, size_t n, double* out) const {
+    const TDigest& v = View();
+    for (size_t i = 0; i < n; ++i) out[i] = v.QuantileOfMerged(qs[i]);
+  }
+
+  // The estimated mid-rank of x as a fraction of the total weight: 0 below Min(), 1
+  // above Max(); samples exactly at x count half (e.g. 0.5 / TotalWeight() at
+  // x == Min() for a single sample there). Computed on the same piecewise-linear curve
+  // as Quantile(), so Cdf(Quantile(q)) == q wherever that curve is strictly increasing.
+  // NaN for an empty digest or NaN x. O(centroids) after merging the pending buffer.
+  // Not thread-safe.
+  double Cdf(double x) const { return View().CdfOfMerged(x); }
+
+ private:
+  // Requires merged state (no pending buffer).
+  double QuantileOfMerged(double q) const {
     if (centroids_.empty() || std::isnan(q)) {
       return std::numeric_limits<double>::quiet_NaN();
     }
@@ -279,7 +303,9 @@ class TDigest {
     double v0 = min_;
     double result = max_;
     ForEachKnot([&](double p, double v) {
-      if (t < p) {  // t in [p0, p), so p > p0.
+      // The first knot at or after t: left-continuous at steps (a single sample over
+      // [i, i + 1] answers every t in (i, i + 1]), which is percentile_disc's rank.
+      if (t <= p) {  // t in (p0, p], so p > p0.
         const double f = (t - p0) / (p - p0);
         result = std::clamp(v0 + f * (v - v0), v0, v);
         return false;
@@ -290,15 +316,7 @@ class TDigest {
     });
     return result;
   }
-
-  // The estimated mid-rank of x as a fraction of the total weight: 0 below Min(), 1
-  // above Max(); samples exactly at x count half (e.g. 0.5 / TotalWeight() at
-  // x == Min() for a single sample there). Computed on the same piecewise-linear curve
-  // as Quantile(), so Cdf(Quantile(q)) == q wherever that curve is strictly increasing.
-  // NaN for an empty digest or NaN x. O(centroids) after merging the pending buffer.
-  // Not thread-safe.
-  double Cdf(double x) const {
-    MergeBuffer();
+  double CdfOfMerged(double x) const {
     if (centroids_.empty() || std::isnan(x)) {
       return std::numeric_limits<double>::quiet_NaN();
     }
@@ -326,14 +344,16 @@ class TDigest {
     return std::clamp((lo + hi) / 2 / total, 0.0, 1.0);
   }
 
+ public:
+
   // Exact smallest / largest sample added; NaN if empty. Not thread-safe.
   double Min() const {
-    MergeBuffer();
-    return centroids_.empty() ? std::numeric_limits<double>::quiet_NaN() : min_;
+    const TDigest& v = View();
+    return v.centroids_.empty() ? std::numeric_limits<double>::quiet_NaN() : v.min_;
   }
   double Max() const {
-    MergeBuffer();
-    return centroids_.empty() ? std::numeric_limits<double>::quiet_NaN() : max_;
+    const TDigest& v = View();
+    return v.centroids_.empty() ? std::numeric_limits<double>::quiet_NaN() : v.max_;
   }
 
   // Sum of the weights of all samples added (count for unit weights). O(1).
@@ -347,10 +367,24 @@ class TDigest {
   // Maximum number of buffered values before a merge.
   size_t buffer_capacity() const { return buffer_capacity_; }
 
-  // The merged centroids, ascending by mean (merges the buffer first).
-  const std::vector<Centroid>& centroids() const {
-    MergeBuffer();
-    return centroids_;
+  // The centroids the digest would have with its buffer merged, ascending by mean.
+  // With a pending buffer the reference is to a thread-local copy, valid until the
+  // thread's next query of any digest.
+  const std::vector<Centroid>& centroids() const { return View().centroids_; }
+
+  // Number of values and weighted pairs in the unmerged buffers.
+  size_t buffered() const { return unit_.size() + weighted_.size(); }
+
+  // Back to empty (parity included), keeping the buffers' memory for reuse.
+  void Clear() {
+    centroids_.clear();
+    unit_.clear();
+    weighted_.clear();
+    merged_weight_ = 0;
+    weighted_weight_ = 0;
+    min_ = kEmptyMin;
+    max_ = kEmptyMax;
+    merge_count_ = 0;
   }
 
   // Merges the buffer and releases the memory of the buffers (for a pane that will
@@ -371,16 +405,17 @@ class TDigest {
            unit_.capacity() * sizeof(double) + weighted_.capacity() * sizeof(Centroid);
   }
 
-  // The direction of the next merge pass (passes alternate; see above). The serialized
-  // layout below does not hold it; a caller that needs a parsed digest to evolve bit for
-  // bit like the original (state restored after a restart) stores it beside the bytes,
-  // read after AppendTo (which merges first), and sets it on the parsed digest.
+  // The direction of the next merge pass (passes alternate; see above). AppendTo()'s
+  // layout does not hold it (AppendStateTo()'s does); set_merge_parity() serves state
+  // written in that layout by older versions (operators/metric_stats.cc).
   bool merge_parity() const { return (merge_count_ & 1) != 0; }
   void set_merge_parity(bool odd) { merge_count_ = odd ? 1 : 0; }
 
-  // Serialization (merges the buffer first; the output depends only on the merged
-  // state, so it is deterministic). Appends to *out, all integers and doubles
-  // little-endian, doubles as IEEE-754 binary64 bit patterns:
+  // Serialization of the merged state (a pending buffer is merged into a copy; the
+  // digest is unchanged). Drops the buffer and the merge direction: a snapshot for
+  // queries; state that must evolve bit for bit after a restore uses AppendStateTo().
+  // Appends to *out, all integers and doubles little-endian, doubles as IEEE-754
+  // binary64 bit patterns:
   //
   //   offset  size  field
   //   0       1     version, kFormatVersion (1)
@@ -391,8 +426,15 @@ class TDigest {
   //   29      16*n  n x { mean (8), weight (8) }, ascending by mean
   //
   // Total size is exactly 29 + 16*n bytes (1,629 bytes for 100 centroids).
-  void AppendTo(std::string* out) const {
-    MergeBuffer();
+  void AppendTo(std::string* out) const { View().AppendMergedTo(out); }
+  std::string Serialize() const {
+    std::string out;
+    AppendTo(&out);
+    return out;
+  }
+
+ private:
+  void AppendMergedTo(std::string* out) const {
     const size_t start = out->size();
     out->resize(start + kHeaderBytes + kCentroidBytes * centroids_.size());
     char* p = out->data() + start;
@@ -408,11 +450,8 @@ class TDigest {
       p += kCentroidBytes;
     }
   }
-  std::string Serialize() const {
-    std::string out;
-    AppendTo(&out);
-    return out;
-  }
+
+ public:
 
   // Parses the output of AppendTo(). Never reads outside `bytes` and allocates at most
   // ~bytes.size(). Errors:
@@ -499,13 +538,155 @@ class TDigest {
     return digest;
   }
 
+  // The whole state, buffers and merge direction included, so that ParseState() gives
+  // a digest that answers and evolves (under the same later calls) bit for bit like
+  // this one. Nothing is merged. Layout (little-endian, doubles as binary64 bits):
+  //
+  //   offset  size  field
+  //   0       1     version, kStateVersion (2)
+  //   1       8     compression
+  //   9       8     min, 17 8 max (see min_/max_; +inf/-inf when nothing merged)
+  //   25      1     merge parity (0 or 1)
+  //   26      4     n, centroids      30  4  u, buffered values
+  //   34      4     w, weighted pairs 38  8  sum of the pairs' weights
+  //   46      16*n  centroids { mean, weight }, ascending by mean
+  //           8*u   buffered values, in arrival order
+  //           16*w  weighted pairs { value, weight }, in arrival order
+  static constexpr uint8_t kStateVersion = 2;
+  static constexpr size_t kStateHeaderBytes = 46;
+  void AppendStateTo(std::string* out) const {
+    using tdigest_internal::EncodeDouble;
+    using tdigest_internal::EncodeFixed32;
+    const size_t start = out->size();
+    out->resize(start + kStateHeaderBytes + kCentroidBytes * centroids_.size() +
+                8 * unit_.size() + kCentroidBytes * weighted_.size());
+    char* p = out->data() + start;
+    p[0] = static_cast<char>(kStateVersion);
+    EncodeDouble(p + 1, compression_);
+    EncodeDouble(p + 9, min_);
+    EncodeDouble(p + 17, max_);
+    p[25] = static_cast<char>(merge_count_ & 1);
+    EncodeFixed32(p + 26, static_cast<uint32_t>(centroids_.size()));
+    EncodeFixed32(p + 30, static_cast<uint32_t>(unit_.size()));
+    EncodeFixed32(p + 34, static_cast<uint32_t>(weighted_.size()));
+    EncodeDouble(p + 38, weighted_weight_);
+    p += kStateHeaderBytes;
+    for (const Centroid& c : centroids_) {
+      EncodeDouble(p, c.mean);
+      EncodeDouble(p + 8, c.weight);
+      p += kCentroidBytes;
+    }
+    for (const double x : unit_) {
+      EncodeDouble(p, x);
+      p += 8;
+    }
+    for (const Centroid& c : weighted_) {
+      EncodeDouble(p, c.mean);
+      EncodeDouble(p + 8, c.weight);
+      p += kCentroidBytes;
+    }
+  }
+
+  // Parses AppendStateTo()'s output. DataLossError for wrong framing (truncated,
+  // trailing bytes, counts that do not fit), InvalidArgumentError for an unknown
+  // version or content no digest can have (compression out of range, non-finite or
+  // unordered centroids, non-finite buffered values, weights not finite and > 0).
+  static absl::StatusOr<TDigest> ParseState(std::string_view bytes) {
+    using tdigest_internal::GetDouble;
+    using tdigest_internal::GetFixed32;
+    if (bytes.empty()) return absl::DataLossError("tdigest: empty input");
+    if (static_cast<uint8_t>(bytes[0]) != kStateVersion) {
+      return absl::InvalidArgumentError(
+          "tdigest: unsupported state version " +
+          std::to_string(static_cast<uint8_t>(bytes[0])) + " (expected " +
+          std::to_string(kStateVersion) + ")");
+    }
+    if (bytes.size() < kStateHeaderBytes) {
+      return absl::DataLossError("tdigest: truncated state header");
+    }
+    const char* p = bytes.data();
+    const double compression = GetDouble(p + 1);
+    const double min = GetDouble(p + 9);
+    const double max = GetDouble(p + 17);
+    const uint8_t parity = static_cast<uint8_t>(p[25]);
+    const uint64_t n = GetFixed32(p + 26);
+    const uint64_t u = GetFixed32(p + 30);
+    const uint64_t w = GetFixed32(p + 34);
+    const double weighted_weight = GetDouble(p + 38);
+    if (kStateHeaderBytes + kCentroidBytes * (n + w) + 8 * u != bytes.size()) {
+      return absl::DataLossError("tdigest: state of " + std::to_string(bytes.size()) +
+                                 " bytes does not hold its " + std::to_string(n) +
+                                 " centroids, " + std::to_string(u) + " values and " +
+                                 std::to_string(w) + " pairs");
+    }
+    if (!(compression >= kMinCompression && compression <= kMaxCompression)) {
+      return absl::InvalidArgumentError("tdigest: compression out of range");
+    }
+    if (parity > 1) return absl::InvalidArgumentError("tdigest: bad merge parity");
+    TDigest d(compression);
+    if (u > d.buffer_capacity_ || w > d.buffer_capacity_) {
+      return absl::InvalidArgumentError("tdigest: buffer larger than its capacity");
+    }
+    const bool no_bounds = min == kEmptyMin && max == kEmptyMax;
+    if (!no_bounds && (!std::isfinite(min) || !std::isfinite(max) || min > max)) {
+      return absl::InvalidArgumentError("tdigest: invalid min/max");
+    }
+    if (n > 0 && no_bounds) {
+      return absl::InvalidArgumentError("tdigest: centroids without min/max");
+    }
+    p += kStateHeaderBytes;
+    d.centroids_.reserve(n);
+    double total = 0;
+    double prev = min;
+    for (uint64_t i = 0; i < n; ++i, p += kCentroidBytes) {
+      const Centroid c{GetDouble(p), GetDouble(p + 8)};
+      if (!std::isfinite(c.mean) || c.mean < prev || c.mean > max || !(c.weight > 0) ||
+          !std::isfinite(c.weight)) {
+        return absl::InvalidArgumentError("tdigest: centroid " + std::to_string(i) +
+                                          " invalid");
+      }
+      prev = c.mean;
+      total += c.weight;
+      d.centroids_.push_back(c);
+    }
+    d.unit_.reserve(u);
+    for (uint64_t i = 0; i < u; ++i, p += 8) {
+      const double x = GetDouble(p);
+      if (!std::isfinite(x)) {
+        return absl::InvalidArgumentError("tdigest: buffered value not finite");
+      }
+      d.unit_.push_back(x);
+    }
+    d.weighted_.reserve(w);
+    for (uint64_t i = 0; i < w; ++i, p += kCentroidBytes) {
+      const Centroid c{GetDouble(p), GetDouble(p + 8)};
+      if (!std::isfinite(c.mean) || !(c.weight > 0) || !std::isfinite(c.weight)) {
+        return absl::InvalidArgumentError("tdigest: buffered pair invalid");
+      }
+      d.weighted_.push_back(c);
+    }
+    if (!std::isfinite(total) || !(weighted_weight >= 0) ||
+        !std::isfinite(weighted_weight) || (w == 0 && weighted_weight != 0)) {
+      return absl::InvalidArgumentError("tdigest: weights do not add up");
+    }
+    d.merged_weight_ = total;
+    d.weighted_weight_ = weighted_weight;
+    d.min_ = min;
+    d.max_ = max;
+    d.merge_count_ = parity;
+    return d;
+  }
+
   // Exact equality of the merged state: compression, min, max and every centroid.
-  // (Merges both buffers first; the merge-direction parity is not compared.)
+  // (Compares the digests as if their buffers were merged; the merge-direction parity
+  // is not compared.)
   friend bool operator==(const TDigest& a, const TDigest& b) {
-    a.MergeBuffer();
-    b.MergeBuffer();
-    return a.compression_ == b.compression_ && a.centroids_ == b.centroids_ &&
-           (a.centroids_.empty() || (a.min_ == b.min_ && a.max_ == b.max_));
+    TDigest ma(a);
+    TDigest mb(b);
+    ma.MergeBuffer();
+    mb.MergeBuffer();
+    return ma.compression_ == mb.compression_ && ma.centroids_ == mb.centroids_ &&
+           (ma.centroids_.empty() || (ma.min_ == mb.min_ && ma.max_ == mb.max_));
   }
 
  private:
@@ -517,6 +698,16 @@ class TDigest {
     std::vector<tdigest_internal::KeyedWeight> kw, kw_tmp;
     std::vector<Centroid> stream, out;
   };
+  // This digest if nothing is pending, else a thread-local copy with the buffer
+  // merged (valid until the thread's next View()).
+  const TDigest& View() const {
+    if (unit_.empty() && weighted_.empty()) return *this;
+    thread_local TDigest view;
+    view = *this;
+    view.MergeBuffer();
+    return view;
+  }
+
   static Scratch& GetScratch() {
     thread_local Scratch scratch;
     return scratch;
@@ -550,7 +741,7 @@ class TDigest {
   }
 
   // Merges the unit buffer and the weighted buffer into the centroids.
-  void MergeBuffer() const {
+  void MergeBuffer() {
     if (unit_.empty() && weighted_.empty()) return;
     if (unit_.size() >= buffer_capacity_ || weighted_.size() >= buffer_capacity_) {
       // Steady state (a full buffer): make sure merges never have to grow centroids_.
@@ -729,16 +920,20 @@ class TDigest {
   size_t buffer_capacity_;
   double cos_delta_;  // cos(2 pi / compression), for QLimit()
   double sin_delta_;
-  // Merged state (mutable: const queries merge the pending buffer first).
-  mutable std::vector<Centroid> centroids_;  // ascending by mean
-  mutable double merged_weight_ = 0;         // sum of centroids_ weights, in order
-  mutable double min_ = kEmptyMin;
-  mutable double max_ = kEmptyMax;
-  mutable uint32_t merge_count_ = 0;  // parity selects the pass direction
-  // Pending state.
-  mutable std::vector<double> unit_;        // unit-weight values
-  mutable std::vector<Centroid> weighted_;  // (value, weight != 1) pairs
-  mutable double weighted_weight_ = 0;      // sum of weighted_ weights
+  // Merged state.
+  std::vector<Centroid> centroids_;  // ascending by mean
+  double merged_weight_ = 0;         // sum of centroids_ weights, in order
+  // Min and max of the merged samples, and of digests Merge()d in (their buffers
+  // included); unit values still in the buffer count only once merged.
+  double min_ = kEmptyMin;
+  double max_ = kEmptyMax;
+  uint32_t merge_count_ = 0;  // parity selects the pass direction
+  // Pending state. Invariant: unit_.capacity() <= buffer_capacity_, so the buffer is
+  // merged exactly when it holds buffer_capacity_ values and one more arrives,
+  // whatever copies, restores or Compact() happened before.
+  std::vector<double> unit_;        // unit-weight values
+  std::vector<Centroid> weighted_;  // (value, weight != 1) pairs
+  double weighted_weight_ = 0;      // sum of weighted_ weights
 };
 
 }  // namespace streammetrics

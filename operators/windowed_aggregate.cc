@@ -23,6 +23,11 @@ absl::Status AggregateOptions::Validate() const {
   if (!(compression >= 10 && compression <= 10000)) {
     return absl::InvalidArgumentError("aggregate: compression must be in [10, 10000]");
   }
+  if (exact_quantiles_up_to > MetricStats::kMaxExactUpTo) {
+    return absl::InvalidArgumentError(
+        StrCat("aggregate: exact_quantiles_up_to must be in [0, ", MetricStats::kMaxExactUpTo,
+               "]"));
+  }
   return absl::OkStatus();
 }
 
@@ -31,14 +36,16 @@ WindowedAggregateProcessor::WindowedAggregateProcessor(AggregateOptions options,
     : options_(std::move(options)),
       store_name_(std::move(store_name)),
       pane_size_(PaneSize(options_.windows)),
-      merged_(options_.compression),
-      fetched_(options_.compression) {
+      merged_(options_.compression, options_.exact_quantiles_up_to),
+      fetched_(options_.compression, options_.exact_quantiles_up_to) {
   if (options_.quantiles.empty()) {
     options_.quantiles = *MakeQuantileSpecs({0.5, 0.95, 0.99});
   }
+  for (size_t i = 0; i < options_.quantiles.size(); ++i) qs_[i] = options_.quantiles[i].q;
   for (const FieldRef& dim : options_.group_by) dim_names_.push_back(dim.output_name());
   for (const WindowSpec& w : options_.windows) {
     max_retention_ = std::max(max_retention_, w.size_ms + w.grace_ms);
+    max_grace_ = std::max(max_grace_, w.grace_ms);
     has_update_windows_ |= w.emit == EmitMode::kUpdate;
   }
   next_start_.assign(options_.windows.size(), INT64_MIN);
@@ -65,19 +72,22 @@ namespace {
 // The operator's own state beside its panes: key "" (no group key encodes empty) at
 // window start INT64_MAX (never reached by retention's DeleteBefore).
 constexpr int64_t kMetaStart = INT64_MAX;
-// Version 1: no idle clock (read as "no live record seen yet"). Version 2 adds it.
-constexpr uint8_t kMetaVersionNoIdleClock = 1;
+// Version 1: no idle clock (read as "no live record seen yet") and no compaction boundary
+// (read: panes were compacted at commits then). Version 2 has both.
+constexpr uint8_t kMetaVersion1 = 1;
 constexpr uint8_t kMetaVersion = 2;
 
 }  // namespace
 
 void WindowedAggregateProcessor::AppendMeta(std::string* out) const {
-  // Layout: u8 version, i64 stream time, i64 idle clock's wall time, i64 idle clock's
-  // stream time, u32 n, n x {i64 size, i64 advance, i64 next start}.
+  // Layout: u8 version (2), i64 stream time, i64 idle clock's wall time, i64 idle clock's
+  // stream time, i64 compaction boundary, u32 n, n x {i64 size, i64 advance, i64 next
+  // start}. Version 1: without the idle clock and the boundary.
   out->push_back(static_cast<char>(kMetaVersion));
   AppendFixed<int64_t>(stream_time_, out);
   AppendFixed<int64_t>(last_record_wall_, out);
   AppendFixed<int64_t>(stream_time_at_last_record_, out);
+  AppendFixed<int64_t>(compact_below_, out);
   AppendFixed<uint32_t>(static_cast<uint32_t>(options_.windows.size()), out);
   for (size_t w = 0; w < options_.windows.size(); ++w) {
     AppendFixed<int64_t>(options_.windows[w].size_ms, out);
@@ -102,10 +112,15 @@ absl::Status WindowedAggregateProcessor::Restore() {
       return corrupt("unreadable operator state");
     }
     if (version == kMetaVersion) {
-      if (!ReadFixed(&in, &last_record_wall_) || !ReadFixed(&in, &stream_time_at_last_record_)) {
+      if (!ReadFixed(&in, &last_record_wall_) || !ReadFixed(&in, &stream_time_at_last_record_) ||
+          !ReadFixed(&in, &compact_below_)) {
         return corrupt("unreadable operator state");
       }
-    } else if (version != kMetaVersionNoIdleClock) {
+    } else if (version == kMetaVersion1) {
+      if (stream_time_ > INT64_MIN + pane_size_ + max_grace_) {
+        compact_below_ = stream_time_ - pane_size_ - max_grace_;  // as commits compacted them
+      }
+    } else {
       return corrupt(StrCat("operator state of unknown version ", static_cast<int>(version),
                             " (written by a newer release?)"));
     }
@@ -132,10 +147,12 @@ absl::Status WindowedAggregateProcessor::Restore() {
         if (WindowSpec::FloorDiv(start, pane_size_) * pane_size_ != start) {
           return corrupt("a pane does not start on the pane grid (other windows?)");
         }
-        absl::StatusOr<MetricStats> stats = MetricStats::Parse(value);
+        absl::StatusOr<MetricStats> stats =
+            MetricStats::Parse(value, options_.compression, options_.exact_quantiles_up_to);
         if (!stats.ok()) return corrupt(Message(stats.status()));
         Pane& pane = panes_[PaneFor(InternKey(key), start)];
         pane.stats = *std::move(stats);
+        pane.compacted = start < compact_below_;  // as written: compacted before, or never
         return absl::OkStatus();
       });
   if (!s.ok()) return s;
@@ -284,7 +301,7 @@ uint32_t WindowedAggregateProcessor::PaneFor(uint32_t key, int64_t pane_start) {
     free_panes_.pop_back();
   } else {
     id = static_cast<uint32_t>(panes_.size());
-    panes_.push_back(Pane{.stats = MetricStats(options_.compression)});
+    panes_.push_back(Pane{.stats = EmptyStats()});
   }
   Pane& pane = panes_[id];
   pane.key = key;
@@ -335,7 +352,29 @@ absl::Status WindowedAggregateProcessor::CloseDueWindows() {
   }
   RecomputeNextClose();
   DropExpiredPanes();
+  CompactPanes();
   return absl::OkStatus();
+}
+
+void WindowedAggregateProcessor::CompactPanes() {
+  if (stream_time_ <= INT64_MIN + pane_size_ + max_grace_) return;
+  const int64_t limit = stream_time_ - pane_size_ - max_grace_;  // pane start < limit
+  if (limit <= compact_below_) return;
+  for (auto it = panes_by_start_.lower_bound(compact_below_);
+       it != panes_by_start_.end() && it->first < limit; ++it) {
+    for (uint32_t id : it->second) {
+      Pane& pane = panes_[id];
+      if (pane.compacted || pane.evicted) continue;
+      pane.compacted = true;
+      // A merged buffer is a new state: the store must hold it, as a restore must
+      // find the pane as compacted as the flag says.
+      if (pane.stats.Compact() && !pane.store_dirty) {
+        pane.store_dirty = true;
+        store_dirty_.push_back(id);
+      }
+    }
+  }
+  compact_below_ = limit;
 }
 
 absl::Status WindowedAggregateProcessor::EmitWindow(size_t w, int64_t start) {
@@ -397,9 +436,9 @@ absl::Status WindowedAggregateProcessor::EmitResult(size_t w, int64_t start, uin
   result.dim_values = &scratch_dims_;
   result.stats = stats;
   result.quantiles = &options_.quantiles;
-  for (size_t i = 0; i < options_.quantiles.size(); ++i) {
-    result.quantile_values[i] = stats->Quantile(options_.quantiles[i].q);
-  }
+  // Const: answering changes no pane (results never depend on when they are asked).
+  stats->Quantiles(std::span<const double>(qs_.data(), options_.quantiles.size()),
+                   std::span<double>(result.quantile_values.data(), options_.quantiles.size()));
   result.rate = static_cast<double>(stats->count()) * 1000.0 / static_cast<double>(spec.size_ms);
   ++context()->counters().windows_emitted;
   // The result's timestamp is the window's last millisecond, so re-windowing results
@@ -421,7 +460,7 @@ void WindowedAggregateProcessor::FreePane(uint32_t id) {
     free_keys_.push_back(pane.key);
   }
   pane.key = kNone;
-  pane.stats = MetricStats(options_.compression);  // release the digest's memory
+  pane.stats = EmptyStats();  // release the values' memory
   pane.store_dirty = false;
   pane.update_dirty = false;
   if (pane.evicted) --evicted_;
@@ -496,23 +535,8 @@ absl::Status WindowedAggregateProcessor::Flush() {
   }
   store_dirty_.clear();
 
-  // Panes that can take no more records (every window containing them is past its
-  // grace) are compacted: their digest buffers are merged and freed.
-  int64_t max_grace = 0;
-  for (const WindowSpec& w : options_.windows) max_grace = std::max(max_grace, w.grace_ms);
-  if (stream_time_ > INT64_MIN + pane_size_ + max_grace) {
-    const int64_t limit = stream_time_ - pane_size_ - max_grace;  // pane start < limit
-    for (auto it = panes_by_start_.lower_bound(compacted_before_);
-         it != panes_by_start_.end() && it->first < limit; ++it) {
-      for (uint32_t id : it->second) {
-        if (!panes_[id].compacted) {
-          panes_[id].stats.Compact();
-          panes_[id].compacted = true;
-        }
-      }
-      compacted_before_ = it->first;
-    }
-  }
+  // Panes are compacted where windows close (CompactPanes), never here: a commit
+  // changes no pane, so where commits fall changes no result.
   if (budget_ != nullptr) ChargeAndEvict();
   return absl::OkStatus();
 }
@@ -525,16 +549,16 @@ void WindowedAggregateProcessor::ChargeAndEvict() {
   }
   budget_->Charge(bytes - charged_);
   charged_ = bytes;
-  // Oldest first: compacted panes (they precede compacted_before_ in start order) are
+  // Oldest first: compacted panes (they precede compact_below_ in start order) are
   // clean after the write-back above, so the store holds exactly their stats.
   for (auto it = panes_by_start_.begin();
-       budget_->excess() > 0 && it != panes_by_start_.end() && it->first <= compacted_before_;
+       budget_->excess() > 0 && it != panes_by_start_.end() && it->first < compact_below_;
        ++it) {
     for (uint32_t id : it->second) {
       Pane& pane = panes_[id];
       if (pane.evicted || !pane.compacted || pane.store_dirty) continue;
       const int64_t before = static_cast<int64_t>(pane.stats.MemoryBytes());
-      pane.stats = MetricStats(options_.compression);
+      pane.stats = EmptyStats();
       pane.evicted = true;
       ++evicted_;
       const int64_t freed = before - static_cast<int64_t>(pane.stats.MemoryBytes());
@@ -554,7 +578,8 @@ absl::StatusOr<const MetricStats*> WindowedAggregateProcessor::PaneStats(uint32_
     return absl::DataLossError(StrCat("aggregate: store ", store_name_,
                                       ": an evicted pane is missing from the store"));
   }
-  absl::StatusOr<MetricStats> stats = MetricStats::Parse(value_buf_);
+  absl::StatusOr<MetricStats> stats =
+      MetricStats::Parse(value_buf_, options_.compression, options_.exact_quantiles_up_to);
   if (!stats.ok()) return stats.status();
   fetched_ = *std::move(stats);
   return &fetched_;

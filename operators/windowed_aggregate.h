@@ -42,8 +42,15 @@
 // window start: pane start, value: MetricStats encoding), and panes past retention
 // (pane start + max(size + grace) <= stream time) are dropped from both. The operator's
 // own state — stream time, the idle clock, the next window of each definition to close,
-// and the windows' sizes and advances — is one more entry (key "", start INT64_MAX),
-// versioned (version 1, without the idle clock, is still read). Init() restores
+// the windows' sizes and advances, and the compaction boundary — is one more entry (key
+// "", start INT64_MAX), versioned (version 1, without the idle clock and the boundary,
+// is still read).
+//
+// Determinism. A result depends only on the input records: a pane changes only by its
+// records and by compaction (merging its digest's buffer once its own grace is over),
+// which happens where windows close, at a stream time fixed by the data; nothing
+// changes a pane at a commit or when a result is computed, and a restored pane is the
+// written one bit for bit (operators/metric_stats.h). Init() restores
 // everything from the store, so a task reopened on a durable store after a clean commit
 // goes on exactly where it stopped; a store written by other windows is DataLoss.
 //
@@ -56,6 +63,7 @@
 #ifndef STREAMMETRICS_OPERATORS_WINDOWED_AGGREGATE_H_
 #define STREAMMETRICS_OPERATORS_WINDOWED_AGGREGATE_H_
 
+#include <array>
 #include <cstdint>
 #include <deque>
 #include <string>
@@ -79,6 +87,9 @@ struct AggregateOptions {
   std::vector<WindowSpec> windows;
   std::vector<QuantileSpec> quantiles;  // default: p50, p95, p99
   double compression = 100;             // t-digest compression
+  // A pane or window of at most this many values keeps them and reports exact
+  // quantiles (percentile_disc); above it, t-digest estimates. In [0, 100000].
+  uint32_t exact_quantiles_up_to = MetricStats::kDefaultExactUpTo;
   bool late_to_dead_letter = true;
   // Wall-clock idleness after which stream time follows the wall clock; 0 disables.
   int64_t idle_close_ms = 0;
@@ -156,8 +167,14 @@ class WindowedAggregateProcessor final : public Transformer<MetricEvent, Windowe
   absl::Status EmitWindow(size_t w, int64_t start);
   absl::Status EmitResult(size_t w, int64_t start, uint32_t key);
   void DropExpiredPanes();
+  // Compacts the panes whose own grace is over (start < stream time - pane size - max
+  // grace), once each. Called where windows close, never from Flush (see above).
+  void CompactPanes();
   // The stats of a pane, read back from the store into fetched_ when evicted.
   absl::StatusOr<const MetricStats*> PaneStats(uint32_t id);
+  MetricStats EmptyStats() const {
+    return MetricStats(options_.compression, options_.exact_quantiles_up_to);
+  }
   absl::Status Reload(uint32_t id);
   void ChargeAndEvict();
   void FreePane(uint32_t id);
@@ -170,6 +187,7 @@ class WindowedAggregateProcessor final : public Transformer<MetricEvent, Windowe
   std::vector<std::string> dim_names_;
   int64_t pane_size_;
   int64_t max_retention_ = 0;  // max(size + grace)
+  int64_t max_grace_ = 0;
   int64_t stream_time_ = INT64_MIN;
   bool watermarked_ = false;
   // Idleness, judged at each wall-clock tick and commit (no clock read per record): the
@@ -193,7 +211,10 @@ class WindowedAggregateProcessor final : public Transformer<MetricEvent, Windowe
   std::vector<uint32_t> store_dirty_;
   std::vector<uint32_t> update_dirty_;
   int64_t dropped_before_ = INT64_MIN;  // store retention applied at the next Flush
-  int64_t compacted_before_ = INT64_MIN;
+  // Panes starting before this have been compacted (their digest buffers merged). Moved
+  // only when windows close — a point fixed by the data — and kept in the operator's
+  // state, so a restored operator compacts exactly the panes the original would.
+  int64_t compact_below_ = INT64_MIN;
   bool has_update_windows_ = false;
 
   // Scratch, reused.
@@ -204,6 +225,7 @@ class WindowedAggregateProcessor final : public Transformer<MetricEvent, Windowe
   std::vector<std::string_view> scratch_dims_;
   MetricStats merged_;
   MetricStats fetched_;
+  std::array<double, kMaxQuantiles> qs_{};  // options_.quantiles' q, contiguous
   uint64_t mark_ = 0;
   CacheBudget* budget_ = nullptr;
   int64_t charged_ = 0;

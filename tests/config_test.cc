@@ -115,6 +115,7 @@ aggregate:
   group_by: [serviceId, metricName, team]
   quantiles: [0.5, 0.999]
   compression: 200
+  exact_quantiles_up_to: 250
   late_to_dead_letter: false
   idle_close: 2m
   store: memory
@@ -143,6 +144,7 @@ kafka: {bootstrap.servers: embedded, linger.ms: 5}
   EXPECT_EQ(p.group_by.size(), 3u);
   EXPECT_EQ(p.quantiles, (std::vector<double>{0.5, 0.999}));
   EXPECT_EQ(p.compression, 200);
+  EXPECT_EQ(p.exact_quantiles_up_to, 250u);
   EXPECT_FALSE(p.late_to_dead_letter);
   EXPECT_EQ(p.idle_close_ms, 120'000);
   ASSERT_EQ(p.windows.size(), 1u);
@@ -176,6 +178,10 @@ TEST(Config, ErrorsNameTheKey) {
   EXPECT_EQ(ErrorOf("aggregate: {quantiles: [0.5, 2]}"),
             "aggregate.quantiles: quantiles: 2 is not in (0, 1)");
   EXPECT_EQ(ErrorOf("aggregate: {compression: 5}"), "aggregate.compression: must be in [10, 10000]");
+  EXPECT_EQ(ErrorOf("aggregate: {exact_quantiles_up_to: -1}"),
+            "aggregate.exact_quantiles_up_to: must be in [0, 100000]");
+  EXPECT_EQ(ErrorOf("aggregate: {exact_quantiles_up_to: 100001}"),
+            "aggregate.exact_quantiles_up_to: must be in [0, 100000]");
   EXPECT_EQ(ErrorOf("aggregate: {store: disk}"),
             "aggregate.store: expected memory or rocksdb, got 'disk'");
   EXPECT_EQ(ErrorOf("input: {format: xml}"), "input.format: expected json or protobuf, got 'xml'");

@@ -292,6 +292,209 @@ TEST(MetricStats, MergeEqualsAddingEverything) {
   EXPECT_TRUE(std::isnan(MetricStats().min()));
 }
 
+// percentile_disc(q) by its definition (PostgreSQL's arithmetic: the first value, in
+// sorted order, whose position k satisfies k >= q * n), independent of MetricStats' code.
+double PercentileDiscOracle(std::vector<double> values, double q) {
+  std::sort(values.begin(), values.end());
+  const double n = static_cast<double>(values.size());
+  for (size_t k = 1; k <= values.size(); ++k) {
+    if (static_cast<double>(k) >= q * n) return values[k - 1];
+  }
+  return values.back();
+}
+
+std::string Encoded(const MetricStats& s) {
+  std::string out;
+  s.AppendTo(&out);
+  return out;
+}
+
+// What `SELECT percentile_disc(q) WITHIN GROUP (ORDER BY v)` returns, checked by hand.
+TEST(MetricStats, SmallSetsAnswerWhatSqlsPercentileDiscAnswers) {
+  MetricStats two;
+  two.Add(30);
+  two.Add(10);
+  EXPECT_EQ(two.Quantile(0.5), 10);  // the cumulative share of 10 is 0.5: reaches 0.5
+  EXPECT_EQ(two.Quantile(0.51), 30);
+  EXPECT_EQ(two.Quantile(0), 10);
+  EXPECT_EQ(two.Quantile(1), 30);
+  MetricStats four;
+  for (double v : {4, 1, 3, 2}) four.Add(v);
+  EXPECT_EQ(four.Quantile(0.25), 1);
+  EXPECT_EQ(four.Quantile(0.5), 2);
+  EXPECT_EQ(four.Quantile(0.75), 3);
+  EXPECT_EQ(four.Quantile(0.76), 4);
+  EXPECT_EQ(four.Quantile(0.99), 4);
+  MetricStats twenty;  // 0.95 * 20 is 19 in doubles too: the 19th value
+  for (int i = 1; i <= 20; ++i) twenty.Add(i);
+  EXPECT_EQ(twenty.Quantile(0.95), 19);
+  EXPECT_EQ(twenty.Quantile(0.99), 20);
+  EXPECT_TRUE(std::isnan(MetricStats().Quantile(0.5)));
+  EXPECT_TRUE(std::isnan(two.Quantile(std::numeric_limits<double>::quiet_NaN())));
+}
+
+TEST(MetricStats, ExactQuantilesMatchTheOracleOnRandomInputsWithTies) {
+  std::mt19937_64 rng(3);
+  for (int trial = 0; trial < 2'000; ++trial) {
+    const size_t n = 1 + rng() % MetricStats::kDefaultExactUpTo;
+    const uint64_t distinct = 1 + rng() % 20;  // few distinct values: many ties
+    std::vector<double> values;
+    MetricStats s;
+    for (size_t i = 0; i < n; ++i) {
+      values.push_back(static_cast<double>(rng() % distinct) * 0.5 - 3);
+      s.Add(values.back());
+    }
+    ASSERT_TRUE(s.exact());
+    std::vector<double> qs = {0.5, 0.95, 0.99, 0.001, 0.999};
+    for (size_t k = 0; k <= n; ++k) qs.push_back(static_cast<double>(k) / static_cast<double>(n));
+    for (int i = 0; i < 8; ++i) qs.push_back(static_cast<double>(rng() % 10'001) / 10'000);
+    std::vector<double> got(qs.size());
+    s.Quantiles(qs, got);
+    for (size_t i = 0; i < qs.size(); ++i) {
+      ASSERT_EQ(got[i], PercentileDiscOracle(values, qs[i])) << "n=" << n << " q=" << qs[i];
+      ASSERT_EQ(s.Quantile(qs[i]), got[i]);
+    }
+  }
+}
+
+// Above the threshold the t-digest estimates the same percentile_disc, within its
+// documented rank error (docs/SEMANTICS.md, "Aggregates").
+TEST(MetricStats, EstimatesAboveTheThresholdStayWithinTheirRankBounds) {
+  std::mt19937_64 rng(4);
+  std::lognormal_distribution<double> latency(4.0, 0.6);
+  std::vector<double> values;
+  MetricStats s;
+  for (int i = 0; i < 100'000; ++i) {
+    values.push_back(std::round(latency(rng) * 100) / 100);
+    s.Add(values.back());
+  }
+  ASSERT_FALSE(s.exact());
+  std::sort(values.begin(), values.end());
+  for (auto [q, bound] : {std::pair{0.5, 0.005}, {0.95, 0.002}, {0.99, 0.002}}) {
+    const double v = s.Quantile(q);
+    const double lo = double(std::lower_bound(values.begin(), values.end(), v) - values.begin());
+    const double hi = double(std::upper_bound(values.begin(), values.end(), v) - values.begin());
+    const double n = double(values.size());
+    EXPECT_LE(lo / n, q + bound) << q;  // v's ranks [lo, hi] come within bound of q
+    EXPECT_GE(hi / n, q - bound) << q;
+  }
+}
+
+// The representation switches at N + 1 values, in one pane and in a merge; a digest made
+// from exact values is the digest of those values added in order.
+TEST(MetricStats, SwitchesToADigestPastTheThreshold) {
+  constexpr uint32_t kN = 10;
+  std::vector<double> values;
+  MetricStats s(100, kN);
+  TDigest reference(100);
+  for (uint32_t i = 0; i < kN + 1; ++i) {
+    values.push_back(static_cast<double>((i * 7) % 5));
+    s.Add(values.back());
+    reference.Add(values.back());
+    EXPECT_EQ(s.exact(), i + 1 <= kN) << i;
+    if (s.exact()) {
+      EXPECT_EQ(s.Quantile(0.5), PercentileDiscOracle(values, 0.5));
+      EXPECT_EQ(s.digest(), nullptr);
+    }
+  }
+  ASSERT_NE(s.digest(), nullptr);
+  std::string want, got;
+  reference.AppendStateTo(&want);
+  s.digest()->AppendStateTo(&got);
+  EXPECT_EQ(got, want);
+  EXPECT_EQ(s.Quantile(0.5), reference.Quantile(0.5));
+
+  // Merges: N - 1 + 1 and N + 0 stay exact, N + 1 does not.
+  for (uint32_t left : {kN - 2, kN - 1, kN}) {
+    MetricStats a(100, kN), b(100, kN);
+    std::vector<double> all;
+    for (uint32_t i = 0; i < left; ++i) {
+      a.Add(i * 1.5);
+      all.push_back(i * 1.5);
+    }
+    b.Add(-1);
+    all.push_back(-1);
+    a.Merge(b);
+    EXPECT_EQ(a.count(), left + 1);
+    EXPECT_EQ(a.exact(), left + 1 <= kN) << left;
+    if (a.exact()) {
+      for (double q : {0.1, 0.5, 0.9}) EXPECT_EQ(a.Quantile(q), PercentileDiscOracle(all, q));
+    } else {
+      TDigest d(100);
+      for (double v : all) d.Add(v);
+      std::string want_merged, got_merged;
+      d.AppendStateTo(&want_merged);
+      a.digest()->AppendStateTo(&got_merged);
+      EXPECT_EQ(got_merged, want_merged);
+    }
+  }
+}
+
+// A parsed pane is the original bit for bit, buffer included: it encodes the same bytes,
+// answers the same and, given the same later values, becomes the same. Queries change
+// nothing.
+TEST(MetricStats, ParsedStatsEvolveBitForBitLikeTheOriginal) {
+  std::mt19937_64 rng(5);
+  std::lognormal_distribution<double> latency(4.0, 0.6);
+  for (int n : {0, 1, 2, 3, 99, 100, 101, 799, 800, 801, 1'234, 5'000}) {
+    MetricStats s;
+    for (int i = 0; i < n; ++i) s.Add(latency(rng));
+    const std::string before = Encoded(s);
+    s.Quantile(0.99);  // const: must not merge anything
+    ASSERT_EQ(Encoded(s), before) << n;
+    absl::StatusOr<MetricStats> back = MetricStats::Parse(before);
+    ASSERT_TRUE(back.ok()) << back.status();
+    ASSERT_EQ(Encoded(*back), before) << n;
+    EXPECT_EQ(back->exact(), s.exact());
+    for (int i = 0; i < 1'500; ++i) {
+      const double v = latency(rng);
+      s.Add(v);
+      back->Add(v);
+    }
+    ASSERT_EQ(Encoded(*back), Encoded(s)) << n;
+    for (double q : {0.5, 0.95, 0.99}) EXPECT_EQ(back->Quantile(q), s.Quantile(q)) << n;
+  }
+}
+
+// Stores written before exact panes existed hold version 2 (a merged digest and its
+// merge parity): they are read, as digests.
+TEST(MetricStats, ReadsTheVersion2Encoding) {
+  TDigest d;
+  for (int i = 1; i <= 1000; ++i) d.Add(i);
+  std::string v2;
+  v2.push_back(2);
+  for (double x : {0.0, 500500.0, 1.0, 1000.0}) {  // count (as u64), sum, min, max
+    if (x == 0.0) {
+      const uint64_t count = 1000;
+      v2.append(reinterpret_cast<const char*>(&count), 8);
+    } else {
+      v2.append(reinterpret_cast<const char*>(&x), 8);
+    }
+  }
+  v2.push_back(1);  // parity
+  d.AppendTo(&v2);
+  absl::StatusOr<MetricStats> s = MetricStats::Parse(v2);
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_FALSE(s->exact());
+  EXPECT_EQ(s->count(), 1000u);
+  EXPECT_EQ(s->sum(), 500500);
+  EXPECT_EQ(s->Quantile(0.5), d.Quantile(0.5));
+  v2[v2.size() - 1] ^= 0;  // still fine; a bad parity flag is not
+  v2[1 + 32] = 2;
+  EXPECT_EQ(MetricStats::Parse(v2).status().code(), absl::StatusCode::kDataLoss);
+}
+
+TEST(MetricStats, MemoryFollowsTheValues) {
+  MetricStats one;
+  one.Add(1);
+  EXPECT_EQ(one.MemoryBytes(), sizeof(MetricStats));  // two values fit inline
+  MetricStats hundred;
+  for (int i = 0; i < 100; ++i) hundred.Add(i);
+  hundred.Compact();
+  EXPECT_EQ(hundred.MemoryBytes(), sizeof(MetricStats) + 100 * sizeof(double));
+  EXPECT_LE(sizeof(MetricStats), 80u);
+}
+
 TEST(AggregateJson, ExactDocument) {
   MetricStats stats;
   stats.Add(10);

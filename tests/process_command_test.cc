@@ -107,12 +107,12 @@ aggregate:
 
   std::vector<std::string> out = Lines(dir_ / "out" / "out-1m.jsonl");
   ASSERT_EQ(out.size(), 2u);
-  // p50 of {10, 30} is 30: as in the reference MergingDigest, rank q*n = 1 falls on the
-  // second of two single samples.
+  // p50 of {10, 30} is 10: percentile_disc, the smallest value whose cumulative share
+  // (1/2 for 10) reaches 0.5.
   EXPECT_EQ(out[0],
             "{\"serviceId\":\"payment-service\",\"metricName\":\"api.request.duration\","
             "\"window\":\"1m\",\"windowStart\":1707267600000,\"windowEnd\":1707267660000,"
-            "\"count\":2,\"sum\":40,\"avg\":20,\"min\":10,\"max\":30,\"p50\":30,\"p95\":30,"
+            "\"count\":2,\"sum\":40,\"avg\":20,\"min\":10,\"max\":30,\"p50\":10,\"p95\":30,"
             "\"p99\":30,\"rate\":0.03333333333333333,\"tags\":{}}");
   EXPECT_THAT(out[1], HasSubstr("\"serviceId\":\"user-service\""));
   EXPECT_THAT(out[1], HasSubstr("\"windowStart\":1707267660000"));

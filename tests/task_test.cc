@@ -1117,9 +1117,9 @@ TEST(TaskStores, RestartOnRocksDbStateContinuesExactlyWhereItStopped) {
   std::vector<std::string> events(20'000);
   for (std::string& e : events) generator.Next(&e);
 
-  // Both runs commit at the same records (serializing a pane merges its t-digest buffer, so
-  // quantiles depend, within t-digest error, on where commits fall); one of them also
-  // closes the task there and reopens it.
+  // Both runs commit at the same records; one of them also closes the task there and
+  // reopens it. (Results do not depend on where commits fall either: DeterminismTest in
+  // tests/windowed_aggregate_test.cc.)
   const size_t stop_at = 12'345;
   auto run = [&](const std::filesystem::path& dir, bool restart) {
     std::filesystem::remove_all(dir);

@@ -76,6 +76,7 @@ absl::StatusOr<Topology> BuildMetricsTopology(const PipelineConfig& config) {
   }
   options.quantiles = *std::move(quantiles);
   options.compression = config.compression;
+  options.exact_quantiles_up_to = config.exact_quantiles_up_to;
   options.late_to_dead_letter = config.late_to_dead_letter;
   options.idle_close_ms = config.idle_close_ms;
   events.GroupBy(config.group_by)

@@ -46,6 +46,8 @@ struct PipelineConfig {
   std::vector<WindowSpec> windows;
   std::vector<double> quantiles = {0.5, 0.95, 0.99};
   double compression = 100;
+  // Panes and windows of at most this many values report exact quantiles.
+  uint32_t exact_quantiles_up_to = 100;
   bool late_to_dead_letter = true;
   // Wall-clock idleness after which windows close anyway (★); 0 disables. Default 30 s.
   int64_t idle_close_ms = 30'000;
