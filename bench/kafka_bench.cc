@@ -162,6 +162,9 @@ Engine StartEngine(DevBroker* broker, const Properties& props,
   config.store = StoreType::kRocksDb;
   config.idle_close_ms = 0;
   config.input_topic = input;
+  // Input keyed by serviceId, aggregated where it lands: the drain's end is its committed
+  // input offsets, which behind a repartition would say nothing of the results.
+  config.keying = InputKeying::kByService;
   e.topology = std::make_unique<Topology>(*BuildMetricsTopology(config));
   RuntimeOptions o;
   o.application_id = "bench-" + name;
