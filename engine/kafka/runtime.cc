@@ -211,6 +211,7 @@ class Runtime::Thread {
   absl::Status status_;
   RuntimeCounters counters_;  // guarded by mu_
   uint64_t evicted_logged_ = 0;  // dedupe evictions as of the last warning
+  uint64_t key_mismatches_logged_ = 0;  // key_mismatch dead letters, likewise
   std::atomic<uint64_t> consumed_{0};  // messages taken from the consumer, live
   RuntimeCounters retired_;   // counters of closed tasks; thread-local
 
@@ -846,6 +847,7 @@ bool Runtime::Thread::PassedRefusedCommit() const {
 
 void Runtime::Thread::PublishCounters() {
   RuntimeCounters c = retired_;
+  uint64_t key_mismatches = 0;
   for (auto& [p, e] : tasks_) {
     int64_t committed = -1;
     for (const InputOffset& o : e.task->committed_offsets()) {
@@ -855,14 +857,26 @@ void Runtime::Thread::PublishCounters() {
       if (o.topic == rt_->source_topic_) c.committed_input += o.next_offset;
     }
     // The watermarks the consumer's fetches brought (cached, thread-safe, no request).
+    // The input's only: a repartition topic's end counts the transactions' control
+    // records, never read.
     int64_t low = -1, high = -1;
-    if (rd_kafka_get_watermark_offsets(consumer_.get(), TopicOf(p).c_str(), p.partition, &low,
+    if (TopicOf(p) == rt_->source_topic_ &&
+        rd_kafka_get_watermark_offsets(consumer_.get(), TopicOf(p).c_str(), p.partition, &low,
                                        &high) == RD_KAFKA_RESP_ERR_NO_ERROR &&
         high >= 0) {
       const int64_t from = committed >= 0 ? committed : std::max<int64_t>(low, 0);
       c.input_lag += std::max<int64_t>(0, high - from);
     }
     AddTaskCounters(e.task->counters(), &c);
+    key_mismatches += e.task->counters().dead_letters[static_cast<int>(DeadLetterReason::kKeyMismatch)];
+  }
+  if (key_mismatches > key_mismatches_logged_) {
+    LogEvery(StrCat("key-mismatch-", index_), 60'000, LogLevel::kWarning,
+             StrCat("thread ", index_, ": ", key_mismatches, " records whose key is not their "
+                    "serviceId dead-lettered (key_mismatch) since the tasks started: "
+                    "input.keyed_by_service is true, but a producer keys otherwise; set it to "
+                    "false to re-key them instead"));
+    key_mismatches_logged_ = key_mismatches;
   }
   c.commits = commits_;
   c.rebuilds = rebuilds_;
