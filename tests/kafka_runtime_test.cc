@@ -883,6 +883,13 @@ TEST_F(RepartitionTest, ServiceKeyedInputGivesExactWindows) { RunThenCompare(Key
 TEST_F(RepartitionTest, KillNineRepeatedlyThenUnkeyedResultsAreExact) {
   key_by_ = KeyBy::kNone;
   const std::string app = app_id_ + "-crash";
+  // `run` in another process cannot create topics on this dev broker (no CreateTopics).
+  for (const StoreDef& def : topology_->stores()) {
+    ASSERT_TRUE(broker_->CreateTopic(ChangelogTopic(app, def.name), 6).ok());
+  }
+  for (const std::string& t : topology_->internal_topics(app)) {
+    ASSERT_TRUE(broker_->CreateTopic(t, 6).ok());
+  }
   KillNineRepeatedlyThenCompare(app, /*last_result_wins=*/true, "", nullptr,
                                 /*closers=*/true);
 }
