@@ -14,6 +14,8 @@ constexpr uint8_t kStateVersion = 1;
 // A watermark unchanged is sent again this often, for downstream tasks that restarted
 // (they wait until every upstream partition has been heard of).
 constexpr int64_t kResendMs = 10'000;
+// A task that has read nothing since it started is idle after this (or idle_ms, if less).
+constexpr int64_t kStartIdleMs = 2'000;
 
 }  // namespace
 
@@ -68,11 +70,12 @@ absl::Status RepartitionSinkProcessor::Init(ProcessorContext* context) {
     last_record_live_ = live != 0;
     stored_time_ = time_ms_;
     stored_live_ = last_record_live_;
-  } else {
-    // Never read a record: idle after idle_ms from now (IdleNow).
-    last_record_wall_ = INT64_MIN;
-    never_read_since_ = context->wall_clock_ms();
+    // A replay that paused before this restart holds the others back until it goes on.
+    replay_paused_ = time_ms_ != INT64_MIN && !last_record_live_;
   }
+  // Nothing read yet in this incarnation: its wall clock starts now (IdleNow).
+  last_record_wall_ = INT64_MIN;
+  started_wall_ = context->wall_clock_ms();
   context->Schedule(PunctuationType::kWallClock, 1'000, this);
   return absl::OkStatus();
 }
@@ -94,7 +97,12 @@ absl::Status RepartitionSinkProcessor::Process(const Record<MetricEvent>& record
 
 bool RepartitionSinkProcessor::IdleNow(int64_t now_ms) const {
   if (options_.idle_ms <= 0 || records_since_tick_) return false;
-  if (last_record_wall_ == INT64_MIN) return now_ms - never_read_since_ >= options_.idle_ms;
+  if (last_record_wall_ == INT64_MIN) {
+    // Nothing read since the task started: an empty partition, or a quiet live one —
+    // idle soon (a partition with input to read has its first records within a fetch),
+    // unless a replay paused before the restart.
+    return !replay_paused_ && now_ms - started_wall_ >= std::min<int64_t>(options_.idle_ms, kStartIdleMs);
+  }
   return last_record_live_ && now_ms - last_record_wall_ >= options_.idle_ms;
 }
 

@@ -22,10 +22,12 @@
 //
 // Idle upstream partitions. A partition with nothing to read must not hold every window
 // back for ever (a service keying, six partitions, five services: one is empty). An
-// upstream task is idle when it has read no record for `idle_ms` of wall-clock time and
-// either never read one or its last one was *live* — its event time within `idle_ms` of
-// the wall clock when read. A replay of old data that pauses is therefore never idle: its
-// partition holds the others back until it goes on (windows never close early on it).
+// upstream task is idle when its last record was *live* — its event time within
+// `idle_ms` of the wall clock when read — and it has read nothing for `idle_ms` since; or
+// when it has read nothing at all since it started, for 2 s (or idle_ms if less), unless
+// the last record before its restart was not live. A replay of old data that pauses is
+// therefore never idle: its partition holds the others back until it goes on (windows
+// never close early on it), across restarts too.
 // An idle partition that reads again rejoins the least; records of it older than the
 // watermark by then are late, as in any stream whose input starts behind.
 //
@@ -110,7 +112,8 @@ class RepartitionSinkProcessor final : public Processor<MetricEvent>, public Pun
   int64_t stored_time_ = INT64_MIN;
   bool records_since_tick_ = false;
   bool sent_once_ = false;
-  int64_t never_read_since_ = INT64_MIN;  // wall clock of Init, when nothing was stored
+  int64_t started_wall_ = INT64_MIN;  // wall clock of Init
+  bool replay_paused_ = false;  // restored: the last record before the restart was not live
   std::string value_;  // scratch
 };
 

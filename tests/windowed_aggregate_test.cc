@@ -540,10 +540,11 @@ TEST(WindowedAggregate, OperatorStateOfVersionOneIsReadAndUnknownVersionsAreReje
     std::string meta;
     ASSERT_TRUE(*store->Fetch("", INT64_MAX, &meta));
     ASSERT_EQ(meta[0], 2);
-    // Version 1: the same without the two idle-clock fields (bytes 9..24).
+    // Version 1: the same without the two idle-clock fields and the compaction boundary
+    // (bytes 9..32).
     std::string v1 = meta;
     v1[0] = 1;
-    v1.erase(9, 16);
+    v1.erase(9, 24);
     ASSERT_TRUE(store->Put("", INT64_MAX, v1).ok());
     ASSERT_TRUE(store->Flush().ok());
     h.Reopen(kT0 + 31'000);

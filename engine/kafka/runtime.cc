@@ -1119,76 +1119,56 @@ absl::Status Runtime::EnsureTopics() {
     }
   }
   bool created = false;
-  // Repartition topics: as many partitions as the input (a task per partition of each),
-  // deleting by time only — never compacted (a key, a service, has many records). Kept
-  // until the downstream tasks have committed past them: infinite retention, and the
-  // stream threads delete what their downstream tasks committed (PurgeRepartitions), as
-  // Kafka Streams does; time retention would lose what a stopped application had not read.
-  for (const std::string& name : repartition) {
+  // An internal topic: checked when it exists (as many partitions as the input: a task
+  // per partition of each), else created — on the dev broker of this process directly
+  // (its protocol has no CreateTopics; `streammetrics broker` creates them up front),
+  // on a real broker with `configs` (`how` says what, for the error).
+  auto ensure = [&](const std::string& what, const std::string& name, Properties configs,
+                    std::string_view how) -> absl::Status {
     auto it = topics.find(name);
     if (it != topics.end()) {
-      if (it->second != source_partitions_) {
-        return absl::FailedPreconditionError(
-            StrCat("repartition topic ", name, " has ", it->second, " partitions, ",
-                   source_topic_, " has ", source_partitions_,
-                   ": they must match (delete it and reset the application)"));
-      }
-      continue;
-    }
-    if (options_.embedded_broker != nullptr) {
-      if (absl::Status s = options_.embedded_broker->CreateTopic(name, source_partitions_); !s.ok()) {
-        return s;
-      }
-      created = true;
-      continue;
-    }
-    TopicSpec spec{.name = name, .partitions = source_partitions_};
-    spec.configs = {{"cleanup.policy", "delete"}, {"retention.ms", "-1"}};
-    if (absl::Status s = CreateTopics(rk->get(), {spec}, 30'000); !s.ok()) {
-      return absl::Status(s.code(), StrCat("repartition topic ", name, " does not exist and was not "
-                                           "created (create it with ", source_partitions_,
-                                           " partitions, cleanup.policy=delete, retention.ms=-1): ",
-                                           s.message()));
+      if (it->second == source_partitions_) return absl::OkStatus();
+      return absl::FailedPreconditionError(
+          StrCat(what, " topic ", name, " has ", it->second, " partitions, ", source_topic_,
+                 " has ", source_partitions_, ": they must match (delete it and reset the application)"));
     }
     created = true;
+    if (options_.embedded_broker != nullptr) {
+      return options_.embedded_broker->CreateTopic(name, source_partitions_);
+    }
+    TopicSpec spec{.name = name, .partitions = source_partitions_, .configs = std::move(configs)};
+    if (absl::Status s = CreateTopics(rk->get(), {spec}, 30'000); !s.ok()) {
+      return absl::Status(s.code(), StrCat(what, " topic ", name, " does not exist and was not "
+                                           "created (create it with ", source_partitions_,
+                                           " partitions, ", how, "): ", s.message()));
+    }
+    return absl::OkStatus();
+  };
+  // Repartition topics delete by time only — never compacted (a key, a service, has many
+  // records) — with infinite retention, as Kafka Streams creates them: a time retention
+  // would lose what a stopped application had not read. (Kafka Streams also deletes what
+  // downstream tasks committed, with DeleteRecords; not done here yet.)
+  for (const std::string& name : repartition) {
+    if (absl::Status s = ensure("repartition", name, {{"cleanup.policy", "delete"}, {"retention.ms", "-1"}},
+                                "cleanup.policy=delete, retention.ms=-1");
+        !s.ok()) {
+      return s;
+    }
   }
   for (const StoreDef& def : topology_.stores()) {
-    const std::string name = ChangelogTopic(options_.application_id, def.name);
-    auto it = topics.find(name);
-    if (it != topics.end()) {
-      if (it->second != source_partitions_) {
-        return absl::FailedPreconditionError(
-            StrCat("changelog topic ", name, " has ", it->second, " partitions, ",
-                   source_topic_, " has ", source_partitions_,
-                   ": they must match (delete the changelog and reset the application)"));
-      }
-      continue;
-    }
-    if (options_.embedded_broker != nullptr) {
-      if (absl::Status s = options_.embedded_broker->CreateTopic(name, source_partitions_); !s.ok()) {
-        return s;
-      }
-      created = true;
-      continue;
-    }
-    // A real broker: CreateTopics, compacted (the dev broker's protocol has none; its
-    // `streammetrics broker` creates the internal topics up front).
-    TopicSpec spec{.name = name, .partitions = source_partitions_};
-    // Window stores' changelogs also delete by time (their old panes get no tombstones):
-    // the store's retention plus a day, as Kafka Streams'
+    // Compacted. Window stores' changelogs also delete by time (their old panes get no
+    // tombstones): the store's retention plus a day, as Kafka Streams'
     // windowstore.changelog.additional.retention.ms.
+    Properties configs = {{"cleanup.policy", "compact"}};
     if (def.kind == StoreKind::kWindow && def.retention_ms > 0) {
-      spec.configs = {{"cleanup.policy", "compact,delete"},
-                      {"retention.ms", StrCat(def.retention_ms + 24 * 3'600'000LL)}};
-    } else {
-      spec.configs = {{"cleanup.policy", "compact"}};
+      configs = {{"cleanup.policy", "compact,delete"},
+                 {"retention.ms", StrCat(def.retention_ms + 24 * 3'600'000LL)}};
     }
-    if (absl::Status s = CreateTopics(rk->get(), {spec}, 30'000); !s.ok()) {
-      return absl::Status(s.code(), StrCat("changelog topic ", name, " does not exist and was not "
-                                           "created (create it with ", source_partitions_,
-                                           " partitions, compacted): ", s.message()));
+    if (absl::Status s = ensure("changelog", ChangelogTopic(options_.application_id, def.name),
+                                std::move(configs), "compacted");
+        !s.ok()) {
+      return s;
     }
-    created = true;
   }
   if (created) Log(LogLevel::kInfo, "created the internal (changelog, repartition) topics");
   return absl::OkStatus();
