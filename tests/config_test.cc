@@ -101,6 +101,15 @@ TEST(Config, ShippedConfigsLoad) {
   ASSERT_TRUE(docker.ok());
   EXPECT_TRUE(docker->postgres.enabled);
   EXPECT_EQ(docker->redis.url, "redis:6379");
+  // Producers keyed any way unless the config says otherwise; the main job's generator
+  // keys by serviceId and says so.
+  EXPECT_EQ(docker->pipeline.keying, InputKeying::kAny);
+  absl::StatusOr<AppConfig> embedded = LoadConfigFile(StrCat(SM_SOURCE_DIR, "/config/embedded.yaml"));
+  ASSERT_TRUE(embedded.ok());
+  EXPECT_EQ(embedded->pipeline.keying, InputKeying::kByService);
+  absl::StatusOr<AppConfig> bad = ParseConfig("input: {keyed_by_service: maybe}\n");
+  EXPECT_FALSE(bad.ok());
+  EXPECT_THAT(std::string(Message(bad.status())), ::testing::HasSubstr("input.keyed_by_service"));
 }
 
 TEST(Config, EveryKeyIsRead) {
