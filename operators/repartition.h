@@ -89,8 +89,6 @@ class RepartitionSinkProcessor final : public Processor<MetricEvent>, public Pun
   // Wall clock, every second: idleness.
   absl::Status Punctuate(int64_t now_ms) override;
 
-  int64_t watermark() const { return time_ms_; }
-  bool idle() const { return idle_; }
 
  private:
   bool IdleNow(int64_t now_ms) const;
@@ -122,8 +120,6 @@ class RepartitionSourceProcessor final : public RawSource, public HasOutput<Metr
   RepartitionSourceProcessor() : decoder_(NewProtobufMetricEventDecoder()) {}
   absl::Status ProcessSource(const SourceRecord& record) override;
 
-  // The least watermark of the non-idle upstream partitions (INT64_MIN: not known yet).
-  int64_t watermark() const { return watermark_; }
 
  private:
   struct Upstream {

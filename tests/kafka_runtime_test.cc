@@ -912,7 +912,7 @@ TEST_F(RepartitionTest, APartitionBehindTheOthersHoldsTheWindowsBack) {
   g.duplicate_fraction = 0;
   g.late_fraction = 0;
   EventGenerator generator(g);
-  std::vector<std::string> held, sent;
+  std::vector<std::string> held;
   std::string doc;
   absl::StatusOr<std::unique_ptr<Producer>> p =
       Producer::Create({.properties = {{"bootstrap.servers", Bootstrap()}}});
