@@ -401,6 +401,7 @@ absl::Status RunKafka(const AppConfig& config, const RunCommandOptions& options,
   }
   ro.embedded_broker = broker.get();
   ro.dead_letter_topic = config.pipeline.dead_letter_topic;
+  ro.until_end = options.until_end;
   absl::StatusOr<std::unique_ptr<kafka::Runtime>> runtime = kafka::Runtime::Create(*topology, ro);
   if (!runtime.ok()) return runtime.status();
   if (absl::Status s = (*runtime)->Start(); !s.ok()) return s;
@@ -425,7 +426,9 @@ absl::Status RunKafka(const AppConfig& config, const RunCommandOptions& options,
   }
   out << "running " << ro.threads << " stream thread(s), "
       << (config.exactly_once ? "exactly_once_v2" : "at_least_once")
-      << "; results every minute; Ctrl-C to stop\n";
+      << (options.until_end ? "; until the input's end as of now (every window then closes)"
+                            : "; results every minute")
+      << "; Ctrl-C to stop\n";
   out.flush();
 
   std::unique_ptr<kafka::TopicFollower> results;
@@ -446,7 +449,7 @@ absl::Status RunKafka(const AppConfig& config, const RunCommandOptions& options,
   uint64_t last_produced = load != nullptr ? load->produced() : 0;
   uint64_t last_held = load != nullptr ? load->held_back() : 0;
   auto last_line = Clock::now();
-  while (!StopRequested().load() && !(*runtime)->failed()) {
+  while (!StopRequested().load() && !(*runtime)->failed() && !(*runtime)->finished()) {
     if (options.duration_ms > 0 &&
         std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started).count() >=
             options.duration_ms) {
@@ -508,8 +511,9 @@ absl::Status RunKafka(const AppConfig& config, const RunCommandOptions& options,
       out.flush();
     }
   }
-  out << ((*runtime)->failed() ? "a stream thread failed (its error below): stopping the others\n"
-                                : "stopping: committing and closing the tasks\n");
+  out << ((*runtime)->failed()     ? "a stream thread failed (its error below): stopping the others\n"
+          : (*runtime)->finished() ? "the input is read to its end: committing and closing the tasks\n"
+                                   : "stopping: committing and closing the tasks\n");
   out.flush();
   if (load != nullptr) load->Stop();
   results.reset();

@@ -31,6 +31,9 @@ struct RunCommandOptions {
   int64_t duration_ms = 0;
   // Print a progress line every second and the latest percentiles as windows close.
   bool live = true;
+  // A bounded run (kafka::RuntimeOptions::until_end): exits once the input is read to
+  // its end offsets as of the start and every window has closed.
+  bool until_end = false;
 };
 
 // `streammetrics run`: the configured pipeline on the Kafka runtime. With

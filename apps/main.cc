@@ -26,9 +26,13 @@ commands:
   describe --config FILE
            print the topology the config builds
   run      [--config FILE] [--load EVENTS_PER_S] [--duration SECONDS] [--quiet true]
+           [--until-end]
            the pipeline on Kafka (kafka.bootstrap.servers; default `embedded`: the dev
            broker and, at --load (default 20000), the load generator in this process),
-           with live progress; Ctrl-C commits, checkpoints and exits 0
+           with live progress; Ctrl-C commits, checkpoints and exits 0.
+           --until-end: read every input partition up to its end offset as of the start,
+           close every open window (as `process` does at the end of its file), commit
+           and exit 0 — for backfills and for replaying a topic to recover
   broker   [--config FILE] [--brokers N] [--port P] [--bootstrap-file FILE]
            the dev broker for other processes, with every topic the config names
            (reference/001's with their partitions, others with 6) and its changelog
@@ -71,7 +75,9 @@ Flags ParseFlags(int argc, char** argv, int first) {
     }
     arg = arg.substr(2);
     size_t eq = arg.find('=');
-    if (eq != std::string::npos) {
+    if (arg == "until-end") {  // a bare flag
+      f.values[arg] = "true";
+    } else if (eq != std::string::npos) {
       f.values[arg.substr(0, eq)] = arg.substr(eq + 1);
     } else if (i + 1 < argc) {
       f.values[arg] = argv[++i];
@@ -181,7 +187,7 @@ int Main(int argc, char** argv) {
     return 0;
   }
   if (command == "run") {
-    if (!Known(flags, {"config", "load", "duration", "quiet"}, &bad)) return UsageError(bad);
+    if (!Known(flags, {"config", "load", "duration", "quiet", "until-end"}, &bad)) return UsageError(bad);
     RunCommandOptions options;
     double duration_s = 0;
     if (!NumberFlag(flags, "load", &options.load_rate, &bad) ||
@@ -191,8 +197,13 @@ int Main(int argc, char** argv) {
     if (options.load_rate < 0) return UsageError("--load must be >= 0");
     options.duration_ms = static_cast<int64_t>(duration_s * 1000);
     options.live = flags.values["quiet"] != "true";
+    options.until_end = flags.values.contains("until-end");
     absl::StatusOr<AppConfig> config = ConfigFrom(flags, false);
     if (!config.ok()) return Fail(config.status());
+    if (options.until_end && BootstrapServers(*config) == "embedded") {
+      return UsageError("--until-end reads a broker's topics to their end: set "
+                        "kafka.bootstrap.servers (the embedded broker starts empty)");
+    }
     InstallStopSignals();
     if (absl::Status s = RunKafka(*config, options, std::cout); !s.ok()) return Fail(s);
     return 0;

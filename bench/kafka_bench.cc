@@ -13,7 +13,10 @@
 //     partitions (72; a service each, see FillTopic), produced before anything
 //     reads it; the rate at which a plain librdkafka consumer (read_committed, one
 //     client, all partitions) drains it, first record to last, and the rate at which the
-//     engine does, from its first consumed record to the commit of the last — with the
+//     engine does (a bounded run, as `run --until-end`: from its first consumed record
+//     until it has committed the last and every window has closed, and it has stopped),
+//     directly (input keyed by serviceId, aggregated where it lands) and through the
+//     repartition (--repartition off|on|both (both)) — with the
 //     machine to itself: no feeder, as when an engine catches up on a backlog (a real
 //     deployment's producers run elsewhere). --drain-runs drains each (3), compared by
 //     their medians. The topic must fit the dev broker's retention (~45,000 of these
@@ -28,7 +31,7 @@
 //                           [--input-compression lz4|none|snappy|zstd|gzip (lz4)]
 //                           [--guarantee eos|alos|both (both)]
 //                           [--drain-events N (0: skip)] [--drain-partitions P]
-//                           [--drain-runs R (3)]
+//                           [--drain-runs R (3)] [--repartition off|on|both (both)]
 //
 // SM_BENCH_PROPS=k=v,k=v adds librdkafka properties to the engine's clients.
 #include <algorithm>
@@ -108,6 +111,7 @@ struct Args {
   // Drains of the plain consumer and of each engine: a drain still varies run to run
   // (the rebalance as the second stream thread joins, the VM); medians are compared.
   int drain_runs = 3;
+  std::string repartition = "both";  // off | on | both: the drains' paths
 };
 
 Properties EngineProps(const Properties& base) {
@@ -155,16 +159,17 @@ struct Engine {
 // as soon as it started.
 Engine StartEngine(DevBroker* broker, const Properties& props,
                                      const std::string& name, const std::string& input,
-                                     ProcessingGuarantee g, const Args& args, bool settle = true) {
+                                     ProcessingGuarantee g, const Args& args, bool settle = true,
+                                     InputKeying keying = InputKeying::kByService, bool until_end = false) {
   Engine e;
   if (settle && !broker->CreateTopic(input, 6).ok()) return e;
   PipelineConfig config = ReferencePipelineConfig();
   config.store = StoreType::kRocksDb;
   config.idle_close_ms = 0;
   config.input_topic = input;
-  // Input keyed by serviceId, aggregated where it lands: the drain's end is its committed
-  // input offsets, which behind a repartition would say nothing of the results.
-  config.keying = InputKeying::kByService;
+  // Input keyed by serviceId, aggregated where it lands (the feeders key by serviceId);
+  // the drains also through the repartition (kAny).
+  config.keying = keying;
   e.topology = std::make_unique<Topology>(*BuildMetricsTopology(config));
   RuntimeOptions o;
   o.application_id = "bench-" + name;
@@ -175,6 +180,7 @@ Engine StartEngine(DevBroker* broker, const Properties& props,
   o.state_dir = "/tmp/sm-kafka-bench-" + name;
   std::system(("rm -rf " + o.state_dir).c_str());
   o.embedded_broker = broker;
+  o.until_end = until_end;
   auto rt = Runtime::Create(*e.topology, o);
   if (!rt.ok() || !(*rt)->Start().ok()) return e;
   if (!settle) {
@@ -415,17 +421,22 @@ bool FillTopic(DevBroker* broker, const Properties& props, const Args& args,
   return (*producer)->Flush().ok();
 }
 
-// The engine draining `topic` (filled by FillTopic, `events` records) from the start:
-// records processed per second from its first consumed record to the commit of the
-// last; -1 when it did not finish in 120 s or read fewer records than `events` (the dev
-// broker's retention dropped some).
+// The engine draining `topic` (filled by FillTopic, `events` records) from the start as a
+// bounded run (RuntimeOptions::until_end), directly or through the repartition: input
+// events per second from its first consumed record until the runtime has stopped by
+// itself — every record committed, every window closed and committed; -1 when it did
+// not finish in 120 s or committed fewer input records than `events` (the dev broker's
+// retention dropped some).
 // `run` names the consumer group, so each run starts from the beginning.
 double EngineDrain(DevBroker* broker, const Properties& props, ProcessingGuarantee g,
                    const Args& args, const std::string& topic, int64_t events, int run,
-                   RuntimeCounters* out, CpuPerEvent* cpu, RuntimeCounters* during) {
-  const std::string name =
-      (g == ProcessingGuarantee::kExactlyOnceV2 ? "drain-eos-" : "drain-alos-") + std::to_string(run);
-  Engine engine = StartEngine(broker, props, name, topic, g, args, /*settle=*/false);
+                   bool repartition, RuntimeCounters* out, CpuPerEvent* cpu,
+                   RuntimeCounters* during) {
+  const std::string name = std::string(g == ProcessingGuarantee::kExactlyOnceV2 ? "drain-eos-" : "drain-alos-") +
+                           (repartition ? "rp-" : "") + std::to_string(run);
+  Engine engine = StartEngine(broker, props, name, topic, g, args, /*settle=*/false,
+                              repartition ? InputKeying::kAny : InputKeying::kByService,
+                              /*until_end=*/true);
   Runtime* rt = engine.runtime.get();
   if (rt == nullptr) return -1;
   while (rt->consumed() == 0) std::this_thread::sleep_for(std::chrono::microseconds(200));
@@ -434,12 +445,14 @@ double EngineDrain(DevBroker* broker, const Properties& props, ProcessingGuarant
   const double stream_cpu = ThreadCpuSeconds("sm:stream"), process_cpu = ThreadCpuSeconds("");
   const uint64_t faults = MinorFaults();
   const auto deadline = first + std::chrono::seconds(120);
-  while (rt->counters().committed_input < events && Clock::now() < deadline) {
+  while (!rt->finished() && !rt->failed() && Clock::now() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
+  rt->Stop();
+  (void)rt->Join();
   const double s = std::chrono::duration<double>(Clock::now() - first).count();
   const RuntimeCounters c = rt->counters();
-  const auto n = static_cast<double>(c.records_read);
+  const auto n = static_cast<double>(events);
   if (during != nullptr) {
     during->input_wait_ms = c.input_wait_ms - at_first.input_wait_ms;
     during->commit_ms = c.commit_ms - at_first.commit_ms;
@@ -450,11 +463,10 @@ double EngineDrain(DevBroker* broker, const Properties& props, ProcessingGuarant
     cpu->process_us = (ThreadCpuSeconds("") - process_cpu) * 1e6 / n;
     cpu->faults = MinorFaults() - faults;
   }
-  rt->Stop();
-  (void)rt->Join();
-  *out = rt->counters();
+  *out = c;
   std::system(("rm -rf /tmp/sm-kafka-bench-" + name).c_str());
-  if (c.committed_input < events || static_cast<int64_t>(c.records_read) != events) {
+  if (!rt->finished() || c.committed_input < events ||
+      (!repartition && static_cast<int64_t>(c.records_read) != events)) {
     std::fprintf(stderr, "engine drain: committed offsets %lld, read %llu records of %lld\n",
                  static_cast<long long>(c.committed_input),
                  static_cast<unsigned long long>(c.records_read), static_cast<long long>(events));
@@ -552,6 +564,13 @@ int Main(int argc, char** argv) {
     else if (flag == "--drain-events") args.drain_events = static_cast<int64_t>(v);
     else if (flag == "--drain-partitions") args.drain_partitions = static_cast<int>(v);
     else if (flag == "--drain-runs") args.drain_runs = std::max(1, static_cast<int>(v));
+    else if (flag == "--repartition") {
+      args.repartition = argv[i + 1];
+      if (args.repartition != "off" && args.repartition != "on" && args.repartition != "both") {
+        std::fprintf(stderr, "--repartition: off, on or both, not %s\n", argv[i + 1]);
+        return 2;
+      }
+    }
     else if (flag == "--seconds") args.seconds = v;
     else if (flag == "--threads") args.threads = static_cast<int>(v);
     else if (flag == "--backlog") args.backlog = static_cast<int64_t>(v);
@@ -623,13 +642,19 @@ int Main(int argc, char** argv) {
                 median(plain_cpus), median(plain_faults));
     for (ProcessingGuarantee g : {ProcessingGuarantee::kExactlyOnceV2, ProcessingGuarantee::kAtLeastOnce}) {
       if (!runs(g)) continue;
-      const char* guarantee = g == ProcessingGuarantee::kExactlyOnceV2 ? "exactly_once_v2" : "at_least_once";
+      double direct_median = 0;
+      for (const bool repartition : {false, true}) {
+      if (args.repartition != "both" && (args.repartition == "on") != repartition) continue;
+      const std::string guarantee_name =
+          std::string(g == ProcessingGuarantee::kExactlyOnceV2 ? "exactly_once_v2" : "at_least_once") +
+          (repartition ? " through the repartition" : " directly");
+      const char* guarantee = guarantee_name.c_str();
       std::vector<double> rates;
       for (int run = 0; run < args.drain_runs; ++run) {
         RuntimeCounters c, during;
         CpuPerEvent cpu;
         const double rate = EngineDrain(broker->get(), props, g, args, topic, args.drain_events,
-                                        run, &c, &cpu, &during);
+                                        run, repartition, &c, &cpu, &during);
         rates.push_back(rate);
         // The stream threads' time (summed) from the first record to the last commit that
         // was not processing: waiting for input with nothing queued, committing, rebalancing.
@@ -647,9 +672,15 @@ int Main(int argc, char** argv) {
                     static_cast<unsigned long long>(during.rebalance_ms));
       }
       std::printf("engine %s draining: median of %d %.0f events/s (%s), %.0f%% of the plain "
-                  "consumer's median\n",
+                  "consumer's median",
                   guarantee, args.drain_runs, median(rates), list(rates).c_str(),
                   100 * median(rates) / drain);
+      if (repartition && direct_median > 0) {
+        std::printf(", %.0f%% of the direct path's", 100 * median(rates) / direct_median);
+      }
+      std::printf("\n");
+      if (!repartition) direct_median = median(rates);
+      }
     }
   }
   CpuPerEvent plain_cpu;

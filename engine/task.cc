@@ -591,11 +591,17 @@ std::vector<InputOffset> Task::committed_offsets() const {
   return last_commit_.has_value() ? last_commit_->offsets : std::vector<InputOffset>{};
 }
 
-absl::Status Task::EndOfInput() {
+absl::Status Task::FinishInput() {
   if (absl::Status s = CheckRunning(); !s.ok()) return s;
+  input_end_signalled_ = false;
   for (auto& p : processors_) {
     if (absl::Status s = p->EndOfInput(); !s.ok()) return s;
   }
+  return absl::OkStatus();
+}
+
+absl::Status Task::EndOfInput() {
+  if (absl::Status s = FinishInput(); !s.ok()) return s;
   return Commit();
 }
 

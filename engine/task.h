@@ -98,6 +98,11 @@ struct TaskConfig {
   // Fewer: more frequent RocksDB flushes; more: a longer replay after a crash.
   // Default: 100,000.
   uint64_t checkpoint_every_changes = 100'000;
+  // The runtime reports when its consumer reaches the end of the task's input partition
+  // (NoteInputEnd); otherwise input_reached_end() is always true.
+  bool input_end_reported = false;
+  // A bounded run (ProcessorContext::bounded_input()); none: unbounded.
+  std::optional<BoundedInput> bounded;
   // Fault injection for tests: called at each step of a commit with changelogs; a
   // non-OK status fails the commit at that step.
   std::function<absl::Status(CommitStep)> fault_injector;
@@ -149,7 +154,13 @@ class Task final : public ProcessorContext {
   absl::Status CompleteCommit();
   absl::Status AbortCommit(absl::Status why);
   absl::Status PunctuateWallClock();
+  // The input has ended: every processor's EndOfInput() (windows close), then a commit.
   absl::Status EndOfInput();
+  // EndOfInput() without the commit, for a runtime that commits its tasks together.
+  absl::Status FinishInput();
+  // A processor signalled the end of a bounded run's input (SignalEndOfInput) and
+  // FinishInput() has not run since.
+  bool input_end_signalled() const { return input_end_signalled_; }
   absl::Status Close();
   // Fault injection: ends the task as a kill -9 would: no checkpoint, RocksDB stores
   // lose what they had not flushed, nothing else is written.
@@ -181,6 +192,13 @@ class Task final : public ProcessorContext {
   int32_t partition() const override { return config_.partition; }
   int32_t input_partitions() const override { return config_.input_partitions; }
   bool watermarked() const override { return watermarked_; }
+  const BoundedInput* bounded_input() const override {
+    return config_.bounded.has_value() ? &*config_.bounded : nullptr;
+  }
+  void SignalEndOfInput() override { input_end_signalled_ = true; }
+  bool input_reached_end() const override { return !config_.input_end_reported || input_reached_end_; }
+  // The consumer reached the end of the task's input partition (TaskConfig::input_end_reported).
+  void NoteInputEnd() { input_reached_end_ = true; }
   void SendToPartition(std::string_view topic, int32_t partition, std::string_view key,
                        std::string_view value, int64_t timestamp_ms) override;
   int64_t stream_time_ms() const override { return stream_time_; }
@@ -262,6 +280,8 @@ class Task final : public ProcessorContext {
   std::vector<Scheduled> scheduled_;
   int64_t stream_time_ = INT64_MIN;
   bool watermarked_ = false;
+  bool input_end_signalled_ = false;
+  bool input_reached_end_ = false;
   int64_t notified_watermark_ = INT64_MIN;  // the last stream time given to OnWatermark
   int64_t next_stream_punctuation_ = INT64_MAX;
   static inline const SourceRecord kNoRecord{};

@@ -50,6 +50,17 @@ struct SourceRecord {
   std::string_view value;
 };
 
+// A bounded run (`streammetrics run --until-end`): the input is read up to its end
+// offsets as of the run's start, then every open window closes as at the end of a file.
+struct BoundedInput {
+  // By partition of the input topic: the offset the run reads up to (exclusive).
+  std::vector<int64_t> input_end;
+  // A task reading a repartition topic: the offset of its partition from which records
+  // were written in this run (the partition's end when the instance started). A record
+  // before it is left over from an earlier run.
+  int64_t written_from = 0;
+};
+
 // Counters a task keeps; processors add to them. Plain integers: one thread per task.
 struct TaskCounters {
   uint64_t records_read = 0;
@@ -120,6 +131,16 @@ class ProcessorContext {
   // not the largest timestamp read, and processors that keep time (windows, dedupe) follow
   // stream_time_ms() (ProcessorBase::OnWatermark) rather than their records'.
   virtual bool watermarked() const { return false; }
+  // A bounded run's ends; nullptr in an unbounded one (and offline, where EndOfInput()
+  // comes from the caller).
+  virtual const BoundedInput* bounded_input() const { return nullptr; }
+  // A processor that learns from its input that the bounded run's input has ended (a
+  // repartition source, from every upstream task's end marker) says so here; the runtime
+  // then calls the task's FinishInput() outside Process().
+  virtual void SignalEndOfInput() {}
+  // The task's input partition has been read to its end (nothing more to read then) at
+  // least once since the task started. Where that cannot be told (offline): true.
+  virtual bool input_reached_end() const { return true; }
 
   // Calls punctuator every interval_ms of stream time or wall-clock time. The
   // punctuator must outlive the task (processors schedule themselves in Init).

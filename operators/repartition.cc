@@ -28,15 +28,17 @@ void AppendRepartitionWatermark(const RepartitionWatermark& w, std::string* out)
   AppendFixed<int32_t>(w.partition, out);
   AppendFixed<int32_t>(w.partitions, out);
   AppendFixed<int64_t>(w.time_ms, out);
-  out->push_back(static_cast<char>(w.idle ? 1 : 0));
+  out->push_back(static_cast<char>((w.idle ? 1 : 0) | (w.end_offset >= 0 ? 2 : 0)));
+  if (w.end_offset >= 0) AppendFixed<int64_t>(w.end_offset, out);
 }
 
 absl::StatusOr<RepartitionWatermark> DecodeRepartitionWatermark(std::string_view in) {
   RepartitionWatermark w;
   uint8_t flags = 0;
   if (!ReadFixed(&in, &w.partition) || !ReadFixed(&in, &w.partitions) ||
-      !ReadFixed(&in, &w.time_ms) || !ReadFixed(&in, &flags) || !in.empty() ||
-      w.partitions <= 0 || w.partition < 0 || w.partition >= w.partitions ||
+      !ReadFixed(&in, &w.time_ms) || !ReadFixed(&in, &flags) ||
+      ((flags & 2) != 0 && (!ReadFixed(&in, &w.end_offset) || w.end_offset < 0)) ||
+      !in.empty() || w.partitions <= 0 || w.partition < 0 || w.partition >= w.partitions ||
       w.partitions > 100'000) {
     return absl::InvalidArgumentError("repartition: malformed watermark");
   }
@@ -96,12 +98,17 @@ absl::Status RepartitionSinkProcessor::Process(const Record<MetricEvent>& record
 }
 
 bool RepartitionSinkProcessor::IdleNow(int64_t now_ms) const {
-  if (options_.idle_ms <= 0 || records_since_tick_) return false;
+  // A bounded run: a partition holds the others back until it has read to its end (then
+  // its end marker releases them), however long it takes to start.
+  if (options_.idle_ms <= 0 || records_since_tick_ || context()->bounded_input() != nullptr) return false;
   if (last_record_wall_ == INT64_MIN) {
     // Nothing read since the task started: an empty partition, or a quiet live one —
-    // idle soon (a partition with input to read has its first records within a fetch),
-    // unless a replay paused before the restart.
-    return !replay_paused_ && now_ms - started_wall_ >= std::min<int64_t>(options_.idle_ms, kStartIdleMs);
+    // idle soon once the consumer has found nothing to read (its partition's end), unless
+    // a replay paused before the restart. Not on time alone: on a real Kafka a task's
+    // first records may take seconds (the group's join, other tasks' restores), and its
+    // partition, counted idle meanwhile, turned its records late.
+    return !replay_paused_ && context()->input_reached_end() &&
+           now_ms - started_wall_ >= std::min<int64_t>(options_.idle_ms, kStartIdleMs);
   }
   return last_record_live_ && now_ms - last_record_wall_ >= options_.idle_ms;
 }
@@ -113,7 +120,8 @@ void RepartitionSinkProcessor::SendWatermark() {
     AppendRepartitionWatermark(RepartitionWatermark{.partition = context()->partition(),
                                                     .partitions = partitions,
                                                     .time_ms = time_ms_,
-                                                    .idle = idle_},
+                                                    .idle = idle_,
+                                                    .end_offset = end_offset_},
                                &value_);
     context()->SendToPartition(topic_, p, {}, value_, time_ms_ == INT64_MIN ? 0 : time_ms_);
   }
@@ -134,6 +142,15 @@ absl::Status RepartitionSinkProcessor::Punctuate(int64_t now_ms) {
       now_ms - sent_wall_ >= kResendMs) {
     SendWatermark();
   }
+  return absl::OkStatus();
+}
+
+absl::Status RepartitionSinkProcessor::EndOfInput() {
+  const BoundedInput* bounded = context()->bounded_input();
+  if (bounded == nullptr) return absl::OkStatus();  // offline: the downstream task's own end
+  const size_t p = static_cast<size_t>(context()->partition());
+  end_offset_ = p < bounded->input_end.size() ? bounded->input_end[p] : 0;
+  SendWatermark();
   return absl::OkStatus();
 }
 
@@ -184,10 +201,26 @@ absl::Status RepartitionSourceProcessor::ProcessSource(const SourceRecord& recor
   u.known = true;
   u.idle = w->idle;
   u.time_ms = std::max(u.time_ms, w->time_ms);
+  if (const BoundedInput* bounded = context()->bounded_input(); bounded != nullptr) {
+    // Ended in this run: at (or past) the end this instance would read it to, or at an
+    // end marker written since this run started (an instance started earlier may have
+    // seen an earlier end; it read its partition to there, and no further).
+    const size_t p = static_cast<size_t>(w->partition);
+    const int64_t end = p < bounded->input_end.size() ? bounded->input_end[p] : 0;
+    u.ended = w->end_offset >= 0 && (w->end_offset >= end || record.offset >= bounded->written_from);
+  }
   int64_t least = INT64_MAX;
+  bool all_ended = true;
   for (const Upstream& x : upstream_) {
     if (!x.known) return absl::OkStatus();  // not every upstream partition heard of yet
-    if (!x.idle) least = std::min(least, x.time_ms);
+    all_ended &= x.ended;
+    if (!x.idle && !x.ended) least = std::min(least, x.time_ms);
+  }
+  if (all_ended && !end_signalled_) {
+    // Every upstream task has written all it will in this bounded run, and its records
+    // came before its end marker: the task's input is complete.
+    end_signalled_ = true;
+    context()->SignalEndOfInput();
   }
   if (least == INT64_MAX || least <= watermark_) return absl::OkStatus();
   watermark_ = least;

@@ -24,8 +24,9 @@
 // back for ever (a service keying, six partitions, five services: one is empty). An
 // upstream task is idle when its last record was *live* — its event time within
 // `idle_ms` of the wall clock when read — and it has read nothing for `idle_ms` since; or
-// when it has read nothing at all since it started, for 2 s (or idle_ms if less), unless
-// the last record before its restart was not live. A replay of old data that pauses is
+// when it has read nothing at all since it started, its consumer found the partition's
+// end (ProcessorContext::input_reached_end) and 2 s (or idle_ms if less) have passed,
+// unless the last record before its restart was not live. Never in a bounded run. A replay of old data that pauses is
 // therefore never idle: its partition holds the others back until it goes on (windows
 // never close early on it), across restarts too.
 // An idle partition that reads again rejoins the least; records of it older than the
@@ -34,7 +35,16 @@
 // Wire format of the topic's values (one byte of kind, then):
 //   0x01 event:      the event as streammetrics.proto.MetricEvent (operators/metric_event.proto)
 //   0x02 watermark:  int32 upstream partition, int32 upstream partitions, int64 event time
-//                    (INT64_MIN: none yet), uint8 flags (1: idle), little-endian
+//                    (INT64_MIN: none yet), uint8 flags (1: idle, 2: ended), and with
+//                    flag 2 an int64 end offset; little-endian
+//   A bounded run (`run --until-end`): an upstream task that has read its input partition
+//   up to the run's end offset sends a watermark flagged ended, with that offset, to
+//   every partition (and again every 10 s, for downstream tasks that restart). A
+//   downstream task counts an upstream partition ended when the marker's offset reaches
+//   the end it knows for that partition, or the marker was written in this run
+//   (BoundedInput::written_from): ended partitions no longer hold stream time back, and
+//   once every upstream partition has ended the task's input is complete
+//   (ProcessorContext::SignalEndOfInput): its windows all close.
 // Keys: the serviceId (events), empty (watermarks).
 //
 // State. The upstream task keeps its watermark — and so, through its changelog's commit
@@ -73,6 +83,9 @@ struct RepartitionWatermark {
   int32_t partitions = 0;
   int64_t time_ms = INT64_MIN;
   bool idle = false;
+  // >= 0: the upstream task has read its input partition up to this offset, the end of a
+  // bounded run, and will write nothing more in it.
+  int64_t end_offset = -1;
 };
 void AppendRepartitionWatermark(const RepartitionWatermark& w, std::string* out);
 // InvalidArgument when `bytes` (after the kind byte) is not one.
@@ -88,6 +101,8 @@ class RepartitionSinkProcessor final : public Processor<MetricEvent>, public Pun
   absl::Status Flush() override;
   // Wall clock, every second: idleness.
   absl::Status Punctuate(int64_t now_ms) override;
+  // A bounded run's input has been read: the end marker to every partition.
+  absl::Status EndOfInput() override;
 
 
  private:
@@ -112,6 +127,7 @@ class RepartitionSinkProcessor final : public Processor<MetricEvent>, public Pun
   bool sent_once_ = false;
   int64_t started_wall_ = INT64_MIN;  // wall clock of Init
   bool replay_paused_ = false;  // restored: the last record before the restart was not live
+  int64_t end_offset_ = -1;     // a bounded run's end, once reached
   std::string value_;  // scratch
 };
 
@@ -125,12 +141,14 @@ class RepartitionSourceProcessor final : public RawSource, public HasOutput<Metr
   struct Upstream {
     bool known = false;
     bool idle = false;
+    bool ended = false;  // a bounded run's end marker of this run
     int64_t time_ms = INT64_MIN;
   };
   std::unique_ptr<MetricEventDecoder> decoder_;
   MetricEvent event_;
   std::vector<Upstream> upstream_;
   int64_t watermark_ = INT64_MIN;
+  bool end_signalled_ = false;
 };
 
 // Input declared keyed by serviceId (no repartition): a record whose key is not its

@@ -60,7 +60,9 @@ absl::Status WindowedAggregateProcessor::Init(ProcessorContext* context) {
   }
   budget_ = context->cache_budget();
   watermarked_ = context->watermarked();
-  if (options_.idle_close_ms > 0) {
+  // A bounded run closes every window at its end, never on the wall clock: a source
+  // whose records come slowly is not idle there, only behind.
+  if (options_.idle_close_ms > 0 && context->bounded_input() == nullptr) {
     context->Schedule(PunctuationType::kWallClock, std::min<int64_t>(options_.idle_close_ms, 1000),
                       this);
   }

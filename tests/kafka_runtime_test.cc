@@ -946,6 +946,160 @@ TEST_F(RepartitionTest, APartitionBehindTheOthersHoldsTheWindowsBack) {
   ExpectMatchesOracle(Oracle(), /*last_result_wins=*/false);
 }
 
+// Proves `streammetrics run --until-end` on unkeyed input: it reads every partition up to
+// its end as of the start (records produced after it started are left for the next
+// run), closes every window as `process` does at the end of its input — each result
+// exactly the oracle's, which sees the whole input at once — commits and exits 0 by
+// itself. A second bounded run reads what came after, and nothing again.
+TEST_F(RepartitionTest, RunUntilEndReadsToTheEndClosesEveryWindowAndExits) {
+  using streammetrics::testing::ReadFile;
+  key_by_ = KeyBy::kNone;
+  const std::string app = app_id_ + "-bounded";
+  // `run` in another process cannot create topics on this dev broker (no CreateTopics).
+  for (const StoreDef& def : topology_->stores()) {
+    ASSERT_TRUE(broker_->CreateTopic(ChangelogTopic(app, def.name), 6).ok());
+  }
+  for (const std::string& t : topology_->internal_topics(app)) {
+    ASSERT_TRUE(broker_->CreateTopic(t, 6).ok());
+  }
+  const int kEvents = 20'000;
+  const int64_t start = InputStartMs();
+  Produce(kEvents, 31, start);
+  TaskCounters want;
+  const std::vector<OutputRecord> oracle = Oracle(&want, /*end_of_input=*/true);
+  ASSERT_GT(want.duplicates_dropped, 0u);
+  std::filesystem::create_directories(dir_);
+  const std::string config = (dir_ / "bounded.yaml").string();
+  WriteRunConfig(config, app, (dir_ / "bounded-state").string());
+  const auto run_to_end = [&](const std::string& log, const std::function<void()>& once_running) {
+    pid_t pid = Spawn({SM_BINARY, "run", "--config", config, "--until-end", "--quiet", "true"}, log);
+    EXPECT_GT(pid, 0);
+    if (once_running) {
+      // Started: its end offsets are taken.
+      EXPECT_TRUE(WaitFor([&] { return ReadFile(log).find("stream thread(s)") != std::string::npos; },
+                          60'000)) << ReadFile(log);
+      once_running();
+    }
+    int status = -1;
+    const bool exited = WaitFor([&] { return waitpid(pid, &status, WNOHANG) == pid; }, 150'000);
+    if (!exited) {
+      kill(pid, SIGKILL);
+      waitpid(pid, &status, 0);
+    }
+    EXPECT_TRUE(exited) << "still running after 150 s:\n" << ReadFile(log);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << ReadFile(log);
+    EXPECT_THAT(ReadFile(log), HasSubstr("the input is read to its end")) << ReadFile(log);
+  };
+  const int64_t after = start + 15 * 60'000;  // past every window the first run closes
+  run_to_end((dir_ / "bounded1.log").string(), [&] {
+    // After its start: beyond the end it reads to.
+    absl::StatusOr<std::unique_ptr<Producer>> p =
+        Producer::Create({.properties = {{"bootstrap.servers", Bootstrap()}}});
+    ASSERT_TRUE(p.ok());
+    for (int i = 0; i < 6; ++i) {
+      (*p)->Send(config_.input_topic, i, "",
+                 testing::Ev{.id = StrCat("after-", i), .ts = after, .service = "after-end"}.Json(), 0, {});
+    }
+    ASSERT_TRUE((*p)->Flush().ok());
+  });
+  // The six events of service after-end, by window: how many results, each of count 6.
+  const auto after_end = [&] {
+    std::map<std::string, int> windows;
+    for (const std::string& topic : ResultTopics()) {
+      absl::StatusOr<std::vector<OutputRecord>> got = ReadTopic(Props(), topic);
+      EXPECT_TRUE(got.ok()) << got.status();
+      for (const OutputRecord& r : *got) {
+        const testing::AggregateResult a = testing::ParseAggregate(r);
+        if (a.service != "after-end") continue;
+        EXPECT_EQ(a.count, 6u) << a.window;
+        ++windows[StrCat(a.window, "@", a.start)];
+      }
+    }
+    return windows;
+  };
+  EXPECT_EQ(CommittedInput(app), kEvents);
+  ExpectMatchesOracle(oracle, /*last_result_wins=*/false, "after-end");
+  EXPECT_TRUE(after_end().empty());
+  // The second run: the six events after the first run's end, each of their windows once.
+  run_to_end((dir_ / "bounded2.log").string(), nullptr);
+  EXPECT_EQ(CommittedInput(app), kEvents + 6);
+  ExpectMatchesOracle(oracle, /*last_result_wins=*/false, "after-end");
+  const std::map<std::string, int> windows = after_end();
+  EXPECT_EQ(windows.size(), 8u);  // 1m, 5m and six 1m/10s windows hold `after`
+  for (const auto& [w, n] : windows) EXPECT_EQ(n, 1) << w;
+}
+
+// Proves a replay of old data that pauses for longer than the idle close (5 s against 2 s,
+// as 40 s against the default 30 s) closes no window early through the repartition, and
+// that a bounded run afterwards closes the rest: every window exact, none late.
+TEST_F(RepartitionTest, AReplayThatPausesThenRunUntilEndIsExact) {
+  UseShortWindowsAndIdleClose();
+  key_by_ = KeyBy::kNone;
+  const int kEvents = 8'000;
+  GeneratorOptions g;
+  g.seed = 41;
+  g.start_ms = InputStartMs();
+  g.events_per_second = 200;
+  g.duplicate_fraction = 0.02;
+  g.late_fraction = 0;
+  EventGenerator generator(g);
+  std::vector<std::string> docs(kEvents);
+  for (std::string& d : docs) generator.Next(&d);
+  absl::StatusOr<std::unique_ptr<Producer>> p =
+      Producer::Create({.properties = {{"bootstrap.servers", Bootstrap()}}});
+  ASSERT_TRUE(p.ok());
+  const auto send = [&](int from, int to) {
+    for (int i = from; i < to; ++i) (*p)->Send(config_.input_topic, -1, "", docs[i], 0, {});
+    ASSERT_TRUE((*p)->Flush().ok());
+  };
+  send(0, kEvents / 2);
+  {
+    absl::StatusOr<std::unique_ptr<Runtime>> rt = Runtime::Create(*topology_, Options("a"));
+    ASSERT_TRUE(rt.ok()) << rt.status();
+    ASSERT_TRUE((*rt)->Start().ok());
+    ASSERT_TRUE(WaitFor([&] { return (*rt)->counters().committed_input == kEvents / 2; }, 60'000));
+    std::this_thread::sleep_for(std::chrono::seconds(5));  // the pause
+    send(kEvents / 2, kEvents);
+    ASSERT_TRUE(WaitFor([&] { return (*rt)->counters().committed_input == kEvents; }, 60'000));
+    EXPECT_FALSE((*rt)->finished());  // unbounded: runs on
+    (*rt)->Stop();
+    ASSERT_TRUE((*rt)->Join().ok());
+    EXPECT_EQ((*rt)->counters().late_dropped, 0u);
+    EXPECT_EQ((*rt)->counters().late_window_updates, 0u);
+  }
+  RuntimeOptions bounded = Options("a");
+  bounded.until_end = true;
+  absl::StatusOr<std::unique_ptr<Runtime>> rt = Runtime::Create(*topology_, bounded);
+  ASSERT_TRUE(rt.ok()) << rt.status();
+  ASSERT_TRUE((*rt)->Start().ok());
+  EXPECT_TRUE(WaitFor([&] { return (*rt)->finished(); }, 120'000));
+  ASSERT_TRUE((*rt)->Join().ok());
+  EXPECT_EQ((*rt)->counters().late_dropped, 0u);
+  EXPECT_EQ((*rt)->counters().late_window_updates, 0u);
+  TaskCounters want;
+  const std::vector<OutputRecord> oracle = Oracle(&want, /*end_of_input=*/true);
+  ASSERT_GT(want.duplicates_dropped, 0u);
+  ExpectMatchesOracle(oracle, /*last_result_wins=*/false);
+}
+
+// Proves a bounded run without the repartition (input keyed by serviceId): one
+// sub-topology, each task finishing at its partition's end.
+TEST_F(KafkaRuntimeTest, UntilEndWithoutTheRepartitionClosesEveryWindowAndStops) {
+  late_fraction_ = 0;
+  const int kEvents = 10'000;
+  Produce(kEvents, 43, InputStartMs());
+  const std::vector<OutputRecord> oracle = Oracle(nullptr, /*end_of_input=*/true);
+  RuntimeOptions bounded = Options("a");
+  bounded.until_end = true;
+  absl::StatusOr<std::unique_ptr<Runtime>> rt = Runtime::Create(*topology_, bounded);
+  ASSERT_TRUE(rt.ok()) << rt.status();
+  ASSERT_TRUE((*rt)->Start().ok());
+  EXPECT_TRUE(WaitFor([&] { return (*rt)->finished(); }, 120'000));
+  ASSERT_TRUE((*rt)->Join().ok());
+  EXPECT_EQ(CommittedInput(app_id_), kEvents);
+  ExpectMatchesOracle(oracle, /*last_result_wins=*/false);
+}
+
 // Proves input declared keyed by serviceId (input.keyed_by_service) is not repartitioned
 // and a record whose key is not its serviceId is dead-lettered with reason key_mismatch,
 // not aggregated where it landed.

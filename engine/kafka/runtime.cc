@@ -41,6 +41,10 @@ constexpr int64_t kRestoreGiveUpMs = 10 * 60'000;
 // looked at again before its thread refuses to go on (RestoreDue).
 constexpr int64_t kRefuseAfterMs = 30'000;
 
+int64_t SteadyMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now().time_since_epoch()).count();
+}
+
 int64_t ElapsedMs(Clock::time_point since) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - since).count();
 }
@@ -123,6 +127,11 @@ class Runtime::Thread {
     return counters_;
   }
   uint64_t consumed() const { return consumed_.load(std::memory_order_relaxed); }
+  // A bounded run: every task of the thread has finished its input (none restoring),
+  // how many it holds, and when (ms, steady clock) its assignment last changed.
+  bool bounded_done() const { return bounded_done_.load(); }
+  int finished_tasks() const { return finished_tasks_.load(); }
+  int64_t last_rebalance_ms() const { return last_rebalance_ms_.load(); }
 
  private:
   struct TaskEntry {
@@ -132,6 +141,10 @@ class Runtime::Thread {
     uint64_t sent_at_commit = 0;
     uint64_t read_at_commit = 0;
     uint64_t windows_at_commit = 0;
+    // A bounded run: the next offset of the task's input partition (-1: not known yet),
+    // and whether the task has finished its input (Task::FinishInput).
+    int64_t position = -1;
+    bool finished = false;
   };
 
   const RuntimeOptions& options() const { return rt_->options_; }
@@ -153,6 +166,19 @@ class Runtime::Thread {
     return false;
   }
   absl::Status RebuildTasks(const absl::Status& why);
+  // After a commit, every repartition_purge_interval_ms: deletes (DeleteRecords) what the
+  // thread's repartition tasks have committed from their partitions. Asynchronous: the
+  // answers are read at the next purge and failures logged.
+  void PurgeRepartitionTopics();
+  // A bounded run: finishes the input of the tasks that reached their end (a source task
+  // at its partition's end offset, a repartition one once it signalled), pauses their
+  // partitions, updates bounded_done_.
+  absl::Status FinishBoundedTasks();
+  bool ReadsInput(TaskKey key) const { return TopicOf(key) == rt_->source_topic_; }
+  // The bounded run's [low, high) of the task's partition as of Start().
+  std::pair<int64_t, int64_t> Bounds(TaskKey key) const {
+    return rt_->bounds_[key.sub][key.partition];
+  }
   // Drops the producer's held records and aborts the open transaction, if any; when the
   // abort fails (fenced, fatal), a new producer (retried while the broker is away).
   absl::Status AbortTransaction();
@@ -213,11 +239,18 @@ class Runtime::Thread {
   uint64_t evicted_logged_ = 0;  // dedupe evictions as of the last warning
   uint64_t key_mismatches_logged_ = 0;  // key_mismatch dead letters, likewise
   std::atomic<uint64_t> consumed_{0};  // messages taken from the consumer, live
+  std::atomic<bool> bounded_done_{false};
+  std::atomic<int> finished_tasks_{0};
+  std::atomic<int64_t> last_rebalance_ms_{0};
   RuntimeCounters retired_;   // counters of closed tasks; thread-local
 
   KafkaHandle consumer_;
   std::unique_ptr<Producer> producer_;
   std::unique_ptr<KafkaChangelogReader> reader_;
+  // DeleteRecords answers (PurgeRepartitionTopics); destroyed before the consumer.
+  std::unique_ptr<rd_kafka_queue_t, decltype(&rd_kafka_queue_destroy)> purge_results_{nullptr, &rd_kafka_queue_destroy};
+  Clock::time_point last_purge_ = Clock::now();
+  std::map<TaskKey, int64_t> purged_;  // the offset each partition was purged up to
   std::map<TaskKey, TaskEntry> tasks_;
   rd_kafka_topic_t* last_rkt_ = nullptr;  // ProcessMessage's topic of the last record
   int last_sub_ = -1;
@@ -319,6 +352,9 @@ Properties Runtime::ConsumerProperties() const {
     for (auto& p : DevBrokerConsumerDefaults()) props.push_back(std::move(p));
   }
   for (const auto& p : options_.kafka) props.push_back(p);  // the last of a key wins
+  // Partition ends: a task that has read nothing is idle only once it found nothing to
+  // read (operators/repartition.h); a bounded run's ends past control records.
+  props.emplace_back("enable.partition.eof", "true");
   return props;
 }
 
@@ -366,6 +402,13 @@ absl::StatusOr<int64_t> Runtime::Thread::CreateTask(TaskKey key) {
   tc.changelog_reader = entry.reader.get();
   tc.checkpoint_every_changes = options().checkpoint_every_changes;
   tc.wall_clock = [this] { return wall_ms_; };
+  tc.input_end_reported = true;  // partition EOF events (ConsumerProperties)
+  if (options().until_end) {
+    BoundedInput bounded;
+    for (const auto& [low, high] : rt_->bounds_[0]) bounded.input_end.push_back(high);
+    bounded.written_from = Bounds(key).second;
+    tc.bounded = std::move(bounded);
+  }
   absl::StatusOr<std::unique_ptr<Task>> task = Task::Create(rt_->topology_, tc, entry.out.get());
   if (!task.ok()) {
     return absl::Status(task.status().code(),
@@ -505,6 +548,10 @@ absl::Status Runtime::Thread::RestoreDue() {
         }
         from = *committed;
       }
+      if (options().until_end) {
+        // Where the input resumes; from the start: the partition's first offset.
+        tasks_.at(p).position = from >= 0 ? from : Bounds(p).first;
+      }
       if (absl::Status s = Seek({{p, from < 0 ? RD_KAFKA_OFFSET_BEGINNING : from}}); !s.ok()) {
         return s;  // the partition is assigned and paused: only a bug fails here
       }
@@ -574,6 +621,8 @@ void Runtime::Thread::OnRebalance(rd_kafka_resp_err_t err, rd_kafka_topic_partit
     r.next_attempt = Clock::now();
   }
   const bool cooperative = std::string_view(rd_kafka_rebalance_protocol(rk)) == "COOPERATIVE";
+  last_rebalance_ms_.store(SteadyMs());
+  bounded_done_.store(false);
   if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
     assigned_once_ = true;
     std::string names;
@@ -638,6 +687,19 @@ absl::Status Runtime::Thread::ProcessMessage(const rd_kafka_message_t* m) {
   if (last_sub_ < 0) return absl::OkStatus();
   auto it = tasks_.find(TaskKey{last_sub_, m->partition});
   if (it == tasks_.end()) return absl::OkStatus();  // not ours (any more)
+  if (options().until_end) {
+    // A bounded run reads each input partition up to its end as of the start; what was
+    // fetched beyond it, or reaches a finished task, is left for a later run.
+    TaskEntry& e = it->second;
+    if (e.finished) return absl::OkStatus();
+    if (ReadsInput(it->first)) {
+      if (m->offset >= Bounds(it->first).second) {
+        e.position = std::max(e.position, m->offset);
+        return absl::OkStatus();
+      }
+      e.position = m->offset + 1;
+    }
+  }
   if (eos() && !in_transaction_) {
     if (absl::Status s = producer_->BeginTransaction(); !s.ok()) return s;
     in_transaction_ = true;
@@ -742,11 +804,105 @@ absl::Status Runtime::Thread::CommitTasks(bool force) {
   }
   ++commits_;
   last_committed_ = Clock::now();
+  PurgeRepartitionTopics();
   if (refused_commits_ > 0 && PassedRefusedCommit()) {
     refused_commits_ = 0;
     refused_at_.clear();
   }
   return absl::OkStatus();
+}
+
+void Runtime::Thread::PurgeRepartitionTopics() {
+  const int64_t interval = options().repartition_purge_interval_ms;
+  if (interval <= 0 || rt_->on_dev_broker_ || ElapsedMs(last_purge_) < interval) return;
+  last_purge_ = Clock::now();
+  if (purge_results_ == nullptr) purge_results_.reset(rd_kafka_queue_new(consumer_.get()));
+  while (rd_kafka_event_t* ev = rd_kafka_queue_poll(purge_results_.get(), 0)) {
+    absl::Status s = KafkaStatus("delete records", rd_kafka_event_error(ev));
+    if (const rd_kafka_DeleteRecords_result_t* result = rd_kafka_event_DeleteRecords_result(ev);
+        s.ok() && result != nullptr) {
+      const rd_kafka_topic_partition_list_t* parts = rd_kafka_DeleteRecords_result_offsets(result);
+      for (int i = 0; s.ok() && parts != nullptr && i < parts->cnt; ++i) {
+        s = KafkaStatus(StrCat("delete records of ", parts->elems[i].topic, " [",
+                               parts->elems[i].partition, "]"),
+                        parts->elems[i].err);
+      }
+    }
+    rd_kafka_event_destroy(ev);
+    if (!s.ok()) {
+      LogEvery(StrCat("purge-", index_), 60'000, LogLevel::kWarning,
+               StrCat("thread ", index_, ": ", s.message(),
+                      " (the repartition topic keeps those records until the next purge)"));
+    }
+  }
+  rd_kafka_topic_partition_list_t* list = rd_kafka_topic_partition_list_new(4);
+  for (auto& [key, e] : tasks_) {
+    if (ReadsInput(key)) continue;
+    for (const InputOffset& o : e.task->committed_offsets()) {
+      if (o.topic != TopicOf(key) || o.partition != key.partition) continue;
+      int64_t& purged = purged_[key];
+      if (o.next_offset <= purged) continue;
+      purged = o.next_offset;
+      rd_kafka_topic_partition_list_add(list, o.topic.c_str(), o.partition)->offset = o.next_offset;
+    }
+  }
+  if (list->cnt > 0) {
+    rd_kafka_DeleteRecords_t* del = rd_kafka_DeleteRecords_new(list);
+    rd_kafka_DeleteRecords(consumer_.get(), &del, 1, nullptr, purge_results_.get());
+    rd_kafka_DeleteRecords_destroy(del);
+  }
+  rd_kafka_topic_partition_list_destroy(list);
+}
+
+absl::Status Runtime::Thread::FinishBoundedTasks() {
+  int finished = 0;
+  std::vector<TaskKey> paused;
+  for (auto& [key, e] : tasks_) {
+    if (!e.finished) {
+      const bool at_end = ReadsInput(key) ? e.position >= Bounds(key).second
+                                          : e.task->input_end_signalled();
+      if (!at_end) continue;
+      if (eos() && !in_transaction_) {
+        if (absl::Status s = producer_->BeginTransaction(); !s.ok()) return RebuildTasks(s);
+        in_transaction_ = true;
+      }
+      if (absl::Status s = e.task->FinishInput(); !s.ok()) return RebuildTasks(s);
+      e.finished = true;
+      paused.push_back(key);
+      Log(LogLevel::kInfo,
+          StrCat("task ", TaskId(key.sub, key.partition), ": input ",
+                 ReadsInput(key) ? StrCat("read to offset ", Bounds(key).second)
+                                 : std::string("complete (every upstream task at its end)"),
+                 ": its windows close (bounded run)"));
+    }
+    ++finished;
+  }
+  PauseOrResume(paused, /*pause=*/true);
+  finished_tasks_.store(finished);
+  bounded_done_.store(assigned_once_ && restoring_.empty() &&
+                      finished == static_cast<int>(tasks_.size()));
+  return absl::OkStatus();
+}
+
+void Runtime::MaybeFinishBoundedRun() {
+  if (finished_.load() || stop_.load()) return;
+  int finished = 0;
+  int64_t last_rebalance = 0;
+  for (const auto& t : threads_) {
+    if (!t->bounded_done()) return;
+    finished += t->finished_tasks();
+    last_rebalance = std::max(last_rebalance, t->last_rebalance_ms());
+  }
+  // Every task of every sub-topology here and finished; or every task here finished and
+  // the group quiet for 3 s — the other instances hold the rest (a partition moving
+  // between two threads of this instance is in neither for a moment).
+  const int all = static_cast<int>(sub_topics_.size()) * source_partitions_;
+  if (finished < all && SteadyMs() - last_rebalance < 3'000) return;
+  if (finished_.exchange(true)) return;
+  Log(LogLevel::kInfo, StrCat("bounded run: ", finished, " of ", all,
+                              " tasks here have read their input to its end as of the start; "
+                              "committing and stopping"));
+  stop_.store(true);
 }
 
 absl::Status Runtime::Thread::AbortTransaction() {
@@ -939,7 +1095,18 @@ absl::Status Runtime::Thread::Run() {
           status = RebuildTasks(s);
           drop = true;
         }
-      } else if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+      } else if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+        // The partition's end (of what is committed, read_committed): past the control
+        // records of transactional input, which are never handed over.
+        auto it = m->rkt != nullptr ? tasks_.find(KeyOf(rd_kafka_topic_name(m->rkt), m->partition))
+                                    : tasks_.end();
+        if (it != tasks_.end()) {
+          it->second.task->NoteInputEnd();
+          if (options().until_end && ReadsInput(it->first)) {
+            it->second.position = std::max(it->second.position, m->offset);
+          }
+        }
+      } else {
         LogEvery(StrCat("consume-", index_), 10'000, LogLevel::kWarning,
                  StrCat("thread ", index_, ": consume: ", rd_kafka_message_errstr(m)));
       }
@@ -956,6 +1123,11 @@ absl::Status Runtime::Thread::Run() {
       status = RestoreDue();
       rebalance_time_ += Clock::now() - restore_started;
       if (!status.ok()) break;
+    }
+    if (options().until_end) {
+      status = FinishBoundedTasks();
+      if (!status.ok()) break;
+      rt_->MaybeFinishBoundedRun();
     }
     if (ElapsedMs(last_punctuation) >= 100) {
       last_punctuation = Clock::now();
@@ -1171,6 +1343,22 @@ absl::Status Runtime::EnsureTopics() {
     }
   }
   if (created) Log(LogLevel::kInfo, "created the internal (changelog, repartition) topics");
+  if (options_.until_end) {
+    // Where a bounded run ends: every input partition's high watermark now (records of
+    // a transaction still open are read once it ends, EOF reached past its marker);
+    // where each repartition partition's records of this run begin.
+    bounds_.assign(sub_topics_.size(), {});
+    for (size_t sub = 0; sub < sub_topics_.size(); ++sub) {
+      for (int32_t p = 0; p < source_partitions_; ++p) {
+        int64_t low = 0, high = 0;
+        absl::Status s = KafkaStatus(
+            StrCat("end offsets of ", sub_topics_[sub], " [", p, "]"),
+            rd_kafka_query_watermark_offsets(rk->get(), sub_topics_[sub].c_str(), p, &low, &high, 30'000));
+        if (!s.ok()) return s;
+        bounds_[sub].emplace_back(low, high);
+      }
+    }
+  }
   return absl::OkStatus();
 }
 

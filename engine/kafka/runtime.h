@@ -88,6 +88,19 @@ struct RuntimeOptions {
   // protocol has no CreateTopics).
   DevBroker* embedded_broker = nullptr;
   std::string dead_letter_topic = "metrics-dead-letter";
+  // A bounded run (`streammetrics run --until-end`): every input partition is read up to
+  // its end offset as of Start() (records produced since are left for a later run); a
+  // task that reaches it finishes its input — every open window closes, as at the end
+  // of a file in `process` — and once every task of the instance has finished (and it
+  // holds them all, or the group has not moved a partition for 3 s) the runtime commits
+  // and stops by itself: finished() turns true, Join() returns. Tasks of a repartition
+  // topic finish when every upstream task has reached its end (operators/repartition.h).
+  bool until_end = false;
+  // Repartition topics keep every record (retention.ms=-1): what the downstream tasks
+  // have committed is deleted from them (DeleteRecords up to the committed offsets) this
+  // often, as Kafka Streams' repartition.purge.interval.ms. 0: never. Not on the dev
+  // broker, which has no DeleteRecords.
+  int64_t repartition_purge_interval_ms = 30'000;
 };
 
 // Counters of the whole instance, summed over threads; updated at each commit.
@@ -142,6 +155,9 @@ class Runtime {
   // does — the other threads commit and close — and Join() returns its error (as Kafka
   // Streams' default SHUTDOWN_CLIENT does). Live; `run` exits on it.
   bool failed() const { return failed_.load(); }
+  // A bounded run (RuntimeOptions::until_end) has read its input to the end and is
+  // stopping; Join() returns once its last commit is done.
+  bool finished() const { return finished_.load(); }
   // What the stream threads' consumers are created with (client.id aside): prefetch
   // bounds, on the dev broker — in this process or another's, known after Start() —
   // short fetch waits and sessions, then `kafka:` (whose values win).
@@ -171,6 +187,12 @@ class Runtime {
   std::vector<std::string> written_topics_;  // outputs, dead letters, changelogs
   std::atomic<bool> stop_{false};
   std::atomic<bool> failed_{false};
+  std::atomic<bool> finished_{false};
+  // A bounded run, by sub-topology and partition of the topic it reads: [low, high)
+  // offsets at Start() — the input's end; a repartition topic's start of this run.
+  std::vector<std::vector<std::pair<int64_t, int64_t>>> bounds_;
+  // A bounded run's thread is done: stop everything once all are (Thread::Run).
+  void MaybeFinishBoundedRun();
   bool on_dev_broker_ = false;  // set by EnsureTopics, before the threads start
   std::vector<std::unique_ptr<Thread>> threads_;
 };
