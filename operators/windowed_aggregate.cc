@@ -172,7 +172,7 @@ absl::Status WindowedAggregateProcessor::OnWatermark(int64_t time_ms) {
 void WindowedAggregateProcessor::NoteRecords(int64_t now_ms) {
   record_since_tick_ = false;
   last_record_wall_ = now_ms;
-  stream_time_at_last_record_ = stream_time_;
+  stream_time_at_last_record_ = watermarked_ ? std::max(stream_time_, newest_record_ts_) : stream_time_;
 }
 
 bool WindowedAggregateProcessor::IdleClockLive() const {
@@ -215,6 +215,7 @@ absl::Status WindowedAggregateProcessor::Process(const Record<MetricEvent>& reco
   }
   const int64_t ts = record.timestamp_ms;
   if (ts > stream_time_ && !watermarked_) stream_time_ = ts;
+  if (ts > newest_record_ts_) newest_record_ts_ = ts;
   record_since_tick_ = true;  // idleness is judged per wall-clock tick, not per record
 
   // Which window definitions can still take this record?

@@ -195,6 +195,11 @@ class WindowedAggregateProcessor final : public Transformer<MetricEvent, Windowe
   bool record_since_tick_ = false;
   int64_t last_record_wall_ = INT64_MIN;
   int64_t stream_time_at_last_record_ = INT64_MIN;
+  // Watermarked (behind a repartition): the newest event time read, which the idle clock
+  // notes instead of the watermark — the least over upstream partitions lags the newest
+  // records by their spread, and live input noted at it looked like a replay, so a quiet
+  // live stream's last windows never closed.
+  int64_t newest_record_ts_ = INT64_MIN;
 
   // Per window definition: the start of the earliest window not yet closed, or
   // INT64_MIN before the first record.

@@ -1082,6 +1082,59 @@ TEST_F(RepartitionTest, AReplayThatPausesThenRunUntilEndIsExact) {
   ExpectMatchesOracle(oracle, /*last_result_wins=*/false);
 }
 
+// Proves a restart during the idle phase of a live, unkeyed stream through the
+// repartition: the last windows come out after the restart (the downstream window
+// operator's idle clock is restored; the upstream partitions, having nothing to read,
+// count as idle), each exactly the oracle's.
+TEST_F(RepartitionTest, RestartDuringTheIdlePhaseOfALiveStreamClosesTheLastWindows) {
+  UseShortWindowsAndIdleClose();
+  key_by_ = KeyBy::kNone;
+  const int kEvents = 4'000;
+  GeneratorOptions g;
+  g.seed = 29;
+  g.events_per_second = 200;
+  g.duplicate_fraction = 0.02;
+  g.late_fraction = 0;
+  {
+    absl::StatusOr<std::unique_ptr<Runtime>> a = Runtime::Create(*topology_, Options("a"));
+    ASSERT_TRUE(a.ok()) << a.status();
+    ASSERT_TRUE((*a)->Start().ok());
+    // Assigned before the events go out, so that they are read as they arrive: live.
+    ASSERT_TRUE(WaitFor([&] { return (*a)->counters().tasks == 12; }, 60'000));
+    g.start_ms = NowMs() - 20'000;  // the last events stamped now: live
+    EventGenerator generator(g);
+    absl::StatusOr<std::unique_ptr<Producer>> p =
+        Producer::Create({.properties = {{"bootstrap.servers", Bootstrap()}}});
+    ASSERT_TRUE(p.ok());
+    std::string doc;
+    for (int i = 0; i < kEvents; ++i) {
+      doc.clear();
+      generator.Next(&doc);
+      (*p)->Send(config_.input_topic, -1, "", doc, 0, {});
+    }
+    ASSERT_TRUE((*p)->Flush().ok());
+    ASSERT_TRUE(WaitFor([&] { return CommittedInput(app_id_) == kEvents; }, 60'000));
+    ASSERT_TRUE(WaitFor([&] { return RepartitionBacklog(app_id_) == 0; }, 60'000));
+    (*a)->Stop();
+    ASSERT_TRUE((*a)->Join().ok());
+  }
+  std::vector<OutputRecord> oracle = Oracle(nullptr, /*end_of_input=*/true);
+  size_t want = 0;
+  for (const OutputRecord& r : oracle) want += r.topic != config_.dead_letter_topic;
+  const size_t before_restart = ResultsOut();
+  ASSERT_LT(before_restart, want) << "the first instance closed every window: nothing to prove";
+  {
+    absl::StatusOr<std::unique_ptr<Runtime>> b = Runtime::Create(*topology_, Options("a"));
+    ASSERT_TRUE(b.ok()) << b.status();
+    ASSERT_TRUE((*b)->Start().ok());
+    EXPECT_TRUE(WaitForResults(want, 60'000)) << ResultsOut() << " of " << want << " ("
+                                              << before_restart << " before the restart)";
+    (*b)->Stop();
+    ASSERT_TRUE((*b)->Join().ok());
+  }
+  ExpectMatchesOracle(oracle, /*last_result_wins=*/false);
+}
+
 // Proves a bounded run without the repartition (input keyed by serviceId): one
 // sub-topology, each task finishing at its partition's end.
 TEST_F(KafkaRuntimeTest, UntilEndWithoutTheRepartitionClosesEveryWindowAndStops) {
