@@ -289,6 +289,7 @@ uint32_t WindowedAggregateProcessor::InternKey(std::string_view key) {
   }
   keys_[id].key.assign(key.data(), key.size());
   key_ids_.emplace(keys_[id].key, id);
+  ordered_keys_.emplace(keys_[id].key, id);
   return id;
 }
 
@@ -308,7 +309,7 @@ uint32_t WindowedAggregateProcessor::PaneFor(uint32_t key, int64_t pane_start) {
   pane.start = pane_start;
   pane.compacted = false;
   it->second = id;
-  panes_by_start_[pane_start].push_back(id);
+  panes_by_start_[pane_start].push_back(PaneRef{id, key});
   ++keys_[key].panes;
   return id;
 }
@@ -362,7 +363,8 @@ void WindowedAggregateProcessor::CompactPanes() {
   if (limit <= compact_below_) return;
   for (auto it = panes_by_start_.lower_bound(compact_below_);
        it != panes_by_start_.end() && it->first < limit; ++it) {
-    for (uint32_t id : it->second) {
+    for (const PaneRef& ref : it->second) {
+      const uint32_t id = ref.id;
       Pane& pane = panes_[id];
       if (pane.compacted || pane.evicted) continue;
       pane.compacted = true;
@@ -381,49 +383,103 @@ absl::Status WindowedAggregateProcessor::EmitWindow(size_t w, int64_t start) {
   const WindowSpec& spec = options_.windows[w];
   const int64_t end = start + spec.size_ms;
   const bool only_changed = spec.emit == EmitMode::kUpdate;
+  // Chain each key's panes in the window, in start order, without touching the panes
+  // (their keys are in panes_by_start_); kUpdate also needs to know which changed.
+  if (emit_.size() < keys_.size()) emit_.resize(keys_.size());
+  if (emit_next_.size() < panes_.size()) emit_next_.resize(panes_.size());
   ++mark_;
   scratch_keys_.clear();
   for (auto it = panes_by_start_.lower_bound(start); it != panes_by_start_.end() && it->first < end;
        ++it) {
-    for (uint32_t pane_id : it->second) {
-      const Pane& pane = panes_[pane_id];
-      if (only_changed && !pane.update_dirty) continue;
-      KeyState& ks = keys_[pane.key];
-      if (ks.mark == mark_) continue;
-      ks.mark = mark_;
-      scratch_keys_.push_back(pane.key);
+    for (const PaneRef& ref : it->second) {
+      EmitSlot& slot = emit_[ref.key];
+      if (slot.mark != mark_) {
+        slot.mark = mark_;
+        slot.head = ref.id;
+        slot.changed = false;
+        scratch_keys_.push_back(ref.key);
+      } else {
+        emit_next_[slot.tail] = ref.id;
+      }
+      slot.tail = ref.id;
+      emit_next_[ref.id] = kNone;
+      if (only_changed && panes_[ref.id].update_dirty) slot.changed = true;
     }
   }
-  std::sort(scratch_keys_.begin(), scratch_keys_.end(),
-            [this](uint32_t a, uint32_t b) { return keys_[a].key < keys_[b].key; });
-  for (uint32_t key : scratch_keys_) {
-    if (absl::Status s = EmitResult(w, start, key); !s.ok()) return s;
+  if (scratch_keys_.empty()) return absl::OkStatus();
+  // Group-key byte order either way: walking every live key in order costs a few ns a
+  // key, sorting m keys m log m string comparisons; walk unless few keys have data.
+  if (ordered_keys_.size() > 16 * scratch_keys_.size()) {
+    std::sort(scratch_keys_.begin(), scratch_keys_.end(),
+              [this](uint32_t a, uint32_t b) { return keys_[a].key < keys_[b].key; });
+  } else {
+    size_t n = 0;
+    for (const auto& [view, key] : ordered_keys_) {
+      if (emit_[key].mark == mark_) scratch_keys_[n++] = key;
+    }
+  }
+  for (size_t i = 0; i < scratch_keys_.size(); ++i) {
+    const uint32_t key = scratch_keys_[i];
+    if (i + 1 < scratch_keys_.size()) {  // its panes are the next cache misses
+      __builtin_prefetch(&panes_[emit_[scratch_keys_[i + 1]].head]);
+    }
+    const EmitSlot& slot = emit_[key];
+    if (only_changed && !slot.changed) continue;
+    if (absl::Status s = EmitChain(w, start, key, slot.head); !s.ok()) return s;
   }
   return absl::OkStatus();
+}
+
+absl::Status WindowedAggregateProcessor::EmitChain(size_t w, int64_t start, uint32_t key,
+                                                   uint32_t head) {
+  const WindowSpec& spec = options_.windows[w];
+  absl::StatusOr<const MetricStats*> first = PaneStats(head);
+  if (!first.ok()) return first.status();
+  // One pane: its stats are the window's (a merge into empty stats would copy them to
+  // the same state — unless it turns the pane into a digest, or merges a digest).
+  if (emit_next_[head] == kNone &&
+      (spec.size_ms == pane_size_ ||
+       ((*first)->exact() && (*first)->count() <= options_.exact_quantiles_up_to))) {
+    if ((*first)->count() == 0) return absl::OkStatus();
+    return Emit(w, start, key, **first);
+  }
+  merged_.Reset();
+  merged_.Merge(**first);
+  for (uint32_t id = emit_next_[head]; id != kNone; id = emit_next_[id]) {
+    absl::StatusOr<const MetricStats*> pane = PaneStats(id);
+    if (!pane.ok()) return pane.status();
+    merged_.Merge(**pane);
+  }
+  if (merged_.count() == 0) return absl::OkStatus();
+  return Emit(w, start, key, merged_);
 }
 
 absl::Status WindowedAggregateProcessor::EmitResult(size_t w, int64_t start, uint32_t key) {
   const WindowSpec& spec = options_.windows[w];
   const int64_t end = start + spec.size_ms;
-  const MetricStats* stats = nullptr;
   if (spec.size_ms == pane_size_) {
     auto it = pane_ids_.find(PaneKey{key, start});
     if (it == pane_ids_.end()) return absl::OkStatus();
     absl::StatusOr<const MetricStats*> pane = PaneStats(it->second);
     if (!pane.ok()) return pane.status();
-    stats = *pane;
-  } else {
-    merged_.Reset();
-    for (int64_t p = start; p < end; p += pane_size_) {
-      auto it = pane_ids_.find(PaneKey{key, p});
-      if (it == pane_ids_.end()) continue;
-      absl::StatusOr<const MetricStats*> pane = PaneStats(it->second);
-      if (!pane.ok()) return pane.status();
-      merged_.Merge(**pane);
-    }
-    if (merged_.count() == 0) return absl::OkStatus();
-    stats = &merged_;
+    return Emit(w, start, key, **pane);
   }
+  merged_.Reset();
+  for (int64_t p = start; p < end; p += pane_size_) {
+    auto it = pane_ids_.find(PaneKey{key, p});
+    if (it == pane_ids_.end()) continue;
+    absl::StatusOr<const MetricStats*> pane = PaneStats(it->second);
+    if (!pane.ok()) return pane.status();
+    merged_.Merge(**pane);
+  }
+  if (merged_.count() == 0) return absl::OkStatus();
+  return Emit(w, start, key, merged_);
+}
+
+absl::Status WindowedAggregateProcessor::Emit(size_t w, int64_t start, uint32_t key,
+                                              const MetricStats& stats) {
+  const WindowSpec& spec = options_.windows[w];
+  const int64_t end = start + spec.size_ms;
   const KeyState& ks = keys_[key];
   if (!DecodeGroupKey(ks.key, dim_names_.size(), &scratch_dims_)) {
     return absl::InternalError("aggregate: corrupt group key");
@@ -434,12 +490,12 @@ absl::Status WindowedAggregateProcessor::EmitResult(size_t w, int64_t start, uin
   result.window_end = end;
   result.dim_names = &dim_names_;
   result.dim_values = &scratch_dims_;
-  result.stats = stats;
+  result.stats = &stats;
   result.quantiles = &options_.quantiles;
   // Const: answering changes no pane (results never depend on when they are asked).
-  stats->Quantiles(std::span<const double>(qs_.data(), options_.quantiles.size()),
-                   std::span<double>(result.quantile_values.data(), options_.quantiles.size()));
-  result.rate = static_cast<double>(stats->count()) * 1000.0 / static_cast<double>(spec.size_ms);
+  stats.Quantiles(std::span<const double>(qs_.data(), options_.quantiles.size()),
+                  std::span<double>(result.quantile_values.data(), options_.quantiles.size()));
+  result.rate = static_cast<double>(stats.count()) * 1000.0 / static_cast<double>(spec.size_ms);
   ++context()->counters().windows_emitted;
   // The result's timestamp is the window's last millisecond, so re-windowing results
   // downstream puts each in the window it summarises.
@@ -456,6 +512,7 @@ void WindowedAggregateProcessor::FreePane(uint32_t id) {
   }
   if (--ks.panes == 0) {
     key_ids_.erase(std::string_view(ks.key));
+    ordered_keys_.erase(std::string_view(ks.key));
     ks.key.clear();
     free_keys_.push_back(pane.key);
   }
@@ -474,7 +531,7 @@ void WindowedAggregateProcessor::DropExpiredPanes() {
   auto end = panes_by_start_.upper_bound(horizon);
   if (end == panes_by_start_.begin()) return;
   for (auto it = panes_by_start_.begin(); it != end; ++it) {
-    for (uint32_t id : it->second) FreePane(id);
+    for (const PaneRef& ref : it->second) FreePane(ref.id);
   }
   panes_by_start_.erase(panes_by_start_.begin(), end);
   dropped_before_ = std::max(dropped_before_, horizon + 1);
@@ -545,7 +602,7 @@ void WindowedAggregateProcessor::ChargeAndEvict() {
   // O(live panes) per commit: cheap beside the commit's own write-back.
   int64_t bytes = 0;
   for (const auto& [start, ids] : panes_by_start_) {
-    for (uint32_t id : ids) bytes += static_cast<int64_t>(panes_[id].stats.MemoryBytes());
+    for (const PaneRef& ref : ids) bytes += static_cast<int64_t>(panes_[ref.id].stats.MemoryBytes());
   }
   budget_->Charge(bytes - charged_);
   charged_ = bytes;
@@ -554,8 +611,8 @@ void WindowedAggregateProcessor::ChargeAndEvict() {
   for (auto it = panes_by_start_.begin();
        budget_->excess() > 0 && it != panes_by_start_.end() && it->first < compact_below_;
        ++it) {
-    for (uint32_t id : it->second) {
-      Pane& pane = panes_[id];
+    for (const PaneRef& ref : it->second) {
+      Pane& pane = panes_[ref.id];
       if (pane.evicted || !pane.compacted || pane.store_dirty) continue;
       const int64_t before = static_cast<int64_t>(pane.stats.MemoryBytes());
       pane.stats = EmptyStats();

@@ -132,7 +132,6 @@ class WindowedAggregateProcessor final : public Transformer<MetricEvent, Windowe
     uint32_t panes = 0;
     int64_t cur_pane_start = INT64_MIN;
     uint32_t cur_pane = kNone;
-    uint64_t mark = 0;  // window-close bookkeeping
   };
   struct Pane {
     uint32_t key = kNone;
@@ -142,6 +141,20 @@ class WindowedAggregateProcessor final : public Transformer<MetricEvent, Windowe
     bool update_dirty = false;
     bool compacted = false;
     bool evicted = false;  // stats live only in the store
+  };
+  // A pane in panes_by_start_, with its key: closing a window groups its panes by key
+  // without touching the panes themselves.
+  struct PaneRef {
+    uint32_t id;
+    uint32_t key;
+  };
+  // Per key, while a window is emitted: its panes in the window, in start order, as a
+  // chain through emit_next_ (head, tail); whether one changed since the last commit.
+  struct EmitSlot {
+    uint64_t mark = 0;  // == mark_: the key has panes in the window being emitted
+    uint32_t head = kNone;
+    uint32_t tail = kNone;
+    bool changed = false;
   };
   struct PaneKey {
     uint32_t key;
@@ -164,8 +177,14 @@ class WindowedAggregateProcessor final : public Transformer<MetricEvent, Windowe
   absl::Status CloseDueWindows();
   // Emits window [start, start+size) of windows_[w] for every group with data in it
   // (kFinal) or with panes changed since the last commit (kUpdate).
+  // Keys come in group-key byte order without sorting them when the window holds many
+  // of the live keys: ordered_keys_ is walked; otherwise the few are sorted.
   absl::Status EmitWindow(size_t w, int64_t start);
+  // The result of window [start, start+size) of windows_[w] for one key: from the chain
+  // of its panes in the window (EmitWindow), or looking its panes up (EmitResult).
+  absl::Status EmitChain(size_t w, int64_t start, uint32_t key, uint32_t head);
   absl::Status EmitResult(size_t w, int64_t start, uint32_t key);
+  absl::Status Emit(size_t w, int64_t start, uint32_t key, const MetricStats& stats);
   void DropExpiredPanes();
   // Compacts the panes whose own grace is over (start < stream time - pane size - max
   // grace), once each. Called where windows close, never from Flush (see above).
@@ -204,10 +223,13 @@ class WindowedAggregateProcessor final : public Transformer<MetricEvent, Windowe
   std::deque<KeyState> keys_;
   std::vector<uint32_t> free_keys_;
   absl::flat_hash_map<std::string_view, uint32_t, StringHash, StringEq> key_ids_;  // views into keys_[i].key
+  // The same keys in byte order (the order results are emitted in), kept as keys come
+  // and go: a window of many keys is emitted by walking it, not by sorting its keys.
+  absl::btree_map<std::string_view, uint32_t> ordered_keys_;
   std::vector<Pane> panes_;
   std::vector<uint32_t> free_panes_;
   absl::flat_hash_map<PaneKey, uint32_t> pane_ids_;
-  absl::btree_map<int64_t, std::vector<uint32_t>> panes_by_start_;
+  absl::btree_map<int64_t, std::vector<PaneRef>> panes_by_start_;
   std::vector<uint32_t> store_dirty_;
   std::vector<uint32_t> update_dirty_;
   int64_t dropped_before_ = INT64_MIN;  // store retention applied at the next Flush
@@ -222,6 +244,8 @@ class WindowedAggregateProcessor final : public Transformer<MetricEvent, Windowe
   std::string value_buf_;
   std::string last_meta_;  // as last written
   std::vector<uint32_t> scratch_keys_;
+  std::vector<EmitSlot> emit_;          // by key id
+  std::vector<uint32_t> emit_next_;     // by pane id: the next pane of the chain
   std::vector<std::string_view> scratch_dims_;
   MetricStats merged_;
   MetricStats fetched_;
