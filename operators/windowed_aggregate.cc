@@ -152,6 +152,7 @@ absl::Status WindowedAggregateProcessor::Restore() {
         if (!stats.ok()) return corrupt(Message(stats.status()));
         Pane& pane = panes_[PaneFor(InternKey(key), start)];
         pane.stats = *std::move(stats);
+        Recount(pane);
         pane.compacted = start < compact_below_;  // as written: compacted before, or never
         return absl::OkStatus();
       });
@@ -370,7 +371,9 @@ void WindowedAggregateProcessor::CompactPanes() {
       pane.compacted = true;
       // A merged buffer is a new state: the store must hold it, as a restore must
       // find the pane as compacted as the flag says.
-      if (pane.stats.Compact() && !pane.store_dirty) {
+      const bool changed = pane.stats.Compact();
+      Recount(pane);
+      if (changed && !pane.store_dirty) {
         pane.store_dirty = true;
         store_dirty_.push_back(id);
       }
@@ -420,8 +423,17 @@ absl::Status WindowedAggregateProcessor::EmitWindow(size_t w, int64_t start) {
   }
   for (size_t i = 0; i < scratch_keys_.size(); ++i) {
     const uint32_t key = scratch_keys_[i];
-    if (i + 1 < scratch_keys_.size()) {  // its panes are the next cache misses
-      __builtin_prefetch(&panes_[emit_[scratch_keys_[i + 1]].head]);
+    // The next key's panes and key bytes are the next cache misses: fetch them while
+    // this result is computed.
+    if (i + 2 < scratch_keys_.size()) __builtin_prefetch(&keys_[scratch_keys_[i + 2]]);
+    if (i + 1 < scratch_keys_.size()) {
+      const uint32_t next = scratch_keys_[i + 1];
+      __builtin_prefetch(keys_[next].key.data());
+      for (uint32_t id = emit_[next].head; id != kNone; id = emit_next_[id]) {
+        const char* p = reinterpret_cast<const char*>(&panes_[id]);
+        __builtin_prefetch(p);
+        __builtin_prefetch(p + sizeof(Pane) - 1);
+      }
     }
     const EmitSlot& slot = emit_[key];
     if (only_changed && !slot.changed) continue;
@@ -518,6 +530,8 @@ void WindowedAggregateProcessor::FreePane(uint32_t id) {
   }
   pane.key = kNone;
   pane.stats = EmptyStats();  // release the values' memory
+  pane_bytes_ -= pane.charged;
+  pane.charged = 0;
   pane.store_dirty = false;
   pane.update_dirty = false;
   if (pane.evicted) --evicted_;
@@ -584,6 +598,7 @@ absl::Status WindowedAggregateProcessor::Flush() {
     Pane& pane = panes_[id];
     if (!pane.store_dirty) continue;
     pane.store_dirty = false;
+    Recount(pane);  // every change by a record made the pane dirty
     value_buf_.clear();
     pane.stats.AppendTo(&value_buf_);
     if (absl::Status s = store_->Put(keys_[pane.key].key, pane.start, value_buf_); !s.ok()) {
@@ -598,14 +613,18 @@ absl::Status WindowedAggregateProcessor::Flush() {
   return absl::OkStatus();
 }
 
+void WindowedAggregateProcessor::Recount(Pane& pane) {
+  if (budget_ == nullptr) return;
+  const uint32_t bytes = static_cast<uint32_t>(pane.stats.MemoryBytes());
+  pane_bytes_ += static_cast<int64_t>(bytes) - pane.charged;
+  pane.charged = bytes;
+}
+
 void WindowedAggregateProcessor::ChargeAndEvict() {
-  // O(live panes) per commit: cheap beside the commit's own write-back.
-  int64_t bytes = 0;
-  for (const auto& [start, ids] : panes_by_start_) {
-    for (const PaneRef& ref : ids) bytes += static_cast<int64_t>(panes_[ref.id].stats.MemoryBytes());
-  }
-  budget_->Charge(bytes - charged_);
-  charged_ = bytes;
+  // The panes' memory is counted as they change (Recount), not by visiting every live
+  // pane at each commit (which cost ~4% of the job at 30,000 keys).
+  budget_->Charge(pane_bytes_ - charged_);
+  charged_ = pane_bytes_;
   // Oldest first: compacted panes (they precede compact_below_ in start order) are
   // clean after the write-back above, so the store holds exactly their stats.
   for (auto it = panes_by_start_.begin();
@@ -614,11 +633,12 @@ void WindowedAggregateProcessor::ChargeAndEvict() {
     for (const PaneRef& ref : it->second) {
       Pane& pane = panes_[ref.id];
       if (pane.evicted || !pane.compacted || pane.store_dirty) continue;
-      const int64_t before = static_cast<int64_t>(pane.stats.MemoryBytes());
+      const int64_t before = pane_bytes_;
       pane.stats = EmptyStats();
       pane.evicted = true;
       ++evicted_;
-      const int64_t freed = before - static_cast<int64_t>(pane.stats.MemoryBytes());
+      Recount(pane);
+      const int64_t freed = before - pane_bytes_;
       budget_->Charge(-freed);
       charged_ -= freed;
       if (budget_->excess() == 0) break;
@@ -648,6 +668,7 @@ absl::Status WindowedAggregateProcessor::Reload(uint32_t id) {
   Pane& pane = panes_[id];
   pane.stats = fetched_;
   pane.evicted = false;
+  Recount(pane);
   --evicted_;
   return absl::OkStatus();
 }

@@ -141,6 +141,7 @@ class WindowedAggregateProcessor final : public Transformer<MetricEvent, Windowe
     bool update_dirty = false;
     bool compacted = false;
     bool evicted = false;  // stats live only in the store
+    uint32_t charged = 0;  // its stats' MemoryBytes() as last counted in pane_bytes_
   };
   // A pane in panes_by_start_, with its key: closing a window groups its panes by key
   // without touching the panes themselves.
@@ -195,6 +196,8 @@ class WindowedAggregateProcessor final : public Transformer<MetricEvent, Windowe
     return MetricStats(options_.compression, options_.exact_quantiles_up_to);
   }
   absl::Status Reload(uint32_t id);
+  // Counts a pane's memory again after its stats changed (with a budget only).
+  void Recount(Pane& pane);
   void ChargeAndEvict();
   void FreePane(uint32_t id);
   void RecomputeNextClose();
@@ -253,6 +256,7 @@ class WindowedAggregateProcessor final : public Transformer<MetricEvent, Windowe
   uint64_t mark_ = 0;
   CacheBudget* budget_ = nullptr;
   int64_t charged_ = 0;
+  int64_t pane_bytes_ = 0;  // the live panes' memory, kept as panes change
   size_t evicted_ = 0;
 };
 
