@@ -384,28 +384,29 @@ void WindowedAggregateProcessor::CompactPanes() {
 
 absl::Status WindowedAggregateProcessor::EmitWindow(size_t w, int64_t start) {
   const WindowSpec& spec = options_.windows[w];
-  const int64_t end = start + spec.size_ms;
+  // Saturated: a watermark near the end of time asks for windows that end past it.
+  const int64_t end = start > INT64_MAX - spec.size_ms ? INT64_MAX : start + spec.size_ms;
   const bool only_changed = spec.emit == EmitMode::kUpdate;
-  // Chain each key's panes in the window, in start order, without touching the panes
-  // (their keys are in panes_by_start_); kUpdate also needs to know which changed.
+  const auto first = panes_by_start_.lower_bound(start);
+  const auto last = panes_by_start_.lower_bound(end);
+  if (first == last) return absl::OkStatus();
+  // Count each key's panes in the window, without touching the panes (their keys are in
+  // panes_by_start_); kUpdate also needs to know which changed.
   if (emit_.size() < keys_.size()) emit_.resize(keys_.size());
-  if (emit_next_.size() < panes_.size()) emit_next_.resize(panes_.size());
   ++mark_;
   scratch_keys_.clear();
-  for (auto it = panes_by_start_.lower_bound(start); it != panes_by_start_.end() && it->first < end;
-       ++it) {
+  size_t total = 0;
+  for (auto it = first; it != last; ++it) {
+    total += it->second.size();
     for (const PaneRef& ref : it->second) {
       EmitSlot& slot = emit_[ref.key];
       if (slot.mark != mark_) {
         slot.mark = mark_;
-        slot.head = ref.id;
+        slot.count = 0;
         slot.changed = false;
         scratch_keys_.push_back(ref.key);
-      } else {
-        emit_next_[slot.tail] = ref.id;
       }
-      slot.tail = ref.id;
-      emit_next_[ref.id] = kNone;
+      ++slot.count;
       if (only_changed && panes_[ref.id].update_dirty) slot.changed = true;
     }
   }
@@ -421,35 +422,50 @@ absl::Status WindowedAggregateProcessor::EmitWindow(size_t w, int64_t start) {
       if (emit_[key].mark == mark_) scratch_keys_[n++] = key;
     }
   }
+  // Each key's range in emit_panes_, in emission order; then the panes into their
+  // ranges, in start order (a counting sort): emitting reads them in sequence.
+  emit_ranges_.resize(scratch_keys_.size() + 1);
+  uint32_t at = 0;
+  for (size_t i = 0; i < scratch_keys_.size(); ++i) {
+    EmitSlot& slot = emit_[scratch_keys_[i]];
+    emit_ranges_[i] = at;
+    slot.next = at;
+    at += slot.count;
+  }
+  emit_ranges_[scratch_keys_.size()] = at;
+  emit_panes_.resize(total);
+  for (auto it = first; it != last; ++it) {
+    for (const PaneRef& ref : it->second) emit_panes_[emit_[ref.key].next++] = ref.id;
+  }
   for (size_t i = 0; i < scratch_keys_.size(); ++i) {
     const uint32_t key = scratch_keys_[i];
     // The next key's panes and key bytes are the next cache misses: fetch them while
     // this result is computed.
     if (i + 2 < scratch_keys_.size()) __builtin_prefetch(&keys_[scratch_keys_[i + 2]]);
     if (i + 1 < scratch_keys_.size()) {
-      const uint32_t next = scratch_keys_[i + 1];
-      __builtin_prefetch(keys_[next].key.data());
-      for (uint32_t id = emit_[next].head; id != kNone; id = emit_next_[id]) {
-        const char* p = reinterpret_cast<const char*>(&panes_[id]);
+      __builtin_prefetch(keys_[scratch_keys_[i + 1]].key.data());
+      for (uint32_t j = emit_ranges_[i + 1]; j < emit_ranges_[i + 2]; ++j) {
+        const char* p = reinterpret_cast<const char*>(&panes_[emit_panes_[j]]);
         __builtin_prefetch(p);
         __builtin_prefetch(p + sizeof(Pane) - 1);
       }
     }
-    const EmitSlot& slot = emit_[key];
-    if (only_changed && !slot.changed) continue;
-    if (absl::Status s = EmitChain(w, start, key, slot.head); !s.ok()) return s;
+    if (only_changed && !emit_[key].changed) continue;
+    const std::span<const uint32_t> ids(emit_panes_.data() + emit_ranges_[i],
+                                        emit_ranges_[i + 1] - emit_ranges_[i]);
+    if (absl::Status s = EmitPanes(w, start, key, ids); !s.ok()) return s;
   }
   return absl::OkStatus();
 }
 
-absl::Status WindowedAggregateProcessor::EmitChain(size_t w, int64_t start, uint32_t key,
-                                                   uint32_t head) {
+absl::Status WindowedAggregateProcessor::EmitPanes(size_t w, int64_t start, uint32_t key,
+                                                   std::span<const uint32_t> ids) {
   const WindowSpec& spec = options_.windows[w];
-  absl::StatusOr<const MetricStats*> first = PaneStats(head);
+  absl::StatusOr<const MetricStats*> first = PaneStats(ids[0]);
   if (!first.ok()) return first.status();
   // One pane: its stats are the window's (a merge into empty stats would copy them to
   // the same state — unless it turns the pane into a digest, or merges a digest).
-  if (emit_next_[head] == kNone &&
+  if (ids.size() == 1 &&
       (spec.size_ms == pane_size_ ||
        ((*first)->exact() && (*first)->count() <= options_.exact_quantiles_up_to))) {
     if ((*first)->count() == 0) return absl::OkStatus();
@@ -457,8 +473,8 @@ absl::Status WindowedAggregateProcessor::EmitChain(size_t w, int64_t start, uint
   }
   merged_.Reset();
   merged_.Merge(**first);
-  for (uint32_t id = emit_next_[head]; id != kNone; id = emit_next_[id]) {
-    absl::StatusOr<const MetricStats*> pane = PaneStats(id);
+  for (size_t i = 1; i < ids.size(); ++i) {
+    absl::StatusOr<const MetricStats*> pane = PaneStats(ids[i]);
     if (!pane.ok()) return pane.status();
     merged_.Merge(**pane);
   }

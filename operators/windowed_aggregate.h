@@ -66,6 +66,7 @@
 #include <array>
 #include <cstdint>
 #include <deque>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -149,12 +150,12 @@ class WindowedAggregateProcessor final : public Transformer<MetricEvent, Windowe
     uint32_t id;
     uint32_t key;
   };
-  // Per key, while a window is emitted: its panes in the window, in start order, as a
-  // chain through emit_next_ (head, tail); whether one changed since the last commit.
+  // Per key, while a window is emitted: how many of its panes are in the window, then
+  // where they go in emit_panes_; whether one changed since the last commit.
   struct EmitSlot {
     uint64_t mark = 0;  // == mark_: the key has panes in the window being emitted
-    uint32_t head = kNone;
-    uint32_t tail = kNone;
+    uint32_t count = 0;
+    uint32_t next = 0;  // the next free place of its range in emit_panes_
     bool changed = false;
   };
   struct PaneKey {
@@ -181,9 +182,9 @@ class WindowedAggregateProcessor final : public Transformer<MetricEvent, Windowe
   // Keys come in group-key byte order without sorting them when the window holds many
   // of the live keys: ordered_keys_ is walked; otherwise the few are sorted.
   absl::Status EmitWindow(size_t w, int64_t start);
-  // The result of window [start, start+size) of windows_[w] for one key: from the chain
-  // of its panes in the window (EmitWindow), or looking its panes up (EmitResult).
-  absl::Status EmitChain(size_t w, int64_t start, uint32_t key, uint32_t head);
+  // The result of window [start, start+size) of windows_[w] for one key: from its panes
+  // in the window, in start order (EmitWindow), or looking its panes up (EmitResult).
+  absl::Status EmitPanes(size_t w, int64_t start, uint32_t key, std::span<const uint32_t> ids);
   absl::Status EmitResult(size_t w, int64_t start, uint32_t key);
   absl::Status Emit(size_t w, int64_t start, uint32_t key, const MetricStats& stats);
   void DropExpiredPanes();
@@ -248,7 +249,10 @@ class WindowedAggregateProcessor final : public Transformer<MetricEvent, Windowe
   std::string last_meta_;  // as last written
   std::vector<uint32_t> scratch_keys_;
   std::vector<EmitSlot> emit_;          // by key id
-  std::vector<uint32_t> emit_next_;     // by pane id: the next pane of the chain
+  // The window's panes grouped by key, keys in emission order, each key's in start
+  // order; emit_ranges_[i]: where scratch_keys_[i]'s panes begin (one more at the end).
+  std::vector<uint32_t> emit_panes_;
+  std::vector<uint32_t> emit_ranges_;
   std::vector<std::string_view> scratch_dims_;
   MetricStats merged_;
   MetricStats fetched_;
