@@ -5,8 +5,8 @@
 // 1m/10s windows with p50/p95/p99, JSON results) on one task, in process, over generated
 // events, in a forked child of its own (so no case inherits another's heap), with commits
 // every 10,000 records and the default cache budget (state.cache_max_bytes, 512 MiB), as
-// `streammetrics process` runs it. A case is `keys:events:minutes[:rocksdb]`: `events`
-// events spread evenly over `minutes` of event time (in order), each event's key drawn at
+// `streammetrics process` runs it. A case is `keys:events:seconds[:rocksdb]`: `events`
+// events spread evenly over `seconds` of event time (in order), each event's key drawn at
 // random from `keys` keys (service-<k/3> x 3 metric names), values lognormal-ish,
 // every event valid and distinct. The store is in memory unless `:rocksdb` (RocksDB with
 // the default block cache and write-buffer budget, 256 / 64 MiB).
@@ -22,8 +22,12 @@
 //                    dedupe ids of the events (~50 B an event) included
 //   live panes, keys the aggregate's at the end of input (before EndOfInput)
 //
-//   build/bench/cardinality_bench                      # the default cases
-//   build/bench/cardinality_bench --case 30000:1000000:10 --case 1000000:60000000:5:rocksdb
+// --dedupe-max-ids N: dedupe.max_ids (default 0, unbounded: every event id of the last
+// 10 minutes is kept, ~45 B each — at a million keys that, not the windows, is most of
+// the memory).
+//
+//   build/bench/cardinality_bench                      # 18, 1K, 30K, 1M keys, 1M events, 10 min
+//   build/bench/cardinality_bench --case 30000:1000000:600 --case 1000000:20000000:100:rocksdb
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -53,7 +57,7 @@ using Clock = std::chrono::steady_clock;
 struct Case {
   int64_t keys = 0;
   int64_t events = 0;
-  int64_t minutes = 0;
+  int64_t seconds = 0;
   bool rocksdb = false;
 };
 
@@ -114,7 +118,7 @@ constexpr int64_t kT0 = 1'707'267'600'000;  // 2024-02-07T01:00:00Z
 void AppendEvent(const Case& c, int64_t i, std::string* out) {
   const uint64_t h = SplitMix(static_cast<uint64_t>(i));
   const int64_t key = static_cast<int64_t>(h % static_cast<uint64_t>(c.keys));
-  const int64_t ts = kT0 + static_cast<int64_t>(static_cast<double>(i) * c.minutes * 60'000.0 /
+  const int64_t ts = kT0 + static_cast<int64_t>(static_cast<double>(i) * c.seconds * 1'000.0 /
                                                 static_cast<double>(c.events));
   // ~lognormal: exp of a sum of uniforms, 3 decimals.
   const double u = static_cast<double>((h >> 20) & 0xffff) / 65536.0 +
@@ -133,9 +137,12 @@ void AppendEvent(const Case& c, int64_t i, std::string* out) {
   out->assign(buf, static_cast<size_t>(n));
 }
 
+uint64_t g_dedupe_max_ids = 0;  // --dedupe-max-ids
+
 void RunCase(const Case& c, Outcome* out) {
   PipelineConfig config = ReferencePipelineConfig();
   config.keying = InputKeying::kSingleTask;
+  config.dedupe.max_ids = g_dedupe_max_ids;
   if (c.rocksdb) config.store = StoreType::kRocksDb;
   absl::StatusOr<Topology> topology = BuildMetricsTopology(config);
   if (!topology.ok()) {
@@ -151,7 +158,7 @@ void RunCase(const Case& c, Outcome* out) {
   std::filesystem::remove_all(state_dir);
   CountingCollector collector;
   TaskConfig tc;
-  const int64_t wall = kT0 + c.minutes * 60'000 + 60'000;  // just after the input
+  const int64_t wall = kT0 + c.seconds * 1'000 + 60'000;  // just after the input
   tc.wall_clock = [wall] { return wall; };
   tc.state_dir = state_dir.string();
   if (c.rocksdb) tc.rocksdb = RocksDbResources::Create(RocksDbBudget{});
@@ -253,15 +260,18 @@ int main(int argc, char** argv) {
     if (arg == "--case" && i + 1 < argc && ParseCase(argv[i + 1], &c)) {
       cases.push_back(c);
       ++i;
+    } else if (arg == "--dedupe-max-ids" && i + 1 < argc) {
+      g_dedupe_max_ids = std::strtoull(argv[++i], nullptr, 10);
     } else {
-      std::fprintf(stderr, "usage: cardinality_bench [--case keys:events:minutes[:rocksdb]]...\n");
+      std::fprintf(stderr, "usage: cardinality_bench [--case keys:events:seconds[:rocksdb]]... "
+                   "[--dedupe-max-ids N]\n");
       return 2;
     }
   }
   if (cases.empty()) {
-    for (int64_t keys : {18, 1'000, 30'000, 1'000'000}) cases.push_back({keys, 1'000'000, 10, false});
+    for (int64_t keys : {18, 1'000, 30'000, 1'000'000}) cases.push_back({keys, 1'000'000, 600, false});
   }
-  std::printf("| keys | events | minutes | store | events/s | results | ns/result | peak RSS | "
+  std::printf("| keys | events | seconds | store | events/s | results | ns/result | peak RSS | "
               "B/key | live panes | live keys |\n");
   std::printf("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
   std::fflush(stdout);
@@ -287,12 +297,12 @@ int main(int argc, char** argv) {
     waitpid(child, &status, 0);
     if (!o.ok) {
       std::printf("| %s | %s | %" PRId64 " | %s | failed: %s |\n", Group(c.keys).c_str(),
-                  Group(c.events).c_str(), c.minutes, c.rocksdb ? "rocksdb" : "memory", o.error);
+                  Group(c.events).c_str(), c.seconds, c.rocksdb ? "rocksdb" : "memory", o.error);
       continue;
     }
     const double mib = 1024.0 * 1024.0;
     std::printf("| %s | %s | %" PRId64 " | %s | %sK | %s | %s | %.0f MiB | %s | %s | %s |\n",
-                Group(c.keys).c_str(), Group(c.events).c_str(), c.minutes,
+                Group(c.keys).c_str(), Group(c.events).c_str(), c.seconds,
                 c.rocksdb ? "rocksdb" : "memory",
                 Group(static_cast<double>(c.events) / o.seconds / 1000.0).c_str(),
                 Group(static_cast<double>(o.results)).c_str(),
