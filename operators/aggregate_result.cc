@@ -42,11 +42,64 @@ std::string_view WindowedAggregate::Dim(std::string_view name) const {
   return {};
 }
 
+namespace {
+
+// std::to_chars(v)'s output for the common v that is a decimal of at most 3 fractional
+// digits printed in fixed notation (latencies in ms, counts, rates), without Ryu's
+// search: false for every other v. The decimal d = m / 1000 (m an integer) is v's
+// shortest round-trip form when it parses back to v — m / 1000.0, correctly rounded, is
+// what parsing d gives — and has at most 15 significant digits: two distinct decimals
+// of at most 15 digits never parse to the same double (DBL_DIG), so no shorter form
+// exists. to_chars then prints the shorter of fixed and scientific notation, fixed on a
+// tie; only fixed is handled here.
+bool AppendShortDecimal(double v, std::string* out) {
+  const double a = std::fabs(v);
+  if (!(a >= 1e-3 && a < 1e12)) return false;  // also NaN
+  const double scaled = std::nearbyint(a * 1000.0);
+  const uint64_t m = static_cast<uint64_t>(scaled);  // < 1e15 + 1: exact
+  if (static_cast<double>(m) / 1000.0 != a) return false;
+  uint64_t sig = m;  // m without trailing zeros: the significant digits
+  int trailing = 0;
+  while (sig % 10 == 0) {
+    sig /= 10;
+    ++trailing;
+  }
+  int digits_m = 1;  // decimal digits of m
+  for (uint64_t t = m; t >= 10; t /= 10) ++digits_m;
+  const int k = digits_m - trailing;  // significant digits
+  if (k > 15) return false;
+  const int x = digits_m - 4;  // decimal exponent of the first significant digit
+  const int fixed_len = x >= 0 ? (k > x + 1 ? k + 1 : x + 1) : k + 1 - x;
+  const int ax = x < 0 ? -x : x;
+  const int sci_len = k + (k > 1 ? 1 : 0) + 2 + (ax >= 100 ? 3 : 2);
+  if (fixed_len > sci_len) return false;
+  char buf[32];
+  char* p = buf;
+  if (v < 0) *p++ = '-';
+  p = std::to_chars(p, buf + sizeof(buf), m / 1000).ptr;
+  uint32_t frac = static_cast<uint32_t>(m % 1000);
+  if (frac != 0) {
+    *p++ = '.';
+    *p++ = static_cast<char>('0' + frac / 100);
+    frac %= 100;
+    if (frac != 0) {
+      *p++ = static_cast<char>('0' + frac / 10);
+      frac %= 10;
+      if (frac != 0) *p++ = static_cast<char>('0' + frac);
+    }
+  }
+  out->append(buf, static_cast<size_t>(p - buf));
+  return true;
+}
+
+}  // namespace
+
 void AppendJsonDouble(double v, std::string* out) {
   if (!std::isfinite(v)) {
     out->append("null");
     return;
   }
+  if (AppendShortDecimal(v, out)) return;
   char buf[32];
   auto [end, ec] = std::to_chars(buf, buf + sizeof(buf), v);
   out->append(buf, end - buf);

@@ -66,6 +66,7 @@
 #include <array>
 #include <cstdint>
 #include <deque>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -132,7 +133,6 @@ class WindowedAggregateProcessor final : public Transformer<MetricEvent, Windowe
     uint32_t panes = 0;
     int64_t cur_pane_start = INT64_MIN;
     uint32_t cur_pane = kNone;
-    uint64_t mark = 0;  // window-close bookkeeping
   };
   struct Pane {
     uint32_t key = kNone;
@@ -142,6 +142,21 @@ class WindowedAggregateProcessor final : public Transformer<MetricEvent, Windowe
     bool update_dirty = false;
     bool compacted = false;
     bool evicted = false;  // stats live only in the store
+    uint32_t charged = 0;  // its stats' MemoryBytes() as last counted in pane_bytes_
+  };
+  // A pane in panes_by_start_, with its key: closing a window groups its panes by key
+  // without touching the panes themselves.
+  struct PaneRef {
+    uint32_t id;
+    uint32_t key;
+  };
+  // Per key, while a window is emitted: how many of its panes are in the window, then
+  // where they go in emit_panes_; whether one changed since the last commit.
+  struct EmitSlot {
+    uint64_t mark = 0;  // == mark_: the key has panes in the window being emitted
+    uint32_t count = 0;
+    uint32_t next = 0;  // the next free place of its range in emit_panes_
+    bool changed = false;
   };
   struct PaneKey {
     uint32_t key;
@@ -164,8 +179,14 @@ class WindowedAggregateProcessor final : public Transformer<MetricEvent, Windowe
   absl::Status CloseDueWindows();
   // Emits window [start, start+size) of windows_[w] for every group with data in it
   // (kFinal) or with panes changed since the last commit (kUpdate).
+  // Keys come in group-key byte order without sorting them when the window holds many
+  // of the live keys: ordered_keys_ is walked; otherwise the few are sorted.
   absl::Status EmitWindow(size_t w, int64_t start);
+  // The result of window [start, start+size) of windows_[w] for one key: from its panes
+  // in the window, in start order (EmitWindow), or looking its panes up (EmitResult).
+  absl::Status EmitPanes(size_t w, int64_t start, uint32_t key, std::span<const uint32_t> ids);
   absl::Status EmitResult(size_t w, int64_t start, uint32_t key);
+  absl::Status Emit(size_t w, int64_t start, uint32_t key, const MetricStats& stats);
   void DropExpiredPanes();
   // Compacts the panes whose own grace is over (start < stream time - pane size - max
   // grace), once each. Called where windows close, never from Flush (see above).
@@ -176,6 +197,8 @@ class WindowedAggregateProcessor final : public Transformer<MetricEvent, Windowe
     return MetricStats(options_.compression, options_.exact_quantiles_up_to);
   }
   absl::Status Reload(uint32_t id);
+  // Counts a pane's memory again after its stats changed (with a budget only).
+  void Recount(Pane& pane);
   void ChargeAndEvict();
   void FreePane(uint32_t id);
   void RecomputeNextClose();
@@ -209,10 +232,13 @@ class WindowedAggregateProcessor final : public Transformer<MetricEvent, Windowe
   std::deque<KeyState> keys_;
   std::vector<uint32_t> free_keys_;
   absl::flat_hash_map<std::string_view, uint32_t, StringHash, StringEq> key_ids_;  // views into keys_[i].key
+  // The same keys in byte order (the order results are emitted in), kept as keys come
+  // and go: a window of many keys is emitted by walking it, not by sorting its keys.
+  absl::btree_map<std::string_view, uint32_t> ordered_keys_;
   std::vector<Pane> panes_;
   std::vector<uint32_t> free_panes_;
   absl::flat_hash_map<PaneKey, uint32_t> pane_ids_;
-  absl::btree_map<int64_t, std::vector<uint32_t>> panes_by_start_;
+  absl::btree_map<int64_t, std::vector<PaneRef>> panes_by_start_;
   std::vector<uint32_t> store_dirty_;
   std::vector<uint32_t> update_dirty_;
   int64_t dropped_before_ = INT64_MIN;  // store retention applied at the next Flush
@@ -227,6 +253,11 @@ class WindowedAggregateProcessor final : public Transformer<MetricEvent, Windowe
   std::string value_buf_;
   std::string last_meta_;  // as last written
   std::vector<uint32_t> scratch_keys_;
+  std::vector<EmitSlot> emit_;          // by key id
+  // The window's panes grouped by key, keys in emission order, each key's in start
+  // order; emit_ranges_[i]: where scratch_keys_[i]'s panes begin (one more at the end).
+  std::vector<uint32_t> emit_panes_;
+  std::vector<uint32_t> emit_ranges_;
   std::vector<std::string_view> scratch_dims_;
   MetricStats merged_;
   MetricStats fetched_;
@@ -234,6 +265,7 @@ class WindowedAggregateProcessor final : public Transformer<MetricEvent, Windowe
   uint64_t mark_ = 0;
   CacheBudget* budget_ = nullptr;
   int64_t charged_ = 0;
+  int64_t pane_bytes_ = 0;  // the live panes' memory, kept as panes change
   size_t evicted_ = 0;
 };
 

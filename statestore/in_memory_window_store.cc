@@ -24,9 +24,9 @@ class InMemoryWindowStore final : public WindowStore {
                    std::string_view value) override {
     if (absl::Status s = CheckOpen(); !s.ok()) return s;
     Segment& seg = segments_[window_start];
-    auto it = seg.find(key);
-    if (it == seg.end()) {
-      seg.emplace(std::string(key), std::string(value));
+    auto it = seg.lower_bound(key);  // one search, whether the key is new or not
+    if (it == seg.end() || it->first != key) {
+      seg.emplace_hint(it, std::string(key), std::string(value));
       ++entries_;
     } else {
       it->second.assign(value.data(), value.size());

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <charconv>
 #include <cmath>
 #include <cstring>
 #include <deque>
@@ -522,6 +523,43 @@ TEST(AggregateJson, ExactDocument) {
             "\"count\":2,\"sum\":40,\"avg\":20,\"min\":10,\"max\":30,\"p50\":20,\"p99.9\":30,"
             "\"rate\":0.03333333333333333,\"tags\":{\"endpoint\":\"/v1\"}}");
   EXPECT_EQ(key, "pay\"ment");
+}
+
+// AppendJsonDouble prints short decimals itself: byte for byte what std::to_chars prints.
+TEST(AggregateJson, DoublesAreToCharsShortestForm) {
+  auto expect_same = [](double v) {
+    char buf[32];
+    const auto [end, ec] = std::to_chars(buf, buf + sizeof(buf), v);
+    std::string got;
+    AppendJsonDouble(v, &got);
+    ASSERT_EQ(got, std::string(buf, end)) << v;
+  };
+  for (double v : {0.0, -0.0, 0.001, -0.001, 0.0001, 0.002, 0.01, 0.1, 0.5, 1.0, 10.0, 100.0,
+                   1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e11, 1e12, 1e15, 1e16, 1e21, 123456.0,
+                   1234567.0, 12345678.0, 120000.0, 1200000.0, 12000000.0, 999999999999.999,
+                   0.999, 45.123, 1e-3 * 7, 2.0 / 60, 0.03333333333333333, 4503599627370496.5,
+                   9007199254740993.0, std::numeric_limits<double>::min(),
+                   std::numeric_limits<double>::max(), std::numeric_limits<double>::denorm_min()}) {
+    expect_same(v);
+    expect_same(-v);
+    expect_same(std::nextafter(v, 0.0));
+    expect_same(std::nextafter(v, 1e300));
+  }
+  std::mt19937_64 rng(11);
+  for (int i = 0; i < 2'000'000; ++i) {
+    // Decimals of 0 to 4 fractional digits over every magnitude up to 1e16, sums of them,
+    // their averages, and arbitrary bit patterns.
+    const int scale = static_cast<int>(rng() % 5);
+    const uint64_t m = rng() >> (rng() % 64);
+    const double v = static_cast<double>(m % 10'000'000'000'000'000ULL) / std::pow(10.0, scale);
+    expect_same(v);
+    expect_same(v / static_cast<double>(1 + rng() % 1000));
+    expect_same(v + static_cast<double>(rng() % 100'000) / 1000.0);
+    double bits;
+    const uint64_t r = rng();
+    std::memcpy(&bits, &r, sizeof(bits));
+    if (std::isfinite(bits)) expect_same(bits);
+  }
 }
 
 TEST(Quantiles, NamesAndValidation) {

@@ -301,6 +301,75 @@ TEST(WindowedAggregate, ResultsComeInWindowThenKeyOrder) {
   EXPECT_EQ(out[2].start, kT0 + 60'000);
 }
 
+// A closing window's keys come in byte order from the ordered key index when many of
+// the live keys have data in it, and are sorted when few do; its panes are grouped by
+// key. Both ways give the brute-force answer, in the same order.
+TEST(WindowedAggregate, ResultsComeInKeyOrderWhetherTheWindowsKeysAreWalkedOrSorted) {
+  Harness h({Hopping("1m-10s", 60'000, 10'000, 30'000, "oh")});
+  std::vector<Ev> events;
+  // Two keys in pane T0 only (the first window to close holds just them, while 43 keys
+  // are live: sorted), then 40 keys in panes T0+20s and T0+30s (later windows hold 42 of
+  // the 43: walked), arriving in an order that is not theirs.
+  events.push_back({.id = "a1", .ts = kT0 + 1'000, .value = 1, .service = "zz-a"});
+  events.push_back({.id = "a2", .ts = kT0 + 1'500, .value = 2, .service = "aa-a"});
+  events.push_back({.id = "a3", .ts = kT0 + 2'000, .value = 3, .service = "aa-a"});
+  std::vector<int> order(40);
+  for (int i = 0; i < 40; ++i) order[i] = (i * 17) % 40;  // 17 is prime to 40: a permutation
+  for (int i = 0; i < 40; ++i) {
+    const std::string service = StrCat("svc-", order[i] < 10 ? "0" : "", order[i]);
+    events.push_back({.id = StrCat("b", i), .ts = kT0 + 20'000 + i * 400,
+                      .value = double(10 + order[i]), .service = service});
+    if (order[i] % 3 == 0) {  // a second pane for some
+      events.push_back({.id = StrCat("c", i), .ts = kT0 + 35'000 + i * 100,
+                        .value = double(100 + order[i]), .service = service});
+    }
+  }
+  events.push_back({.id = "m", .ts = kT0 + 61'000, .value = 7, .service = "mid"});
+  for (const Ev& e : events) h.Pipe(e);
+  ASSERT_TRUE(h.driver->EndOfInput().ok());
+  const std::vector<Result> out = h.Read("oh");
+
+  struct Want {
+    int64_t start;
+    std::string service;
+    uint64_t count;
+    double sum, min, max;
+  };
+  std::vector<Want> want;
+  for (int64_t start = kT0 - 50'000; start <= kT0 + 60'000; start += 10'000) {
+    std::map<std::string, Want> by_service;  // byte order
+    for (const Ev& e : events) {
+      if (e.ts < start || e.ts >= start + 60'000) continue;
+      auto [it, fresh] = by_service.try_emplace(e.service, Want{start, e.service, 0, 0, 1e300, -1e300});
+      it->second.count += 1;
+      it->second.sum += e.value;
+      it->second.min = std::min(it->second.min, e.value);
+      it->second.max = std::max(it->second.max, e.value);
+    }
+    for (const auto& [service, w] : by_service) want.push_back(w);
+  }
+  // The first window holds 2 keys of 43 live (sorted), the one at T0-20s all but "mid"
+  // (walked).
+  ASSERT_EQ(std::count_if(want.begin(), want.end(),
+                          [](const Want& w) { return w.start == kT0 - 50'000; }),
+            2);
+  ASSERT_EQ(std::count_if(want.begin(), want.end(),
+                          [](const Want& w) { return w.start == kT0 - 20'000; }),
+            42);
+  ASSERT_EQ(out.size(), want.size());
+  for (size_t i = 0; i < want.size(); ++i) {
+    EXPECT_EQ(out[i].start, want[i].start) << i;
+    EXPECT_EQ(out[i].service, want[i].service) << i;
+    EXPECT_EQ(out[i].count, want[i].count) << i;
+    EXPECT_EQ(out[i].sum, want[i].sum) << i;
+    EXPECT_EQ(out[i].min, want[i].min) << i;
+    EXPECT_EQ(out[i].max, want[i].max) << i;
+  }
+  EXPECT_EQ(out[0].service, "aa-a");
+  EXPECT_EQ(out[0].count, 2u);
+  EXPECT_EQ(out[1].service, "zz-a");
+}
+
 TEST(WindowedAggregate, GroupByTagsPutsThemInTheResultTags) {
   Harness h({Tumbling("1m", 60'000, 0, "o")}, {"serviceId", "metricName", "tags.endpoint"});
   h.Pipe({.id = "1", .ts = kT0, .value = 1, .tags = {{"endpoint", "/a"}}});
