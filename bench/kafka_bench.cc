@@ -238,6 +238,7 @@ struct CpuPerEvent {
   double stream_us = 0;
   double process_us = 0;
   uint64_t faults = 0;
+  double stop_ms = 0;  // a bounded drain: its last commit and the consumers' leaving
 };
 
 // The producer of the feeder and of the drain topic: the input's batches compressed
@@ -448,27 +449,32 @@ double EngineDrain(DevBroker* broker, const Properties& props, ProcessingGuarant
   while (!rt->finished() && !rt->failed() && Clock::now() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
+  // The drain's end: every task has read its input to the end and closed its windows
+  // (their last commit and the consumers' leaving follow, timed apart).
+  const double s = std::chrono::duration<double>(Clock::now() - first).count();
+  const auto n = static_cast<double>(events);
+  if (cpu != nullptr && n > 0) {  // while the stream threads still run
+    cpu->stream_us = (ThreadCpuSeconds("sm:stream") - stream_cpu) * 1e6 / n;
+    cpu->process_us = (ThreadCpuSeconds("") - process_cpu) * 1e6 / n;
+    cpu->faults = MinorFaults() - faults;
+  }
+  const auto stopping = Clock::now();
   rt->Stop();
   (void)rt->Join();
-  const double s = std::chrono::duration<double>(Clock::now() - first).count();
+  if (cpu != nullptr) cpu->stop_ms = std::chrono::duration<double, std::milli>(Clock::now() - stopping).count();
   const RuntimeCounters c = rt->counters();
-  const auto n = static_cast<double>(events);
   if (during != nullptr) {
     during->input_wait_ms = c.input_wait_ms - at_first.input_wait_ms;
     during->commit_ms = c.commit_ms - at_first.commit_ms;
     during->rebalance_ms = c.rebalance_ms - at_first.rebalance_ms;
   }
-  if (cpu != nullptr && n > 0) {
-    cpu->stream_us = (ThreadCpuSeconds("sm:stream") - stream_cpu) * 1e6 / n;
-    cpu->process_us = (ThreadCpuSeconds("") - process_cpu) * 1e6 / n;
-    cpu->faults = MinorFaults() - faults;
-  }
   *out = c;
   std::system(("rm -rf /tmp/sm-kafka-bench-" + name).c_str());
-  if (!rt->finished() || c.committed_input < events ||
+  // Read: the input's records (and, repartitioned, the repartition topic's too).
+  if (!rt->finished() || static_cast<int64_t>(c.records_read) < events ||
       (!repartition && static_cast<int64_t>(c.records_read) != events)) {
-    std::fprintf(stderr, "engine drain: committed offsets %lld, read %llu records of %lld\n",
-                 static_cast<long long>(c.committed_input),
+    std::fprintf(stderr, "engine drain: %s, read %llu records of %lld\n",
+                 rt->finished() ? "finished" : "did not finish in 120 s",
                  static_cast<unsigned long long>(c.records_read), static_cast<long long>(events));
     return -1;
   }
@@ -656,16 +662,21 @@ int Main(int argc, char** argv) {
         const double rate = EngineDrain(broker->get(), props, g, args, topic, args.drain_events,
                                         run, repartition, &c, &cpu, &during);
         rates.push_back(rate);
+
         // The stream threads' time (summed) from the first record to the last commit that
         // was not processing: waiting for input with nothing queued, committing, rebalancing.
         std::printf("engine %s draining the same topic from the start (%d threads, commit %d ms), "
                     "run %d: %.0f events/s (%.0f%% of the plain consumer's median; %llu commits, "
-                    "%llu windows); CPU per event: stream threads %.2f us, whole process %.2f us "
+                    "%llu windows, %llu late dropped, %llu late window updates; then %.0f ms to "
+                    "stop); CPU per event: stream threads %.2f us, whole process %.2f us "
                     "(%llu page faults); stream threads waited for input "
                     "%llu ms, committed %llu ms, rebalanced %llu ms\n",
                     guarantee, args.threads, args.commit_ms, run + 1, rate, 100 * rate / drain,
                     static_cast<unsigned long long>(c.commits),
-                    static_cast<unsigned long long>(c.windows_emitted), cpu.stream_us, cpu.process_us,
+                    static_cast<unsigned long long>(c.windows_emitted),
+                    static_cast<unsigned long long>(c.late_dropped),
+                    static_cast<unsigned long long>(c.late_window_updates), cpu.stop_ms,
+                    cpu.stream_us, cpu.process_us,
                     static_cast<unsigned long long>(cpu.faults),
                     static_cast<unsigned long long>(during.input_wait_ms),
                     static_cast<unsigned long long>(during.commit_ms),

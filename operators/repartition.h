@@ -73,6 +73,9 @@ struct RepartitionOptions {
   std::string name;  // the topic is <application.id>-<name>-repartition
   // Wall-clock silence after which an upstream partition counts as idle (above). 0: never.
   int64_t idle_ms = 30'000;
+  // A moved watermark is sent at a commit at most this often (and at the next 1 s tick
+  // otherwise); idleness changes and end markers at once.
+  int64_t watermark_interval_ms = 1'000;
 };
 
 inline constexpr uint8_t kRepartitionEvent = 0x01;
