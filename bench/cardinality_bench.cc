@@ -42,6 +42,7 @@
 #include <string_view>
 #include <vector>
 
+#include "bench/counting_collector.h"
 #include "engine/record_collector.h"
 #include "engine/task.h"
 #include "operators/windowed_aggregate.h"
@@ -74,17 +75,6 @@ struct Outcome {
   char error[200] = {};
 };
 
-class CountingCollector final : public RecordCollector {
- public:
-  void Send(std::string_view, std::string_view, std::string_view value, int64_t,
-            std::span<const Header>) override {
-    ++records;
-    bytes += value.size();
-  }
-  absl::Status Flush() override { return absl::OkStatus(); }
-  uint64_t records = 0;
-  uint64_t bytes = 0;
-};
 
 // kB fields of /proc/self/status, in bytes.
 int64_t StatusBytes(const char* field) {

@@ -51,6 +51,7 @@
 
 #include "apps/event_generator.h"
 #include "engine/in_memory_log.h"
+#include "bench/counting_collector.h"
 #include "engine/record_collector.h"
 #include "engine/task.h"
 #include "operators/id_set.h"
@@ -98,17 +99,6 @@ const std::vector<std::string>& Events() {
   return events;
 }
 
-class CountingCollector final : public RecordCollector {
- public:
-  void Send(std::string_view, std::string_view, std::string_view value, int64_t,
-            std::span<const Header>) override {
-    ++records;
-    bytes += value.size();
-  }
-  absl::Status Flush() override { return absl::OkStatus(); }
-  uint64_t records = 0;
-  uint64_t bytes = 0;
-};
 
 // Takes changelog records as a producer would (copying them) and counts them.
 class CountingChangelog final : public ChangelogWriter, public ChangelogReader {

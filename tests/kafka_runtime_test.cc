@@ -107,6 +107,26 @@ class KafkaRuntimeTest : public RuntimeTestBase {
     RebuildTopologies();
   }
 
+  // After an instance stopped during the idle phase of a live stream (some windows still
+  // open): a new one on its state dir must close them all, each exactly the oracle's.
+  void RestartThenExpectTheLastWindows() {
+    std::vector<OutputRecord> oracle = Oracle(nullptr, /*end_of_input=*/true);
+    size_t want = 0;
+    for (const OutputRecord& r : oracle) want += r.topic != config_.dead_letter_topic;
+    const size_t before_restart = ResultsOut();
+    ASSERT_LT(before_restart, want) << "the first instance closed every window: nothing to prove";
+    {
+      absl::StatusOr<std::unique_ptr<Runtime>> b = Runtime::Create(*topology_, Options("a"));
+      ASSERT_TRUE(b.ok()) << b.status();
+      ASSERT_TRUE((*b)->Start().ok());
+      EXPECT_TRUE(WaitForResults(want, 60'000)) << ResultsOut() << " of " << want << " ("
+                                                << before_restart << " before the restart)";
+      (*b)->Stop();
+      ASSERT_TRUE((*b)->Join().ok());
+    }
+    ExpectMatchesOracle(oracle, /*last_result_wins=*/false);
+  }
+
   // `n` generated events as Produce() makes them (200 a second of event time from
   // start_ms; invalid, duplicate and late ones included).
   static std::vector<std::string> Generate(int n, uint64_t seed, int64_t start_ms) {
@@ -655,21 +675,7 @@ TEST_F(KafkaRuntimeTest, RestartDuringTheIdlePhaseOfALiveStreamClosesTheLastWind
     (*a)->Stop();
     ASSERT_TRUE((*a)->Join().ok());
   }
-  std::vector<OutputRecord> oracle = Oracle(nullptr, /*end_of_input=*/true);
-  size_t want = 0;
-  for (const OutputRecord& r : oracle) want += r.topic != config_.dead_letter_topic;
-  const size_t before_restart = ResultsOut();
-  ASSERT_LT(before_restart, want) << "the first instance closed every window: nothing to prove";
-  {
-    absl::StatusOr<std::unique_ptr<Runtime>> b = Runtime::Create(*topology_, Options("a"));
-    ASSERT_TRUE(b.ok()) << b.status();
-    ASSERT_TRUE((*b)->Start().ok());
-    EXPECT_TRUE(WaitForResults(want, 60'000)) << ResultsOut() << " of " << want << " ("
-                                              << before_restart << " before the restart)";
-    (*b)->Stop();
-    ASSERT_TRUE((*b)->Join().ok());
-  }
-  ExpectMatchesOracle(oracle, /*last_result_wins=*/false);
+  RestartThenExpectTheLastWindows();
 }
 
 // Regression (old data replayed with a 40 s pause halfway came out 75 windows short by
@@ -843,6 +849,17 @@ class RepartitionTest : public KafkaRuntimeTest {
     RebuildTopologies();
   }
 
+  // `run` in another process cannot create topics on this dev broker (no CreateTopics):
+  // app's changelog and repartition topics, made here first.
+  void CreateInternalTopics(const std::string& app) {
+    for (const StoreDef& def : topology_->stores()) {
+      ASSERT_TRUE(broker_->CreateTopic(ChangelogTopic(app, def.name), 6).ok());
+    }
+    for (const std::string& t : topology_->internal_topics(app)) {
+      ASSERT_TRUE(broker_->CreateTopic(t, 6).ok());
+    }
+  }
+
   void RunThenCompare(KeyBy key_by) {
     key_by_ = key_by;
     const int kEvents = 20'000;
@@ -883,13 +900,7 @@ TEST_F(RepartitionTest, ServiceKeyedInputGivesExactWindows) { RunThenCompare(Key
 TEST_F(RepartitionTest, KillNineRepeatedlyThenUnkeyedResultsAreExact) {
   key_by_ = KeyBy::kNone;
   const std::string app = app_id_ + "-crash";
-  // `run` in another process cannot create topics on this dev broker (no CreateTopics).
-  for (const StoreDef& def : topology_->stores()) {
-    ASSERT_TRUE(broker_->CreateTopic(ChangelogTopic(app, def.name), 6).ok());
-  }
-  for (const std::string& t : topology_->internal_topics(app)) {
-    ASSERT_TRUE(broker_->CreateTopic(t, 6).ok());
-  }
+  CreateInternalTopics(app);
   KillNineRepeatedlyThenCompare(app, /*last_result_wins=*/true, "", nullptr,
                                 /*closers=*/true);
 }
@@ -955,13 +966,7 @@ TEST_F(RepartitionTest, RunUntilEndReadsToTheEndClosesEveryWindowAndExits) {
   using streammetrics::testing::ReadFile;
   key_by_ = KeyBy::kNone;
   const std::string app = app_id_ + "-bounded";
-  // `run` in another process cannot create topics on this dev broker (no CreateTopics).
-  for (const StoreDef& def : topology_->stores()) {
-    ASSERT_TRUE(broker_->CreateTopic(ChangelogTopic(app, def.name), 6).ok());
-  }
-  for (const std::string& t : topology_->internal_topics(app)) {
-    ASSERT_TRUE(broker_->CreateTopic(t, 6).ok());
-  }
+  CreateInternalTopics(app);
   const int kEvents = 20'000;
   const int64_t start = InputStartMs();
   Produce(kEvents, 31, start);
@@ -1118,21 +1123,7 @@ TEST_F(RepartitionTest, RestartDuringTheIdlePhaseOfALiveStreamClosesTheLastWindo
     (*a)->Stop();
     ASSERT_TRUE((*a)->Join().ok());
   }
-  std::vector<OutputRecord> oracle = Oracle(nullptr, /*end_of_input=*/true);
-  size_t want = 0;
-  for (const OutputRecord& r : oracle) want += r.topic != config_.dead_letter_topic;
-  const size_t before_restart = ResultsOut();
-  ASSERT_LT(before_restart, want) << "the first instance closed every window: nothing to prove";
-  {
-    absl::StatusOr<std::unique_ptr<Runtime>> b = Runtime::Create(*topology_, Options("a"));
-    ASSERT_TRUE(b.ok()) << b.status();
-    ASSERT_TRUE((*b)->Start().ok());
-    EXPECT_TRUE(WaitForResults(want, 60'000)) << ResultsOut() << " of " << want << " ("
-                                              << before_restart << " before the restart)";
-    (*b)->Stop();
-    ASSERT_TRUE((*b)->Join().ok());
-  }
-  ExpectMatchesOracle(oracle, /*last_result_wins=*/false);
+  RestartThenExpectTheLastWindows();
 }
 
 // Proves a bounded run without the repartition (input keyed by serviceId): one

@@ -67,10 +67,7 @@ TEST_F(RealKafkaTest, EndToEndResultsAreExactlyTheOracles) { RunOnceThenCompare(
 // by itself — and the repartition topic purged: what the downstream tasks committed is
 // deleted from every partition (DeleteRecords; here after every commit).
 TEST_F(RealKafkaTest, ARepartitionedBoundedRunIsExactAndPurgesTheRepartitionTopic) {
-  config_.keying = InputKeying::kAny;
-  late_fraction_ = 0;
-  key_by_ = KeyBy::kNone;
-  RebuildTopologies();
+  UseTheRepartitionWithUnkeyedInput();
   const int kEvents = 20'000;
   Produce(kEvents, 51, InputStartMs());
   TaskCounters want;
@@ -102,10 +99,7 @@ TEST_F(RealKafkaTest, ARepartitionedBoundedRunIsExactAndPurgesTheRepartitionTopi
 // window exact, duplicates across partitions removed, nothing late (every partition has
 // input: none may count as idle before its first records arrive).
 TEST_F(RealKafkaTest, UnkeyedInputThroughTheRepartitionIsExact) {
-  config_.keying = InputKeying::kAny;
-  late_fraction_ = 0;
-  key_by_ = KeyBy::kNone;
-  RebuildTopologies();
+  UseTheRepartitionWithUnkeyedInput();
   const int kEvents = 20'000;
   const int64_t start = InputStartMs();
   Produce(kEvents, 53, start);

@@ -353,6 +353,15 @@ class RuntimeTestBase : public ::testing::Test {
     return backlog;
   }
 
+  // The default keying (through the repartition) and unkeyed input without late events:
+  // the oracle, one task over all input in event-time order, is then exact.
+  void UseTheRepartitionWithUnkeyedInput() {
+    config_.keying = InputKeying::kAny;
+    late_fraction_ = 0;
+    key_by_ = KeyBy::kNone;
+    RebuildTopologies();
+  }
+
   // Waits until app's downstream tasks have committed all of its repartition topic,
   // including the upstream's last watermarks, which follow its last events by up to a
   // second (RepartitionOptions::watermark_interval_ms, then a commit).
