@@ -278,10 +278,25 @@ std::string SinkStatus(const std::string& name, const kafka::SinkRunner& runner)
   return s;
 }
 
-// Stops the runners (each applies what it holds) and prints their last status.
+// Stops the runners (each applies what it holds) and prints their last status. at_end
+// (`run --until-end`): each first applies everything up to its topics' ends as of now
+// (SinkRunner::StopAtEnd), while no stop is requested.
 absl::Status StopSinks(std::vector<std::pair<std::string, std::unique_ptr<kafka::SinkRunner>>>* sinks,
-                       std::ostream& out) {
+                       std::ostream& out, bool at_end = false) {
   absl::Status s;
+  if (at_end && !sinks->empty()) {
+    out << "applying the last results to the sinks\n";
+    out.flush();
+    for (auto& [name, runner] : *sinks) runner->StopAtEnd();
+    const auto stopped = [&] {
+      for (auto& [name, runner] : *sinks) {
+        const kafka::SinkHealth h = runner->counters().health;
+        if (h != kafka::SinkHealth::kStopped && h != kafka::SinkHealth::kFailed) return false;
+      }
+      return true;
+    };
+    while (!stopped() && !StopRequested().load()) SleepUnlessStopped(100);
+  }
   for (auto& [name, runner] : *sinks) runner->Stop();
   for (auto& [name, runner] : *sinks) {
     s.Update(runner->Join());
@@ -519,7 +534,7 @@ absl::Status RunKafka(const AppConfig& config, const RunCommandOptions& options,
   results.reset();
   (*runtime)->Stop();
   absl::Status s = (*runtime)->Join();
-  s.Update(StopSinks(&*sinks, out));
+  s.Update(StopSinks(&*sinks, out, options.until_end && (*runtime)->finished() && s.ok()));
   kafka::RuntimeCounters c = (*runtime)->counters();
   out << "read " << Thousands(c.records_read) << ", windows emitted " << Thousands(c.windows_emitted)
       << ", dead letters " << Thousands(c.dead_letters) << ", late " << Thousands(c.late_dropped)

@@ -11,6 +11,7 @@
 // tested directly on the sink).
 #include "engine/postgres/postgres_sink.h"
 
+#include <signal.h>
 #include <sys/wait.h>
 
 #include <chrono>
@@ -19,6 +20,8 @@
 #include <map>
 #include <thread>
 
+#include "apps/config.h"
+#include "apps/kafka_commands.h"
 #include "engine/kafka/dev_broker.h"
 #include "engine/kafka/sink_runner.h"
 #include "engine/kafka/topic_reader.h"
@@ -27,6 +30,7 @@
 #include "gtest/gtest.h"
 #include "operators/strings.h"
 #include "tests/aggregate_json.h"
+#include "topology/metrics_pipeline.h"
 #include "tests/postgres_server.h"
 #include "tests/sink_crash_scenario.h"
 #include "tests/spawn.h"
@@ -335,6 +339,79 @@ TEST_F(PostgresSinkTest, RunStartsTheEnabledSink) {
   auto rows = server_->Exec(db_, "SELECT count(*) FROM metrics.metric_aggregates WHERE window_size = '1m-10s'");
   ASSERT_TRUE(rows.ok()) << rows.status();
   EXPECT_GT(std::stoll((*rows)[0][0]), 0) << out;
+  std::filesystem::remove_all(dir);
+}
+
+// Proves `run --until-end` with the Postgres sink enabled applies every result of the
+// bounded run before it exits: the table then holds exactly the aggregate topics' results
+// (a row per result: they are final, each once), none left for a later run.
+TEST_F(PostgresSinkTest, RunUntilEndAppliesEveryResultBeforeExiting) {
+  const std::string dir = StrCat("/tmp/sm-run-until-end-sink-test-", ::getpid());
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  absl::StatusOr<std::unique_ptr<kafka::DevBroker>> broker = kafka::DevBroker::Start(1);
+  ASSERT_TRUE(broker.ok()) << broker.status();
+  const std::string bootstrap = (*broker)->bootstrap_servers();
+  const std::string config = dir + "/run.yaml";
+  {
+    std::ofstream f(config);
+    f << "application: {id: untilend}\n"
+      << "state: {dir: " << dir << "/state}\n"
+      << "kafka: {bootstrap.servers: \"" << bootstrap << "\"}\n"
+      << "sinks: {postgres: {enabled: true, dsn: \"" << server_->Dsn(db_)
+      << "\", flush_interval: 50ms}}\n";
+  }
+  absl::StatusOr<AppConfig> app = LoadConfigFile(config);
+  ASSERT_TRUE(app.ok()) << app.status();
+  absl::StatusOr<Topology> topology = BuildMetricsTopology(app->pipeline);
+  ASSERT_TRUE(topology.ok()) << topology.status();
+  ASSERT_TRUE(CreateDevBrokerTopics(broker->get(), *app, *topology).ok());
+  // 20 minutes old: closed by the end of the run, not by the wall clock.
+  const int64_t start = (std::chrono::duration_cast<std::chrono::milliseconds>(
+                             std::chrono::system_clock::now().time_since_epoch()).count() /
+                         60'000 - 20) * 60'000;
+  const testing::Finished loadgen = testing::RunToEnd(
+      {SM_BINARY, "loadgen", "--bootstrap", bootstrap, "--count", "20000", "--rate", "200",
+       "--start-ms", StrCat(start)},
+      dir + "/loadgen.log");
+  ASSERT_TRUE(loadgen.ok()) << loadgen.output;
+  // Postgres is down until the engine has read its input to the end: the sink can
+  // apply nothing before; then it must apply everything before the run exits.
+  server_->Stop();
+  const std::string log = dir + "/run.log";
+  const pid_t pid = testing::Spawn({SM_BINARY, "run", "--config", config, "--until-end", "--quiet", "true"}, log);
+  ASSERT_GT(pid, 0);
+  int status = -1;
+  bool exited = false;
+  bool restarted = false;
+  for (int i = 0; i < 1'800 && !exited; ++i) {  // 180 s
+    if (!restarted && testing::ReadFile(log).find("applying the last results") != std::string::npos) {
+      ASSERT_TRUE(server_->Start().ok());
+      restarted = true;
+    }
+    exited = waitpid(pid, &status, WNOHANG) == pid;
+    if (!exited) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  if (!restarted) ASSERT_TRUE(server_->Start().ok());
+  if (!exited) {
+    kill(pid, SIGKILL);
+    waitpid(pid, &status, 0);
+  }
+  const std::string out = testing::ReadFile(log);
+  ASSERT_TRUE(exited) << "still running after 180 s:\n" << out;
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << out;
+  EXPECT_TRUE(restarted) << out;
+  size_t results = 0;
+  for (const WindowSpec& w : app->pipeline.windows) {
+    absl::StatusOr<std::vector<OutputRecord>> got =
+        kafka::ReadTopic({{"bootstrap.servers", bootstrap}}, w.topic);
+    ASSERT_TRUE(got.ok()) << got.status();
+    results += got->size();
+  }
+  ASSERT_GT(results, 100u);
+  auto rows = server_->Exec(db_, "SELECT count(*) FROM metrics.metric_aggregates");
+  ASSERT_TRUE(rows.ok()) << rows.status();
+  EXPECT_EQ(std::stoll((*rows)[0][0]), static_cast<long long>(results)) << out;
   std::filesystem::remove_all(dir);
 }
 

@@ -86,7 +86,39 @@ class SinkRunner::Loop {
   bool paused_ = false;
   bool in_callback_ = false;  // inside OnRebalance: no polling there
   absl::Status fatal_;
+  // StopAtEnd: each partition's end offset as the drain began, and where the consumer
+  // last found each partition's end (partition EOF; cleared when it is assigned anew).
+  bool assigned_once_ = false;
+  bool draining_ = false;
+  std::map<TopicPartition, int64_t> drain_ends_;
+  std::map<TopicPartition, int64_t> eof_;
+  // True once every record up to the drain's ends is applied (starts the drain).
+  bool DrainedToEnd();
 };
+
+bool SinkRunner::Loop::DrainedToEnd() {
+  if (!assigned_once_) return false;
+  if (!draining_) {
+    draining_ = true;
+    for (const TopicPartition& tp : assigned_) {
+      int64_t low = 0, high = 0;
+      if (rd_kafka_query_watermark_offsets(consumer_.get(), tp.topic.c_str(), tp.partition, &low,
+                                           &high, 10'000) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        draining_ = false;  // asked again at the next turn
+        return false;
+      }
+      drain_ends_[tp] = high;
+    }
+  }
+  for (const auto& [tp, end] : drain_ends_) {
+    if (!Assigned(tp.topic, tp.partition)) continue;  // moved to another runner
+    auto it = eof_.find(tp);
+    if (it == eof_.end() || it->second < end) return false;
+  }
+  if (pending_.empty()) return true;
+  if (Clock::now() >= next_attempt_) ApplyPending();
+  return pending_.empty();
+}
 
 int64_t SinkRunner::Loop::BackoffMs(int failures) {
   const int64_t cap = std::min<int64_t>(options().retry_max_ms,
@@ -156,6 +188,7 @@ absl::Status SinkRunner::Loop::CheckPositionsWithinTopics(std::span<const SinkPo
 }
 
 absl::Status SinkRunner::Loop::SeekToPositions() {
+  eof_.clear();  // the partitions are read again from the sink's positions
   absl::StatusOr<std::vector<SinkPosition>> positions = sink()->Positions();
   if (!positions.ok()) return positions.status();
   if (positions->empty()) return absl::OkStatus();
@@ -204,6 +237,8 @@ void SinkRunner::Loop::OnRebalance(rd_kafka_resp_err_t err, rd_kafka_topic_parti
       return;
     }
     assigned_ = tps;
+    assigned_once_ = true;
+    for (const TopicPartition& tp : tps) eof_.erase(tp);  // read again from the sink's positions
     paused_ = false;
     Log(LogLevel::kInfo, StrCat(sink()->name(), " sink: took over ", tps.size(), " partition(s)"));
     rd_kafka_assign(rk, parts);
@@ -309,6 +344,7 @@ absl::Status SinkRunner::Loop::Run() {
   Properties props;
   if (dlq_->OnDevBroker(5'000)) props = DevBrokerConsumerDefaults();
   for (const auto& p : options().kafka) props.push_back(p);
+  props.emplace_back("enable.partition.eof", "true");  // StopAtEnd's ends
   {
     std::lock_guard<std::mutex> lock(r_->mu_);
     r_->consumer_properties_ = props;
@@ -319,6 +355,10 @@ absl::Status SinkRunner::Loop::Run() {
   consumer_ = *std::move(consumer);
   SetHealth(SinkHealth::kHealthy);
   while (!r_->stop_.load() && fatal_.ok()) {
+    if (r_->stop_at_end_.load() && DrainedToEnd()) {
+      Log(LogLevel::kInfo, StrCat(sink()->name(), " sink: applied everything up to the end; stopping"));
+      break;
+    }
     const bool due = !pending_.empty() &&
                      (pending_.size() >= options().batch_size ||
                       Clock::now() - batch_started_ >= std::chrono::milliseconds(options().flush_interval_ms));
@@ -336,6 +376,8 @@ absl::Status SinkRunner::Loop::Run() {
         if (m->key != nullptr) o.key.assign(static_cast<const char*>(m->key), m->key_len);
         if (m->payload != nullptr) o.value.assign(static_cast<const char*>(m->payload), m->len);
       }
+    } else if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+      if (m->rkt != nullptr) eof_[TopicPartition{rd_kafka_topic_name(m->rkt), m->partition}] = m->offset;
     } else if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
       LogEvery("sink-consume", 10'000, LogLevel::kWarning,
                StrCat(sink()->name(), " sink: consume: ", rd_kafka_message_errstr(m)));
@@ -377,6 +419,8 @@ void SinkRunner::Start() {
 }
 
 void SinkRunner::Stop() { stop_.store(true); }
+
+void SinkRunner::StopAtEnd() { stop_at_end_.store(true); }
 
 absl::Status SinkRunner::Join() {
   if (thread_.joinable()) thread_.join();

@@ -63,6 +63,10 @@ class SinkRunner {
   void Start();
   // Applies what it holds (one try), leaves the group and ends the thread.
   void Stop();
+  // Applies every record of its partitions up to their ends as of the call (high
+  // watermarks; once assigned, if not yet), retrying as usual while the sink is down,
+  // then stops as Stop() does: `run --until-end`'s sinks. Stop() still stops at once.
+  void StopAtEnd();
   absl::Status Join();
   SinkRunnerCounters counters() const;
   // What the runner's consumer was created with (empty before): on the dev broker its
@@ -76,6 +80,7 @@ class SinkRunner {
   std::unique_ptr<Sink> sink_;
   SinkRunnerOptions options_;
   std::atomic<bool> stop_{false};
+  std::atomic<bool> stop_at_end_{false};
   std::thread thread_;
   mutable std::mutex mu_;
   SinkRunnerCounters counters_;  // guarded by mu_
