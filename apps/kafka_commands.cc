@@ -84,10 +84,13 @@ kafka::Properties KafkaProperties(const AppConfig& config, const std::string& bo
 // it produces at the engine's pace (held_back() says so) and does not burst to catch up.
 class LoadGenerator {
  public:
+  // Produces nothing before `reading()` (the engine has tasks): until its group has
+  // formed — seconds, at times — the dev broker would drop what a crowded partition
+  // held beyond its 5 MiB before anything read it.
   LoadGenerator(kafka::Producer* producer, std::string topic, double rate,
-                std::function<uint64_t()> read, uint64_t max_ahead)
+                std::function<uint64_t()> read, uint64_t max_ahead, std::function<bool()> reading)
       : producer_(producer), topic_(std::move(topic)), rate_(rate), read_(std::move(read)),
-        max_ahead_(max_ahead) {}
+        max_ahead_(max_ahead), reading_(std::move(reading)) {}
   ~LoadGenerator() { Stop(); }
   void Start() {
     thread_ = std::thread([this] { Run(); });
@@ -114,6 +117,11 @@ class LoadGenerator {
     auto last = Clock::now();
     while (!stop_) {
       const auto now = Clock::now();
+      if (!reading_()) {
+        last = now;
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        continue;
+      }
       tokens = std::min(burst, tokens + std::chrono::duration<double>(now - last).count() * rate_);
       last = now;
       uint64_t n = produced_.load();
@@ -141,6 +149,7 @@ class LoadGenerator {
   double rate_;
   std::function<uint64_t()> read_;
   uint64_t max_ahead_;
+  std::function<bool()> reading_;
   std::atomic<bool> stop_{false};
   std::atomic<uint64_t> produced_{0};
   std::atomic<uint64_t> held_back_{0};
@@ -434,7 +443,8 @@ absl::Status RunKafka(const AppConfig& config, const RunCommandOptions& options,
     kafka::Runtime* rt = runtime->get();
     load = std::make_unique<LoadGenerator>(
         load_producer.get(), config.pipeline.input_topic, options.load_rate,
-        [rt] { return rt->counters().committed_input; }, 60'000);
+        [rt] { return rt->counters().committed_input; }, 60'000,
+        [rt] { return rt->counters().tasks > 0; });
     load->Start();
     out << "load generator: " << Thousands(static_cast<uint64_t>(options.load_rate))
         << " events/s, event time = wall clock\n";
