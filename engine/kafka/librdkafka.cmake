@@ -1,7 +1,13 @@
 # librdkafka 2.15.1, built from source as a static library inside this build: target
 # sm_rdkafka, linked by sm_kafka only. The source comes from scripts/librdkafka.sh (npm
 # package @confluentinc/kafka-javascript 1.10.1, checked against a pinned sha512), which
-# scripts/setup.sh runs; README.md, "Layout", says why not Debian's 2.0.2.
+# scripts/setup.sh runs. Not Debian 12's 2.0.2, which has bugs the engine hits: seek
+# waits microseconds for the milliseconds passed (#4230), watermark queries never time out
+# (#4460), metadata is asked of old leaders for 5 minutes (#4225), cooperative consumers
+# hang on close (#4527), the cooperative-sticky assignor loops (#4800), the idempotent
+# producer fails fatally after a disconnect (#4438), a cooperative-sticky consumer
+# destroyed before its first assignment asserts (#4312); and it lacks
+# fetch.queue.backoff.ms (2.2.0).
 #
 # That package's copy of librdkafka has the mklove build (configure + make) but not the
 # packaging/ directory its CMakeLists.txt needs, so the build is an ExternalProject running
