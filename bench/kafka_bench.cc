@@ -32,6 +32,11 @@
 //                           [--guarantee eos|alos|both (both)]
 //                           [--drain-events N (0: skip)] [--drain-partitions P]
 //                           [--drain-runs R (3)] [--repartition off|on|both (both)]
+//                           [--broker dev|kafka (dev)]
+//
+// --broker kafka runs all of it against Apache Kafka's own broker (one KRaft node started
+// by scripts/kafka.sh; `scripts/setup.sh --kafka` fetches its jars), a JVM sharing the 2
+// cores: no retention bound, so drains of any size are valid there.
 //
 // SM_BENCH_PROPS=k=v,k=v adds librdkafka properties to the engine's clients.
 #include <algorithm>
@@ -57,17 +62,60 @@
 #include "absl/container/flat_hash_map.h"
 #include "apps/event_generator.h"
 #include "bench/event_pool.h"
+#include "engine/kafka/admin.h"
 #include "engine/kafka/dev_broker.h"
 #include "engine/kafka/producer.h"
 #include "engine/kafka/runtime.h"
 #include "engine/kafka/topic_reader.h"
 #include "engine/log.h"
+#include "tests/real_kafka.h"
 #include "topology/metrics_pipeline.h"
 
 namespace streammetrics::kafka {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+// The broker the bench runs against: the dev broker in this process (--broker dev, the
+// default), or Apache Kafka's own, one KRaft node started by scripts/kafka.sh from the
+// jars `scripts/setup.sh --kafka` fetched (--broker kafka; a JVM on the same 2 cores).
+class BenchBroker {
+ public:
+  static absl::StatusOr<std::unique_ptr<BenchBroker>> Start(const std::string& kind) {
+    auto b = std::unique_ptr<BenchBroker>(new BenchBroker());
+    if (kind == "kafka") {
+      absl::StatusOr<std::unique_ptr<testing::RealKafka>> k = testing::RealKafka::Start(1);
+      if (!k.ok()) return k.status();
+      b->real_ = *std::move(k);
+      b->bootstrap_ = b->real_->bootstrap_servers();
+    } else {
+      absl::StatusOr<std::unique_ptr<DevBroker>> d = DevBroker::Start(3);
+      if (!d.ok()) return d.status();
+      b->dev_ = *std::move(d);
+      b->bootstrap_ = b->dev_->bootstrap_servers();
+    }
+    for (const char* t : {"metrics-events", "metrics-aggregated-1m", "metrics-aggregated-5m",
+                          "metrics-aggregated-1m-10s", "metrics-dead-letter"}) {
+      const int partitions = DevBroker::ReferencePartitions(t);
+      if (absl::Status s = b->CreateTopic(t, partitions); !s.ok()) return s;
+    }
+    return b;
+  }
+  absl::Status CreateTopic(const std::string& name, int partitions) {
+    if (dev_ != nullptr) return dev_->CreateTopic(name, partitions);
+    return CreateTopics({{"bootstrap.servers", bootstrap_}},
+                        {{.name = name, .partitions = partitions}});
+  }
+  const std::string& bootstrap_servers() const { return bootstrap_; }
+  // The dev broker, for RuntimeOptions::embedded_broker; nullptr on Kafka.
+  DevBroker* dev() const { return dev_.get(); }
+
+ private:
+  BenchBroker() = default;
+  std::unique_ptr<DevBroker> dev_;
+  std::unique_ptr<testing::RealKafka> real_;
+  std::string bootstrap_;
+};
 
 int64_t NowMs() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -112,6 +160,7 @@ struct Args {
   // (the rebalance as the second stream thread joins, the VM); medians are compared.
   int drain_runs = 3;
   std::string repartition = "both";  // off | on | both: the drains' paths
+  std::string broker = "dev";        // dev | kafka
 };
 
 Properties EngineProps(const Properties& base) {
@@ -157,7 +206,7 @@ struct Engine {
 // no runtime on failure.
 // With `settle` false: `input` exists (any partition count), and the runtime is returned
 // as soon as it started.
-Engine StartEngine(DevBroker* broker, const Properties& props,
+Engine StartEngine(BenchBroker* broker, const Properties& props,
                                      const std::string& name, const std::string& input,
                                      ProcessingGuarantee g, const Args& args, bool settle = true,
                                      InputKeying keying = InputKeying::kByService, bool until_end = false) {
@@ -179,7 +228,7 @@ Engine StartEngine(DevBroker* broker, const Properties& props,
   o.commit_interval_ms = args.commit_ms;
   o.state_dir = "/tmp/sm-kafka-bench-" + name;
   std::system(("rm -rf " + o.state_dir).c_str());
-  o.embedded_broker = broker;
+  o.embedded_broker = broker->dev();
   o.until_end = until_end;
   auto rt = Runtime::Create(*e.topology, o);
   if (!rt.ok() || !(*rt)->Start().ok()) return e;
@@ -251,7 +300,7 @@ absl::StatusOr<std::unique_ptr<Producer>> FeederProducer(const Properties& props
 
 // What the sustained runs' feeder alone achieves: 1,000,000 pool events produced to a
 // topic nothing reads (its retention does not matter), Send to the last delivery.
-double FeederRate(DevBroker* broker, const Properties& props, const Args& args,
+double FeederRate(BenchBroker* broker, const Properties& props, const Args& args,
                   double* process_us) {
   const std::string topic = "bench-feeder";
   if (!broker->CreateTopic(topic, 6).ok()) return -1;
@@ -315,7 +364,7 @@ double Sustained(const Properties& props, const std::string& input, const Args& 
 }
 
 // The engine's sustained rate: input records committed per second.
-double EngineSustained(DevBroker* broker, const Properties& props, ProcessingGuarantee g,
+double EngineSustained(BenchBroker* broker, const Properties& props, ProcessingGuarantee g,
                        const Args& args, RuntimeCounters* out, CpuPerEvent* cpu) {
   const std::string name = g == ProcessingGuarantee::kExactlyOnceV2 ? "eos" : "alos";
   const std::string input = "bench-input-" + name;
@@ -335,7 +384,7 @@ double EngineSustained(DevBroker* broker, const Properties& props, ProcessingGua
 }
 
 // A plain consumer's sustained rate under the same load: records consumed per second.
-double PlainSustained(DevBroker* broker, const Properties& props, const Args& args,
+double PlainSustained(BenchBroker* broker, const Properties& props, const Args& args,
                       CpuPerEvent* cpu) {
   const std::string input = "bench-input-plain";
   if (!broker->CreateTopic(input, 6).ok()) return -1;
@@ -392,7 +441,7 @@ double PlainConsumerRate(const Properties& props, const std::string& topic, int6
 
 // Fills `topic` (`partitions` partitions, created here) with `events` pool events, lz4;
 // false on failure.
-bool FillTopic(DevBroker* broker, const Properties& props, const Args& args,
+bool FillTopic(BenchBroker* broker, const Properties& props, const Args& args,
                const std::string& topic, int partitions, int64_t events) {
   if (!broker->CreateTopic(topic, partitions).ok()) return false;
   auto producer = FeederProducer(props, args);
@@ -429,7 +478,7 @@ bool FillTopic(DevBroker* broker, const Properties& props, const Args& args,
 // not finish in 120 s or committed fewer input records than `events` (the dev broker's
 // retention dropped some).
 // `run` names the consumer group, so each run starts from the beginning.
-double EngineDrain(DevBroker* broker, const Properties& props, ProcessingGuarantee g,
+double EngineDrain(BenchBroker* broker, const Properties& props, ProcessingGuarantee g,
                    const Args& args, const std::string& topic, int64_t events, int run,
                    bool repartition, RuntimeCounters* out, CpuPerEvent* cpu,
                    RuntimeCounters* during) {
@@ -484,7 +533,7 @@ double EngineDrain(DevBroker* broker, const Properties& props, ProcessingGuarant
 // Latency of the 1m-10s results (ms): visible minus window end + grace.
 // `cores`: the whole process's CPU over the measurement, in cores (of 2 here): a harness
 // that loads the machine inflates every round trip to the dev broker and so the latency.
-std::vector<double> Latencies(DevBroker* broker, const Properties& props, ProcessingGuarantee g,
+std::vector<double> Latencies(BenchBroker* broker, const Properties& props, ProcessingGuarantee g,
                               const Args& args, double* cores) {
   const std::string name = g == ProcessingGuarantee::kExactlyOnceV2 ? "lat-eos" : "lat-alos";
   const std::string input = "bench-input-" + name;
@@ -577,6 +626,13 @@ int Main(int argc, char** argv) {
         return 2;
       }
     }
+    else if (flag == "--broker") {
+      args.broker = argv[i + 1];
+      if (args.broker != "dev" && args.broker != "kafka") {
+        std::fprintf(stderr, "--broker: dev or kafka, not %s\n", argv[i + 1]);
+        return 2;
+      }
+    }
     else if (flag == "--seconds") args.seconds = v;
     else if (flag == "--threads") args.threads = static_cast<int>(v);
     else if (flag == "--backlog") args.backlog = static_cast<int64_t>(v);
@@ -592,9 +648,10 @@ int Main(int argc, char** argv) {
   const char* log = std::getenv("SM_BENCH_LOG");
   SetMinLogLevel(log != nullptr && std::string_view(log) == "info" ? LogLevel::kInfo
                                                                    : LogLevel::kWarning);
-  auto broker = DevBroker::Start(3);
-  if (!broker.ok() || !(*broker)->CreateReferenceTopics().ok()) {
-    std::fprintf(stderr, "dev broker failed\n");
+  auto broker = BenchBroker::Start(args.broker);
+  if (!broker.ok()) {
+    std::fprintf(stderr, "%s broker failed: %s\n", args.broker.c_str(),
+                 broker.status().ToString().c_str());
     return 1;
   }
   const Properties props = {{"bootstrap.servers", (*broker)->bootstrap_servers()}};

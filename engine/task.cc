@@ -352,12 +352,7 @@ absl::Status Task::Process(const SourceRecord& record) {
   absl::Status s = it->second.node->ProcessSource(record);
   current_ = nullptr;
   if (!s.ok()) return s;
-  if (watermarked_ && stream_time_ > notified_watermark_) {
-    notified_watermark_ = stream_time_;
-    for (auto& p : processors_) {
-      if (absl::Status w = p->OnWatermark(stream_time_); !w.ok()) return w;
-    }
-  }
+  if (absl::Status w = NotifyWatermark(); !w.ok()) return w;
   // No stream time yet (nothing with an event time forwarded): nothing to anchor on.
   if (stream_time_ != INT64_MIN && stream_time_ >= next_stream_punctuation_) {
     return RunPunctuators(PunctuationType::kStreamTime, stream_time_);
@@ -367,6 +362,20 @@ absl::Status Task::Process(const SourceRecord& record) {
 
 void Task::ObserveEventTime(int64_t timestamp_ms) {
   if (timestamp_ms > stream_time_) stream_time_ = timestamp_ms;
+}
+
+absl::Status Task::AdvanceStreamTime(int64_t timestamp_ms) {
+  ObserveEventTime(timestamp_ms);
+  return NotifyWatermark();
+}
+
+absl::Status Task::NotifyWatermark() {
+  if (!watermarked_ || stream_time_ <= notified_watermark_) return absl::OkStatus();
+  notified_watermark_ = stream_time_;
+  for (auto& p : processors_) {
+    if (absl::Status w = p->OnWatermark(stream_time_); !w.ok()) return w;
+  }
+  return absl::OkStatus();
 }
 
 absl::Status Task::RunPunctuators(PunctuationType type, int64_t now) {
@@ -480,13 +489,16 @@ CommitMarker Task::NextMarker() const {
   if (last_commit_.has_value()) marker.offsets = last_commit_->offsets;
   for (const auto& [topic, source] : sources_) {
     if (source.next_offset < 0) continue;
+    // Records a source still holds are read again after a restart.
+    const int64_t held = source.node->HeldFrom();
+    const int64_t next = held >= 0 ? std::min(held, source.next_offset) : source.next_offset;
     auto it = std::find_if(marker.offsets.begin(), marker.offsets.end(), [&](const InputOffset& o) {
       return o.topic == topic && o.partition == source.partition;
     });
     if (it != marker.offsets.end()) {
-      it->next_offset = source.next_offset;
+      it->next_offset = next;
     } else {
-      marker.offsets.push_back(InputOffset{std::string(topic), source.partition, source.next_offset});
+      marker.offsets.push_back(InputOffset{std::string(topic), source.partition, next});
     }
   }
   std::sort(marker.offsets.begin(), marker.offsets.end(),

@@ -40,6 +40,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "operators/strings.h"
@@ -203,12 +204,16 @@ class Task final : public ProcessorContext {
                        std::string_view value, int64_t timestamp_ms) override;
   int64_t stream_time_ms() const override { return stream_time_; }
   void ObserveEventTime(int64_t timestamp_ms) override;
+  absl::Status AdvanceStreamTime(int64_t timestamp_ms) override;
   int64_t wall_clock_ms() const override { return config_.wall_clock(); }
   // Outside Process() (a punctuator, Flush, EndOfInput) there is no input record: an empty
   // one with offset -1 stands in, so a dead letter sent from there carries no bytes but
   // still reaches the dead-letter topic with its reason and error.
   const SourceRecord& source_record() const override {
     return current_ != nullptr ? *current_ : kNoRecord;
+  }
+  const SourceRecord* ReplaceSourceRecord(const SourceRecord* record) override {
+    return std::exchange(current_, record);
   }
   StateStore* GetStateStore(std::string_view name) override;
   void DeadLetter(DeadLetterReason reason, std::string_view error) override;
@@ -263,6 +268,8 @@ class Task final : public ProcessorContext {
   CommitMarker NextMarker() const;
   absl::Status CheckRunning() const;
   absl::Status RunPunctuators(PunctuationType type, int64_t now);
+  // Behind a repartition: every processor hears of a stream time not yet told (OnWatermark).
+  absl::Status NotifyWatermark();
 
   TaskConfig config_;
   RecordCollector* collector_;

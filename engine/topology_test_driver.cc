@@ -55,6 +55,7 @@ absl::StatusOr<std::unique_ptr<TopologyTestDriver>> TopologyTestDriver::Create(
   for (int sub = 0; sub < subtopologies; ++sub) {
   TaskConfig config;
   config.subtopology = sub;
+  config.input_partitions = options.input_partitions;
   config.application_id = options.application_id;
   config.dead_letter_topic = options.dead_letter_topic;
   config.dead_letter_max_bytes = options.dead_letter_max_bytes;

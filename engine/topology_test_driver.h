@@ -54,6 +54,9 @@ class TopologyTestDriver {
     std::shared_ptr<CacheBudget> cache_budget;
     // RocksDB's shared memory (TaskConfig::rocksdb); null: RocksDbBudget's defaults.
     std::shared_ptr<RocksDbResources> rocksdb;
+    // TaskConfig::input_partitions: the upstream partitions a repartition source merges
+    // (records piped to a repartition topic may name any of them).
+    int32_t input_partitions = 1;
   };
 
   static absl::StatusOr<std::unique_ptr<TopologyTestDriver>> Create(const Topology& topology,

@@ -72,6 +72,10 @@ struct TaskCounters {
   uint64_t late_window_updates = 0; // (record, window definition) pairs skipped as late
   uint64_t windows_emitted = 0;
   uint64_t records_sent = 0;
+  // Behind a repartition: records the ordered merge released before their turn because
+  // its buffer was full (operators/repartition.h); results that include them may depend
+  // on how the upstream partitions interleaved.
+  uint64_t merge_overflows = 0;
 
   uint64_t dead_letters_total() const {
     uint64_t n = 0;
@@ -102,12 +106,22 @@ class ProcessorContext {
   virtual int64_t stream_time_ms() const = 0;
   // Sources report each forwarded record's event time here.
   virtual void ObserveEventTime(int64_t timestamp_ms) = 0;
+  // Watermarked tasks (below): stream time moves to `timestamp_ms` (if later) and every
+  // processor hears of it (OnWatermark) now, before the source forwards the next record.
+  virtual absl::Status AdvanceStreamTime(int64_t timestamp_ms) {
+    ObserveEventTime(timestamp_ms);
+    return absl::OkStatus();
+  }
   // The task's wall clock (mockable in tests).
   virtual int64_t wall_clock_ms() const = 0;
 
   // The input record being processed. Outside Process() (punctuators, Flush, EndOfInput)
   // an empty record with offset -1.
   virtual const SourceRecord& source_record() const = 0;
+  // A source that holds records and forwards them later (the repartition merge) makes
+  // the held record the current one while it forwards it (dead letters carry it), and
+  // puts the previous one, returned, back afterwards.
+  virtual const SourceRecord* ReplaceSourceRecord(const SourceRecord* record) = 0;
 
   // A store registered in the topology for this processor; nullptr if unknown.
   virtual StateStore* GetStateStore(std::string_view name) = 0;
@@ -187,6 +201,10 @@ class ProcessorBase {
 class RawSource : public virtual ProcessorBase {
  public:
   virtual absl::Status ProcessSource(const SourceRecord& record) = 0;
+  // The offset of the first input record the source holds without having forwarded it,
+  // or -1: a commit records the task's input position no further, so the records held
+  // are read again after a restart.
+  virtual int64_t HeldFrom() const { return -1; }
 };
 
 // A processor of records whose value type is In.

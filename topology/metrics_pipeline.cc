@@ -57,8 +57,9 @@ absl::StatusOr<Topology> BuildMetricsTopology(const PipelineConfig& config) {
     case InputKeying::kAny:
       // Partitions that read nothing stop holding the others back after the idle period
       // (operators/repartition.h); with idle close disabled, after its default.
-      events = events.RepartitionByService("by-service",
-                                           config.idle_close_ms > 0 ? config.idle_close_ms : 30'000);
+      events = events.RepartitionByService(
+          "by-service", config.idle_close_ms > 0 ? config.idle_close_ms : 30'000,
+          config.idle_close_ms);
       break;
     case InputKeying::kByService:
       events = events.CheckKeyIsService("key-check");

@@ -255,9 +255,12 @@ KGroupedStream AddGroupBy(StreamsBuilder* b, size_t parent,
 }
 
 KStream<MetricEvent> AddRepartition(StreamsBuilder* b, size_t parent, std::string name,
-                                    int64_t idle_ms) {
+                                    int64_t idle_ms, int64_t idle_close_ms) {
   if (name.empty()) b->Fail(absl::InvalidArgumentError("repartition: a name is needed"));
   if (idle_ms < 0) b->Fail(absl::InvalidArgumentError("repartition: idle must be >= 0"));
+  if (idle_close_ms < 0) {
+    b->Fail(absl::InvalidArgumentError("repartition: idle close must be >= 0"));
+  }
   const std::string suffix = StrCat(name, "-repartition");
   const std::string store_name = StrCat(name, "-repartition-state");
   b->AddStore(StoreDef{store_name, StoreKind::kKeyValue, StoreType::kInMemory});
@@ -275,14 +278,19 @@ KStream<MetricEvent> AddRepartition(StreamsBuilder* b, size_t parent, std::strin
   sink.connect = &KStream<MetricEvent>::Connect;
   b->AddNode(std::move(sink), parent);
 
+  // The downstream end's positions in its ordered merge of the upstream partitions.
+  const std::string merge_store = StrCat(name, "-repartition-merge");
+  b->AddStore(StoreDef{merge_store, StoreKind::kKeyValue, StoreType::kInMemory});
   NodeDef source;
   source.kind = "source";
   source.name = b->NextName("source", StrCat(name, "-repartition-source"));
   source.topic = suffix;
   source.internal = true;
-  source.detail = StrCat("topic: <application.id>-", suffix, ", stream time: upstream watermark");
-  source.factory = []() -> std::unique_ptr<ProcessorBase> {
-    return std::make_unique<RepartitionSourceProcessor>();
+  source.detail = StrCat("topic: <application.id>-", suffix,
+                         ", upstream partitions merged in stream-time order");
+  source.stores = {merge_store};
+  source.factory = [merge_store, idle_ms, idle_close_ms]() -> std::unique_ptr<ProcessorBase> {
+    return std::make_unique<RepartitionSourceProcessor>(merge_store, idle_ms, idle_close_ms);
   };
   source.subtopology = b->NextSubtopology();
   return KStream<MetricEvent>(b, b->AddNode(std::move(source), SIZE_MAX));

@@ -194,8 +194,12 @@ class KStream {
   // `<application.id>-<name>-repartition` (operators/repartition.h): what follows is a new
   // sub-topology whose tasks see every event of a service, whatever partition it was
   // produced to. `idle_ms`: wall-clock silence after which a partition stops holding the
-  // downstream stream time back.
-  KStream<V> RepartitionByService(std::string name, int64_t idle_ms = 30'000)
+  // downstream stream time back (and the downstream task, silent that long, forwards the
+  // events its merge holds). `idle_close_ms`: the aggregate's idle close — after that
+  // much silence of live input the downstream stream time follows the wall clock; 0:
+  // never.
+  KStream<V> RepartitionByService(std::string name, int64_t idle_ms = 30'000,
+                                  int64_t idle_close_ms = 0)
     requires std::same_as<V, MetricEvent>;
   // For input keyed by serviceId (no repartition): dead-letters a record whose key is not
   // its serviceId (reason key_mismatch).
@@ -272,7 +276,7 @@ KStream<MetricEvent> AddDedupe(StreamsBuilder* b, size_t parent, DedupeOptions o
 KGroupedStream AddGroupBy(StreamsBuilder* b, size_t parent,
                           const std::vector<std::string>& dimensions);
 KStream<MetricEvent> AddRepartition(StreamsBuilder* b, size_t parent, std::string name,
-                                    int64_t idle_ms);
+                                    int64_t idle_ms, int64_t idle_close_ms);
 KStream<MetricEvent> AddKeyCheck(StreamsBuilder* b, size_t parent, std::string name);
 void AddWindowTopicSinks(StreamsBuilder* b, size_t parent);
 }  // namespace topology_internal
@@ -306,10 +310,12 @@ KGroupedStream KStream<V>::GroupBy(const std::vector<std::string>& dimensions)
 }
 
 template <typename V>
-KStream<V> KStream<V>::RepartitionByService(std::string name, int64_t idle_ms)
+KStream<V> KStream<V>::RepartitionByService(std::string name, int64_t idle_ms,
+                                            int64_t idle_close_ms)
   requires std::same_as<V, MetricEvent>
 {
-  return topology_internal::AddRepartition(builder_, node_, std::move(name), idle_ms);
+  return topology_internal::AddRepartition(builder_, node_, std::move(name), idle_ms,
+                                           idle_close_ms);
 }
 
 template <typename V>
