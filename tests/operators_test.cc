@@ -209,7 +209,9 @@ TEST(Dimensions, GroupKeysRoundTripAndPreserveOrder) {
   ASSERT_TRUE(DecodeGroupKey(k, 2, &values));
   EXPECT_EQ(values[0], with_nul);
   EXPECT_EQ(values[1], "x");
-  ASSERT_TRUE(DecodeGroupKey(key("svc", std::nullopt), 2, &values));
+  // The views point into the key: it must outlive them.
+  const std::string no_tag = key("svc", std::nullopt);
+  ASSERT_TRUE(DecodeGroupKey(no_tag, 2, &values));
   EXPECT_EQ(values[0], "svc");
   EXPECT_EQ(values[1], "");
   EXPECT_FALSE(DecodeGroupKey(key("svc", "x"), 3, &values));
