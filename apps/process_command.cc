@@ -226,8 +226,13 @@ std::string FormatProcessSummary(const ProcessResult& r) {
             " window updates skipped\n");
   StrAppend(&out, "dead-lettered:    ", c.dead_letters_total());
   for (int i = 0; i < kDeadLetterReasonCount; ++i) {
-    // Offline input is never key-checked (one task reads all of it).
-    if (static_cast<DeadLetterReason>(i) == DeadLetterReason::kKeyMismatch && c.dead_letters[i] == 0) continue;
+    // Offline input is never key-checked (one task reads all of it); stream skew is rare:
+    // both are shown when they happened.
+    const auto reason = static_cast<DeadLetterReason>(i);
+    if ((reason == DeadLetterReason::kKeyMismatch || reason == DeadLetterReason::kStreamSkew) &&
+        c.dead_letters[i] == 0) {
+      continue;
+    }
     StrAppend(&out, i == 0 ? " (" : ", ", DeadLetterReasonName(static_cast<DeadLetterReason>(i)),
               " ", c.dead_letters[i]);
   }

@@ -120,6 +120,27 @@ TEST(Validate, TimestampBoundsAgainstTheClock) {
             StrCat("timestamp: ", kT0 - 60'001, " is more than 60000 ms old (clock ", kT0, ")"));
 }
 
+TEST(Validate, TimestampsOutsideTheDomainAndRulesNearInt64DoNotOverflow) {
+  MetricEvent e = ValidEvent();
+  for (int64_t ts : {INT64_MIN, INT64_MAX, kMaxEventTimeMs + 1, -kMaxEventTimeMs - 1}) {
+    e.timestamp_ms = ts;
+    EXPECT_EQ(Validate(e), StrCat("timestamp: ", ts,
+                                  " is outside [-9999999999999999, 9999999999999999]"));
+  }
+  // Rules of any length: a sum with the clock would overflow; differences do not.
+  ValidationRules rules;
+  rules.max_future_skew_ms = INT64_MAX;
+  rules.max_age_ms = INT64_MAX;
+  for (int64_t ts : {-kMaxEventTimeMs, int64_t{0}, kT0, kMaxEventTimeMs}) {
+    e.timestamp_ms = ts;
+    EXPECT_EQ(Validate(e, rules), "ok") << ts;
+  }
+  rules.max_future_skew_ms = 0;
+  e.timestamp_ms = kT0 + 1;
+  EXPECT_EQ(Validate(e, rules),
+            StrCat("timestamp: ", kT0 + 1, " is more than 0 ms ahead of the clock (", kT0, ")"));
+}
+
 TEST(Validate, LengthsFitThePostgresColumns) {
   MetricEvent e = ValidEvent();
   std::string long_service(101, 's');
@@ -249,10 +270,21 @@ TEST(Windows, ArithmeticAroundZeroAndNegativeTimes) {
 
 TEST(Windows, InvalidSpecsAreNamed) {
   auto err = [](const WindowSpec& w) { return std::string(Message(ValidateWindowSpec(w))); };
-  EXPECT_EQ(err(WindowSpec::Tumbling("x", 0)), "window 'x': size must be > 0");
+  EXPECT_EQ(err(WindowSpec::Tumbling("x", 0)), "window 'x': size must be in [1ms, 36500d]");
+  EXPECT_EQ(err(WindowSpec::Tumbling("x", kMaxDurationMs + 1)),
+            "window 'x': size must be in [1ms, 36500d]");
+  EXPECT_TRUE(ValidateWindowSpec(WindowSpec::Tumbling("x", kMaxDurationMs, kMaxDurationMs)).ok());
+  EXPECT_EQ(err(WindowSpec::Hopping("x", 86'400'000, 1)),
+            "window 'x': size / advance must be <= 10000 (the windows each record is in), got "
+            "86400000");
+  EXPECT_TRUE(ValidateWindowSpec(WindowSpec::Hopping("x", 10'000, 1)).ok());
+  EXPECT_EQ(err(WindowSpec::Tumbling("x", 60, INT64_MAX)), "window 'x': grace must be in [0, 36500d]");
   EXPECT_EQ(err(WindowSpec::Hopping("x", 60, 70)), "window 'x': advance must be <= size");
   EXPECT_EQ(err(WindowSpec::Hopping("x", 60, 25)), "window 'x': size must be a multiple of advance");
-  EXPECT_EQ(err(WindowSpec::Tumbling("x", 60, -1)), "window 'x': grace must be >= 0");
+  EXPECT_EQ(err(WindowSpec::Tumbling("x", 60, -1)), "window 'x': grace must be in [0, 36500d]");
+  std::vector<WindowSpec> many;
+  for (int i = 0; i < 33; ++i) many.push_back(WindowSpec::Tumbling(StrCat("w", i), 60));
+  EXPECT_EQ(std::string(Message(ValidateWindowSpecs(many))), "windows: at most 32, got 33");
   EXPECT_EQ(std::string(Message(ValidateWindowSpecs(
                 {WindowSpec::Tumbling("x", 60), WindowSpec::Tumbling("x", 120)}))),
             "window 'x' defined twice");
