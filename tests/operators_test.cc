@@ -849,6 +849,30 @@ TEST_F(DedupeTest, CommitWritesOneBlockOfNewIdsAndDropsExpiredBlocks) {
   EXPECT_EQ(entry(0), (std::pair{StableHash128("c"), kT0 + 61'000}));
 }
 
+// A wild timestamp does not move dedupe's stream time (it would expire every id, and keep
+// every later one until stream time caught up): the window operator's rule, two records in
+// a row that far ahead and close together move it.
+TEST_F(DedupeTest, ARecordFarAheadDoesNotMoveStreamTimeUnlessTheNextConfirmsIt) {
+  Build({.within_ms = 60'000, .max_stream_skew_ms = 3'600'000});
+  Pipe("a", kT0);
+  Pipe("wild", 253'402'300'799'000);  // year 9999: passed on, stream time stays
+  Pipe("a", kT0 + 1'000);             // still a duplicate: a did not expire
+  Pipe("b", kT0 + 2'000);
+  EXPECT_THAT(Ids(), ::testing::ElementsAre("a", "wild", "b"));
+  EXPECT_EQ(driver_->counters().duplicates_dropped, 1u);
+  // Two records in a row a day ahead, within the skew of each other: the stream moved.
+  Pipe("c", kT0 + 86'400'000);
+  Pipe("a", kT0 + 86'400'000 + 1'000);  // a expired: the stream time moved
+  EXPECT_THAT(Ids(), ::testing::ElementsAre("c", "a"));
+  ASSERT_TRUE(driver_->Commit().ok());
+  auto* store = dynamic_cast<KeyValueStore*>(driver_->GetStateStore("dd-store"));
+  ASSERT_NE(store, nullptr);
+  std::string meta;
+  ASSERT_TRUE(*store->Get("meta", &meta));
+  ASSERT_EQ(meta.size(), 25u);  // version 2: u8, i64 stream time, u64 next block, i64 pending
+  EXPECT_EQ(meta[0], 2);
+}
+
 // Proves a commit with more new ids than block_ids writes several blocks (each a
 // changelog record of bounded size), the meta entry counts them all, and each block is
 // deleted as its own ids expire.
@@ -876,7 +900,7 @@ TEST_F(DedupeTest, ACommitWithManyNewIdsWritesSeveralBlocks) {
   std::string meta;
   ASSERT_TRUE(*store->Get("meta", &meta));
   uint64_t next_block = 0;
-  ASSERT_EQ(meta.size(), 17u);  // u8 version, i64 stream time, u64 next block
+  ASSERT_EQ(meta.size(), 25u);  // u8 version, i64 stream time, u64 next block, i64 pending
   std::memcpy(&next_block, meta.data() + 9, 8);
   EXPECT_EQ(next_block, 2u);
   Pipe("d", kT0 + 61'000);  // a and b expire, c does not

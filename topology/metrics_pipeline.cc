@@ -94,7 +94,11 @@ absl::StatusOr<Topology> BuildMetricsTopology(const PipelineConfig& config) {
       break;
   }
   if (config.enrich_enabled) events = events.Enrich(config.enrich, "enrich");
-  if (config.dedupe_enabled) events = events.Dedupe(config.dedupe, "dedupe", config.store);
+  if (config.dedupe_enabled) {
+    DedupeOptions dedupe = config.dedupe;
+    dedupe.max_stream_skew_ms = config.max_stream_skew_ms;  // moves with the windows' time
+    events = events.Dedupe(dedupe, "dedupe", config.store);
+  }
 
   AggregateOptions options;
   absl::StatusOr<std::vector<QuantileSpec>> quantiles = MakeQuantileSpecs(config.quantiles);
