@@ -358,6 +358,12 @@ TEST(ConfigDocument, AQuotedValueMustCloseOnItsLine) {
   EXPECT_EQ(ErrorOf("topics:\n  input: 'in\n  dead_letter: dlq'\n"),
             "topics.input: the quoted value opened on line 2 runs past the end of its line "
             "(unterminated quote?)");
+  // Open at the very end of the file: yaml-cpp refuses it itself.
+  EXPECT_EQ(ErrorOf("topics:\n  input: \"abc"),
+            "config: yaml-cpp: error at line 2, column 14: illegal EOF in scalar");
+  EXPECT_EQ(ErrorOf("topics:\n  input: \"abc\\\n  def\"\n"),
+            "topics.input: the quoted value opened on line 2 runs past the end of its line "
+            "(unterminated quote?)");
   // In a flow mapping yaml-cpp finds the missing brace itself.
   EXPECT_EQ(ErrorOf("application: {id: \"app}\n"),
             "config: yaml-cpp: error at line 2, column 1: end of map flow not found");
