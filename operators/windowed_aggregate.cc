@@ -214,10 +214,15 @@ absl::Status WindowedAggregateProcessor::Punctuate(int64_t now_ms) {
 }
 
 int64_t WindowedAggregateProcessor::FirstOpenStart(const WindowSpec& w) const {
-  // The smallest aligned start s with CloseTime(s) > stream_time_.
-  return WindowSpec::FloorDiv(stream_time_ - w.size_ms - w.grace_ms, w.advance_ms) *
-             w.advance_ms +
-         w.advance_ms;
+  // The smallest aligned start s with CloseTime(s) > stream_time_. Before any stream time
+  // (a watermarked operator's first records come before the first watermark), or far
+  // below the event-time domain, every window is open.
+  int64_t t;
+  if (__builtin_sub_overflow(stream_time_, w.size_ms + w.grace_ms, &t) ||
+      t < -kMaxEventTimeMs - 3 * kMaxDurationMs) {
+    return INT64_MIN;
+  }
+  return WindowSpec::FloorDiv(t, w.advance_ms) * w.advance_ms + w.advance_ms;
 }
 
 absl::Status WindowedAggregateProcessor::Process(const Record<MetricEvent>& record) {
