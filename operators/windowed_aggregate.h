@@ -56,9 +56,10 @@
 // window start: pane start, value: MetricStats encoding), and panes past retention
 // (pane start + max(size + grace) <= stream time) are dropped from both. The operator's
 // own state — stream time, the idle clock, the next window of each definition to close,
-// the windows' sizes and advances, and the compaction boundary — is one more entry (key
-// "", start INT64_MAX), versioned (version 1, without the idle clock and the boundary,
-// is still read).
+// the windows' sizes and advances, the compaction boundary and the pending stream-skew
+// timestamp — is one more entry (key "", start INT64_MAX), versioned (version 3; version
+// 2, without the pending timestamp, and 1, also without the idle clock and the boundary,
+// are still read).
 //
 // Determinism. A result depends only on the input records: a pane changes only by its
 // records and by compaction (merging its digest's buffer once its own grace is over),
