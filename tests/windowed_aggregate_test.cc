@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <map>
 #include <random>
@@ -523,6 +524,41 @@ TEST(WindowedAggregate, APendingStreamSkewSurvivesARestart) {
     std::vector<Result> out = h.Read("o");
     ASSERT_EQ(out.size(), 1u);
     EXPECT_EQ(out[0].start, kT0);
+  }
+  std::filesystem::remove_all(dir);
+}
+
+TEST(WindowedAggregate, OperatorStateOfVersionTwoIsReadWithoutAPendingSkew) {
+  const auto dir = std::filesystem::temp_directory_path() /
+                   StrCat("sm-stream-skew-v2-", ::getpid());
+  std::filesystem::remove_all(dir);
+  {
+    Harness h({Tumbling("1m", 60'000, 0, "o")}, {"serviceId", "metricName"}, 0,
+              kT0 + 3'600'000, dir.string(), /*max_stream_skew_ms=*/3'600'000);
+    h.Pipe({.id = "a", .ts = kT0});
+    h.Pipe({.id = "b", .ts = kT0 + 7'200'000});  // dead-lettered, pending
+    ASSERT_TRUE(h.driver->Commit().ok());
+    auto* store = dynamic_cast<WindowStore*>(h.driver->GetStateStore("agg-store"));
+    ASSERT_NE(store, nullptr);
+    std::string meta;
+    ASSERT_TRUE(*store->Fetch("", INT64_MAX, &meta));
+    ASSERT_EQ(meta[0], 3);
+    int64_t pending = 0;
+    std::memcpy(&pending, meta.data() + 33, 8);  // after the compaction boundary
+    EXPECT_EQ(pending, kT0 + 7'200'000);
+    meta[0] = 2;
+    meta.erase(33, 8);
+    ASSERT_TRUE(store->Put("", INT64_MAX, meta).ok());
+    ASSERT_TRUE(store->Flush().ok());
+    h.Reopen(kT0 + 3'600'000);
+    ASSERT_NE(h.driver, nullptr);
+    // No pending timestamp in version 2: c is the first of a new pair, dead-lettered.
+    h.Pipe({.id = "c", .ts = kT0 + 7'300'000});
+    EXPECT_EQ(h.driver->counters().dead_letters[static_cast<int>(DeadLetterReason::kStreamSkew)],
+              1u);
+    auto* agg = h.driver->FindProcessor<WindowedAggregateProcessor>();
+    ASSERT_NE(agg, nullptr);
+    EXPECT_EQ(agg->stream_time(), kT0);
   }
   std::filesystem::remove_all(dir);
 }
