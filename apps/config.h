@@ -59,8 +59,33 @@ std::string BootstrapServers(const AppConfig& config);
 // — are not named in a config: the topology knows them).
 std::vector<std::string> NamedTopics(const AppConfig& config);
 
-// "250ms", "10s", "1m", "2h", "1d" or a plain integer (milliseconds).
+// "250ms", "10s", "1m", "2h", "1d" or a plain integer (milliseconds). OutOfRange when it
+// does not fit in int64 milliseconds, InvalidArgument when it is not a duration.
 absl::StatusOr<int64_t> ParseDuration(std::string_view text);
+
+// Ranges of the config's numbers (docs/CONFIGURATION.md lists each key's). Durations are
+// at most kMaxDurationMs (operators/windows.h: 36,500 days) unless said otherwise.
+// Intervals of the runtime's loops (commit_interval, flush_interval): at most an hour.
+inline constexpr int64_t kMaxIntervalMs = 3'600'000;
+// input.max_document_bytes: 1 GiB (a protobuf message is at most 2 GiB).
+inline constexpr int64_t kMaxDocumentBytes = int64_t{1} << 30;
+// Counts (dedupe.max_ids, processing.commit_every_records).
+inline constexpr int64_t kMaxCount = 1'000'000'000'000;
+// Memory sizes (state.*_bytes): 1 PiB.
+inline constexpr int64_t kMaxMemoryBytes = int64_t{1} << 50;
+inline constexpr size_t kMaxGroupByDimensions = 16;
+// application.id prefixes internal topics, whose names Kafka caps at 249 characters.
+inline constexpr size_t kMaxApplicationIdLength = 200;
+// A parsed document may hold at most this many nodes, aliases expanded.
+inline constexpr size_t kMaxConfigNodes = 100'000;
+
+// OK for a legal Kafka topic name: 1 to 249 characters of [a-zA-Z0-9._-], not "." or
+// ".."; else InvalidArgument saying why.
+absl::Status CheckTopicName(std::string_view topic);
+
+// `run`'s state directory: OK when it is a directory or can be made one (its nearest
+// existing ancestor is a directory); else FailedPrecondition naming state.dir.
+absl::Status CheckStateDir(const std::string& dir);
 
 // InvalidArgument naming the key ("aggregate.windows[1].size: ...") on any error.
 absl::StatusOr<AppConfig> ParseConfig(std::string_view yaml);

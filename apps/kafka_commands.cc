@@ -393,6 +393,9 @@ absl::Status RunKafka(const AppConfig& config, const RunCommandOptions& options,
                       std::ostream& out) {
   absl::StatusOr<Topology> topology = BuildMetricsTopology(config.pipeline);
   if (!topology.ok()) return topology.status();
+  // Whatever the store type: checkpoints live there too, and a bad path should fail now,
+  // not at the first task's open.
+  if (absl::Status s = CheckStateDir(config.state_dir); !s.ok()) return s;
 
   std::unique_ptr<kafka::DevBroker> broker;
   std::string bootstrap = BootstrapServers(config);

@@ -169,27 +169,41 @@ absl::StatusOr<ProcessResult> RunProcess(const AppConfig& config, std::istream& 
     return absl::OkStatus();
   };
 
-  // Lines are read into a buffer bounded by the document limit: a longer line is cut at
-  // limit + 1 bytes (which the decoder then dead-letters as too large, with that prefix
-  // as the original) and the rest of it skipped, so no input line can exhaust memory.
-  const size_t limit = config.pipeline.limits.max_document_bytes;
-  std::vector<char> buf(limit + 2);
+  // Lines are read into a buffer that grows with the longest line, up to the document
+  // limit: a longer line is cut at limit + 1 bytes (which the decoder then dead-letters as
+  // too large, with that prefix as the original) and the rest of it skipped, so no input
+  // line can exhaust memory, and a large limit costs nothing until lines are that long.
+  const size_t keep = config.pipeline.limits.max_document_bytes + 1;
+  std::vector<char> chunk(std::min<size_t>(keep + 1, size_t{64} << 10));
+  std::string line_buf;
   while (true) {
-    input.getline(buf.data(), static_cast<std::streamsize>(buf.size()));
-    size_t n = static_cast<size_t>(input.gcount());
-    if (input.eof() && n == 0) break;
+    line_buf.clear();
     bool cut = false;
-    if (input.fail() && !input.eof() && !input.bad()) {
-      // Longer than the buffer: keep the prefix, drop the rest of the line.
-      cut = true;
+    bool at_end = false;  // the input ended before a newline
+    while (true) {
+      input.getline(chunk.data(), static_cast<std::streamsize>(chunk.size()));
+      size_t n = static_cast<size_t>(input.gcount());
+      const bool full = input.fail() && !input.eof() && !input.bad();  // the line goes on
+      if (!full && !input.eof() && n > 0) --n;  // gcount counted the newline getline consumed
+      const size_t room = keep - line_buf.size();
+      if (n > room) cut = true;
+      line_buf.append(chunk.data(), std::min(n, room));
+      if (input.eof() || input.bad()) {
+        at_end = true;
+        break;
+      }
+      if (!full) break;
       input.clear();
-      input.ignore(std::numeric_limits<std::streamsize>::max(), '\n');
-    } else if (n > 0 && !input.eof()) {
-      --n;  // gcount counted the newline getline consumed
+      if (cut) {  // the rest of the line is not kept
+        input.ignore(std::numeric_limits<std::streamsize>::max(), '\n');
+        if (input.eof()) at_end = true;
+        break;
+      }
     }
     if (input.bad()) break;
+    if (at_end && line_buf.empty()) break;
     ++result.lines;
-    std::string_view line(buf.data(), cut ? buf.size() - 1 : n);
+    std::string_view line(line_buf);
     if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
     if (StripAsciiWhitespace(line).empty()) {
       ++result.blank_lines;
@@ -200,7 +214,7 @@ absl::StatusOr<ProcessResult> RunProcess(const AppConfig& config, std::istream& 
     if (result.lines % 4096 == 0) {
       if (absl::Status s = drain(); !s.ok()) return s;
     }
-    if (input.eof()) break;
+    if (at_end) break;
   }
   if (input.bad()) return absl::DataLossError("reading the input failed");
   if (absl::Status s = (*driver)->EndOfInput(); !s.ok()) return s;
@@ -226,8 +240,13 @@ std::string FormatProcessSummary(const ProcessResult& r) {
             " window updates skipped\n");
   StrAppend(&out, "dead-lettered:    ", c.dead_letters_total());
   for (int i = 0; i < kDeadLetterReasonCount; ++i) {
-    // Offline input is never key-checked (one task reads all of it).
-    if (static_cast<DeadLetterReason>(i) == DeadLetterReason::kKeyMismatch && c.dead_letters[i] == 0) continue;
+    // Offline input is never key-checked (one task reads all of it); stream skew is rare:
+    // both are shown when they happened.
+    const auto reason = static_cast<DeadLetterReason>(i);
+    if ((reason == DeadLetterReason::kKeyMismatch || reason == DeadLetterReason::kStreamSkew) &&
+        c.dead_letters[i] == 0) {
+      continue;
+    }
     StrAppend(&out, i == 0 ? " (" : ", ", DeadLetterReasonName(static_cast<DeadLetterReason>(i)),
               " ", c.dead_letters[i]);
   }

@@ -8,9 +8,11 @@
 namespace streammetrics {
 namespace {
 
-// The operator's own state: u8 version, i64 stream time, u64 next block sequence.
+// The operator's own state: u8 version (2), i64 stream time, u64 next block sequence,
+// i64 pending stream-skew timestamp. Version 1: without the last.
 constexpr std::string_view kMetaKey = "meta";  // block keys are 8 bytes: no clash
-constexpr uint8_t kMetaVersion = 1;
+constexpr uint8_t kMetaVersion1 = 1;
+constexpr uint8_t kMetaVersion = 2;
 constexpr size_t kEntryBytes = 24;             // u64 hash.lo, u64 hash.hi, i64 first seen
 
 void EncodeBlockKey(uint64_t seq, std::string* out) {
@@ -48,8 +50,9 @@ absl::Status DedupeProcessor::Restore() {
   if (*found) {
     std::string_view in = meta;
     uint8_t version;
-    if (!ReadFixed(&in, &version) || version != kMetaVersion || !ReadFixed(&in, &stream_time_) ||
-        !ReadFixed(&in, &next_block_) || !in.empty()) {
+    if (!ReadFixed(&in, &version) || (version != kMetaVersion && version != kMetaVersion1) ||
+        !ReadFixed(&in, &stream_time_) || !ReadFixed(&in, &next_block_) ||
+        (version == kMetaVersion && !ReadFixed(&in, &skew_pending_)) || !in.empty()) {
       return corrupt("unreadable operator state");
     }
   }
@@ -78,7 +81,21 @@ absl::Status DedupeProcessor::Restore() {
   });
   if (!s.ok()) return s;
   last_meta_stream_time_ = stream_time_;
+  last_meta_skew_pending_ = skew_pending_;
   return absl::OkStatus();
+}
+
+bool DedupeProcessor::TooFarAhead(int64_t now) const {
+  if (watermarked_ || options_.max_stream_skew_ms <= 0 || stream_time_ == INT64_MIN) {
+    return false;
+  }
+  const int64_t skew = options_.max_stream_skew_ms;
+  int64_t ahead;
+  if (__builtin_sub_overflow(now, stream_time_, &ahead)) ahead = INT64_MAX;
+  if (ahead <= skew) return false;
+  int64_t apart;
+  if (__builtin_sub_overflow(now, skew_pending_, &apart)) apart = INT64_MAX;
+  return skew_pending_ == INT64_MIN || apart > skew || apart < -skew;
 }
 
 absl::Status DedupeProcessor::Process(const Record<MetricEvent>& record) {
@@ -86,9 +103,14 @@ absl::Status DedupeProcessor::Process(const Record<MetricEvent>& record) {
   // Behind a repartition, stream time is the upstream partitions' watermark: ids are
   // forgotten only once every partition a copy could come from has passed them.
   const int64_t now = watermarked_ ? context()->stream_time_ms() : record.timestamp_ms;
-  if (now > stream_time_) {
-    stream_time_ = now;
-    Expire();
+  if (TooFarAhead(now)) {
+    skew_pending_ = now;  // the window operator dead-letters it: stream time stays
+  } else {
+    skew_pending_ = INT64_MIN;
+    if (now > stream_time_) {
+      stream_time_ = now;
+      Expire();
+    }
   }
   if (!event.has_event_id || event.event_id.empty()) return Forward(record);
   Hash128 id = StableHash128(event.event_id);
@@ -140,13 +162,16 @@ absl::Status DedupeProcessor::Flush() {
   }
   const size_t per_block = static_cast<size_t>(std::max<uint64_t>(options_.block_ids, 1));
   const size_t new_blocks = (added_.size() + per_block - 1) / per_block;
-  if (stream_time_ != last_meta_stream_time_ || new_blocks > 0) {
+  if (stream_time_ != last_meta_stream_time_ || skew_pending_ != last_meta_skew_pending_ ||
+      new_blocks > 0) {
     value_buf_.clear();
     AppendFixed<uint8_t>(kMetaVersion, &value_buf_);
     AppendFixed<int64_t>(stream_time_, &value_buf_);
     AppendFixed<uint64_t>(next_block_ + new_blocks, &value_buf_);
+    AppendFixed<int64_t>(skew_pending_, &value_buf_);
     if (absl::Status s = store_->Put(kMetaKey, value_buf_); !s.ok()) return s;
     last_meta_stream_time_ = stream_time_;
+    last_meta_skew_pending_ = skew_pending_;
   }
   for (size_t from = 0; from < added_.size(); from += per_block) {
     const size_t to = std::min(added_.size(), from + per_block);

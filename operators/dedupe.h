@@ -18,6 +18,13 @@
 // `max_ids` bounds them per task: past it, the oldest ids are forgotten before their
 // time (counted in TaskCounters::dedupe_ids_evicted), so a duplicate of one gets
 // through — dedupe's window shrinks rather than memory growing without limit.
+//
+// Stream skew: a record more than `max_stream_skew_ms` ahead of the stream time does not
+// move it unless the record before it was as far ahead and within that of it — the rule
+// of the window operator (operators/windowed_aggregate.h), which dead-letters such a
+// record; without it one wild timestamp would expire every id and keep every later one
+// until stream time caught up with it. The pending timestamp is part of the "meta" entry
+// (version 2; version 1, without it, is still read).
 #ifndef STREAMMETRICS_OPERATORS_DEDUPE_H_
 #define STREAMMETRICS_OPERATORS_DEDUPE_H_
 
@@ -46,6 +53,8 @@ struct DedupeOptions {
   // commit's ids passed at ~42,000 new ids a task per commit (a thread working off a
   // backlog at 400K events/s with a 100 ms interval gets there) and failed the commit.
   uint64_t block_ids = 8'192;
+  // See above; 0 disables. Not applied behind a repartition (the watermark is the time).
+  int64_t max_stream_skew_ms = 0;
 };
 
 class DedupeProcessor final : public Transformer<MetricEvent, MetricEvent> {
@@ -69,12 +78,17 @@ class DedupeProcessor final : public Transformer<MetricEvent, MetricEvent> {
   uint64_t EvictOverCap();
   // Ids first seen at or before this stream time have expired.
   int64_t Horizon() const;
+  // Whether a record at `now` is too far ahead to move stream time (stream skew, above).
+  bool TooFarAhead(int64_t now) const;
   absl::Status Restore();
 
   DedupeOptions options_;
   std::string store_name_;
   KeyValueStore* store_ = nullptr;
   int64_t stream_time_ = INT64_MIN;
+  // The previous record's time when it was too far ahead to move stream time, else
+  // INT64_MIN (stream skew, above).
+  int64_t skew_pending_ = INT64_MIN;
   bool watermarked_ = false;  // ProcessorContext::watermarked()
   IdSet seen_;  // live ids (first-seen times are in order_)
   struct Block {
@@ -86,6 +100,7 @@ class DedupeProcessor final : public Transformer<MetricEvent, MetricEvent> {
   std::deque<Block> blocks_;  // written blocks, oldest first
   uint64_t next_block_ = 0;
   int64_t last_meta_stream_time_ = INT64_MIN;  // as last written
+  int64_t last_meta_skew_pending_ = INT64_MIN;
   // First-seen time of the last id evicted over max_ids: a block whose newest id was
   // first seen before it holds only forgotten ids.
   int64_t evicted_through_ = INT64_MIN;

@@ -14,6 +14,8 @@ std::string_view DeadLetterReasonName(DeadLetterReason reason) {
       return "processing";
     case DeadLetterReason::kKeyMismatch:
       return "key_mismatch";
+    case DeadLetterReason::kStreamSkew:
+      return "stream_skew";
   }
   return "processing";
 }

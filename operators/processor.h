@@ -35,8 +35,17 @@ struct Record {
 // Why a record went to the dead-letter topic (header dlq.reason).
 // kKeyMismatch: input declared keyed by serviceId (no repartition) whose key is not the
 // event's serviceId — aggregating it where it landed would split its groups.
-enum class DeadLetterReason { kDeserialization, kValidation, kLate, kProcessing, kKeyMismatch };
-inline constexpr int kDeadLetterReasonCount = 5;
+// kStreamSkew: an event stamped further ahead of the aggregate's stream time than
+// validation.max_stream_skew allows (docs/SEMANTICS.md, "Stream skew").
+enum class DeadLetterReason {
+  kDeserialization,
+  kValidation,
+  kLate,
+  kProcessing,
+  kKeyMismatch,
+  kStreamSkew,
+};
+inline constexpr int kDeadLetterReasonCount = 6;
 std::string_view DeadLetterReasonName(DeadLetterReason reason);
 
 // Where the record being processed came from: the input record as read, unchanged.

@@ -1,5 +1,6 @@
 #include "operators/strings.h"
 #include "operators/validate.h"
+#include "operators/windows.h"
 
 #include <cmath>
 
@@ -44,6 +45,10 @@ absl::Status ValidateEvent(const ValidationRules& rules, const MetricEvent& e, i
   }
   if (!e.has_metric_type) return absl::InvalidArgumentError("metricType: is required");
   if (!e.has_timestamp) return absl::InvalidArgumentError("timestamp: is required");
+  if (!InEventTimeDomain(e.timestamp_ms)) {
+    return absl::InvalidArgumentError(StrCat("timestamp: ", e.timestamp_ms, " is outside [-",
+                                             kMaxEventTimeMs, ", ", kMaxEventTimeMs, "]"));
+  }
   if (!e.has_value) return absl::InvalidArgumentError("value: is required");
   if (!std::isfinite(e.value)) {
     return absl::InvalidArgumentError("value: must be finite");
@@ -58,12 +63,14 @@ absl::Status ValidateEvent(const ValidationRules& rules, const MetricEvent& e, i
     return absl::InvalidArgumentError(
         StrCat("value: must be <= ", rules.value_max, ", got ", e.value));
   }
-  if (rules.max_future_skew_ms >= 0 && e.timestamp_ms > now_ms + rules.max_future_skew_ms) {
+  // Differences, not sums: the timestamp is in the domain and the clock a real time, so
+  // neither side can overflow whatever the rule's duration.
+  if (rules.max_future_skew_ms >= 0 && e.timestamp_ms - now_ms > rules.max_future_skew_ms) {
     return absl::InvalidArgumentError(
         StrCat("timestamp: ", e.timestamp_ms, " is more than ", rules.max_future_skew_ms,
                      " ms ahead of the clock (", now_ms, ")"));
   }
-  if (rules.max_age_ms > 0 && e.timestamp_ms < now_ms - rules.max_age_ms) {
+  if (rules.max_age_ms > 0 && now_ms - e.timestamp_ms > rules.max_age_ms) {
     return absl::InvalidArgumentError(StrCat("timestamp: ", e.timestamp_ms,
                                                    " is more than ", rules.max_age_ms,
                                                    " ms old (clock ", now_ms, ")"));

@@ -19,7 +19,14 @@ absl::Status AggregateOptions::Validate() const {
     return absl::InvalidArgumentError(
         StrCat("aggregate: at most ", kMaxQuantiles, " quantiles"));
   }
-  if (idle_close_ms < 0) return absl::InvalidArgumentError("aggregate: idle_close must be >= 0");
+  if (idle_close_ms < 0 || idle_close_ms > kMaxDurationMs) {
+    return absl::InvalidArgumentError(StrCat("aggregate: idle_close must be in [0, ",
+                                             kMaxDurationMs / 86'400'000, "d]"));
+  }
+  if (max_stream_skew_ms < 0 || max_stream_skew_ms > kMaxDurationMs) {
+    return absl::InvalidArgumentError(StrCat("aggregate: max_stream_skew must be in [0, ",
+                                             kMaxDurationMs / 86'400'000, "d]"));
+  }
   if (!(compression >= 10 && compression <= 10000)) {
     return absl::InvalidArgumentError("aggregate: compression must be in [10, 10000]");
   }
@@ -75,21 +82,25 @@ namespace {
 // window start INT64_MAX (never reached by retention's DeleteBefore).
 constexpr int64_t kMetaStart = INT64_MAX;
 // Version 1: no idle clock (read as "no live record seen yet") and no compaction boundary
-// (read: panes were compacted at commits then). Version 2 has both.
+// (read: panes were compacted at commits then). Version 2 has both. Version 3 adds the
+// pending stream-skew timestamp (read from older versions as none pending).
 constexpr uint8_t kMetaVersion1 = 1;
-constexpr uint8_t kMetaVersion = 2;
+constexpr uint8_t kMetaVersion2 = 2;
+constexpr uint8_t kMetaVersion = 3;
 
 }  // namespace
 
 void WindowedAggregateProcessor::AppendMeta(std::string* out) const {
-  // Layout: u8 version (2), i64 stream time, i64 idle clock's wall time, i64 idle clock's
-  // stream time, i64 compaction boundary, u32 n, n x {i64 size, i64 advance, i64 next
-  // start}. Version 1: without the idle clock and the boundary.
+  // Layout: u8 version (3), i64 stream time, i64 idle clock's wall time, i64 idle clock's
+  // stream time, i64 compaction boundary, i64 pending stream-skew timestamp, u32 n,
+  // n x {i64 size, i64 advance, i64 next start}. Version 2: without the pending
+  // timestamp; version 1: also without the idle clock and the boundary.
   out->push_back(static_cast<char>(kMetaVersion));
   AppendFixed<int64_t>(stream_time_, out);
   AppendFixed<int64_t>(last_record_wall_, out);
   AppendFixed<int64_t>(stream_time_at_last_record_, out);
   AppendFixed<int64_t>(compact_below_, out);
+  AppendFixed<int64_t>(skew_pending_, out);
   AppendFixed<uint32_t>(static_cast<uint32_t>(options_.windows.size()), out);
   for (size_t w = 0; w < options_.windows.size(); ++w) {
     AppendFixed<int64_t>(options_.windows[w].size_ms, out);
@@ -113,9 +124,10 @@ absl::Status WindowedAggregateProcessor::Restore() {
     if (!ReadFixed(&in, &version) || !ReadFixed(&in, &stream_time_)) {
       return corrupt("unreadable operator state");
     }
-    if (version == kMetaVersion) {
+    if (version == kMetaVersion || version == kMetaVersion2) {
       if (!ReadFixed(&in, &last_record_wall_) || !ReadFixed(&in, &stream_time_at_last_record_) ||
-          !ReadFixed(&in, &compact_below_)) {
+          !ReadFixed(&in, &compact_below_) ||
+          (version == kMetaVersion && !ReadFixed(&in, &skew_pending_))) {
         return corrupt("unreadable operator state");
       }
     } else if (version == kMetaVersion1) {
@@ -164,6 +176,7 @@ absl::Status WindowedAggregateProcessor::Restore() {
 }
 
 absl::Status WindowedAggregateProcessor::OnWatermark(int64_t time_ms) {
+  time_ms = std::min(time_ms, kMaxEventTimeMs);  // window arithmetic stays in int64
   if (time_ms <= stream_time_) return absl::OkStatus();
   stream_time_ = time_ms;
   if (stream_time_ >= next_close_time_) return CloseDueWindows();
@@ -201,10 +214,15 @@ absl::Status WindowedAggregateProcessor::Punctuate(int64_t now_ms) {
 }
 
 int64_t WindowedAggregateProcessor::FirstOpenStart(const WindowSpec& w) const {
-  // The smallest aligned start s with CloseTime(s) > stream_time_.
-  return WindowSpec::FloorDiv(stream_time_ - w.size_ms - w.grace_ms, w.advance_ms) *
-             w.advance_ms +
-         w.advance_ms;
+  // The smallest aligned start s with CloseTime(s) > stream_time_. Before any stream time
+  // (a watermarked operator's first records come before the first watermark), or far
+  // below the event-time domain, every window is open.
+  int64_t t;
+  if (__builtin_sub_overflow(stream_time_, w.size_ms + w.grace_ms, &t) ||
+      t < -kMaxEventTimeMs - 3 * kMaxDurationMs) {
+    return INT64_MIN;
+  }
+  return WindowSpec::FloorDiv(t, w.advance_ms) * w.advance_ms + w.advance_ms;
 }
 
 absl::Status WindowedAggregateProcessor::Process(const Record<MetricEvent>& record) {
@@ -215,6 +233,32 @@ absl::Status WindowedAggregateProcessor::Process(const Record<MetricEvent>& reco
     return absl::OkStatus();
   }
   const int64_t ts = record.timestamp_ms;
+  if (!InEventTimeDomain(ts)) {
+    context()->DeadLetter(DeadLetterReason::kProcessing,
+                          StrCat("aggregate: timestamp ", ts, " is outside [-", kMaxEventTimeMs,
+                                 ", ", kMaxEventTimeMs, "]"));
+    return absl::OkStatus();
+  }
+  if (!watermarked_ && options_.max_stream_skew_ms > 0 && stream_time_ != INT64_MIN) {
+    int64_t ahead;
+    if (__builtin_sub_overflow(ts, stream_time_, &ahead)) ahead = INT64_MAX;
+    if (ahead > options_.max_stream_skew_ms) {
+      // Accepted when the previous record was ahead too, by as much (the stream moved).
+      int64_t apart;
+      if (__builtin_sub_overflow(ts, skew_pending_, &apart)) apart = INT64_MAX;
+      const bool confirmed = skew_pending_ != INT64_MIN && apart <= options_.max_stream_skew_ms &&
+                             apart >= -options_.max_stream_skew_ms;
+      if (!confirmed) {
+        skew_pending_ = ts;
+        context()->DeadLetter(DeadLetterReason::kStreamSkew,
+                              StrCat("timestamp: ", ts, " is more than ",
+                                     options_.max_stream_skew_ms,
+                                     " ms ahead of the stream time (", stream_time_, ")"));
+        return absl::OkStatus();
+      }
+    }
+  }
+  skew_pending_ = INT64_MIN;
   if (ts > stream_time_ && !watermarked_) stream_time_ = ts;
   if (ts > newest_record_ts_) newest_record_ts_ = ts;
   record_since_tick_ = true;  // idleness is judged per wall-clock tick, not per record
@@ -341,13 +385,17 @@ absl::Status WindowedAggregateProcessor::CloseDueWindows() {
       }
     }
     if (best == options_.windows.size()) break;
+    ++close_steps_;
     const WindowSpec& spec = options_.windows[best];
-    // Skip stretches without data in one step.
-    if (panes_by_start_.empty()) {
+    // Skip stretches without data in one step: a window holds only panes that start in
+    // it, so the next one with data is the earliest containing the first pane at or
+    // after its start; without such a pane every window up to the open ones is empty.
+    const auto next_pane = panes_by_start_.lower_bound(next_start_[best]);
+    if (next_pane == panes_by_start_.end()) {
       next_start_[best] = FirstOpenStart(spec);
       continue;
     }
-    int64_t first_with_data = spec.EarliestStartFor(panes_by_start_.begin()->first);
+    int64_t first_with_data = spec.EarliestStartFor(next_pane->first);
     if (first_with_data > next_start_[best]) {
       next_start_[best] = std::min(first_with_data, FirstOpenStart(spec));
       continue;
@@ -496,8 +544,11 @@ absl::Status WindowedAggregateProcessor::EmitResult(size_t w, int64_t start, uin
     return Emit(w, start, key, **pane);
   }
   merged_.Reset();
-  for (int64_t p = start; p < end; p += pane_size_) {
-    auto it = pane_ids_.find(PaneKey{key, p});
+  // The pane starts holding data in the window (of any key), not every pane slot of it:
+  // at most size / pane size lookups, and no more than the data.
+  for (auto at = panes_by_start_.lower_bound(start);
+       at != panes_by_start_.end() && at->first < end; ++at) {
+    auto it = pane_ids_.find(PaneKey{key, at->first});
     if (it == pane_ids_.end()) continue;
     absl::StatusOr<const MetricStats*> pane = PaneStats(it->second);
     if (!pane.ok()) return pane.status();

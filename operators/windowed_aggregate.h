@@ -12,6 +12,20 @@
 // it was given (so an invalid event with a wild timestamp, dropped upstream, cannot close
 // windows). A window [start, end) closes when end + grace <= stream time.
 //
+// Stream skew. A record stamped more than max_stream_skew_ms ahead of the stream time is
+// dead-lettered (reason stream_skew) instead of moving it: one wild timestamp (year 9999,
+// microseconds read as milliseconds) would otherwise close every open window and make
+// all that follows late. The stream moves on when two records in a row are ahead by more
+// than that and within max_stream_skew_ms of each other (a gap in the data, a first
+// record stamped far in the past): the first is dead-lettered, the second accepted. The
+// first record sets the stream time. Applies where the operator keeps its own stream
+// time (not behind a repartition, whose watermark one record does not move). Records
+// outside the event-time domain (operators/windows.h) are dead-lettered (processing).
+//
+// Work. Closing windows costs the windows that hold data, whatever the time between
+// records: from a window without data the close loop jumps to the next window holding
+// a pane (close_steps() counts its iterations).
+//
 // Late records. A record is late for a window definition when every window of that
 // definition containing it has closed. It still updates the windows that are open
 // (e.g. the 5m window when only the 1m one has closed). A record late for every
@@ -42,9 +56,10 @@
 // window start: pane start, value: MetricStats encoding), and panes past retention
 // (pane start + max(size + grace) <= stream time) are dropped from both. The operator's
 // own state — stream time, the idle clock, the next window of each definition to close,
-// the windows' sizes and advances, and the compaction boundary — is one more entry (key
-// "", start INT64_MAX), versioned (version 1, without the idle clock and the boundary,
-// is still read).
+// the windows' sizes and advances, the compaction boundary and the pending stream-skew
+// timestamp — is one more entry (key "", start INT64_MAX), versioned (version 3; version
+// 2, without the pending timestamp, and 1, also without the idle clock and the boundary,
+// are still read).
 //
 // Determinism. A result depends only on the input records: a pane changes only by its
 // records and by compaction (merging its digest's buffer once its own grace is over),
@@ -94,6 +109,10 @@ struct AggregateOptions {
   bool late_to_dead_letter = true;
   // Wall-clock idleness after which stream time follows the wall clock; 0 disables.
   int64_t idle_close_ms = 0;
+  // Records stamped further ahead of the stream time are dead-lettered (stream_skew);
+  // 0 disables. In [0, kMaxDurationMs].
+  int64_t max_stream_skew_ms = kDefaultMaxStreamSkewMs;
+  static constexpr int64_t kDefaultMaxStreamSkewMs = 86'400'000;  // 1 day
 
   // InvalidArgument naming what is wrong.
   absl::Status Validate() const;
@@ -124,6 +143,9 @@ class WindowedAggregateProcessor final : public Transformer<MetricEvent, Windowe
   size_t evicted_panes() const { return evicted_; }
   // Bytes the panes hold in memory, as last charged to the budget.
   int64_t charged_bytes() const { return charged_; }
+  // Iterations of the window-close loop so far: each emits a window holding data or
+  // jumps over windows without any.
+  uint64_t close_steps() const { return close_steps_; }
 
  private:
   static constexpr uint32_t kNone = UINT32_MAX;
@@ -246,7 +268,11 @@ class WindowedAggregateProcessor final : public Transformer<MetricEvent, Windowe
   // only when windows close — a point fixed by the data — and kept in the operator's
   // state, so a restored operator compacts exactly the panes the original would.
   int64_t compact_below_ = INT64_MIN;
+  // The timestamp of the previous record if it was dead-lettered as ahead of the stream
+  // (stream skew), else INT64_MIN. Part of the operator's state.
+  int64_t skew_pending_ = INT64_MIN;
   bool has_update_windows_ = false;
+  uint64_t close_steps_ = 0;
 
   // Scratch, reused.
   std::string key_buf_;

@@ -28,16 +28,28 @@ absl::Status ValidateWindowSpec(const WindowSpec& w) {
     return absl::InvalidArgumentError(StrCat("window '", w.name, "': ", why));
   };
   if (w.name.empty()) return absl::InvalidArgumentError("window: name must not be empty");
-  if (w.size_ms <= 0) return bad("size must be > 0");
+  if (w.size_ms <= 0 || w.size_ms > kMaxDurationMs) {
+    return bad(StrCat("size must be in [1ms, ", kMaxDurationMs / 86'400'000, "d]"));
+  }
   if (w.advance_ms <= 0) return bad("advance must be > 0");
   if (w.advance_ms > w.size_ms) return bad("advance must be <= size");
   if (w.size_ms % w.advance_ms != 0) return bad("size must be a multiple of advance");
-  if (w.grace_ms < 0) return bad("grace must be >= 0");
+  if (w.size_ms / w.advance_ms > kMaxWindowsPerRecord) {
+    return bad(StrCat("size / advance must be <= ", kMaxWindowsPerRecord,
+                      " (the windows each record is in), got ", w.size_ms / w.advance_ms));
+  }
+  if (w.grace_ms < 0 || w.grace_ms > kMaxDurationMs) {
+    return bad(StrCat("grace must be in [0, ", kMaxDurationMs / 86'400'000, "d]"));
+  }
   return absl::OkStatus();
 }
 
 absl::Status ValidateWindowSpecs(const std::vector<WindowSpec>& specs) {
   if (specs.empty()) return absl::InvalidArgumentError("windows: at least one is required");
+  if (specs.size() > kMaxWindowDefinitions) {
+    return absl::InvalidArgumentError(
+        StrCat("windows: at most ", kMaxWindowDefinitions, ", got ", specs.size()));
+  }
   absl::flat_hash_set<std::string> names;
   for (const WindowSpec& w : specs) {
     if (absl::Status s = ValidateWindowSpec(w); !s.ok()) return s;

@@ -19,11 +19,28 @@ enum class EmitMode {
   kUpdate,
 };
 
+// The event-time domain: timestamps t with |t| <= kMaxEventTimeMs (about ±316,000
+// years around 1970; JSON's decoder accepts no more). A record outside it is refused by
+// validate and dead-lettered by the aggregate.
+inline constexpr int64_t kMaxEventTimeMs = 9'999'999'999'999'999;
+// The longest duration a configuration may give (window size, advance, grace, and every
+// other duration key): 36,500 days. A timestamp of the domain plus or minus a few of them
+// stays far inside int64, so window arithmetic (start + size + grace, ...) cannot overflow.
+inline constexpr int64_t kMaxDurationMs = 36'500LL * 86'400'000;
+// At most this many windows of one definition contain a timestamp (size / advance): the
+// work a record can cause per definition. A day advancing by 10 s is 8,640.
+inline constexpr int64_t kMaxWindowsPerRecord = 10'000;
+// At most this many window definitions per aggregate.
+inline constexpr size_t kMaxWindowDefinitions = 32;
+
+inline bool InEventTimeDomain(int64_t t) { return t >= -kMaxEventTimeMs && t <= kMaxEventTimeMs; }
+
 struct WindowSpec {
   std::string name;        // "1m"; the `window` field of results
-  int64_t size_ms = 0;     // > 0
-  int64_t advance_ms = 0;  // == size for tumbling; 0 < advance <= size, size % advance == 0
-  int64_t grace_ms = 0;    // >= 0
+  int64_t size_ms = 0;     // in (0, kMaxDurationMs]
+  int64_t advance_ms = 0;  // == size for tumbling; 0 < advance <= size, size % advance == 0,
+                           // size / advance <= kMaxWindowsPerRecord
+  int64_t grace_ms = 0;    // in [0, kMaxDurationMs]
   EmitMode emit = EmitMode::kFinal;
   std::string topic;       // where results go (empty: not sent anywhere by default)
 

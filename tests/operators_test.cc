@@ -120,6 +120,27 @@ TEST(Validate, TimestampBoundsAgainstTheClock) {
             StrCat("timestamp: ", kT0 - 60'001, " is more than 60000 ms old (clock ", kT0, ")"));
 }
 
+TEST(Validate, TimestampsOutsideTheDomainAndRulesNearInt64DoNotOverflow) {
+  MetricEvent e = ValidEvent();
+  for (int64_t ts : {INT64_MIN, INT64_MAX, kMaxEventTimeMs + 1, -kMaxEventTimeMs - 1}) {
+    e.timestamp_ms = ts;
+    EXPECT_EQ(Validate(e), StrCat("timestamp: ", ts,
+                                  " is outside [-9999999999999999, 9999999999999999]"));
+  }
+  // Rules of any length: a sum with the clock would overflow; differences do not.
+  ValidationRules rules;
+  rules.max_future_skew_ms = INT64_MAX;
+  rules.max_age_ms = INT64_MAX;
+  for (int64_t ts : {-kMaxEventTimeMs, int64_t{0}, kT0, kMaxEventTimeMs}) {
+    e.timestamp_ms = ts;
+    EXPECT_EQ(Validate(e, rules), "ok") << ts;
+  }
+  rules.max_future_skew_ms = 0;
+  e.timestamp_ms = kT0 + 1;
+  EXPECT_EQ(Validate(e, rules),
+            StrCat("timestamp: ", kT0 + 1, " is more than 0 ms ahead of the clock (", kT0, ")"));
+}
+
 TEST(Validate, LengthsFitThePostgresColumns) {
   MetricEvent e = ValidEvent();
   std::string long_service(101, 's');
@@ -209,7 +230,9 @@ TEST(Dimensions, GroupKeysRoundTripAndPreserveOrder) {
   ASSERT_TRUE(DecodeGroupKey(k, 2, &values));
   EXPECT_EQ(values[0], with_nul);
   EXPECT_EQ(values[1], "x");
-  ASSERT_TRUE(DecodeGroupKey(key("svc", std::nullopt), 2, &values));
+  // The views point into the key: it must outlive them.
+  const std::string no_tag = key("svc", std::nullopt);
+  ASSERT_TRUE(DecodeGroupKey(no_tag, 2, &values));
   EXPECT_EQ(values[0], "svc");
   EXPECT_EQ(values[1], "");
   EXPECT_FALSE(DecodeGroupKey(key("svc", "x"), 3, &values));
@@ -247,10 +270,21 @@ TEST(Windows, ArithmeticAroundZeroAndNegativeTimes) {
 
 TEST(Windows, InvalidSpecsAreNamed) {
   auto err = [](const WindowSpec& w) { return std::string(Message(ValidateWindowSpec(w))); };
-  EXPECT_EQ(err(WindowSpec::Tumbling("x", 0)), "window 'x': size must be > 0");
+  EXPECT_EQ(err(WindowSpec::Tumbling("x", 0)), "window 'x': size must be in [1ms, 36500d]");
+  EXPECT_EQ(err(WindowSpec::Tumbling("x", kMaxDurationMs + 1)),
+            "window 'x': size must be in [1ms, 36500d]");
+  EXPECT_TRUE(ValidateWindowSpec(WindowSpec::Tumbling("x", kMaxDurationMs, kMaxDurationMs)).ok());
+  EXPECT_EQ(err(WindowSpec::Hopping("x", 86'400'000, 1)),
+            "window 'x': size / advance must be <= 10000 (the windows each record is in), got "
+            "86400000");
+  EXPECT_TRUE(ValidateWindowSpec(WindowSpec::Hopping("x", 10'000, 1)).ok());
+  EXPECT_EQ(err(WindowSpec::Tumbling("x", 60, INT64_MAX)), "window 'x': grace must be in [0, 36500d]");
   EXPECT_EQ(err(WindowSpec::Hopping("x", 60, 70)), "window 'x': advance must be <= size");
   EXPECT_EQ(err(WindowSpec::Hopping("x", 60, 25)), "window 'x': size must be a multiple of advance");
-  EXPECT_EQ(err(WindowSpec::Tumbling("x", 60, -1)), "window 'x': grace must be >= 0");
+  EXPECT_EQ(err(WindowSpec::Tumbling("x", 60, -1)), "window 'x': grace must be in [0, 36500d]");
+  std::vector<WindowSpec> many;
+  for (int i = 0; i < 33; ++i) many.push_back(WindowSpec::Tumbling(StrCat("w", i), 60));
+  EXPECT_EQ(std::string(Message(ValidateWindowSpecs(many))), "windows: at most 32, got 33");
   EXPECT_EQ(std::string(Message(ValidateWindowSpecs(
                 {WindowSpec::Tumbling("x", 60), WindowSpec::Tumbling("x", 120)}))),
             "window 'x' defined twice");
@@ -815,6 +849,30 @@ TEST_F(DedupeTest, CommitWritesOneBlockOfNewIdsAndDropsExpiredBlocks) {
   EXPECT_EQ(entry(0), (std::pair{StableHash128("c"), kT0 + 61'000}));
 }
 
+// A wild timestamp does not move dedupe's stream time (it would expire every id, and keep
+// every later one until stream time caught up): the window operator's rule, two records in
+// a row that far ahead and close together move it.
+TEST_F(DedupeTest, ARecordFarAheadDoesNotMoveStreamTimeUnlessTheNextConfirmsIt) {
+  Build({.within_ms = 60'000, .max_stream_skew_ms = 3'600'000});
+  Pipe("a", kT0);
+  Pipe("wild", 253'402'300'799'000);  // year 9999: passed on, stream time stays
+  Pipe("a", kT0 + 1'000);             // still a duplicate: a did not expire
+  Pipe("b", kT0 + 2'000);
+  EXPECT_THAT(Ids(), ::testing::ElementsAre("a", "wild", "b"));
+  EXPECT_EQ(driver_->counters().duplicates_dropped, 1u);
+  // Two records in a row a day ahead, within the skew of each other: the stream moved.
+  Pipe("c", kT0 + 86'400'000);
+  Pipe("a", kT0 + 86'400'000 + 1'000);  // a expired: the stream time moved
+  EXPECT_THAT(Ids(), ::testing::ElementsAre("c", "a"));
+  ASSERT_TRUE(driver_->Commit().ok());
+  auto* store = dynamic_cast<KeyValueStore*>(driver_->GetStateStore("dd-store"));
+  ASSERT_NE(store, nullptr);
+  std::string meta;
+  ASSERT_TRUE(*store->Get("meta", &meta));
+  ASSERT_EQ(meta.size(), 25u);  // version 2: u8, i64 stream time, u64 next block, i64 pending
+  EXPECT_EQ(meta[0], 2);
+}
+
 // Proves a commit with more new ids than block_ids writes several blocks (each a
 // changelog record of bounded size), the meta entry counts them all, and each block is
 // deleted as its own ids expire.
@@ -842,7 +900,7 @@ TEST_F(DedupeTest, ACommitWithManyNewIdsWritesSeveralBlocks) {
   std::string meta;
   ASSERT_TRUE(*store->Get("meta", &meta));
   uint64_t next_block = 0;
-  ASSERT_EQ(meta.size(), 17u);  // u8 version, i64 stream time, u64 next block
+  ASSERT_EQ(meta.size(), 25u);  // u8 version, i64 stream time, u64 next block, i64 pending
   std::memcpy(&next_block, meta.data() + 9, 8);
   EXPECT_EQ(next_block, 2u);
   Pipe("d", kT0 + 61'000);  // a and b expire, c does not

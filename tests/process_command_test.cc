@@ -151,6 +151,135 @@ aggregate:
   EXPECT_EQ(Lines(dir_ / "out" / "out-1m.jsonl").size(), 1u);
 }
 
+// Lines longer than the read buffer's first size grow it up to the document limit: one
+// just under the limit is processed whole, one over it is cut at limit + 1 bytes.
+TEST_F(ProcessCommandTest, LinesLongerThanTheReadBufferAreReadWholeUpToTheLimit) {
+  std::string config = Write("c.yaml", R"(
+input: {max_document_bytes: 200000}
+validation: {max_future_skew: "off"}
+aggregate:
+  windows:
+    - {name: 1m, size: 1m, topic: out-1m}
+)");
+  Ev big{.id = "big", .ts = kT0, .value = 10, .tags = {{"note", std::string(150'000, 'y')}}};
+  Ev over{.id = "over", .ts = kT0, .value = 10, .tags = {{"note", std::string(250'000, 'z')}}};
+  std::string input = Write("events.jsonl", big.Json() + "\n" + over.Json() + "\n" +
+                                                Ev{.id = "1", .ts = kT0, .value = 5}.Json());
+  CommandRun r = Streammetrics("process --config " + config + " --input " + input +
+                               " --output " + (dir_ / "out").string());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("read:             3 events"));
+  EXPECT_THAT(r.output, HasSubstr("processed:        2\n"));
+  EXPECT_THAT(r.output, HasSubstr("deserialization 1,"));
+  std::vector<std::string> dlq = Lines(dir_ / "out" / "metrics-dead-letter.jsonl");
+  ASSERT_EQ(dlq.size(), 1u);
+  EXPECT_THAT(dlq[0], HasSubstr("\"offset\":1,"));
+  EXPECT_THAT(dlq[0], HasSubstr("document too large: 200001 bytes (limit 200000)"));
+  std::vector<std::string> out = Lines(dir_ / "out" / "out-1m.jsonl");
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_THAT(out[0], HasSubstr("\"count\":2,\"sum\":15,"));
+}
+
+// The document limit is a bound, not an allocation: at its largest (1 GiB) a three-line
+// input runs in a quarter of that address space; beyond it the config is refused.
+TEST_F(ProcessCommandTest, MaxDocumentBytesIsNeverAllocatedUpFront) {
+  std::string config = Write("c.yaml", R"(
+input: {max_document_bytes: 1073741824}
+validation: {max_future_skew: "off"}
+aggregate:
+  windows:
+    - {name: 1m, size: 1m, topic: out-1m}
+)");
+  std::string input = Write("events.jsonl", Ev{.id = "1", .ts = kT0}.Json() + "\n" +
+                                                Ev{.id = "2", .ts = kT0}.Json() + "\n" +
+                                                Ev{.id = "3", .ts = kT0}.Json() + "\n");
+  const std::string cmd = "process --config " + config + " --input " + input + " --output " +
+                          (dir_ / "out").string();
+#if defined(__SANITIZE_ADDRESS__)
+  GTEST_SKIP() << "AddressSanitizer's shadow memory does not fit a 256 MiB address space";
+#endif
+  // ulimit -v: 256 MiB of address space.
+  std::string run = "sh -c 'ulimit -v 262144 && exec " + std::string(SM_BINARY) + " " + cmd +
+                    "' 2>&1";
+  FILE* p = popen(run.c_str(), "r");
+  std::string output;
+  char buf[4096];
+  for (size_t n; (n = fread(buf, 1, sizeof(buf), p)) > 0;) output.append(buf, n);
+  int status = pclose(p);
+  ASSERT_TRUE(WIFEXITED(status)) << output;
+  ASSERT_EQ(WEXITSTATUS(status), 0) << output;
+  EXPECT_THAT(output, HasSubstr("processed:        3\n"));
+
+  for (const std::string& bytes : {std::string("9223372036854775807"), std::string("1099511627776")}) {
+    std::string bad = Write("bad.yaml", "input: {max_document_bytes: " + bytes + "}\n");
+    CommandRun r = Streammetrics("process --config " + bad + " --input " + input + " --output " +
+                                 (dir_ / "out").string());
+    EXPECT_EQ(r.exit_code, 1);
+    EXPECT_EQ(r.output, "streammetrics: " + bad +
+                            ": input.max_document_bytes: must be in [1, 1073741824], got " +
+                            bytes + "\n");
+  }
+}
+
+// An event stamped year 1 then events stamped now: nothing stalls; the second is
+// dead-lettered as stream skew, the third moves the stream on (docs/SEMANTICS.md).
+TEST_F(ProcessCommandTest, AncientThenNowCompletesWithTheSkewDeadLettered) {
+  std::string config = Write("c.yaml", R"(
+validation: {max_future_skew: "off"}
+aggregate:
+  windows:
+    - {name: 1m, size: 1m, grace: 10s, topic: out-1m}
+    - {name: 1m-10s, type: hopping, size: 1m, advance: 10s, grace: 10s, topic: out-hop}
+)");
+  const int64_t year1 = -62'135'596'800'000;
+  std::string input = Write("events.jsonl", Ev{.id = "0", .ts = year1}.Json() + "\n" +
+                                                Ev{.id = "1", .ts = kT0}.Json() + "\n" +
+                                                Ev{.id = "2", .ts = kT0 + 1'000}.Json() + "\n");
+  CommandRun r = Streammetrics("process --config " + config + " --input " + input +
+                               " --output " + (dir_ / "out").string());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("processed:        2\n"));
+  EXPECT_THAT(r.output, HasSubstr("dead-lettered:    1 (deserialization 0, validation 0, late 0, "
+                                  "processing 0, stream_skew 1)\n"));
+  EXPECT_THAT(r.output, HasSubstr("windows emitted:  14\n"));  // (1 + 6) for each record kept
+  std::vector<std::string> dlq = Lines(dir_ / "out" / "metrics-dead-letter.jsonl");
+  ASSERT_EQ(dlq.size(), 1u);
+  EXPECT_THAT(dlq[0], HasSubstr("{\"reason\":\"stream_skew\",\"error\":\"timestamp: " +
+                                std::to_string(kT0) +
+                                " is more than 86400000 ms ahead of the stream time (" +
+                                std::to_string(year1) + ")\""));
+
+  // Without the skew rule the jump is taken, at a cost of the windows holding data.
+  config = Write("c.yaml", "validation: {max_future_skew: \"off\", max_stream_skew: \"off\"}\n");
+  input = Write("events.jsonl", Ev{.id = "0", .ts = 0}.Json() + "\n" +
+                                    Ev{.id = "1", .ts = kT0}.Json() + "\n");
+  r = Streammetrics("process --config " + config + " --input " + input + " --output " +
+                    (dir_ / "out2").string());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("processed:        2\n"));
+  EXPECT_THAT(r.output, HasSubstr("windows emitted:  16\n"));  // 1m, 5m, 6 x 1m-10s each
+}
+
+// Configs that would write outside --output, or send results to the dead letters.
+TEST_F(ProcessCommandTest, TopicNamesThatAreNotKafkasAreRefused) {
+  std::string config = Write("c.yaml", "aggregate: {windows: [{name: a, size: 1m, topic: ../../x}]}\n");
+  CommandRun r = Streammetrics("process --config " + config + " --input /dev/null --output " +
+                               (dir_ / "out").string());
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.output, "streammetrics: " + config +
+                          ": aggregate.windows[0].topic: '../../x' is not a topic name (letters, "
+                          "digits, '.', '_' and '-' only)\n");
+  EXPECT_FALSE(std::filesystem::exists(dir_ / "out"));
+}
+
+TEST_F(ProcessCommandTest, RunRefusesAStateDirThatCannotBeADirectory) {
+  std::string config = Write("c.yaml", "state: {dir: /etc/passwd}\naggregate: {store: memory}\n");
+  CommandRun r = Streammetrics("run --config " + config);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.output, "streammetrics: state.dir: '/etc/passwd' cannot be a directory: "
+                      "'/etc/passwd' exists and is not one\n");
+}
+
 TEST_F(ProcessCommandTest, LoadgenOutputRunsThroughTheReferenceConfig) {
   std::string events = (dir_ / "gen.jsonl").string();
   CommandRun gen = Streammetrics("loadgen --output " + events +

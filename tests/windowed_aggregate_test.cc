@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <map>
 #include <random>
@@ -54,10 +55,12 @@ class Harness {
   explicit Harness(std::vector<WindowSpec> windows,
                    std::vector<std::string> dims = {"serviceId", "metricName"},
                    int64_t idle_close_ms = 0, int64_t wall_clock_ms = kT0 + 3'600'000,
-                   std::string state_dir = "") {
+                   std::string state_dir = "",
+                   int64_t max_stream_skew_ms = AggregateOptions::kDefaultMaxStreamSkewMs) {
     StreamsBuilder b;
     AggregateOptions options;
     options.idle_close_ms = idle_close_ms;
+    options.max_stream_skew_ms = max_stream_skew_ms;
     b.Stream("in", EventFormat::kJson)
         .GroupBy(dims)
         .WindowedBy(std::move(windows))
@@ -387,13 +390,242 @@ TEST(WindowedAggregate, GroupByTagsPutsThemInTheResultTags) {
 }
 
 TEST(WindowedAggregate, LongGapsCloseOnlyWindowsWithData) {
-  Harness h({Hopping("1m-10s", 60'000, 10'000, 0, "o")});
+  // Stream skew off: a record 30 days ahead is taken at once.
+  Harness h({Hopping("1m-10s", 60'000, 10'000, 0, "o")}, {"serviceId", "metricName"}, 0,
+            kT0 + 3'600'000, "", /*max_stream_skew_ms=*/0);
   h.Pipe({.id = "1", .ts = kT0});
   h.Pipe({.id = "2", .ts = kT0 + 30LL * 86'400'000});  // 30 days later
   std::vector<Result> out = h.Read("o");
   ASSERT_EQ(out.size(), 6u);  // the six windows of the first event, no empty ones
   EXPECT_EQ(out.front().start, kT0 - 50'000);
   EXPECT_EQ(out.back().start, kT0);
+}
+
+// The reference windows: 1m and 5m tumbling, 1m/10s hopping, 10 s grace.
+std::vector<WindowSpec> ReferenceWindows() {
+  return {Tumbling("1m", 60'000, 10'000, "o-1m"), Tumbling("5m", 300'000, 10'000, "o-5m"),
+          Hopping("1m-10s", 60'000, 10'000, 10'000, "o-1m-10s")};
+}
+
+constexpr int64_t kYear1 = -62'135'596'800'000;      // 0001-01-01T00:00:00Z
+constexpr int64_t kYear9999 = 253'402'300'799'000;  // 9999-12-31T23:59:59Z
+
+TEST(WindowedAggregate, ClosingAfterAJumpOfDecadesCostsTheWindowsWithData) {
+  // Stream skew off: the jump from 1970 to now is taken, and closing costs one step per
+  // window holding data plus one jump per definition — not one per 10 s slot between.
+  Harness h(ReferenceWindows(), {"serviceId", "metricName"}, 0, kT0 + 3'600'000, "",
+            /*max_stream_skew_ms=*/0);
+  h.Pipe({.id = "old", .ts = 0, .value = 7});
+  h.Pipe({.id = "now", .ts = kT0, .value = 1});
+  auto* agg = h.driver->FindProcessor<WindowedAggregateProcessor>();
+  ASSERT_NE(agg, nullptr);
+  // 1m: emit + jump; 5m: emit + jump; 1m-10s: six windows + jump.
+  EXPECT_EQ(agg->close_steps(), 11u);
+  EXPECT_EQ(h.driver->counters().windows_emitted, 8u);
+  std::vector<Result> one = h.Read("o-1m");
+  ASSERT_EQ(one.size(), 1u);
+  EXPECT_EQ(one[0].start, 0);
+  EXPECT_EQ(one[0].sum, 7);
+  std::vector<Result> hop = h.Read("o-1m-10s");
+  ASSERT_EQ(hop.size(), 6u);
+  EXPECT_EQ(hop.front().start, -50'000);
+  EXPECT_EQ(hop.back().start, 0);
+  ASSERT_TRUE(h.driver->EndOfInput().ok());
+  // now's windows: per definition a jump to the first window holding it, its windows
+  // (1 + 1 + 6), and for 1m and 1m-10s a jump past the last (5m's next closes later).
+  EXPECT_EQ(agg->close_steps(), 11u + 3u + 8u + 2u);
+  EXPECT_EQ(h.driver->counters().windows_emitted, 16u);
+}
+
+TEST(WindowedAggregate, ClosingIsBoundedByDataForPanesScatteredOverMillennia) {
+  // Panes far apart on both sides of the windows being closed: every close step emits a
+  // window or jumps to the next one holding data.
+  Harness h({Hopping("1m-10s", 60'000, 10'000, 0, "o")}, {"serviceId", "metricName"}, 0,
+            kT0 + 3'600'000, "", /*max_stream_skew_ms=*/0);
+  const std::vector<int64_t> times = {kYear1, -1'000'000'000'000, 0, kT0, kYear9999};
+  for (size_t i = 0; i < times.size(); ++i) h.Pipe({.id = StrCat(i), .ts = times[i]});
+  ASSERT_TRUE(h.driver->EndOfInput().ok());
+  auto* agg = h.driver->FindProcessor<WindowedAggregateProcessor>();
+  ASSERT_NE(agg, nullptr);
+  EXPECT_EQ(h.driver->counters().windows_emitted, 30u);  // six per record
+  // Six emits per record, and at most one jump before each record's windows and one at
+  // the end of every close.
+  EXPECT_LE(agg->close_steps(), 30u + 2u * times.size());
+  EXPECT_EQ(h.Read("o").size(), 30u);
+}
+
+TEST(WindowedAggregate, ARecordFarAheadOfTheStreamIsDeadLetteredUnlessTheNextConfirmsIt) {
+  Harness h(ReferenceWindows());  // max_stream_skew: the default, 1 day
+  // The first record sets the stream time, however old.
+  h.Pipe({.id = "ancient", .ts = kYear1, .value = 3});
+  Ev first_now{.id = "n1", .ts = kT0, .value = 1};
+  h.Pipe(first_now);
+  auto* agg = h.driver->FindProcessor<WindowedAggregateProcessor>();
+  ASSERT_NE(agg, nullptr);
+  EXPECT_EQ(agg->stream_time(), kYear1);
+  std::vector<OutputRecord> dlq = h.driver->ReadOutput("metrics-dead-letter");
+  ASSERT_EQ(dlq.size(), 1u);
+  EXPECT_EQ(dlq[0].value, first_now.Json());
+  EXPECT_EQ(dlq[0].Header("dlq.reason"), "stream_skew");
+  EXPECT_EQ(dlq[0].Header("dlq.error"),
+            StrCat("timestamp: ", kT0, " is more than 86400000 ms ahead of the stream time (",
+                   kYear1, ")"));
+  // The next record, as far ahead and within a day of it: the stream moved. Its windows
+  // open; the ancient record's close, at a cost of the windows holding data.
+  h.Pipe({.id = "n2", .ts = kT0 + 1'000, .value = 2});
+  EXPECT_EQ(agg->stream_time(), kT0 + 1'000);
+  EXPECT_EQ(agg->close_steps(), 11u);
+  std::vector<Result> ancient = h.Read("o-1m");
+  ASSERT_EQ(ancient.size(), 1u);
+  EXPECT_EQ(ancient[0].start, kYear1);
+  EXPECT_EQ(ancient[0].sum, 3);
+  // A wild record is dead-lettered; a normal record after it clears it, so a second wild
+  // one is dead-lettered again rather than confirming the first.
+  h.Pipe({.id = "w1", .ts = kYear9999});
+  h.Pipe({.id = "n3", .ts = kT0 + 2'000, .value = 4});
+  h.Pipe({.id = "w2", .ts = kYear9999 - 1'000});
+  EXPECT_EQ(agg->stream_time(), kT0 + 2'000);
+  EXPECT_EQ(h.driver->counters().dead_letters[static_cast<int>(DeadLetterReason::kStreamSkew)],
+            3u);
+  dlq = h.driver->ReadOutput("metrics-dead-letter");
+  ASSERT_EQ(dlq.size(), 2u);
+  EXPECT_EQ(dlq[0].Header("dlq.offset"), "3");
+  EXPECT_EQ(dlq[1].Header("dlq.offset"), "5");
+  EXPECT_EQ(dlq[1].Header("dlq.error"),
+            StrCat("timestamp: ", kYear9999 - 1'000,
+                   " is more than 86400000 ms ahead of the stream time (", kT0 + 2'000, ")"));
+  // Ahead within the skew moves the stream as before.
+  h.Pipe({.id = "n4", .ts = kT0 + 86'400'000, .value = 8});
+  EXPECT_EQ(agg->stream_time(), kT0 + 86'400'000);
+  std::vector<Result> now = h.Read("o-1m");
+  ASSERT_EQ(now.size(), 1u);
+  EXPECT_EQ(now[0].start, kT0);
+  EXPECT_EQ(now[0].sum, 6);  // n2 + n3; n1 was dead-lettered
+}
+
+TEST(WindowedAggregate, APendingStreamSkewSurvivesARestart) {
+  const auto dir = std::filesystem::temp_directory_path() /
+                   StrCat("sm-stream-skew-", ::getpid());
+  std::filesystem::remove_all(dir);
+  {
+    Harness h({Tumbling("1m", 60'000, 0, "o")}, {"serviceId", "metricName"}, 0,
+              kT0 + 3'600'000, dir.string(), /*max_stream_skew_ms=*/3'600'000);
+    h.Pipe({.id = "a", .ts = kT0});
+    h.Pipe({.id = "b", .ts = kT0 + 7'200'000});  // 2 h ahead: dead-lettered, pending
+    ASSERT_TRUE(h.driver->Commit().ok());
+    h.Reopen(kT0 + 3'600'000);
+    ASSERT_NE(h.driver, nullptr);
+    h.Pipe({.id = "c", .ts = kT0 + 7'300'000});  // confirms b, as without the restart
+    auto* agg = h.driver->FindProcessor<WindowedAggregateProcessor>();
+    ASSERT_NE(agg, nullptr);
+    EXPECT_EQ(agg->stream_time(), kT0 + 7'300'000);
+    EXPECT_EQ(h.driver->counters().dead_letters[static_cast<int>(DeadLetterReason::kStreamSkew)],
+              0u);  // the new task's counters: c was accepted
+    std::vector<Result> out = h.Read("o");
+    ASSERT_EQ(out.size(), 1u);
+    EXPECT_EQ(out[0].start, kT0);
+  }
+  std::filesystem::remove_all(dir);
+}
+
+TEST(WindowedAggregate, OperatorStateOfVersionTwoIsReadWithoutAPendingSkew) {
+  const auto dir = std::filesystem::temp_directory_path() /
+                   StrCat("sm-stream-skew-v2-", ::getpid());
+  std::filesystem::remove_all(dir);
+  {
+    Harness h({Tumbling("1m", 60'000, 0, "o")}, {"serviceId", "metricName"}, 0,
+              kT0 + 3'600'000, dir.string(), /*max_stream_skew_ms=*/3'600'000);
+    h.Pipe({.id = "a", .ts = kT0});
+    h.Pipe({.id = "b", .ts = kT0 + 7'200'000});  // dead-lettered, pending
+    ASSERT_TRUE(h.driver->Commit().ok());
+    auto* store = dynamic_cast<WindowStore*>(h.driver->GetStateStore("agg-store"));
+    ASSERT_NE(store, nullptr);
+    std::string meta;
+    ASSERT_TRUE(*store->Fetch("", INT64_MAX, &meta));
+    ASSERT_EQ(meta[0], 3);
+    int64_t pending = 0;
+    std::memcpy(&pending, meta.data() + 33, 8);  // after the compaction boundary
+    EXPECT_EQ(pending, kT0 + 7'200'000);
+    meta[0] = 2;
+    meta.erase(33, 8);
+    ASSERT_TRUE(store->Put("", INT64_MAX, meta).ok());
+    ASSERT_TRUE(store->Flush().ok());
+    h.Reopen(kT0 + 3'600'000);
+    ASSERT_NE(h.driver, nullptr);
+    // No pending timestamp in version 2: c is the first of a new pair, dead-lettered.
+    h.Pipe({.id = "c", .ts = kT0 + 7'300'000});
+    EXPECT_EQ(h.driver->counters().dead_letters[static_cast<int>(DeadLetterReason::kStreamSkew)],
+              1u);
+    auto* agg = h.driver->FindProcessor<WindowedAggregateProcessor>();
+    ASSERT_NE(agg, nullptr);
+    EXPECT_EQ(agg->stream_time(), kT0);
+  }
+  std::filesystem::remove_all(dir);
+}
+
+TEST(WindowedAggregate, TimestampsOutsideTheEventTimeDomainAreDeadLettered) {
+  // Protobuf carries any int64 timestamp (JSON stops below 10^16 ms).
+  StreamsBuilder b;
+  b.Stream("in", EventFormat::kProtobuf)
+      .GroupBy({"serviceId", "metricName"})
+      .WindowedBy(ReferenceWindows())
+      .Aggregate({}, "agg")
+      .ToWindowTopics();
+  absl::StatusOr<Topology> t = b.Build();
+  ASSERT_TRUE(t.ok()) << t.status();
+  TopologyTestDriver::Options o;
+  o.wall_clock_ms = kT0;
+  auto d = TopologyTestDriver::Create(*t, o);
+  ASSERT_TRUE(d.ok()) << d.status();
+  auto event = [](int64_t ts) {
+    MetricEvent e;
+    e.event_id = "e";
+    e.has_event_id = true;
+    e.timestamp_ms = ts;
+    e.has_timestamp = true;
+    e.service_id = "svc";
+    e.has_service_id = true;
+    e.metric_name = "m";
+    e.has_metric_name = true;
+    e.value = 1;
+    e.has_value = true;
+    std::string out;
+    AppendMetricEventProtobuf(e, &out);
+    return out;
+  };
+  for (int64_t ts : {INT64_MIN, INT64_MAX, kMaxEventTimeMs + 1, -kMaxEventTimeMs - 1}) {
+    ASSERT_TRUE((*d)->PipeInput("in", "", event(ts)).ok());
+  }
+  // The domain's edges are events like others (the first sets the stream time).
+  ASSERT_TRUE((*d)->PipeInput("in", "", event(-kMaxEventTimeMs)).ok());
+  ASSERT_TRUE((*d)->PipeInput("in", "", event(kMaxEventTimeMs)).ok());  // stream skew
+  std::vector<OutputRecord> dlq = (*d)->ReadOutput("metrics-dead-letter");
+  ASSERT_EQ(dlq.size(), 5u);
+  EXPECT_EQ(dlq[0].Header("dlq.reason"), "processing");
+  EXPECT_EQ(dlq[0].Header("dlq.error"),
+            StrCat("aggregate: timestamp ", INT64_MIN,
+                   " is outside [-9999999999999999, 9999999999999999]"));
+  EXPECT_EQ(dlq[3].Header("dlq.reason"), "processing");
+  EXPECT_EQ(dlq[4].Header("dlq.reason"), "stream_skew");
+  ASSERT_TRUE((*d)->EndOfInput().ok());
+  EXPECT_EQ((*d)->counters().windows_emitted, 8u);  // the record at -kMaxEventTimeMs
+  EXPECT_EQ((*d)->counters().records_processed, 1u);
+}
+
+TEST(WindowedAggregate, UpdateResultsOfALongWindowOverFinePanesCostTheData) {
+  // Pane size 1 ms under a 1-day window: an update result looks up the panes holding
+  // data, not the 86,400,000 pane slots of the window.
+  WindowSpec day = Tumbling("1d", 86'400'000, 0, "o-1d");
+  day.emit = EmitMode::kUpdate;
+  Harness h({day, Tumbling("1ms", 1, 0, "o-1ms")});
+  h.Pipe({.id = "a", .ts = kT0 + 5, .value = 2});
+  h.Pipe({.id = "b", .ts = kT0 + 3'600'007, .value = 5});
+  ASSERT_TRUE(h.driver->Commit().ok());
+  std::vector<Result> out = h.Read("o-1d");
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].start, kT0 - kT0 % 86'400'000);
+  EXPECT_EQ(out[0].count, 2u);
+  EXPECT_EQ(out[0].sum, 7);
 }
 
 TEST(WindowedAggregate, EmitOnUpdateEmitsChangedWindowsAtCommit) {
@@ -608,12 +840,12 @@ TEST(WindowedAggregate, OperatorStateOfVersionOneIsReadAndUnknownVersionsAreReje
     ASSERT_NE(store, nullptr);
     std::string meta;
     ASSERT_TRUE(*store->Fetch("", INT64_MAX, &meta));
-    ASSERT_EQ(meta[0], 2);
-    // Version 1: the same without the two idle-clock fields and the compaction boundary
-    // (bytes 9..32).
+    ASSERT_EQ(meta[0], 3);
+    // Version 1: the same without the two idle-clock fields, the compaction boundary and
+    // the pending stream-skew timestamp (bytes 9..40).
     std::string v1 = meta;
     v1[0] = 1;
-    v1.erase(9, 24);
+    v1.erase(9, 32);
     ASSERT_TRUE(store->Put("", INT64_MAX, v1).ok());
     ASSERT_TRUE(store->Flush().ok());
     h.Reopen(kT0 + 31'000);
@@ -633,7 +865,7 @@ TEST(WindowedAggregate, OperatorStateOfVersionOneIsReadAndUnknownVersionsAreReje
 
     store = dynamic_cast<WindowStore*>(h.driver->GetStateStore("agg-store"));
     ASSERT_TRUE(*store->Fetch("", INT64_MAX, &meta));
-    meta[0] = 3;
+    meta[0] = 4;
     ASSERT_TRUE(store->Put("", INT64_MAX, meta).ok());
     ASSERT_TRUE(store->Flush().ok());
     h.driver.reset();
@@ -641,7 +873,7 @@ TEST(WindowedAggregate, OperatorStateOfVersionOneIsReadAndUnknownVersionsAreReje
     auto d = TopologyTestDriver::Create(h.topology_, o);
     EXPECT_EQ(d.status().code(), absl::StatusCode::kDataLoss);
     EXPECT_EQ(std::string(Message(d.status())),
-              "aggregate: store agg-store: operator state of unknown version 3 (written by a "
+              "aggregate: store agg-store: operator state of unknown version 4 (written by a "
               "newer release?); the store must be rebuilt");
   }
   std::filesystem::remove_all(dir);

@@ -36,16 +36,43 @@ absl::StatusOr<Topology> BuildMetricsTopology(const PipelineConfig& config) {
   }
   std::vector<std::string> enriched =
       config.enrich_enabled ? config.enrich.AttributeNames() : std::vector<std::string>{};
+  std::vector<std::string> output_names;
   for (const std::string& d : config.group_by) {
     absl::StatusOr<FieldRef> ref = FieldRef::Parse(d);
     if (!ref.ok()) {
       return absl::InvalidArgumentError(StrCat("aggregate.group_by: ", ref.status().message()));
     }
+    // Two dimensions of one name (serviceId twice, or tags.team and an enriched team)
+    // would make results with a repeated field.
+    if (std::find(output_names.begin(), output_names.end(), ref->output_name()) !=
+        output_names.end()) {
+      return absl::InvalidArgumentError(StrCat("aggregate.group_by: '", d, "' names the field ",
+                                               ref->output_name(), " a second time"));
+    }
+    output_names.push_back(ref->output_name());
     if (ref->kind() == FieldRef::Kind::kEnriched &&
         std::find(enriched.begin(), enriched.end(), d) == enriched.end()) {
       return absl::InvalidArgumentError(StrCat(
           "aggregate.group_by: unknown field '", d,
           "' (not an event field, not tags.<key>/metadata.<key>, not set by enrich)"));
+    }
+  }
+
+  if (config.enrich_enabled) {
+    // The lookup runs after the derived fields are set, before the table's attributes:
+    // it reads an event field, a tag, a metadata entry or a derived field.
+    const std::string& name = config.enrich.lookup_key;
+    absl::StatusOr<FieldRef> key = FieldRef::Parse(name);
+    if (!key.ok()) {
+      return absl::InvalidArgumentError(StrCat("enrich.lookup.key: ", key.status().message()));
+    }
+    const bool derived = (name == "statusClass" && config.enrich.derive_status_class) ||
+                         (name == "isError" && config.enrich.derive_is_error);
+    if (key->kind() == FieldRef::Kind::kEnriched && !derived) {
+      return absl::InvalidArgumentError(
+          StrCat("enrich.lookup.key: unknown field '", name,
+                 "' (an event field such as serviceId, tags.<key>, metadata.<key>, or a "
+                 "derived statusClass/isError)"));
     }
   }
 
@@ -68,7 +95,11 @@ absl::StatusOr<Topology> BuildMetricsTopology(const PipelineConfig& config) {
       break;
   }
   if (config.enrich_enabled) events = events.Enrich(config.enrich, "enrich");
-  if (config.dedupe_enabled) events = events.Dedupe(config.dedupe, "dedupe", config.store);
+  if (config.dedupe_enabled) {
+    DedupeOptions dedupe = config.dedupe;
+    dedupe.max_stream_skew_ms = config.max_stream_skew_ms;  // moves with the windows' time
+    events = events.Dedupe(dedupe, "dedupe", config.store);
+  }
 
   AggregateOptions options;
   absl::StatusOr<std::vector<QuantileSpec>> quantiles = MakeQuantileSpecs(config.quantiles);
@@ -80,6 +111,7 @@ absl::StatusOr<Topology> BuildMetricsTopology(const PipelineConfig& config) {
   options.exact_quantiles_up_to = config.exact_quantiles_up_to;
   options.late_to_dead_letter = config.late_to_dead_letter;
   options.idle_close_ms = config.idle_close_ms;
+  options.max_stream_skew_ms = config.max_stream_skew_ms;
   events.GroupBy(config.group_by)
       .WindowedBy(config.windows)
       .Aggregate(options, "aggregate", config.store)

@@ -51,6 +51,9 @@ struct PipelineConfig {
   bool late_to_dead_letter = true;
   // Wall-clock idleness after which windows close anyway (★); 0 disables. Default 30 s.
   int64_t idle_close_ms = 30'000;
+  // Records stamped further ahead of the aggregate's stream time are dead-lettered
+  // (stream_skew); 0 disables. Default 1 day.
+  int64_t max_stream_skew_ms = AggregateOptions::kDefaultMaxStreamSkewMs;
   StoreType store = StoreType::kInMemory;
 };
 
