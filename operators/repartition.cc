@@ -10,9 +10,11 @@ namespace {
 
 // The state entry of the upstream end: version, watermark, last record's wall clock, live.
 constexpr std::string_view kStateKey = "watermark";
-// Version 2 adds the count of events written at that stream time.
+// Version 2 adds the count of events written at that stream time; version 3 the last
+// event dead-lettered as skewed.
 constexpr uint8_t kStateVersion1 = 1;
-constexpr uint8_t kStateVersion = 2;
+constexpr uint8_t kStateVersion2 = 2;
+constexpr uint8_t kStateVersion = 3;
 // A watermark unchanged is sent again this often, for downstream tasks that restarted
 // (they wait until every upstream partition has been heard of).
 constexpr int64_t kResendMs = 10'000;
@@ -68,16 +70,17 @@ absl::Status RepartitionSinkProcessor::Init(ProcessorContext* context) {
   if (*found) {
     std::string_view in = value;
     uint8_t version = 0, live = 0;
-    if (!ReadFixed(&in, &version) || (version != kStateVersion && version != kStateVersion1) ||
+    if (!ReadFixed(&in, &version) || version < kStateVersion1 || version > kStateVersion ||
         !ReadFixed(&in, &time_ms_) || !ReadFixed(&in, &last_record_wall_) ||
-        !ReadFixed(&in, &live) || (version == kStateVersion && !ReadFixed(&in, &time_count_)) ||
-        !in.empty()) {
+        !ReadFixed(&in, &live) || (version >= kStateVersion2 && !ReadFixed(&in, &time_count_)) ||
+        (version >= kStateVersion && !ReadFixed(&in, &skew_pending_)) || !in.empty()) {
       return absl::DataLossError(StrCat("repartition: store ", store_name_,
                                         ": unreadable state entry"));
     }
     last_record_live_ = live != 0;
     stored_time_ = time_ms_;
     stored_count_ = time_count_;
+    stored_pending_ = skew_pending_;
     stored_live_ = last_record_live_;
     // A replay that paused before this restart holds the others back until it goes on.
     replay_paused_ = time_ms_ != INT64_MIN && !last_record_live_;
@@ -91,6 +94,26 @@ absl::Status RepartitionSinkProcessor::Init(ProcessorContext* context) {
 
 absl::Status RepartitionSinkProcessor::Process(const Record<MetricEvent>& record) {
   const MetricEvent& event = *record.value;
+  if (options_.max_stream_skew_ms > 0 && time_ms_ != INT64_MIN) {
+    int64_t ahead;
+    if (__builtin_sub_overflow(record.timestamp_ms, time_ms_, &ahead)) ahead = INT64_MAX;
+    if (ahead > options_.max_stream_skew_ms) {
+      // Accepted when the previous event was as far ahead and close to it: the stream
+      // moved on (a gap in the data), not one wild timestamp.
+      int64_t apart;
+      if (__builtin_sub_overflow(record.timestamp_ms, skew_pending_, &apart)) apart = INT64_MAX;
+      if (skew_pending_ == INT64_MIN || apart > options_.max_stream_skew_ms ||
+          apart < -options_.max_stream_skew_ms) {
+        skew_pending_ = record.timestamp_ms;
+        context()->DeadLetter(DeadLetterReason::kStreamSkew,
+                              StrCat("timestamp: ", record.timestamp_ms, " is more than ",
+                                     options_.max_stream_skew_ms,
+                                     " ms ahead of the stream time (", time_ms_, ")"));
+        return absl::OkStatus();
+      }
+    }
+  }
+  skew_pending_ = INT64_MIN;
   if (record.timestamp_ms > time_ms_) {
     time_ms_ = record.timestamp_ms;
     time_count_ = 0;
@@ -186,16 +209,18 @@ absl::Status RepartitionSinkProcessor::Flush() {
     SendWatermark();
   }
   if (time_ms_ != stored_time_ || time_count_ != stored_count_ ||
-      last_record_live_ != stored_live_) {
+      skew_pending_ != stored_pending_ || last_record_live_ != stored_live_) {
     std::string value;
     AppendFixed<uint8_t>(kStateVersion, &value);
     AppendFixed<int64_t>(time_ms_, &value);
     AppendFixed<int64_t>(last_record_wall_, &value);
     AppendFixed<uint8_t>(last_record_live_ ? 1 : 0, &value);
     AppendFixed<uint32_t>(time_count_, &value);
+    AppendFixed<int64_t>(skew_pending_, &value);
     if (absl::Status s = store_->Put(kStateKey, value); !s.ok()) return s;
     stored_time_ = time_ms_;
     stored_count_ = time_count_;
+    stored_pending_ = skew_pending_;
     stored_live_ = last_record_live_;
   }
   return absl::OkStatus();

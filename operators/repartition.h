@@ -115,6 +115,10 @@ struct RepartitionOptions {
   // A moved watermark is sent at a commit at most this often (and at the next 1 s tick
   // otherwise); idleness changes and end markers at once.
   int64_t watermark_interval_ms = 1'000;
+  // An event stamped further ahead of the task's stream time is dead-lettered (reason
+  // stream_skew), unless the one before it was as far ahead and within this of it (the
+  // stream moved on), as the window operator does without a repartition; 0: no bound.
+  int64_t max_stream_skew_ms = 0;
 };
 
 inline constexpr uint8_t kRepartitionEvent = 0x01;
@@ -174,6 +178,8 @@ class RepartitionSinkProcessor final : public Processor<MetricEvent>, public Pun
   bool replay_paused_ = false;  // restored: the last record before the restart was not live
   int64_t end_offset_ = -1;     // a bounded run's end, once reached
   uint32_t time_count_ = 0;     // events written at stream time time_ms_
+  int64_t skew_pending_ = INT64_MIN;  // the last event dead-lettered as skewed (stored)
+  int64_t stored_pending_ = INT64_MIN;
   uint32_t sent_count_ = 0;
   uint32_t stored_count_ = 0;
   std::string value_;  // scratch

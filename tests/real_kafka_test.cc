@@ -479,9 +479,9 @@ TEST_F(RealKafkaTest, MarkersOfAnIdleInstanceOutliveTheChangelogsRetention) {
 // values of every pane and id, earlier commit markers of each incarnation and the
 // aborted or deleted records go. An instance runs twice on its state dir (two
 // incarnations of every task) and stops each time after the broker's log says it cleaned
-// at least three partitions of each changelog; a second instance on an empty state dir
-// then restores every task from the compacted changelogs alone and goes on to the end
-// of the input. Every result is there exactly once, equal to the oracle's: a window that
+// at least three partitions of each changelog; a second instance (one thread) on an
+// empty state dir then restores every task from the compacted changelogs alone and goes
+// on to the end of the input. Every result is there exactly once, equal to the oracle's: a window that
 // spans the takeover is right only if its pane came back whole.
 TEST_F(RealKafkaTest, CompactedChangelogsRestoreExactly) {
   const std::vector<std::pair<std::string, std::string>> aggressive = {
@@ -530,7 +530,12 @@ TEST_F(RealKafkaTest, CompactedChangelogsRestoreExactly) {
     (*a)->Stop();
     ASSERT_TRUE((*a)->Join().ok());
   }
-  absl::StatusOr<std::unique_ptr<Runtime>> b = Runtime::Create(*topology_, Options("b"));
+  // One stream thread: no second member joins while it commits (a commit racing that
+  // rebalance fails with ILLEGAL_GENERATION and rebuilds its tasks, correctly, but then
+  // the count below says nothing about the restore).
+  RuntimeOptions one_thread = Options("b");
+  one_thread.threads = 1;
+  absl::StatusOr<std::unique_ptr<Runtime>> b = Runtime::Create(*topology_, one_thread);
   ASSERT_TRUE(b.ok()) << b.status();
   ASSERT_TRUE((*b)->Start().ok());
   producer.join();

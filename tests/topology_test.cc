@@ -448,6 +448,50 @@ TEST(RepartitionMerge, ResultsDoNotDependOnHowUpstreamPartitionsInterleave) {
   }
 }
 
+// Proves the stream-skew rule holds behind the repartition, where `run` aggregates by
+// default: an event stamped two days ahead among events of now is dead-lettered
+// (stream_skew) where its partition's stream time is — upstream — and the results and
+// dead letters are those of one task over the same input, which judges it at the window
+// operator. Before, downstream of a repartition nothing judged it: the wild event moved
+// its partition's stream time two days on and every later event of it came out late.
+TEST(RepartitionMerge, AnEventFarAheadOfItsPartitionIsDeadLetteredUpstream) {
+  auto run = [](InputKeying keying) {
+    PipelineConfig c = ReferencePipelineConfig();
+    c.keying = keying;
+    c.idle_close_ms = 0;
+    absl::StatusOr<Topology> t = BuildMetricsTopology(c);
+    EXPECT_TRUE(t.ok()) << t.status();
+    TopologyTestDriver::Options o;
+    o.wall_clock_ms = kT0 + 10 * 86'400'000LL;  // the wild event passes validation
+    auto driver = *TopologyTestDriver::Create(*t, o);
+    for (int i = 0; i < 600; ++i) {
+      const int64_t ts = i == 300 ? kT0 + 2 * 86'400'000LL : kT0 + i * 500;
+      EXPECT_TRUE(driver->PipeInput("metrics-events", "",
+                                    Ev{.id = StrCat("e", i), .ts = ts, .value = i % 17 + 0.5}.Json())
+                      .ok());
+    }
+    EXPECT_TRUE(driver->EndOfInput().ok());
+    std::multiset<std::string> out;
+    for (const OutputRecord& r : driver->ReadAll()) {
+      out.insert(StrCat(r.topic, "|", r.value, "|", r.Header("dlq.reason").value_or(""), "|",
+                        r.Header("dlq.error").value_or("")));
+    }
+    return std::make_pair(out, driver->counters());
+  };
+  const auto [single, single_counters] = run(InputKeying::kSingleTask);
+  const auto [repartitioned, counters] = run(InputKeying::kAny);
+  EXPECT_EQ(counters.dead_letters[static_cast<int>(DeadLetterReason::kStreamSkew)], 1u);
+  EXPECT_EQ(counters.late_dropped, 0u);
+  EXPECT_EQ(counters.records_processed, 599u);
+  const std::string want = StrCat("metrics-dead-letter|", Ev{.id = "e300", .ts = kT0 + 2 * 86'400'000LL,
+                                                             .value = 300 % 17 + 0.5}.Json(),
+                                  "|stream_skew|timestamp: ", kT0 + 2 * 86'400'000LL,
+                                  " is more than 86400000 ms ahead of the stream time (",
+                                  kT0 + 299 * 500, ")");
+  EXPECT_EQ(repartitioned.count(want), 1u) << *repartitioned.begin();
+  EXPECT_TRUE(single == repartitioned) << single.size() << " vs " << repartitioned.size();
+}
+
 // Property: any config within the documented ranges loads, builds, and takes events at the
 // edges of the event-time domain without overflow or unbounded work — every record
 // accounted for once, every result a whole window, and the close loop's iterations

@@ -84,9 +84,11 @@ absl::StatusOr<Topology> BuildMetricsTopology(const PipelineConfig& config) {
     case InputKeying::kAny:
       // Partitions that read nothing stop holding the others back after the idle period
       // (operators/repartition.h); with idle close disabled, after its default.
+      // Stream skew is judged there, where a partition's stream time is (downstream the
+      // windows follow the merged upstream time).
       events = events.RepartitionByService(
           "by-service", config.idle_close_ms > 0 ? config.idle_close_ms : 30'000,
-          config.idle_close_ms);
+          config.idle_close_ms, config.max_stream_skew_ms);
       break;
     case InputKeying::kByService:
       events = events.CheckKeyIsService("key-check");

@@ -255,11 +255,15 @@ KGroupedStream AddGroupBy(StreamsBuilder* b, size_t parent,
 }
 
 KStream<MetricEvent> AddRepartition(StreamsBuilder* b, size_t parent, std::string name,
-                                    int64_t idle_ms, int64_t idle_close_ms) {
+                                    int64_t idle_ms, int64_t idle_close_ms,
+                                    int64_t max_stream_skew_ms) {
   if (name.empty()) b->Fail(absl::InvalidArgumentError("repartition: a name is needed"));
   if (idle_ms < 0) b->Fail(absl::InvalidArgumentError("repartition: idle must be >= 0"));
   if (idle_close_ms < 0) {
     b->Fail(absl::InvalidArgumentError("repartition: idle close must be >= 0"));
+  }
+  if (max_stream_skew_ms < 0) {
+    b->Fail(absl::InvalidArgumentError("repartition: max stream skew must be >= 0"));
   }
   const std::string suffix = StrCat(name, "-repartition");
   const std::string store_name = StrCat(name, "-repartition-state");
@@ -271,7 +275,8 @@ KStream<MetricEvent> AddRepartition(StreamsBuilder* b, size_t parent, std::strin
   sink.internal = true;
   sink.detail = StrCat("topic: <application.id>-", suffix, ", keyed by serviceId, watermarks");
   sink.stores = {store_name};
-  RepartitionOptions options{.name = name, .idle_ms = idle_ms};
+  RepartitionOptions options{
+      .name = name, .idle_ms = idle_ms, .max_stream_skew_ms = max_stream_skew_ms};
   sink.factory = [options, store_name]() -> std::unique_ptr<ProcessorBase> {
     return std::make_unique<RepartitionSinkProcessor>(options, store_name);
   };

@@ -197,9 +197,11 @@ class KStream {
   // downstream stream time back (and the downstream task, silent that long, forwards the
   // events its merge holds). `idle_close_ms`: the aggregate's idle close — after that
   // much silence of live input the downstream stream time follows the wall clock; 0:
-  // never.
+  // never. `max_stream_skew_ms`: an event further ahead of its partition's stream time is
+  // dead-lettered (stream_skew) upstream, as the window operator does without a
+  // repartition; 0: no bound.
   KStream<V> RepartitionByService(std::string name, int64_t idle_ms = 30'000,
-                                  int64_t idle_close_ms = 0)
+                                  int64_t idle_close_ms = 0, int64_t max_stream_skew_ms = 0)
     requires std::same_as<V, MetricEvent>;
   // For input keyed by serviceId (no repartition): dead-letters a record whose key is not
   // its serviceId (reason key_mismatch).
@@ -276,7 +278,8 @@ KStream<MetricEvent> AddDedupe(StreamsBuilder* b, size_t parent, DedupeOptions o
 KGroupedStream AddGroupBy(StreamsBuilder* b, size_t parent,
                           const std::vector<std::string>& dimensions);
 KStream<MetricEvent> AddRepartition(StreamsBuilder* b, size_t parent, std::string name,
-                                    int64_t idle_ms, int64_t idle_close_ms);
+                                    int64_t idle_ms, int64_t idle_close_ms,
+                                    int64_t max_stream_skew_ms);
 KStream<MetricEvent> AddKeyCheck(StreamsBuilder* b, size_t parent, std::string name);
 void AddWindowTopicSinks(StreamsBuilder* b, size_t parent);
 }  // namespace topology_internal
@@ -311,11 +314,11 @@ KGroupedStream KStream<V>::GroupBy(const std::vector<std::string>& dimensions)
 
 template <typename V>
 KStream<V> KStream<V>::RepartitionByService(std::string name, int64_t idle_ms,
-                                            int64_t idle_close_ms)
+                                            int64_t idle_close_ms, int64_t max_stream_skew_ms)
   requires std::same_as<V, MetricEvent>
 {
   return topology_internal::AddRepartition(builder_, node_, std::move(name), idle_ms,
-                                           idle_close_ms);
+                                           idle_close_ms, max_stream_skew_ms);
 }
 
 template <typename V>
