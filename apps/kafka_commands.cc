@@ -419,7 +419,7 @@ absl::Status RunKafka(const AppConfig& config, const RunCommandOptions& options,
   ro.commit_interval_ms = config.commit_interval_ms;
   ro.marker_refresh_ms = config.marker_refresh_ms;
   ro.state_dir = StrCat(config.state_dir, "/", config.pipeline.application_id);
-  ro.instance_id = StrCat(::getpid());
+  // ro.instance_id stays empty: the process id kept in the state directory.
   ro.rocksdb = RocksDbResources::Create(RocksDbBudget{
       .cache_bytes = config.rocksdb_cache_bytes,
       .write_buffer_bytes = config.rocksdb_write_buffer_bytes});

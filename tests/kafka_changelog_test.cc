@@ -8,6 +8,10 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <unistd.h>
 #include <memory>
 #include <string>
 #include <vector>
@@ -15,6 +19,7 @@
 #include "absl/time/clock.h"
 #include "engine/kafka/changelog_reader.h"
 #include "engine/kafka/dev_broker.h"
+#include "engine/kafka/process_id.h"
 #include "engine/kafka/producer.h"
 #include "operators/strings.h"
 #include "statestore/changelog.h"
@@ -325,6 +330,51 @@ TEST_F(KafkaChangelogTest, HeldRecordsAreQueuedTogetherInOrderOrDropped) {
   EXPECT_THAT(seen, ElementsAre("1:a=1", "2:b=", "4:=m", "1:big0=900000B", "1:big1=900000B",
                                 "1:big2=900000B", "1:big3=900000B", "1:big4=900000B"));
   ASSERT_TRUE(producer->CommitTransaction({}).ok());
+}
+
+// Proves an instance's process id — the middle of its transactional ids — is made once per
+// state directory, kept there and read back the same by every later start; another
+// directory gets another; a file holding anything else is refused, naming it, rather than
+// silently replaced (a new id would no longer fence the old instance's transactions).
+// Before, transactional ids came from getpid(): 1 in every container, so two replicas
+// fenced each other.
+TEST(ProcessId, IsMadeOncePerStateDirectoryAndKept) {
+  const std::filesystem::path root =
+      std::filesystem::temp_directory_path() / StrCat("sm-process-id-", ::getpid());
+  std::filesystem::remove_all(root);
+  const std::string a = (root / "a" / "app").string(), b = (root / "b" / "app").string();
+  absl::StatusOr<std::string> first = LoadOrCreateProcessId(a);
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_TRUE(IsProcessId(*first)) << *first;
+  EXPECT_EQ((*first)[14], '4');  // version 4: random
+  EXPECT_NE(std::string("89ab").find((*first)[19]), std::string::npos);  // RFC 4122 variant
+  for (int i = 0; i < 3; ++i) {
+    absl::StatusOr<std::string> again = LoadOrCreateProcessId(a);
+    ASSERT_TRUE(again.ok()) << again.status();
+    EXPECT_EQ(*again, *first);
+  }
+  std::ifstream file(std::filesystem::path(a) / "process-id");
+  std::string stored;
+  std::getline(file, stored);
+  EXPECT_EQ(stored, *first);
+  std::set<std::string> ids = {*first};
+  for (int i = 0; i < 20; ++i) {
+    absl::StatusOr<std::string> other = LoadOrCreateProcessId((root / StrCat("d", i)).string());
+    ASSERT_TRUE(other.ok()) << other.status();
+    ids.insert(*other);
+  }
+  EXPECT_EQ(ids.size(), 21u);
+  std::filesystem::create_directories(b);
+  std::ofstream(std::filesystem::path(b) / "process-id") << "12345\n";
+  absl::StatusOr<std::string> bad = LoadOrCreateProcessId(b);
+  EXPECT_TRUE(absl::IsFailedPrecondition(bad.status())) << bad.status();
+  EXPECT_EQ(bad.status().message(),
+            StrCat(b, "/process-id holds no process id (a UUID); delete it to make a new one"));
+  EXPECT_FALSE(IsProcessId("0f0e0d0c-0b0a-4908-8706-05040302010"));   // 35 characters
+  EXPECT_FALSE(IsProcessId("0f0e0d0c-0b0a-4908-8706-05040302010G"));  // not hex
+  EXPECT_FALSE(IsProcessId("0f0e0d0c0b0a-4908-8706-050403020100a"));  // dash misplaced
+  EXPECT_TRUE(IsProcessId("0f0e0d0c-0b0a-4908-8706-050403020100"));
+  std::filesystem::remove_all(root);
 }
 
 }  // namespace

@@ -32,6 +32,7 @@
 #include "apps/event_generator.h"
 #include "engine/kafka/changelog_reader.h"
 #include "engine/kafka/dev_broker.h"
+#include "engine/kafka/process_id.h"
 #include "engine/kafka/kafka_common.h"
 #include "engine/kafka/producer.h"
 #include "engine/kafka/runtime.h"
@@ -734,13 +735,16 @@ TEST_F(KafkaRuntimeTest, AReplayOfOldDataThatPausesClosesNoWindowEarly) {
 //   records beyond 5 MiB, and before, a generator outrunning the engine lost events that
 //   way (librdkafka logged "Offset out of range" resets and the engine skipped ahead);
 // - the second run, whose in-process broker is new, rebuilds the state the first left
-//   (before, it resumed at the first run's offsets with its windows).
+//   (before, it resumed at the first run's offsets with its windows);
+// - both runs are one instance: the process id the first made in the state dir (the
+//   middle of its transactional ids) is the second's.
 TEST(MainJob, RunTwiceOnTheEmbeddedBrokerHoldsTheLoadAndRebuildsTheState) {
   const fs::path dir = fs::temp_directory_path() / StrCat("sm-main-job-", ::getpid());
   fs::remove_all(dir);
   fs::create_directories(dir);
   // config/embedded.yaml as shipped (RocksDB stores), but for the state dir.
   const std::string config = EmbeddedConfigIn(dir, "");
+  std::string process_id;
   for (int run = 0; run < 2; ++run) {
     SCOPED_TRACE(StrCat("run ", run + 1));
     const std::string log = (dir / StrCat("run", run, ".log")).string();
@@ -773,6 +777,11 @@ TEST(MainJob, RunTwiceOnTheEmbeddedBrokerHoldsTheLoadAndRebuildsTheState) {
       ++rebuilt;
     }
     EXPECT_EQ(rebuilt, run == 0 ? 0 : 6) << out;
+    std::string id;
+    std::getline(std::ifstream(dir / "state" / "streammetrics" / "process-id"), id);
+    EXPECT_TRUE(IsProcessId(id)) << id;
+    if (run == 0) process_id = id;
+    EXPECT_EQ(id, process_id);
   }
   fs::remove_all(dir);
 }

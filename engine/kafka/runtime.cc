@@ -10,6 +10,7 @@
 
 #include "engine/kafka/changelog_reader.h"
 #include "engine/kafka/dev_broker.h"
+#include "engine/kafka/process_id.h"
 #include "engine/kafka/kafka_common.h"
 #include "engine/log.h"
 #include "engine/task.h"
@@ -1230,6 +1231,15 @@ absl::StatusOr<std::unique_ptr<Runtime>> Runtime::Create(const Topology& topolog
     if (def.type == StoreType::kRocksDb && options.state_dir.empty()) {
       return absl::InvalidArgumentError("runtime: RocksDB stores need a state directory");
     }
+  }
+  if (options.instance_id.empty()) {
+    if (options.state_dir.empty()) {
+      return absl::InvalidArgumentError(
+          "runtime: an instance id or a state directory (which keeps the process id) is needed");
+    }
+    absl::StatusOr<std::string> id = LoadOrCreateProcessId(options.state_dir);
+    if (!id.ok()) return id.status();
+    options.instance_id = *std::move(id);
   }
   std::unique_ptr<Runtime> rt(new Runtime(topology, std::move(options)));
   rt->source_topic_ = sources[0];

@@ -74,8 +74,10 @@ struct RuntimeOptions {
   int64_t commit_interval_ms = 100;
   // Task stores live under <state_dir>/<task id>; required with RocksDB stores.
   std::string state_dir;
-  // Distinguishes this process's transactional ids from other instances'.
-  std::string instance_id = "0";
+  // Distinguishes this instance's transactional ids (<application id>-<instance id>-<thread>)
+  // from other instances'. Empty: the process id kept in state_dir (engine/kafka/process_id.h),
+  // made there the first time — unique per state directory, stable across restarts.
+  std::string instance_id;
   std::shared_ptr<RocksDbResources> rocksdb;
   std::shared_ptr<CacheBudget> cache_budget;
   uint64_t checkpoint_every_changes = 100'000;
