@@ -729,6 +729,32 @@ TEST_F(KafkaRuntimeTest, AReplayOfOldDataThatPausesClosesNoWindowEarly) {
   ExpectMatchesOracle(oracle, /*last_result_wins=*/false, "live-marker");
 }
 
+// Proves a state directory is one instance's: a second runtime on it, whose transactional
+// ids would be the first's (both take the process id kept there) and whose stores RocksDB
+// would refuse, is refused at once, naming the directory and the holder; once the first is
+// gone, the directory takes a new instance with the same process id. Before, a second
+// `run` on one state.dir retried its stores' locks for ever, showing "read 0".
+TEST_F(KafkaRuntimeTest, AStateDirectoryInUseIsRefused) {
+  RuntimeOptions o = Options("a");
+  o.instance_id.clear();  // the process id kept in the state dir, as `run` does
+  absl::StatusOr<std::unique_ptr<Runtime>> first = Runtime::Create(*topology_, o);
+  ASSERT_TRUE(first.ok()) << first.status();
+  absl::StatusOr<std::unique_ptr<Runtime>> second = Runtime::Create(*topology_, o);
+  EXPECT_TRUE(absl::IsFailedPrecondition(second.status())) << second.status();
+  EXPECT_EQ(second.status().message(),
+            StrCat("state directory ", o.state_dir, " is in use by another instance (process ",
+                   ::getpid(), "): give each instance its own state.dir"));
+  std::string id;
+  std::getline(std::ifstream(fs::path(o.state_dir) / "process-id"), id);
+  EXPECT_TRUE(IsProcessId(id)) << id;
+  first->reset();
+  absl::StatusOr<std::unique_ptr<Runtime>> third = Runtime::Create(*topology_, o);
+  EXPECT_TRUE(third.ok()) << third.status();
+  std::string again;
+  std::getline(std::ifstream(fs::path(o.state_dir) / "process-id"), again);
+  EXPECT_EQ(again, id);
+}
+
 // The main job as scripts/run.sh runs it (embedded dev broker, built-in load generator),
 // twice on one state dir, asked for more load than the engine can take. Proves:
 // - the generator is held to the engine's pace: the dev broker drops a partition's oldest

@@ -1,6 +1,11 @@
 #include "engine/kafka/process_id.h"
 
+#include <fcntl.h>
+#include <sys/file.h>
 #include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 
 #include <array>
 #include <cstdio>
@@ -91,5 +96,43 @@ absl::StatusOr<std::string> LoadOrCreateProcessId(const std::string& dir) {
   }
   return id;
 }
+
+absl::StatusOr<std::unique_ptr<StateDirectoryLock>> StateDirectoryLock::Acquire(
+    const std::string& dir) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("state directory ", dir, " cannot be created: ", ec.message()));
+  }
+  const std::string path = (std::filesystem::path(dir) / "lock").string();
+  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(path, ": cannot be opened: ", std::strerror(errno)));
+  }
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    const int err = errno;
+    char buf[32] = {};
+    const ssize_t n = ::pread(fd, buf, sizeof(buf) - 1, 0);
+    std::string holder(buf, n > 0 ? static_cast<size_t>(n) : 0);
+    while (!holder.empty() && (holder.back() == '\n' || holder.back() == ' ')) holder.pop_back();
+    ::close(fd);
+    if (err == EWOULDBLOCK) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "state directory ", dir, " is in use by another instance (process ",
+          holder.empty() ? "?" : holder, "): give each instance its own state.dir"));
+    }
+    return absl::FailedPreconditionError(
+        absl::StrCat(path, ": cannot be locked: ", std::strerror(err)));
+  }
+  const std::string pid = absl::StrCat(static_cast<int>(::getpid()), "\n");
+  if (::ftruncate(fd, 0) != 0 || ::pwrite(fd, pid.data(), pid.size(), 0) < 0) {
+    // The lock holds; only the message a second instance would give lacks the pid.
+  }
+  return std::unique_ptr<StateDirectoryLock>(new StateDirectoryLock(fd));
+}
+
+StateDirectoryLock::~StateDirectoryLock() { ::close(fd_); }
 
 }  // namespace streammetrics::kafka

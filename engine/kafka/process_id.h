@@ -8,6 +8,7 @@
 #ifndef STREAMMETRICS_ENGINE_KAFKA_PROCESS_ID_H_
 #define STREAMMETRICS_ENGINE_KAFKA_PROCESS_ID_H_
 
+#include <memory>
 #include <string>
 #include <string_view>
 
@@ -22,6 +23,24 @@ absl::StatusOr<std::string> LoadOrCreateProcessId(const std::string& dir);
 // Whether `id` is a process id: a UUID in its canonical text form (36 characters,
 // lowercase hex, dashes at 8, 13, 18 and 23).
 bool IsProcessId(std::string_view id);
+
+// An instance's exclusive hold on its state directory (an flock on `<dir>/lock`, which
+// also holds the holder's pid), released when destroyed or when the process dies — kill
+// -9 included. Two instances on one directory would share its process id, so fence each
+// other, and its stores' locks; the second one now stops at once, saying why.
+class StateDirectoryLock {
+ public:
+  // FailedPrecondition naming the directory and the holder's pid when another process
+  // holds it.
+  static absl::StatusOr<std::unique_ptr<StateDirectoryLock>> Acquire(const std::string& dir);
+  ~StateDirectoryLock();
+  StateDirectoryLock(const StateDirectoryLock&) = delete;
+  StateDirectoryLock& operator=(const StateDirectoryLock&) = delete;
+
+ private:
+  explicit StateDirectoryLock(int fd) : fd_(fd) {}
+  int fd_;
+};
 
 }  // namespace streammetrics::kafka
 

@@ -1232,16 +1232,23 @@ absl::StatusOr<std::unique_ptr<Runtime>> Runtime::Create(const Topology& topolog
       return absl::InvalidArgumentError("runtime: RocksDB stores need a state directory");
     }
   }
+  std::unique_ptr<StateDirectoryLock> state_lock;
   if (options.instance_id.empty()) {
     if (options.state_dir.empty()) {
       return absl::InvalidArgumentError(
           "runtime: an instance id or a state directory (which keeps the process id) is needed");
     }
+    // The directory is this instance's alone, from here to its end.
+    absl::StatusOr<std::unique_ptr<StateDirectoryLock>> lock =
+        StateDirectoryLock::Acquire(options.state_dir);
+    if (!lock.ok()) return lock.status();
+    state_lock = *std::move(lock);
     absl::StatusOr<std::string> id = LoadOrCreateProcessId(options.state_dir);
     if (!id.ok()) return id.status();
     options.instance_id = *std::move(id);
   }
   std::unique_ptr<Runtime> rt(new Runtime(topology, std::move(options)));
+  rt->state_lock_ = std::move(state_lock);
   rt->source_topic_ = sources[0];
   rt->sub_topics_.assign(std::max(1, topology.subtopologies()), "");
   for (const NodeDef& n : topology.nodes()) {

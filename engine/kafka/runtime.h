@@ -36,6 +36,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "engine/kafka/process_id.h"
 #include "engine/kafka/producer.h"
 #include "statestore/cache_budget.h"
 #include "statestore/rocksdb_stores.h"
@@ -196,6 +197,8 @@ class Runtime {
   // A bounded run's thread is done: stop everything once all are (Thread::Run).
   void MaybeFinishBoundedRun();
   bool on_dev_broker_ = false;  // set by EnsureTopics, before the threads start
+  // Held while the instance is its state directory's (its process id comes from there).
+  std::unique_ptr<StateDirectoryLock> state_lock_;
   std::vector<std::unique_ptr<Thread>> threads_;
 };
 
