@@ -105,9 +105,13 @@ start() {
     bootstrap+="${bootstrap:+,}127.0.0.1:${bports[$i]}"
   done
   local rf=$nodes min_isr=$((nodes == 3 ? 2 : 1))
-  # A 16-byte cluster id, base64url without padding (22 characters), as KRaft wants.
+  # A 16-byte cluster id, base64url without padding (22 characters), as KRaft wants; not
+  # starting with '-' (1 start in 64), which the format tool's parser reads as an option.
   local cluster_id
   cluster_id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')"
+  while [[ "$cluster_id" == -* ]]; do
+    cluster_id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')"
+  done
   for i in $(seq 1 "$nodes"); do
     local nd="$dir/node-$i"
     mkdir -p "$nd/data"
