@@ -5,6 +5,7 @@
 #define STREAMMETRICS_APPS_CONFIG_H_
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -27,8 +28,17 @@ struct SinkConfig {
   int connections = 3;  // Postgres: connections a batch is spread over (by partition)
 };
 
+// How offline input (`process`) is cut into records; a Kafka record is one already.
+//   kLines: one record per line (JSON lines). A newline byte ends a record, so it cannot
+//     frame protobuf, whose messages hold 0x0a bytes (field 1's tag, for one).
+//   kDelimited: each record preceded by its length as a base-128 varint, as protobuf's
+//     writeDelimitedTo / SerializeDelimitedToOstream write them; any bytes may follow.
+enum class InputFraming { kLines, kDelimited };
+
 struct AppConfig {
   PipelineConfig pipeline;
+  // input.framing; nullopt: the format's own (InputFramingOf).
+  std::optional<InputFraming> input_framing;
   // Offline mode (`process`, `demo`): commit after this many input records.
   uint64_t commit_every_records = 10'000;
   // The operators' in-memory state (window panes) beyond which compacted panes are
@@ -49,6 +59,10 @@ struct AppConfig {
   // librdkafka properties for the Kafka runtime, passed through verbatim.
   std::vector<std::pair<std::string, std::string>> kafka;
 };
+
+// input.framing as given, else the input format's natural framing: lines for JSON,
+// delimited for protobuf.
+InputFraming InputFramingOf(const AppConfig& config);
 
 // The kafka.bootstrap.servers value, or "embedded" (the default: the dev broker in this
 // process).
