@@ -13,6 +13,7 @@
 #include <vector>
 #include <memory>
 
+#include "absl/strings/escaping.h"
 #include "apps/event_generator.h"
 #include "engine/topology_test_driver.h"
 #include "operators/aggregate_result.h"
@@ -61,8 +62,20 @@ class OutputFiles {
       AppendJsonString(r.Header("dlq.topic").value_or(""), &line_);
       StrAppend(&line_, ",\"partition\":", r.Header("dlq.partition").value_or("0"),
                 ",\"offset\":", r.Header("dlq.offset").value_or("-1"),
-                ",\"timestamp\":", r.Header("dlq.timestamp").value_or("0"), ",\"original\":");
-      AppendJsonString(r.value, &line_);
+                ",\"timestamp\":", r.Header("dlq.timestamp").value_or("0"));
+      if (std::optional<std::string> cut = r.Header("dlq.truncated")) {
+        line_.append(",\"truncated\":");
+        AppendJsonString(*cut, &line_);
+      }
+      // JSON strings hold text: bytes that are not UTF-8 (protobuf input, a corrupt line)
+      // go as base64, so the exact original can be recovered.
+      if (simdjson::validate_utf8(r.value.data(), r.value.size())) {
+        line_.append(",\"original\":");
+        AppendJsonString(r.value, &line_);
+      } else {
+        absl::Base64Escape(r.value, &base64_);
+        StrAppend(&line_, ",\"original_base64\":\"", base64_, "\"");
+      }
       line_.push_back('}');
     } else {
       line_.append(r.value);
@@ -87,6 +100,173 @@ class OutputFiles {
   std::string dead_letter_topic_;
   std::map<std::string, std::unique_ptr<std::ofstream>> files_;
   std::string line_;
+  std::string base64_;
+};
+
+// One record of the input as its framing cuts it.
+struct InputRecord {
+  // The record; its first input.max_document_bytes bytes when it is larger.
+  std::string_view bytes;
+  bool blank = false;  // a line of whitespace only: not an event
+  // Not empty: the record cannot be decoded (over the document limit, a broken frame)
+  // and is dead-lettered with this error, `bytes` as its original.
+  std::string error;
+  // Not empty: `bytes` is a cut of the record; the dead letter's dlq.truncated header.
+  std::string truncated;
+};
+
+std::string TooLarge(uint64_t size, size_t limit) {
+  return StrCat("document too large: ", size, " bytes (limit ", limit, ")");
+}
+
+// Cuts the input into records; Next() returns false at its end. A record's bytes stay
+// valid until the next call. Buffers grow with the records read, up to the document limit
+// (a record over it keeps only its first limit bytes, the rest is skipped), so no input can
+// exhaust memory and a large limit costs nothing until records are that large.
+class InputReader {
+ public:
+  virtual ~InputReader() = default;
+  virtual absl::StatusOr<bool> Next(InputRecord* record) = 0;
+};
+
+// One record per line; "\r\n" ends a line too.
+class LineReader final : public InputReader {
+ public:
+  LineReader(std::istream& input, size_t limit)
+      : input_(input), limit_(limit), chunk_(std::min<size_t>(limit + 2, size_t{64} << 10)) {}
+
+  absl::StatusOr<bool> Next(InputRecord* record) override {
+    if (at_end_) return false;
+    buf_.clear();
+    uint64_t size = 0;  // of the line, without its newline
+    char last = 0;
+    while (true) {
+      input_.getline(chunk_.data(), static_cast<std::streamsize>(chunk_.size()));
+      size_t n = static_cast<size_t>(input_.gcount());
+      const bool full = input_.fail() && !input_.eof() && !input_.bad();  // the line goes on
+      if (!full && !input_.eof() && n > 0) --n;  // gcount counted the newline getline consumed
+      if (n > 0) last = chunk_[n - 1];
+      size += n;
+      // One byte beyond the limit is kept, for a "\r" that may end the line.
+      const size_t room = limit_ + 1 - std::min(buf_.size(), limit_ + 1);
+      buf_.append(chunk_.data(), std::min(n, room));
+      if (input_.eof() || input_.bad()) {
+        at_end_ = true;
+        break;
+      }
+      if (!full) break;
+      input_.clear();
+    }
+    if (input_.bad()) return absl::DataLossError("reading the input failed");
+    if (at_end_ && size == 0) return false;
+    if (last == '\r') {
+      --size;
+      if (buf_.size() > size) buf_.resize(size);
+    }
+    record->error.clear();
+    record->truncated.clear();
+    if (size > limit_) {
+      buf_.resize(limit_);
+      record->error = TooLarge(size, limit_);
+      record->truncated = StrCat("key=0,value=", size);
+    }
+    record->bytes = buf_;
+    record->blank = record->error.empty() && StripAsciiWhitespace(buf_).empty();
+    return true;
+  }
+
+ private:
+  std::istream& input_;
+  const size_t limit_;
+  std::vector<char> chunk_;
+  std::string buf_;
+  bool at_end_ = false;
+};
+
+// Length-delimited records: each preceded by its size as a base-128 varint (protobuf's
+// writeDelimitedTo / SerializeDelimitedToOstream). Read here rather than with protobuf's
+// ParseDelimitedFrom*, which parse into a message: the topology takes the record's bytes
+// (and a dead letter keeps them), and a length over the limit must be known before the
+// bytes are read, to skip them. A frame over the limit is skipped and the next one read;
+// a cut last frame is the last record.
+class DelimitedReader final : public InputReader {
+ public:
+  DelimitedReader(std::istream& input, size_t limit) : input_(input), limit_(limit) {}
+
+  absl::StatusOr<bool> Next(InputRecord* record) override {
+    if (at_end_) return false;
+    buf_.clear();
+    record->error.clear();
+    record->truncated.clear();
+    record->blank = false;
+    uint64_t size = 0;
+    for (int shift = 0;; shift += 7) {
+      const int c = input_.get();
+      if (c == std::char_traits<char>::eof()) {
+        if (input_.bad()) return absl::DataLossError("reading the input failed");
+        at_end_ = true;
+        if (buf_.empty()) return false;
+        record->error = StrCat("truncated frame: the input ends inside its length prefix (",
+                               buf_.size(), " bytes)");
+        record->bytes = buf_;
+        return true;
+      }
+      buf_.push_back(static_cast<char>(c));
+      // A varint holds 64 bits in at most 10 bytes, the 10th holding bit 63 only.
+      if (shift == 63 && c > 1) {
+        at_end_ = true;
+        record->error = StrCat("malformed frame: its length prefix is not a varint of at most "
+                               "64 bits; the remaining ", Skip(UINT64_MAX),
+                               " bytes of the input are not read");
+        record->bytes = buf_;
+        return true;
+      }
+      size |= static_cast<uint64_t>(c & 0x7f) << shift;
+      if ((c & 0x80) == 0) break;
+    }
+    buf_.clear();
+    const uint64_t keep = std::min<uint64_t>(size, limit_);
+    while (buf_.size() < keep) {  // grows with what arrives, not with what the prefix says
+      const size_t have = buf_.size();
+      buf_.resize(have + std::min<uint64_t>(keep - have, size_t{64} << 10));
+      input_.read(buf_.data() + have, static_cast<std::streamsize>(buf_.size() - have));
+      buf_.resize(have + static_cast<size_t>(input_.gcount()));
+      if (!input_) break;
+    }
+    uint64_t got = buf_.size();
+    if (got == keep && size > keep) got += Skip(size - keep);
+    if (input_.bad()) return absl::DataLossError("reading the input failed");
+    record->bytes = buf_;
+    if (size > limit_) {
+      record->error = TooLarge(size, limit_);
+      record->truncated = StrCat("key=0,value=", size);
+      if (got < size) StrAppend(&record->error, "; the input ends after ", got, " of them");
+    } else if (got < size) {
+      record->error = StrCat("truncated frame: its length prefix says ", size,
+                             " bytes, the input ends after ", got);
+    }
+    if (got < size) at_end_ = true;
+    return true;
+  }
+
+ private:
+  // Skips up to n bytes; returns how many there were.
+  uint64_t Skip(uint64_t n) {
+    uint64_t skipped = 0;
+    while (skipped < n && input_) {
+      // ignore(max) would mean "to the end of the input": ask for less at a time.
+      const uint64_t step = std::min<uint64_t>(n - skipped, uint64_t{1} << 30);
+      input_.ignore(static_cast<std::streamsize>(step));
+      skipped += static_cast<uint64_t>(input_.gcount());
+      if (static_cast<uint64_t>(input_.gcount()) < step) break;
+    }
+    return skipped;
+  }
+
+  std::istream& input_;
+  const size_t limit_;
+  std::string buf_;
+  bool at_end_ = false;
 };
 
 // Offline mode's RocksDB stores live in a fresh directory removed at exit: they hold
@@ -119,6 +299,9 @@ absl::StatusOr<std::unique_ptr<TopologyTestDriver>> MakeDriver(const AppConfig& 
   options.state_dir = state.path();
   options.application_id = config.pipeline.application_id;
   options.dead_letter_topic = config.pipeline.dead_letter_topic;
+  // A dead-letter file takes records of any size, unlike a Kafka topic: none is cut to fit
+  // (the document limit bounds them).
+  options.dead_letter_max_bytes = 0;
   options.commit_every_records = config.commit_every_records;
   options.wall_clock_ms = clock;
   if (config.pipeline.store == StoreType::kRocksDb) {
@@ -169,54 +352,39 @@ absl::StatusOr<ProcessResult> RunProcess(const AppConfig& config, std::istream& 
     return absl::OkStatus();
   };
 
-  // Lines are read into a buffer that grows with the longest line, up to the document
-  // limit: a longer line is cut at limit + 1 bytes (which the decoder then dead-letters as
-  // too large, with that prefix as the original) and the rest of it skipped, so no input
-  // line can exhaust memory, and a large limit costs nothing until lines are that long.
-  const size_t keep = config.pipeline.limits.max_document_bytes + 1;
-  std::vector<char> chunk(std::min<size_t>(keep + 1, size_t{64} << 10));
-  std::string line_buf;
+  const size_t limit = config.pipeline.limits.max_document_bytes;
+  result.framing = InputFramingOf(config);
+  std::unique_ptr<InputReader> reader;
+  if (result.framing == InputFraming::kDelimited) {
+    reader = std::make_unique<DelimitedReader>(input, limit);
+  } else {
+    reader = std::make_unique<LineReader>(input, limit);
+  }
+  InputRecord record;
   while (true) {
-    line_buf.clear();
-    bool cut = false;
-    bool at_end = false;  // the input ended before a newline
-    while (true) {
-      input.getline(chunk.data(), static_cast<std::streamsize>(chunk.size()));
-      size_t n = static_cast<size_t>(input.gcount());
-      const bool full = input.fail() && !input.eof() && !input.bad();  // the line goes on
-      if (!full && !input.eof() && n > 0) --n;  // gcount counted the newline getline consumed
-      const size_t room = keep - line_buf.size();
-      if (n > room) cut = true;
-      line_buf.append(chunk.data(), std::min(n, room));
-      if (input.eof() || input.bad()) {
-        at_end = true;
-        break;
-      }
-      if (!full) break;
-      input.clear();
-      if (cut) {  // the rest of the line is not kept
-        input.ignore(std::numeric_limits<std::streamsize>::max(), '\n');
-        if (input.eof()) at_end = true;
-        break;
-      }
-    }
-    if (input.bad()) break;
-    if (at_end && line_buf.empty()) break;
+    absl::StatusOr<bool> more = reader->Next(&record);
+    if (!more.ok()) return more.status();
+    if (!*more) break;
     ++result.lines;
-    std::string_view line(line_buf);
-    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
-    if (StripAsciiWhitespace(line).empty()) {
+    if (record.blank) {
       ++result.blank_lines;
-    } else if (absl::Status s = (*driver)->PipeInput(config.pipeline.input_topic, "", line);
+    } else if (!record.error.empty()) {
+      if (absl::Status s = (*driver)->PipeUnprocessed(config.pipeline.input_topic, "",
+                                                      record.bytes,
+                                                      DeadLetterReason::kDeserialization,
+                                                      record.error, record.truncated);
+          !s.ok()) {
+        return s;
+      }
+    } else if (absl::Status s =
+                   (*driver)->PipeInput(config.pipeline.input_topic, "", record.bytes);
                !s.ok()) {
       return s;
     }
     if (result.lines % 4096 == 0) {
       if (absl::Status s = drain(); !s.ok()) return s;
     }
-    if (at_end) break;
   }
-  if (input.bad()) return absl::DataLossError("reading the input failed");
   if (absl::Status s = (*driver)->EndOfInput(); !s.ok()) return s;
   if (absl::Status s = drain(); !s.ok()) return s;
   if (absl::Status s = files.Close(); !s.ok()) return s;
@@ -228,8 +396,12 @@ absl::StatusOr<ProcessResult> RunProcess(const AppConfig& config, std::istream& 
 std::string FormatProcessSummary(const ProcessResult& r) {
   const TaskCounters& c = r.counters;
   std::string out;
-  StrAppend(&out, "read:             ", c.records_read, " events (", r.blank_lines,
-            " blank lines skipped)\n");
+  if (r.framing == InputFraming::kLines) {
+    StrAppend(&out, "read:             ", c.records_read, " events (", r.blank_lines,
+              " blank lines skipped)\n");
+  } else {
+    StrAppend(&out, "read:             ", c.records_read, " events (length-delimited)\n");
+  }
   StrAppend(&out, "processed:        ", c.records_processed, "\n");
   StrAppend(&out, "duplicates:       ", c.duplicates_dropped, "\n");
   if (c.dedupe_ids_evicted > 0) {
