@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "apps/input_reader.h"
 #include "topology/metrics_pipeline.h"
 
 namespace streammetrics {
@@ -27,13 +28,6 @@ struct SinkConfig {
   std::string group;  // empty: <application.id>-sink-<name>
   int connections = 3;  // Postgres: connections a batch is spread over (by partition)
 };
-
-// How offline input (`process`) is cut into records; a Kafka record is one already.
-//   kLines: one record per line (JSON lines). A newline byte ends a record, so it cannot
-//     frame protobuf, whose messages hold 0x0a bytes (field 1's tag, for one).
-//   kDelimited: each record preceded by its length as a base-128 varint, as protobuf's
-//     writeDelimitedTo / SerializeDelimitedToOstream write them; any bytes may follow.
-enum class InputFraming { kLines, kDelimited };
 
 struct AppConfig {
   PipelineConfig pipeline;
