@@ -347,7 +347,8 @@ absl::Status ParseRoot(const YAML::Node& root, AppConfig* c) {
   }
   if (const YAML::Node n = root["input"]) {
     SM_RETURN_IF_ERROR(
-        Reader::CheckKeys(n, "input", {"format", "max_document_bytes", "keyed_by_service"}));
+        Reader::CheckKeys(n, "input", {"format", "framing", "max_document_bytes",
+                                       "keyed_by_service"}));
     if (n["keyed_by_service"]) {
       bool keyed = false;
       SM_ASSIGN(keyed, Reader::Bool(n["keyed_by_service"], "input.keyed_by_service"));
@@ -362,6 +363,25 @@ absl::Status ParseRoot(const YAML::Node& root, AppConfig* c) {
         p.format = EventFormat::kProtobuf;
       } else {
         return Reader::Error("input.format", StrCat("expected json or protobuf, got '", f, "'"));
+      }
+    }
+    if (n["framing"]) {
+      std::string f;
+      SM_ASSIGN(f, Reader::String(n["framing"], "input.framing"));
+      if (f == "lines") {
+        c->input_framing = InputFraming::kLines;
+      } else if (f == "delimited") {
+        c->input_framing = InputFraming::kDelimited;
+      } else {
+        return Reader::Error("input.framing",
+                             StrCat("expected lines or delimited, got '", f, "'"));
+      }
+      // Every protobuf MetricEvent with an eventId starts with 0x0a, field 1's tag: cut at
+      // newlines, no such message would arrive whole.
+      if (c->input_framing == InputFraming::kLines && p.format == EventFormat::kProtobuf) {
+        return Reader::Error("input.framing",
+                             "lines cannot frame protobuf input (its messages hold newline "
+                             "bytes); use delimited");
       }
     }
     if (n["max_document_bytes"]) {
@@ -797,6 +817,12 @@ std::vector<std::string> NamedTopics(const AppConfig& config) {
     for (const std::string& t : sink->topics) add(t);
   }
   return out;
+}
+
+InputFraming InputFramingOf(const AppConfig& config) {
+  if (config.input_framing.has_value()) return *config.input_framing;
+  return config.pipeline.format == EventFormat::kProtobuf ? InputFraming::kDelimited
+                                                          : InputFraming::kLines;
 }
 
 std::string BootstrapServers(const AppConfig& config) {

@@ -5,12 +5,14 @@
 #define STREAMMETRICS_APPS_CONFIG_H_
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "apps/input_reader.h"
 #include "topology/metrics_pipeline.h"
 
 namespace streammetrics {
@@ -29,6 +31,8 @@ struct SinkConfig {
 
 struct AppConfig {
   PipelineConfig pipeline;
+  // input.framing; nullopt: the format's own (InputFramingOf).
+  std::optional<InputFraming> input_framing;
   // Offline mode (`process`, `demo`): commit after this many input records.
   uint64_t commit_every_records = 10'000;
   // The operators' in-memory state (window panes) beyond which compacted panes are
@@ -49,6 +53,10 @@ struct AppConfig {
   // librdkafka properties for the Kafka runtime, passed through verbatim.
   std::vector<std::pair<std::string, std::string>> kafka;
 };
+
+// input.framing as given, else the input format's natural framing: lines for JSON,
+// delimited for protobuf.
+InputFraming InputFramingOf(const AppConfig& config);
 
 // The kafka.bootstrap.servers value, or "embedded" (the default: the dev broker in this
 // process).

@@ -20,8 +20,9 @@ namespace {
 constexpr char kUsage[] = R"(usage: streammetrics <command> [flags]
 
 commands:
-  process  --config FILE --input EVENTS.jsonl|- --output DIR
-           run the pipeline in-process over a JSON-lines file; write every output
+  process  --config FILE --input EVENTS|- --output DIR
+           run the pipeline in-process over a file of events (JSON lines, or
+           length-delimited protobuf: input.format, input.framing); write every output
            topic to DIR/<topic>.jsonl and print a summary
   describe --config FILE
            print the topology the config builds
@@ -168,7 +169,7 @@ int Main(int argc, char** argv) {
     std::ifstream file;
     std::istream* input = &std::cin;
     if (input_path != "-") {
-      file.open(input_path);
+      file.open(input_path, std::ios::binary);
       if (!file) return Fail(absl::NotFoundError("cannot open input " + input_path));
       input = &file;
     }

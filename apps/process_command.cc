@@ -13,7 +13,9 @@
 #include <vector>
 #include <memory>
 
+#include "absl/strings/escaping.h"
 #include "apps/event_generator.h"
+#include "apps/input_reader.h"
 #include "engine/topology_test_driver.h"
 #include "operators/aggregate_result.h"
 #include "operators/metric_event_codec.h"
@@ -61,8 +63,20 @@ class OutputFiles {
       AppendJsonString(r.Header("dlq.topic").value_or(""), &line_);
       StrAppend(&line_, ",\"partition\":", r.Header("dlq.partition").value_or("0"),
                 ",\"offset\":", r.Header("dlq.offset").value_or("-1"),
-                ",\"timestamp\":", r.Header("dlq.timestamp").value_or("0"), ",\"original\":");
-      AppendJsonString(r.value, &line_);
+                ",\"timestamp\":", r.Header("dlq.timestamp").value_or("0"));
+      if (std::optional<std::string> cut = r.Header("dlq.truncated")) {
+        line_.append(",\"truncated\":");
+        AppendJsonString(*cut, &line_);
+      }
+      // JSON strings hold text: bytes that are not UTF-8 (protobuf input, a corrupt line)
+      // go as base64, so the exact original can be recovered.
+      if (simdjson::validate_utf8(r.value.data(), r.value.size())) {
+        line_.append(",\"original\":");
+        AppendJsonString(r.value, &line_);
+      } else {
+        absl::Base64Escape(r.value, &base64_);
+        StrAppend(&line_, ",\"original_base64\":\"", base64_, "\"");
+      }
       line_.push_back('}');
     } else {
       line_.append(r.value);
@@ -87,6 +101,7 @@ class OutputFiles {
   std::string dead_letter_topic_;
   std::map<std::string, std::unique_ptr<std::ofstream>> files_;
   std::string line_;
+  std::string base64_;
 };
 
 // Offline mode's RocksDB stores live in a fresh directory removed at exit: they hold
@@ -119,6 +134,9 @@ absl::StatusOr<std::unique_ptr<TopologyTestDriver>> MakeDriver(const AppConfig& 
   options.state_dir = state.path();
   options.application_id = config.pipeline.application_id;
   options.dead_letter_topic = config.pipeline.dead_letter_topic;
+  // A dead-letter file takes records of any size, unlike a Kafka topic: none is cut to fit
+  // (the document limit bounds them).
+  options.dead_letter_max_bytes = 0;
   options.commit_every_records = config.commit_every_records;
   options.wall_clock_ms = clock;
   if (config.pipeline.store == StoreType::kRocksDb) {
@@ -169,54 +187,34 @@ absl::StatusOr<ProcessResult> RunProcess(const AppConfig& config, std::istream& 
     return absl::OkStatus();
   };
 
-  // Lines are read into a buffer that grows with the longest line, up to the document
-  // limit: a longer line is cut at limit + 1 bytes (which the decoder then dead-letters as
-  // too large, with that prefix as the original) and the rest of it skipped, so no input
-  // line can exhaust memory, and a large limit costs nothing until lines are that long.
-  const size_t keep = config.pipeline.limits.max_document_bytes + 1;
-  std::vector<char> chunk(std::min<size_t>(keep + 1, size_t{64} << 10));
-  std::string line_buf;
+  const size_t limit = config.pipeline.limits.max_document_bytes;
+  result.framing = InputFramingOf(config);
+  std::unique_ptr<InputReader> reader = NewInputReader(result.framing, input, limit);
+  InputRecord record;
   while (true) {
-    line_buf.clear();
-    bool cut = false;
-    bool at_end = false;  // the input ended before a newline
-    while (true) {
-      input.getline(chunk.data(), static_cast<std::streamsize>(chunk.size()));
-      size_t n = static_cast<size_t>(input.gcount());
-      const bool full = input.fail() && !input.eof() && !input.bad();  // the line goes on
-      if (!full && !input.eof() && n > 0) --n;  // gcount counted the newline getline consumed
-      const size_t room = keep - line_buf.size();
-      if (n > room) cut = true;
-      line_buf.append(chunk.data(), std::min(n, room));
-      if (input.eof() || input.bad()) {
-        at_end = true;
-        break;
-      }
-      if (!full) break;
-      input.clear();
-      if (cut) {  // the rest of the line is not kept
-        input.ignore(std::numeric_limits<std::streamsize>::max(), '\n');
-        if (input.eof()) at_end = true;
-        break;
-      }
-    }
-    if (input.bad()) break;
-    if (at_end && line_buf.empty()) break;
+    absl::StatusOr<bool> more = reader->Next(&record);
+    if (!more.ok()) return more.status();
+    if (!*more) break;
     ++result.lines;
-    std::string_view line(line_buf);
-    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
-    if (StripAsciiWhitespace(line).empty()) {
+    if (record.blank) {
       ++result.blank_lines;
-    } else if (absl::Status s = (*driver)->PipeInput(config.pipeline.input_topic, "", line);
+    } else if (!record.error.empty()) {
+      if (absl::Status s = (*driver)->PipeUnprocessed(config.pipeline.input_topic, "",
+                                                      record.bytes,
+                                                      DeadLetterReason::kDeserialization,
+                                                      record.error, record.truncated);
+          !s.ok()) {
+        return s;
+      }
+    } else if (absl::Status s =
+                   (*driver)->PipeInput(config.pipeline.input_topic, "", record.bytes);
                !s.ok()) {
       return s;
     }
     if (result.lines % 4096 == 0) {
       if (absl::Status s = drain(); !s.ok()) return s;
     }
-    if (at_end) break;
   }
-  if (input.bad()) return absl::DataLossError("reading the input failed");
   if (absl::Status s = (*driver)->EndOfInput(); !s.ok()) return s;
   if (absl::Status s = drain(); !s.ok()) return s;
   if (absl::Status s = files.Close(); !s.ok()) return s;
@@ -228,8 +226,12 @@ absl::StatusOr<ProcessResult> RunProcess(const AppConfig& config, std::istream& 
 std::string FormatProcessSummary(const ProcessResult& r) {
   const TaskCounters& c = r.counters;
   std::string out;
-  StrAppend(&out, "read:             ", c.records_read, " events (", r.blank_lines,
-            " blank lines skipped)\n");
+  if (r.framing == InputFraming::kLines) {
+    StrAppend(&out, "read:             ", c.records_read, " events (", r.blank_lines,
+              " blank lines skipped)\n");
+  } else {
+    StrAppend(&out, "read:             ", c.records_read, " events (length-delimited)\n");
+  }
   StrAppend(&out, "processed:        ", c.records_processed, "\n");
   StrAppend(&out, "duplicates:       ", c.duplicates_dropped, "\n");
   if (c.dedupe_ids_evicted > 0) {

@@ -15,18 +15,23 @@
 namespace streammetrics {
 
 struct ProcessResult {
-  uint64_t lines = 0;          // input lines read
+  InputFraming framing = InputFraming::kLines;
+  uint64_t lines = 0;          // input records read: lines, or length-delimited frames
   uint64_t blank_lines = 0;    // skipped: not events
   TaskCounters counters;
   std::map<std::string, uint64_t> records_per_topic;  // output files written
   double seconds = 0;
 };
 
-// Runs config's pipeline over `input` (one event per line), writes each output topic to
-// output_dir/<topic>.jsonl (one record value per line) and dead letters to
-// output_dir/<dead-letter-topic>.jsonl as {"reason","error","topic","partition",
-// "offset","timestamp","original"}; closes all windows at end of input. Creates
-// output_dir if needed. Output files for every sink topic exist afterwards, empty or not.
+// Runs config's pipeline over `input` (one event per line, or per length-delimited frame:
+// input.framing), writes each output topic to output_dir/<topic>.jsonl (one record value
+// per line) and dead letters to output_dir/<dead-letter-topic>.jsonl as {"reason","error",
+// "topic","partition","offset","timestamp"[,"truncated"],"original"|"original_base64"}:
+// "original" the record as a JSON string when it is UTF-8, else "original_base64" its
+// bytes in base64 (RFC 4648, padded); "truncated" ("key=0,value=<bytes>", the original's
+// size) when the original is cut — a record over input.max_document_bytes keeps its first
+// max_document_bytes bytes. Closes all windows at end of input. Creates output_dir if
+// needed. Output files for every sink topic exist afterwards, empty or not.
 absl::StatusOr<ProcessResult> RunProcess(const AppConfig& config, std::istream& input,
                                          const std::string& output_dir);
 

@@ -414,7 +414,28 @@ StateStore* Task::GetStateStore(std::string_view name) {
   return it == stores_.end() ? nullptr : it->second.get();
 }
 
+absl::Status Task::DeadLetterUnprocessed(const SourceRecord& record, DeadLetterReason reason,
+                                         std::string_view error, std::string_view truncated) {
+  if (absl::Status s = CheckRunning(); !s.ok()) return s;
+  auto it = sources_.find(record.topic);
+  if (it == sources_.end()) {
+    return absl::InvalidArgumentError(StrCat("no source for topic ", record.topic));
+  }
+  ++counters_.records_read;
+  it->second.partition = record.partition;
+  it->second.next_offset = record.offset + 1;
+  const SourceRecord* previous = std::exchange(current_, &record);
+  SendDeadLetter(reason, error, truncated);
+  current_ = previous;
+  return absl::OkStatus();
+}
+
 void Task::DeadLetter(DeadLetterReason reason, std::string_view error) {
+  SendDeadLetter(reason, error, {});
+}
+
+void Task::SendDeadLetter(DeadLetterReason reason, std::string_view error,
+                          std::string_view truncated_already) {
   ++counters_.dead_letters[static_cast<int>(reason)];
   const SourceRecord& r = source_record();
   char partition[24], offset[24], timestamp[24];
@@ -432,15 +453,23 @@ void Task::DeadLetter(DeadLetterReason reason, std::string_view error) {
   for (const Header& h : uncut) header_bytes += static_cast<int64_t>(h.key.size() + h.value.size());
   const int64_t total = header_bytes + static_cast<int64_t>(r.key.size() + r.value.size());
   if (config_.dead_letter_max_bytes <= 0 || total <= config_.dead_letter_max_bytes) {
-    collector_->Send(config_.dead_letter_topic, r.key, r.value, r.timestamp_ms, uncut);
+    if (truncated_already.empty()) {
+      collector_->Send(config_.dead_letter_topic, r.key, r.value, r.timestamp_ms, uncut);
+    } else {
+      headers[std::size(headers) - 1].value = truncated_already;
+      collector_->Send(config_.dead_letter_topic, r.key, r.value, r.timestamp_ms, headers);
+    }
     return;
   }
   // Cut to fit. Room for the record's framing (librdkafka counts ~60 bytes of it, a
   // batch's ~60 more) and the dlq.truncated header, with margin.
   constexpr int64_t kFraming = 1'024;
   char key_bytes[24], value_bytes[24];
-  const std::string truncated = StrCat("key=", FormatInt(static_cast<int64_t>(r.key.size()), key_bytes),
-                                       ",value=", FormatInt(static_cast<int64_t>(r.value.size()), value_bytes));
+  const std::string truncated =
+      !truncated_already.empty()
+          ? std::string(truncated_already)
+          : StrCat("key=", FormatInt(static_cast<int64_t>(r.key.size()), key_bytes), ",value=",
+                   FormatInt(static_cast<int64_t>(r.value.size()), value_bytes));
   const int64_t room = std::max<int64_t>(
       0, config_.dead_letter_max_bytes - kFraming - header_bytes -
              static_cast<int64_t>(headers[std::size(headers) - 1].key.size() + truncated.size()));

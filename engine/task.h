@@ -137,6 +137,13 @@ class Task final : public ProcessorContext {
   // Routes one input record to the source of its topic. Bad records are dead-lettered
   // and return OK; a non-OK status means the task cannot go on (store failure).
   absl::Status Process(const SourceRecord& record);
+  // Reads `record` without processing it: counts it as read (and its offset as consumed)
+  // and dead-letters it as it is with `reason` and `error`. For input that cannot reach
+  // its source whole (offline input over the document limit, a cut frame). `truncated`,
+  // when not empty, is the dead letter's dlq.truncated header: record.value is a cut of
+  // the original, whose sizes it gives ("key=<bytes>,value=<bytes>").
+  absl::Status DeadLetterUnprocessed(const SourceRecord& record, DeadLetterReason reason,
+                                     std::string_view error, std::string_view truncated = {});
   absl::Status Commit();
   // Commit in two phases, for a stream thread that commits several tasks in one
   // transaction: PrepareCommit() (steps 1-2: processors flush, markers appended and
@@ -226,6 +233,10 @@ class Task final : public ProcessorContext {
 
  private:
   enum class State { kRunning, kFailed, kClosed };
+  // DeadLetter with the original's sizes already known to be `truncated` (empty: the
+  // source record is the original).
+  void SendDeadLetter(DeadLetterReason reason, std::string_view error,
+                      std::string_view truncated);
   struct Source {
     RawSource* node;
     int32_t partition = 0;

@@ -133,6 +133,31 @@ absl::Status TopologyTestDriver::PipeInput(std::string_view topic, std::string_v
   return absl::OkStatus();
 }
 
+absl::Status TopologyTestDriver::PipeUnprocessed(std::string_view topic, std::string_view key,
+                                                 std::string_view value, DeadLetterReason reason,
+                                                 std::string_view error,
+                                                 std::string_view truncated,
+                                                 std::optional<int64_t> timestamp_ms) {
+  int64_t& offset = next_offset_[topic];
+  SourceRecord record;
+  record.topic = topic;
+  record.partition = 0;
+  record.offset = offset++;
+  record.timestamp_ms = timestamp_ms.value_or(*wall_clock_);
+  record.key = key;
+  record.value = value;
+  auto it = source_sub_.find(topic);
+  const int sub = it == source_sub_.end() ? 0 : it->second;
+  if (absl::Status s = tasks_[sub]->DeadLetterUnprocessed(record, reason, error, truncated);
+      !s.ok()) {
+    return s;
+  }
+  if (options_.commit_every_records > 0 && ++since_commit_ >= options_.commit_every_records) {
+    return Commit();
+  }
+  return absl::OkStatus();
+}
+
 absl::Status TopologyTestDriver::AdvanceWallClock(int64_t delta_ms) {
   *wall_clock_ += delta_ms;
   for (auto& t : tasks_) {

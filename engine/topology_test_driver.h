@@ -70,6 +70,13 @@ class TopologyTestDriver {
   // timestamp defaults to the driver's wall clock.
   absl::Status PipeInput(std::string_view topic, std::string_view key, std::string_view value,
                          std::optional<int64_t> timestamp_ms = std::nullopt);
+  // Reads one record from `topic` without processing it: it takes the next offset, counts
+  // as read and is dead-lettered as it is (Task::DeadLetterUnprocessed), e.g. offline input
+  // too large to hand to the topology; `truncated`: its dlq.truncated header, if cut.
+  absl::Status PipeUnprocessed(std::string_view topic, std::string_view key,
+                               std::string_view value, DeadLetterReason reason,
+                               std::string_view error, std::string_view truncated = {},
+                               std::optional<int64_t> timestamp_ms = std::nullopt);
   // Moves the wall clock forward and runs the wall-clock punctuators that are due.
   absl::Status AdvanceWallClock(int64_t delta_ms);
   absl::Status Commit();

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs the Debian packages StreamMetrics needs (idempotent, quiet when all are present)
-# and builds the project into build/. Usage: scripts/setup.sh [--no-build] [--kafka]
+# and builds the project into build/. Usage: scripts/setup.sh [--no-build] [--kafka] [--fuzz]
 # --kafka: also Java and Maven, and the real Kafka broker's jars (scripts/kafka.sh fetch)
 # that the test suite and the benchmarks run against.
+# --fuzz: also clang, and builds the libFuzzer targets into build-fuzz/ (STREAMMETRICS_FUZZ).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,14 +18,17 @@ PACKAGES=(
 
 BUILD=1
 KAFKA=0
+FUZZ=0
 for arg in "$@"; do
   case "$arg" in
     --no-build) BUILD=0 ;;
     --kafka) KAFKA=1 ;;
+    --fuzz) FUZZ=1 ;;
     *) echo "setup: unknown flag $arg" >&2; exit 2 ;;
   esac
 done
 if ((KAFKA)); then PACKAGES+=(openjdk-17-jre-headless maven); fi
+if ((FUZZ)); then PACKAGES+=(clang); fi
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -48,3 +52,11 @@ if [ ! -f "$BUILD_DIR/build.ninja" ]; then
   cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE="${BUILD_TYPE:-RelWithDebInfo}" >/dev/null
 fi
 cmake --build "$BUILD_DIR" -j "$(nproc)"
+
+if ((FUZZ)); then
+  if [ ! -f build-fuzz/build.ninja ]; then
+    CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+      -DSTREAMMETRICS_FUZZ=ON >/dev/null
+  fi
+  cmake --build build-fuzz -j "$(nproc)"
+fi

@@ -115,11 +115,28 @@ TEST(Config, ShippedConfigsLoad) {
   EXPECT_THAT(std::string(Message(bad.status())), ::testing::HasSubstr("input.keyed_by_service"));
 }
 
+// Each format's natural framing unless input.framing says otherwise: JSON is read as
+// lines, protobuf length-delimited; JSON may be delimited too.
+TEST(Config, InputFramingDefaultsToTheFormats) {
+  auto framing = [](std::string_view yaml) {
+    absl::StatusOr<AppConfig> c = ParseConfig(yaml);
+    EXPECT_TRUE(c.ok()) << c.status();
+    return c.ok() ? InputFramingOf(*c) : InputFraming::kLines;
+  };
+  EXPECT_EQ(framing(""), InputFraming::kLines);
+  EXPECT_EQ(framing("input: {format: json}"), InputFraming::kLines);
+  EXPECT_EQ(framing("input: {format: protobuf}"), InputFraming::kDelimited);
+  EXPECT_EQ(framing("input: {format: protobuf, framing: delimited}"), InputFraming::kDelimited);
+  EXPECT_EQ(framing("input: {framing: delimited}"), InputFraming::kDelimited);
+  EXPECT_EQ(framing("input: {format: json, framing: lines}"), InputFraming::kLines);
+  EXPECT_FALSE(ParseConfig("input: {format: json}").value().input_framing.has_value());
+}
+
 TEST(Config, EveryKeyIsRead) {
   absl::StatusOr<AppConfig> c = ParseConfig(R"(
 application: {id: app1}
 topics: {input: in, dead_letter: dlq}
-input: {format: protobuf, max_document_bytes: 4096}
+input: {format: protobuf, framing: delimited, max_document_bytes: 4096}
 validation: {value_min: 0, value_min_inclusive: true, value_max: 1e6, max_future_skew: "off", max_age: 1h}
 enrich: {enabled: true, derive: [isError], lookup: {key: serviceId, table: {a: {team: x}}, default: {team: y}}}
 dedupe: {enabled: false, within: 30s, max_ids: 5000000}
@@ -144,6 +161,7 @@ kafka: {bootstrap.servers: embedded, linger.ms: 5}
   EXPECT_EQ(p.dead_letter_topic, "dlq");
   EXPECT_EQ(p.format, EventFormat::kProtobuf);
   EXPECT_EQ(p.limits.max_document_bytes, 4096u);
+  EXPECT_EQ(c->input_framing, InputFraming::kDelimited);
   EXPECT_TRUE(p.validation.value_min_inclusive);
   EXPECT_EQ(p.validation.value_max, 1e6);
   EXPECT_EQ(p.validation.max_future_skew_ms, -1);
@@ -197,6 +215,11 @@ TEST(Config, ErrorsNameTheKey) {
   EXPECT_EQ(ErrorOf("aggregate: {store: disk}"),
             "aggregate.store: expected memory or rocksdb, got 'disk'");
   EXPECT_EQ(ErrorOf("input: {format: xml}"), "input.format: expected json or protobuf, got 'xml'");
+  EXPECT_EQ(ErrorOf("input: {framing: json-seq}"),
+            "input.framing: expected lines or delimited, got 'json-seq'");
+  EXPECT_EQ(ErrorOf("input: {format: protobuf, framing: lines}"),
+            "input.framing: lines cannot frame protobuf input (its messages hold newline "
+            "bytes); use delimited");
   EXPECT_EQ(ErrorOf("validation: {value_min: low}"),
             "validation.value_min: expected a finite number, got 'low'");
   EXPECT_EQ(ErrorOf("validation: {value_min: 5, value_max: 1}"),

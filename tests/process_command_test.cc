@@ -9,6 +9,11 @@
 #include <fstream>
 #include <sstream>
 
+#include <google/protobuf/util/delimited_message_util.h>
+
+#include "absl/strings/escaping.h"
+#include "operators/metric_event.pb.h"
+#include "operators/metric_event_codec.h"
 #include "tests/test_events.h"
 
 namespace streammetrics {
@@ -40,6 +45,41 @@ std::vector<std::string> Lines(const std::filesystem::path& path) {
   std::vector<std::string> lines;
   for (std::string line; std::getline(in, line);) lines.push_back(line);
   return lines;
+}
+
+// The event as a serialized protobuf MetricEvent, the same event as Ev::Json().
+proto::MetricEvent Proto(const Ev& e) {
+  proto::MetricEvent m;
+  m.set_event_id(e.id);
+  m.set_timestamp_ms(e.ts);
+  m.set_service_id(e.service);
+  m.set_instance_id(e.service + "-pod-0");
+  m.set_metric_type(proto::HTTP_REQUEST);
+  m.set_metric_name(e.metric);
+  m.set_value(e.value);
+  m.set_unit("milliseconds");
+  for (const auto& [k, v] : e.tags) (*m.mutable_tags())[k] = v;
+  return m;
+}
+
+// `bytes` preceded by its size as a varint: one length-delimited frame.
+std::string Frame(std::string_view bytes, uint64_t size) {
+  std::string out;
+  for (; size >= 0x80; size >>= 7) out.push_back(static_cast<char>((size & 0x7f) | 0x80));
+  out.push_back(static_cast<char>(size));
+  out.append(bytes);
+  return out;
+}
+std::string Frame(std::string_view bytes) { return Frame(bytes, bytes.size()); }
+
+// The bytes of a dead letter's "original_base64" field; fails the test if it has none.
+std::string OriginalBase64(const std::string& dead_letter) {
+  static const std::regex kField("\"original_base64\":\"([A-Za-z0-9+/=]*)\"\\}$");
+  std::smatch m;
+  EXPECT_TRUE(std::regex_search(dead_letter, m, kField)) << dead_letter;
+  std::string bytes;
+  EXPECT_TRUE(absl::Base64Unescape(m.size() > 1 ? m[1].str() : "", &bytes));
+  return bytes;
 }
 
 class ProcessCommandTest : public ::testing::Test {
@@ -144,10 +184,19 @@ aggregate:
   EXPECT_THAT(r.output, HasSubstr("deserialization 2,"));
   std::vector<std::string> dlq = Lines(dir_ / "out" / "metrics-dead-letter.jsonl");
   ASSERT_EQ(dlq.size(), 2u);
-  EXPECT_THAT(dlq[0], HasSubstr("\"offset\":0,"));
-  EXPECT_THAT(dlq[1], HasSubstr("\"offset\":2,"));
-  // The original is the first limit + 1 bytes: enough to identify the record.
-  EXPECT_LT(dlq[0].size(), 1000u);
+  // The error gives the line's real size; the original is its first 400 bytes (enough to
+  // identify the record), marked as cut with the original's size.
+  ASSERT_EQ(huge.size(), 5'000'014u);
+  std::string original;
+  AppendJsonString(huge.substr(0, 400), &original);
+  for (int i = 0; i < 2; ++i) {
+    EXPECT_THAT(dlq[i], HasSubstr("{\"reason\":\"deserialization\",\"error\":\"document too "
+                                  "large: 5000014 bytes (limit 400)\",\"topic\":\"metrics-events\","
+                                  "\"partition\":0,\"offset\":" + std::to_string(2 * i) + ","));
+    EXPECT_THAT(dlq[i], HasSubstr(",\"truncated\":\"key=0,value=5000014\",\"original\":" +
+                                  original + "}"));
+    EXPECT_TRUE(dlq[i].ends_with(",\"original\":" + original + "}")) << dlq[i];
+  }
   EXPECT_EQ(Lines(dir_ / "out" / "out-1m.jsonl").size(), 1u);
 }
 
@@ -174,7 +223,10 @@ aggregate:
   std::vector<std::string> dlq = Lines(dir_ / "out" / "metrics-dead-letter.jsonl");
   ASSERT_EQ(dlq.size(), 1u);
   EXPECT_THAT(dlq[0], HasSubstr("\"offset\":1,"));
-  EXPECT_THAT(dlq[0], HasSubstr("document too large: 200001 bytes (limit 200000)"));
+  EXPECT_THAT(dlq[0], HasSubstr("\"error\":\"document too large: " +
+                                std::to_string(over.Json().size()) + " bytes (limit 200000)\""));
+  EXPECT_THAT(dlq[0], HasSubstr("\"truncated\":\"key=0,value=" +
+                                std::to_string(over.Json().size()) + "\""));
   std::vector<std::string> out = Lines(dir_ / "out" / "out-1m.jsonl");
   ASSERT_EQ(out.size(), 1u);
   EXPECT_THAT(out[0], HasSubstr("\"count\":2,\"sum\":15,"));
@@ -347,8 +399,8 @@ TEST_F(ProcessCommandTest, RocksDbStoresAndEvictionGiveTheSameOutput) {
     ++files;
     // Dead letters carry the input record's timestamp: offline, the wall clock at reading.
     auto normalized = [](std::vector<std::string> lines) {
-      static const std::regex kTimestamp("\"timestamp\":[0-9]+,\"original\"");
-      for (std::string& l : lines) l = std::regex_replace(l, kTimestamp, "\"timestamp\":T,\"original\"");
+      static const std::regex kTimestamp("\"timestamp\":[0-9]+,\"(original|truncated)");
+      for (std::string& l : lines) l = std::regex_replace(l, kTimestamp, "\"timestamp\":T,\"$1");
       return lines;
     };
     std::vector<std::string> mem = normalized(Lines(e.path()));
@@ -360,6 +412,227 @@ TEST_F(ProcessCommandTest, RocksDbStoresAndEvictionGiveTheSameOutput) {
   }
   EXPECT_EQ(files, 4u);
   EXPECT_EQ(ScratchDirs(), scratch_before);
+}
+
+// 200 events as length-delimited protobuf (the format's default framing) give exactly
+// what the same events as JSON lines give. Every message holds 0x0a bytes (field 1's tag,
+// and a 10-byte eventId's length) and whitespace; none of that is a line or a blank.
+TEST_F(ProcessCommandTest, DelimitedProtobufGivesWhatTheSameJsonLinesGive) {
+  const std::string windows = R"(
+validation: {max_future_skew: "off"}
+aggregate:
+  windows:
+    - {name: 1m, size: 1m, topic: out-1m}
+)";
+  std::string json;
+  std::ostringstream protobuf;
+  for (int i = 0; i < 200; ++i) {
+    char id[16];
+    std::snprintf(id, sizeof(id), "event-%04d", i);  // 10 bytes: its length is 0x0a too
+    Ev e{.id = id, .ts = kT0 + i * 1'000, .value = static_cast<double>(i % 17 + 1),
+         .service = i % 3 == 0 ? "user-service" : "payment-service",
+         .tags = {{"note", "   "}}};
+    json += e.Json() + "\n";
+    ASSERT_TRUE(google::protobuf::util::SerializeDelimitedToOstream(Proto(e), &protobuf));
+    if (i == 0) ASSERT_EQ(Proto(e).SerializeAsString().substr(0, 2), "\n\n");
+  }
+  CommandRun r = Streammetrics("process --config " + Write("json.yaml", windows) + " --input " +
+                               Write("events.jsonl", json) + " --output " +
+                               (dir_ / "json").string());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("processed:        200\n"));
+  r = Streammetrics("process --config " +
+                    Write("pb.yaml", "input: {format: protobuf}\n" + windows) + " --input " +
+                    Write("events.pb", protobuf.str()) + " --output " + (dir_ / "pb").string());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("read:             200 events (length-delimited)\n"));
+  EXPECT_THAT(r.output, HasSubstr("processed:        200\n"));
+  EXPECT_THAT(r.output, HasSubstr("dead-lettered:    0 (deserialization 0, validation 0, late 0, "
+                                  "processing 0)\n"));
+  EXPECT_EQ(Lines(dir_ / "pb" / "metrics-dead-letter.jsonl").size(), 0u);
+  std::vector<std::string> results = Lines(dir_ / "pb" / "out-1m.jsonl");
+  EXPECT_EQ(results.size(), 8u);  // 200 s of events: 4 minutes, 2 services
+  EXPECT_EQ(results, Lines(dir_ / "json" / "out-1m.jsonl"));
+}
+
+// A frame of whitespace bytes only (an eventId of 10 whitespace characters) is a record
+// like any other: read, and dead-lettered by validation, not skipped as a blank.
+TEST_F(ProcessCommandTest, AWhitespaceOnlyFrameIsARecord) {
+  std::string config = Write("c.yaml", "input: {format: protobuf}\n"
+                                       "validation: {max_future_skew: \"off\"}\n");
+  const std::string blank = "\n\n \t\r\n  \n\t \r";
+  ASSERT_EQ(blank.size(), 12u);
+  std::string input = Frame(Proto(Ev{.id = "1"}).SerializeAsString()) + Frame(blank) +
+                      Frame(Proto(Ev{.id = "2"}).SerializeAsString());
+  CommandRun r = Streammetrics("process --config " + config + " --input " +
+                               Write("events.pb", input) + " --output " + (dir_ / "out").string());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("read:             3 events (length-delimited)\n"));
+  EXPECT_THAT(r.output, HasSubstr("processed:        2\n"));
+  EXPECT_THAT(r.output, HasSubstr("dead-lettered:    1 (deserialization 0, validation 1,"));
+  std::vector<std::string> dlq = Lines(dir_ / "out" / "metrics-dead-letter.jsonl");
+  ASSERT_EQ(dlq.size(), 1u);
+  EXPECT_THAT(dlq[0], HasSubstr("\"offset\":1,"));
+  std::string original;
+  AppendJsonString(blank, &original);
+  EXPECT_TRUE(dlq[0].ends_with(",\"original\":" + original + "}")) << dlq[0];
+}
+
+// A last frame the input cuts short is one dead letter saying so, with the bytes there
+// are; the frames before it are processed.
+TEST_F(ProcessCommandTest, ATruncatedLastFrameIsOneDeadLetter) {
+  std::string config = Write("c.yaml", "input: {format: protobuf}\n"
+                                       "validation: {max_future_skew: \"off\"}\n");
+  const std::string last = Proto(Ev{.id = "4"}).SerializeAsString();
+  std::string input;
+  for (const char* id : {"1", "2", "3"}) input += Frame(Proto(Ev{.id = id}).SerializeAsString());
+  const std::string cut = Frame(last).substr(0, 1 + last.size() - 5);
+  input += cut;
+  CommandRun r = Streammetrics("process --config " + config + " --input " +
+                               Write("events.pb", input) + " --output " + (dir_ / "out").string());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("read:             4 events (length-delimited)\n"));
+  EXPECT_THAT(r.output, HasSubstr("processed:        3\n"));
+  EXPECT_THAT(r.output, HasSubstr("dead-lettered:    1 (deserialization 1, validation 0,"));
+  std::vector<std::string> dlq = Lines(dir_ / "out" / "metrics-dead-letter.jsonl");
+  ASSERT_EQ(dlq.size(), 1u);
+  EXPECT_THAT(dlq[0], HasSubstr("{\"reason\":\"deserialization\",\"error\":\"truncated frame: "
+                                "its length prefix says " + std::to_string(last.size()) +
+                                " bytes, the input ends after " +
+                                std::to_string(last.size() - 5) + "\",\"topic\":\"metrics-events\","
+                                "\"partition\":0,\"offset\":3,"));
+  EXPECT_THAT(dlq[0], Not(HasSubstr("\"truncated\"")));  // all of it that exists is kept
+  EXPECT_EQ(OriginalBase64(dlq[0]), last.substr(0, last.size() - 5));
+
+  // The input ends inside a length prefix (a varint byte with its continuation bit).
+  input = Frame(Proto(Ev{.id = "1"}).SerializeAsString()) + "\x96";
+  r = Streammetrics("process --config " + config + " --input " + Write("events.pb", input) +
+                    " --output " + (dir_ / "out2").string());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("read:             2 events (length-delimited)\n"));
+  EXPECT_THAT(r.output, HasSubstr("processed:        1\n"));
+  dlq = Lines(dir_ / "out2" / "metrics-dead-letter.jsonl");
+  ASSERT_EQ(dlq.size(), 1u);
+  EXPECT_THAT(dlq[0], HasSubstr("\"error\":\"truncated frame: the input ends inside its length "
+                                "prefix (1 bytes)\""));
+  EXPECT_EQ(OriginalBase64(dlq[0]), "\x96");
+}
+
+// A frame longer than input.max_document_bytes is skipped unread but for its first limit
+// bytes, dead-lettered with its real size, and the frames after it are processed.
+TEST_F(ProcessCommandTest, AFrameOverTheLimitIsSkippedAndTheNextOnesRead) {
+  std::string config = Write("c.yaml", "input: {format: protobuf, max_document_bytes: 400}\n"
+                                       "validation: {max_future_skew: \"off\"}\n"
+                                       "aggregate:\n  windows:\n"
+                                       "    - {name: 1m, size: 1m, topic: out-1m}\n");
+  const std::string big =
+      Proto(Ev{.id = "big", .tags = {{"note", std::string(5'000, '\n')}}}).SerializeAsString();
+  ASSERT_GT(big.size(), 5'000u);
+  std::string input = Frame(Proto(Ev{.id = "1", .value = 10}).SerializeAsString()) + Frame(big) +
+                      Frame(Proto(Ev{.id = "2", .value = 20}).SerializeAsString()) +
+                      Frame(Proto(Ev{.id = "3", .value = 30}).SerializeAsString());
+  CommandRun r = Streammetrics("process --config " + config + " --input " +
+                               Write("events.pb", input) + " --output " + (dir_ / "out").string());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("read:             4 events (length-delimited)\n"));
+  EXPECT_THAT(r.output, HasSubstr("processed:        3\n"));
+  EXPECT_THAT(r.output, HasSubstr("dead-lettered:    1 (deserialization 1, validation 0,"));
+  std::vector<std::string> dlq = Lines(dir_ / "out" / "metrics-dead-letter.jsonl");
+  ASSERT_EQ(dlq.size(), 1u);
+  EXPECT_THAT(dlq[0], HasSubstr("{\"reason\":\"deserialization\",\"error\":\"document too large: " +
+                                std::to_string(big.size()) + " bytes (limit 400)\",\"topic\":"
+                                "\"metrics-events\",\"partition\":0,\"offset\":1,"));
+  EXPECT_THAT(dlq[0], HasSubstr(",\"truncated\":\"key=0,value=" + std::to_string(big.size()) +
+                                "\",\"original_base64\":"));
+  EXPECT_EQ(OriginalBase64(dlq[0]), big.substr(0, 400));
+  std::vector<std::string> out = Lines(dir_ / "out" / "out-1m.jsonl");
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_THAT(out[0], HasSubstr("\"count\":3,\"sum\":60,"));
+
+  // Over the limit and cut short by the end of the input: one dead letter says both.
+  input = Frame(Proto(Ev{.id = "1"}).SerializeAsString()) + Frame(big).substr(0, 1'000);
+  r = Streammetrics("process --config " + config + " --input " + Write("events.pb", input) +
+                    " --output " + (dir_ / "out2").string());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("read:             2 events (length-delimited)\n"));
+  EXPECT_THAT(r.output, HasSubstr("processed:        1\n"));
+  dlq = Lines(dir_ / "out2" / "metrics-dead-letter.jsonl");
+  ASSERT_EQ(dlq.size(), 1u);
+  const size_t prefix = Frame("", big.size()).size();
+  EXPECT_THAT(dlq[0], HasSubstr("\"error\":\"document too large: " + std::to_string(big.size()) +
+                                " bytes (limit 400); the input ends after " +
+                                std::to_string(1'000 - prefix) + " of them\""));
+  EXPECT_EQ(OriginalBase64(dlq[0]), big.substr(0, 400));
+}
+
+// A length prefix that is no 64-bit varint cannot be skipped: it and the rest of the input
+// are one dead letter that says how many bytes were left unread.
+TEST_F(ProcessCommandTest, AMalformedLengthPrefixEndsTheInputWithADeadLetter) {
+  std::string config = Write("c.yaml", "input: {format: protobuf}\n"
+                                       "validation: {max_future_skew: \"off\"}\n");
+  const std::string prefix(10, '\xff');
+  std::string input = Frame(Proto(Ev{.id = "1"}).SerializeAsString()) + prefix + "rest!";
+  CommandRun r = Streammetrics("process --config " + config + " --input " +
+                               Write("events.pb", input) + " --output " + (dir_ / "out").string());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("read:             2 events (length-delimited)\n"));
+  EXPECT_THAT(r.output, HasSubstr("processed:        1\n"));
+  std::vector<std::string> dlq = Lines(dir_ / "out" / "metrics-dead-letter.jsonl");
+  ASSERT_EQ(dlq.size(), 1u);
+  EXPECT_THAT(dlq[0], HasSubstr("\"error\":\"malformed frame: its length prefix is not a varint of "
+                                "at most 64 bits; the remaining 5 bytes of the input are not "
+                                "read\""));
+  EXPECT_EQ(OriginalBase64(dlq[0]), prefix);
+}
+
+// JSON may be framed too: a pretty-printed document spans lines in one frame.
+TEST_F(ProcessCommandTest, DelimitedJsonFramesHoldNewlines) {
+  std::string config = Write("c.yaml", "input: {framing: delimited}\n"
+                                       "validation: {max_future_skew: \"off\"}\n");
+  std::string pretty = Ev{.id = "1"}.Json();
+  for (size_t at = 0; (at = pretty.find(',', at)) != std::string::npos; at += 3) {
+    pretty.replace(at, 1, ",\n ");
+  }
+  std::string input = Frame(pretty) + Frame(Ev{.id = "2"}.Json());
+  CommandRun r = Streammetrics("process --config " + config + " --input " +
+                               Write("events.json", input) + " --output " +
+                               (dir_ / "out").string());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("read:             2 events (length-delimited)\n"));
+  EXPECT_THAT(r.output, HasSubstr("processed:        2\n"));
+}
+
+// A line that is not UTF-8 is dead-lettered with its bytes in base64, recoverable exactly;
+// a line that is UTF-8 keeps its text.
+TEST_F(ProcessCommandTest, ABinaryLineIsDeadLetteredRecoverably) {
+  std::string config = Write("c.yaml", "validation: {max_future_skew: \"off\"}\n");
+  const std::string binary("{\"eventId\":\"\xff\xfe\x00\x80\"}\x0b\xc3", 20);
+  ASSERT_EQ(binary.size(), 20u);
+  std::string input = Write("events.jsonl", Ev{.id = "1"}.Json() + "\n" + binary + "\n" +
+                                                "{\"eventId\":\"é\"\n");
+  CommandRun r = Streammetrics("process --config " + config + " --input " + input +
+                               " --output " + (dir_ / "out").string());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("read:             3 events (0 blank lines skipped)\n"));
+  EXPECT_THAT(r.output, HasSubstr("processed:        1\n"));
+  std::vector<std::string> dlq = Lines(dir_ / "out" / "metrics-dead-letter.jsonl");
+  ASSERT_EQ(dlq.size(), 2u);
+  EXPECT_THAT(dlq[0], HasSubstr("\"offset\":1,"));
+  EXPECT_THAT(dlq[0], Not(HasSubstr("\"original\":")));
+  EXPECT_EQ(OriginalBase64(dlq[0]), binary);
+  EXPECT_THAT(dlq[1], HasSubstr("\"offset\":2,"));
+  EXPECT_TRUE(dlq[1].ends_with(",\"original\":\"{\\\"eventId\\\":\\\"é\\\"\"}")) << dlq[1];
+}
+
+// Protobuf messages hold newline bytes: cut at lines, none would arrive whole.
+TEST_F(ProcessCommandTest, LinesCannotFrameProtobuf) {
+  std::string config = Write("c.yaml", "input: {format: protobuf, framing: lines}\n");
+  CommandRun r = Streammetrics("process --config " + config + " --input /dev/null --output " +
+                               (dir_ / "out").string());
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.output, "streammetrics: " + config +
+                          ": input.framing: lines cannot frame protobuf input (its messages hold "
+                          "newline bytes); use delimited\n");
 }
 
 TEST_F(ProcessCommandTest, UsageErrorsExitTwo) {
