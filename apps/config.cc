@@ -50,7 +50,25 @@ class Reader {
       std::string key = kv.first.Scalar();
       bool ok = false;
       for (std::string_view a : allowed) ok |= key == a;
-      if (!ok) return Error(Join(path, key), "unknown key");
+      if (ok) continue;
+      // A dotted top-level key as Kafka users write them (`application.id: x`) whose
+      // first part is a section: say how it is written.
+      const size_t dot = key.find('.');
+      bool nests = false;
+      if (path.empty() && dot != std::string::npos) {
+        for (std::string_view a : allowed) nests |= std::string_view(key).substr(0, dot) == a;
+      }
+      if (!nests) return Error(Join(path, key), "unknown key");
+      std::string nested, closing;
+      for (std::string_view rest = key; !rest.empty();) {
+        const size_t at = rest.find('.');
+        nested += StrCat(nested.empty() ? "" : "{", rest.substr(0, at), ": ");
+        if (at == std::string_view::npos) break;
+        closing += "}";
+        rest.remove_prefix(at + 1);
+      }
+      return Error(Join(path, key),
+                   StrCat("unknown key; keys nest, write it as ", nested, "...", closing));
     }
     return absl::OkStatus();
   }

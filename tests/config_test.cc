@@ -192,6 +192,13 @@ kafka: {bootstrap.servers: embedded, linger.ms: 5}
 
 TEST(Config, ErrorsNameTheKey) {
   EXPECT_EQ(ErrorOf("aggregat: {}"), "aggregat: unknown key");
+  // Dotted, as Kafka users write keys: the nested spelling as a hint.
+  EXPECT_EQ(ErrorOf("application.id: x"),
+            "application.id: unknown key; keys nest, write it as application: {id: ...}");
+  EXPECT_EQ(ErrorOf("aggregate: {idle_close.ms: 1s}"), "aggregate.idle_close.ms: unknown key");
+  EXPECT_EQ(ErrorOf("sinks.postgres.dsn: x"),
+            "sinks.postgres.dsn: unknown key; keys nest, write it as sinks: {postgres: {dsn: ...}}");
+  EXPECT_EQ(ErrorOf("aplication.id: x"), "aplication.id: unknown key");
   EXPECT_EQ(ErrorOf("aggregate: {windows: [{name: a, size: 1m, sise: 2}]}"),
             "aggregate.windows[0].sise: unknown key");
   EXPECT_EQ(ErrorOf("aggregate: {windows: [{name: a, size: 1x}]}"),
