@@ -94,10 +94,8 @@ class BenchBroker {
       b->dev_ = *std::move(d);
       b->bootstrap_ = b->dev_->bootstrap_servers();
     }
-    for (const char* t : {"metrics-events", "metrics-aggregated-1m", "metrics-aggregated-5m",
-                          "metrics-aggregated-1m-10s", "metrics-dead-letter"}) {
-      const int partitions = DevBroker::ReferencePartitions(t);
-      if (absl::Status s = b->CreateTopic(t, partitions); !s.ok()) return s;
+    for (const auto& [topic, partitions] : DevBroker::ReferenceTopics()) {
+      if (absl::Status s = b->CreateTopic(topic, partitions); !s.ok()) return s;
     }
     return b;
   }

@@ -112,25 +112,36 @@ const TaskCounters& TopologyTestDriver::counters() const {
   return summed_;
 }
 
-absl::Status TopologyTestDriver::PipeInput(std::string_view topic, std::string_view key,
-                                           std::string_view value,
-                                           std::optional<int64_t> timestamp_ms) {
-  int64_t& offset = next_offset_[topic];
+SourceRecord TopologyTestDriver::NextRecord(std::string_view topic, std::string_view key,
+                                            std::string_view value,
+                                            std::optional<int64_t> timestamp_ms, int* sub) {
   SourceRecord record;
   record.topic = topic;
   record.partition = 0;
-  record.offset = offset++;
+  record.offset = next_offset_[topic]++;
   record.timestamp_ms = timestamp_ms.value_or(*wall_clock_);
   record.key = key;
   record.value = value;
   auto it = source_sub_.find(topic);
-  const int sub = it == source_sub_.end() ? 0 : it->second;
-  if (absl::Status s = tasks_[sub]->Process(record); !s.ok()) return s;
-  if (absl::Status s = Drain(); !s.ok()) return s;
+  *sub = it == source_sub_.end() ? 0 : it->second;
+  return record;
+}
+
+absl::Status TopologyTestDriver::CountRecord() {
   if (options_.commit_every_records > 0 && ++since_commit_ >= options_.commit_every_records) {
     return Commit();
   }
   return absl::OkStatus();
+}
+
+absl::Status TopologyTestDriver::PipeInput(std::string_view topic, std::string_view key,
+                                           std::string_view value,
+                                           std::optional<int64_t> timestamp_ms) {
+  int sub = 0;
+  const SourceRecord record = NextRecord(topic, key, value, timestamp_ms, &sub);
+  if (absl::Status s = tasks_[sub]->Process(record); !s.ok()) return s;
+  if (absl::Status s = Drain(); !s.ok()) return s;
+  return CountRecord();
 }
 
 absl::Status TopologyTestDriver::PipeUnprocessed(std::string_view topic, std::string_view key,
@@ -138,24 +149,13 @@ absl::Status TopologyTestDriver::PipeUnprocessed(std::string_view topic, std::st
                                                  std::string_view error,
                                                  std::string_view truncated,
                                                  std::optional<int64_t> timestamp_ms) {
-  int64_t& offset = next_offset_[topic];
-  SourceRecord record;
-  record.topic = topic;
-  record.partition = 0;
-  record.offset = offset++;
-  record.timestamp_ms = timestamp_ms.value_or(*wall_clock_);
-  record.key = key;
-  record.value = value;
-  auto it = source_sub_.find(topic);
-  const int sub = it == source_sub_.end() ? 0 : it->second;
+  int sub = 0;
+  const SourceRecord record = NextRecord(topic, key, value, timestamp_ms, &sub);
   if (absl::Status s = tasks_[sub]->DeadLetterUnprocessed(record, reason, error, truncated);
       !s.ok()) {
     return s;
   }
-  if (options_.commit_every_records > 0 && ++since_commit_ >= options_.commit_every_records) {
-    return Commit();
-  }
-  return absl::OkStatus();
+  return CountRecord();
 }
 
 absl::Status TopologyTestDriver::AdvanceWallClock(int64_t delta_ms) {

@@ -102,6 +102,11 @@ class TopologyTestDriver {
   int64_t wall_clock_ms() const { return *wall_clock_; }
 
  private:
+  // The next record of `topic` (offsets count up from 0) and the sub-topology reading it.
+  SourceRecord NextRecord(std::string_view topic, std::string_view key, std::string_view value,
+                          std::optional<int64_t> timestamp_ms, int* sub);
+  // Counts a piped record: commits every Options::commit_every_records.
+  absl::Status CountRecord();
   class Collector;
   TopologyTestDriver() = default;
 

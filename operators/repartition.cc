@@ -295,6 +295,7 @@ absl::Status RepartitionSourceProcessor::Init(ProcessorContext* context) {
 }
 
 absl::Status RepartitionSourceProcessor::ProcessSource(const SourceRecord& record) {
+  if (topic_.empty()) topic_.assign(record.topic);  // held records' dead letters name it
   if (record.value.empty()) {
     context()->DeadLetter(DeadLetterReason::kDeserialization, "repartition: empty record");
     return absl::OkStatus();
@@ -387,7 +388,10 @@ absl::Status RepartitionSourceProcessor::Hold(Upstream& u, int64_t time_ms, uint
     u.base = u.consumed;
   }
   const uint64_t at = u.base + u.bytes.size();
+  // The value as a 0x01 record: what a dead letter of it carries (replay sends that back
+  // outside the merge, where the 0x03 record would be skipped as already forwarded).
   u.bytes.append(record.key);
+  u.bytes.push_back(static_cast<char>(kRepartitionEvent));
   u.bytes.append(value);
   u.held.push_back(Held{.time_ms = time_ms,
                         .rank = rank,
@@ -396,10 +400,10 @@ absl::Status RepartitionSourceProcessor::Hold(Upstream& u, int64_t time_ms, uint
                         .timestamp_ms = record.timestamp_ms,
                         .at = at,
                         .key_len = static_cast<uint32_t>(record.key.size()),
-                        .value_len = static_cast<uint32_t>(value.size())});
+                        .value_len = static_cast<uint32_t>(value.size() + 1)});
   ++held_records_;
   positions_dirty_ = true;  // what a restart reads again
-  held_bytes_ += static_cast<int64_t>(sizeof(Held) + record.key.size() + value.size());
+  held_bytes_ += static_cast<int64_t>(sizeof(Held) + record.key.size() + value.size() + 1);
   return absl::OkStatus();
 }
 
@@ -443,19 +447,13 @@ absl::Status RepartitionSourceProcessor::Release(bool all) {
     u.forwarded_rank = h.rank;
     positions_dirty_ = true;
     const std::string_view bytes(u.bytes.data() + (h.at - u.base), h.key_len + h.value_len);
-    SourceRecord held{.topic = context()->source_record().topic,
-                      .partition = context()->partition(),
-                      .offset = h.offset,
-                      .timestamp_ms = h.timestamp_ms,
-                      .key = bytes.substr(0, h.key_len),
-                      .value = {}};
-    // The dead-letter value: the repartition record as written (kind byte and header
-    // included) is not kept; its event, re-encoded as an earlier release wrote it, is.
-    scratch_.clear();
-    scratch_.push_back(static_cast<char>(kRepartitionEvent));
-    scratch_.append(bytes.substr(h.key_len));
-    held.value = scratch_;
-    if (absl::Status s = Forward(held, bytes.substr(h.key_len), h.time_ms); !s.ok()) return s;
+    const SourceRecord held{.topic = topic_,
+                            .partition = context()->partition(),
+                            .offset = h.offset,
+                            .timestamp_ms = h.timestamp_ms,
+                            .key = bytes.substr(0, h.key_len),
+                            .value = bytes.substr(h.key_len)};
+    if (absl::Status s = Forward(held, held.value.substr(1), h.time_ms); !s.ok()) return s;
   }
   // Stream time: the least stream time a record still to come can carry.
   int64_t least = INT64_MAX;

@@ -209,12 +209,11 @@ class RepartitionSourceProcessor final : public RawSource,
   // Wall clock: the task's own idleness.
   absl::Status Punctuate(int64_t now_ms) override;
 
-  // Introspection for tests: records held now.
-  size_t held() const { return held_records_; }
 
  private:
-  // A record held by the merge; its key and value are bytes [at, at + key_len +
-  // value_len) of its upstream partition's byte stream.
+  // A record held by the merge; its key and value — the event as a 0x01 record, what its
+  // dead letter carries — are bytes [at, at + key_len + value_len) of its upstream
+  // partition's byte stream.
   struct Held {
     int64_t time_ms;          // the upstream stream time it carries: its merge order
     uint32_t rank;            // then: its upstream's events at that stream time, it included
@@ -290,6 +289,7 @@ class RepartitionSourceProcessor final : public RawSource,
   bool end_signalled_ = false;
   bool positions_dirty_ = false;
   std::string scratch_;
+  std::string topic_;  // the repartition topic, as read
 };
 
 // Input declared keyed by serviceId (no repartition): a record whose key is not its

@@ -92,6 +92,12 @@ class ProcessCommandTest : public ::testing::Test {
     std::filesystem::create_directories(dir_);
   }
   void TearDown() override { std::filesystem::remove_all(dir_); }
+  // `process` of `input` with `config`, results and dead letters to <dir>/out.
+  CommandRun Process(const std::string& config, const std::string& input) {
+    return Streammetrics("process --config " + config + " --input " + input + " --output " +
+                         (dir_ / "out").string());
+  }
+
   std::string Write(const std::string& name, const std::string& text) {
     std::ofstream(dir_ / name) << text;
     return (dir_ / name).string();
@@ -110,8 +116,7 @@ dedupe: {max_ids: 1}
                                                 Ev{.id = "2", .ts = kT0 + 2'000}.Json() + "\n" +
                                                 Ev{.id = "1", .ts = kT0 + 3'000}.Json() + "\n" +
                                                 Ev{.id = "1", .ts = kT0 + 4'000}.Json() + "\n");
-  CommandRun r = Streammetrics("process --config " + config + " --input " + input + " --output " +
-                               (dir_ / "out").string());
+  CommandRun r = Process(config, input);
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_THAT(r.output, HasSubstr("processed:        3\n"));
   EXPECT_THAT(r.output, HasSubstr("duplicates:       1\n"));  // the last one: 1 is live again
@@ -133,8 +138,7 @@ aggregate:
           "{\"eventId\":\n" +                                             // bad JSON
           Ev{.id = "1", .ts = kT0 + 3'000, .value = 99}.Json() + "\n" +   // duplicate
           Ev{.id = "3", .ts = kT0 + 61'000, .value = 5, .service = "user-service"}.Json() + "\n");
-  CommandRun r = Streammetrics("process --config " + config + " --input " + input + " --output " +
-                        (dir_ / "out").string());
+  CommandRun r = Process(config, input);
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_THAT(r.output, HasSubstr("read:             5 events (1 blank lines skipped)\n"));
   EXPECT_THAT(r.output, HasSubstr("processed:        3\n"));
@@ -176,8 +180,7 @@ aggregate:
   std::string input = Write("events.jsonl", huge + "\n" +
                                                 Ev{.id = "1", .ts = kT0, .value = 10}.Json() +
                                                 "\n" + huge);  // last line, no newline
-  CommandRun r = Streammetrics("process --config " + config + " --input " + input +
-                               " --output " + (dir_ / "out").string());
+  CommandRun r = Process(config, input);
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_THAT(r.output, HasSubstr("read:             3 events"));
   EXPECT_THAT(r.output, HasSubstr("processed:        1\n"));
@@ -214,8 +217,7 @@ aggregate:
   Ev over{.id = "over", .ts = kT0, .value = 10, .tags = {{"note", std::string(250'000, 'z')}}};
   std::string input = Write("events.jsonl", big.Json() + "\n" + over.Json() + "\n" +
                                                 Ev{.id = "1", .ts = kT0, .value = 5}.Json());
-  CommandRun r = Streammetrics("process --config " + config + " --input " + input +
-                               " --output " + (dir_ / "out").string());
+  CommandRun r = Process(config, input);
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_THAT(r.output, HasSubstr("read:             3 events"));
   EXPECT_THAT(r.output, HasSubstr("processed:        2\n"));
@@ -264,8 +266,7 @@ aggregate:
 
   for (const std::string& bytes : {std::string("9223372036854775807"), std::string("1099511627776")}) {
     std::string bad = Write("bad.yaml", "input: {max_document_bytes: " + bytes + "}\n");
-    CommandRun r = Streammetrics("process --config " + bad + " --input " + input + " --output " +
-                                 (dir_ / "out").string());
+    CommandRun r = Process(bad, input);
     EXPECT_EQ(r.exit_code, 1);
     EXPECT_EQ(r.output, "streammetrics: " + bad +
                             ": input.max_document_bytes: must be in [1, 1073741824], got " +
@@ -287,8 +288,7 @@ aggregate:
   std::string input = Write("events.jsonl", Ev{.id = "0", .ts = year1}.Json() + "\n" +
                                                 Ev{.id = "1", .ts = kT0}.Json() + "\n" +
                                                 Ev{.id = "2", .ts = kT0 + 1'000}.Json() + "\n");
-  CommandRun r = Streammetrics("process --config " + config + " --input " + input +
-                               " --output " + (dir_ / "out").string());
+  CommandRun r = Process(config, input);
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_THAT(r.output, HasSubstr("processed:        2\n"));
   EXPECT_THAT(r.output, HasSubstr("dead-lettered:    1 (deserialization 0, validation 0, late 0, "
@@ -464,8 +464,7 @@ TEST_F(ProcessCommandTest, AWhitespaceOnlyFrameIsARecord) {
   ASSERT_EQ(blank.size(), 12u);
   std::string input = Frame(Proto(Ev{.id = "1"}).SerializeAsString()) + Frame(blank) +
                       Frame(Proto(Ev{.id = "2"}).SerializeAsString());
-  CommandRun r = Streammetrics("process --config " + config + " --input " +
-                               Write("events.pb", input) + " --output " + (dir_ / "out").string());
+  CommandRun r = Process(config, Write("events.pb", input));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_THAT(r.output, HasSubstr("read:             3 events (length-delimited)\n"));
   EXPECT_THAT(r.output, HasSubstr("processed:        2\n"));
@@ -488,8 +487,7 @@ TEST_F(ProcessCommandTest, ATruncatedLastFrameIsOneDeadLetter) {
   for (const char* id : {"1", "2", "3"}) input += Frame(Proto(Ev{.id = id}).SerializeAsString());
   const std::string cut = Frame(last).substr(0, 1 + last.size() - 5);
   input += cut;
-  CommandRun r = Streammetrics("process --config " + config + " --input " +
-                               Write("events.pb", input) + " --output " + (dir_ / "out").string());
+  CommandRun r = Process(config, Write("events.pb", input));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_THAT(r.output, HasSubstr("read:             4 events (length-delimited)\n"));
   EXPECT_THAT(r.output, HasSubstr("processed:        3\n"));
@@ -531,8 +529,7 @@ TEST_F(ProcessCommandTest, AFrameOverTheLimitIsSkippedAndTheNextOnesRead) {
   std::string input = Frame(Proto(Ev{.id = "1", .value = 10}).SerializeAsString()) + Frame(big) +
                       Frame(Proto(Ev{.id = "2", .value = 20}).SerializeAsString()) +
                       Frame(Proto(Ev{.id = "3", .value = 30}).SerializeAsString());
-  CommandRun r = Streammetrics("process --config " + config + " --input " +
-                               Write("events.pb", input) + " --output " + (dir_ / "out").string());
+  CommandRun r = Process(config, Write("events.pb", input));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_THAT(r.output, HasSubstr("read:             4 events (length-delimited)\n"));
   EXPECT_THAT(r.output, HasSubstr("processed:        3\n"));
@@ -572,8 +569,7 @@ TEST_F(ProcessCommandTest, AMalformedLengthPrefixEndsTheInputWithADeadLetter) {
                                        "validation: {max_future_skew: \"off\"}\n");
   const std::string prefix(10, '\xff');
   std::string input = Frame(Proto(Ev{.id = "1"}).SerializeAsString()) + prefix + "rest!";
-  CommandRun r = Streammetrics("process --config " + config + " --input " +
-                               Write("events.pb", input) + " --output " + (dir_ / "out").string());
+  CommandRun r = Process(config, Write("events.pb", input));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_THAT(r.output, HasSubstr("read:             2 events (length-delimited)\n"));
   EXPECT_THAT(r.output, HasSubstr("processed:        1\n"));
@@ -594,9 +590,7 @@ TEST_F(ProcessCommandTest, DelimitedJsonFramesHoldNewlines) {
     pretty.replace(at, 1, ",\n ");
   }
   std::string input = Frame(pretty) + Frame(Ev{.id = "2"}.Json());
-  CommandRun r = Streammetrics("process --config " + config + " --input " +
-                               Write("events.json", input) + " --output " +
-                               (dir_ / "out").string());
+  CommandRun r = Process(config, Write("events.json", input));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_THAT(r.output, HasSubstr("read:             2 events (length-delimited)\n"));
   EXPECT_THAT(r.output, HasSubstr("processed:        2\n"));
@@ -610,8 +604,7 @@ TEST_F(ProcessCommandTest, ABinaryLineIsDeadLetteredRecoverably) {
   ASSERT_EQ(binary.size(), 20u);
   std::string input = Write("events.jsonl", Ev{.id = "1"}.Json() + "\n" + binary + "\n" +
                                                 "{\"eventId\":\"é\"\n");
-  CommandRun r = Streammetrics("process --config " + config + " --input " + input +
-                               " --output " + (dir_ / "out").string());
+  CommandRun r = Process(config, input);
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_THAT(r.output, HasSubstr("read:             3 events (0 blank lines skipped)\n"));
   EXPECT_THAT(r.output, HasSubstr("processed:        1\n"));

@@ -72,6 +72,12 @@ int DevBroker::ReferencePartitions(std::string_view name) {
   return 0;
 }
 
+std::vector<std::pair<std::string, int>> DevBroker::ReferenceTopics() {
+  std::vector<std::pair<std::string, int>> out;
+  for (const ReferenceTopic& t : kReferenceTopics) out.emplace_back(t.name, t.partitions);
+  return out;
+}
+
 absl::Status DevBroker::CreateReferenceTopics() {
   for (const ReferenceTopic& t : kReferenceTopics) {
     if (absl::Status s = CreateTopic(t.name, t.partitions); !s.ok()) return s;

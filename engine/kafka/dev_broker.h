@@ -13,6 +13,8 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 #include <string_view>
 
 #include "absl/status/status.h"
@@ -38,6 +40,9 @@ class DevBroker {
   absl::Status CreateReferenceTopics();
   // The partitions of reference/001's topic `name`, or 0 when it is not one of them.
   static int ReferencePartitions(std::string_view name);
+  // reference/001's topics with their partitions (what CreateReferenceTopics makes here),
+  // for making them on another broker.
+  static std::vector<std::pair<std::string, int>> ReferenceTopics();
   // metrics-events' partitions (reference/001): what `streammetrics broker` and the
   // embedded broker give every topic a config names that reference/001 does not.
   static constexpr int kInputPartitions = 6;

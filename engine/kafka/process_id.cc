@@ -126,10 +126,10 @@ absl::StatusOr<std::unique_ptr<StateDirectoryLock>> StateDirectoryLock::Acquire(
     return absl::FailedPreconditionError(
         absl::StrCat(path, ": cannot be locked: ", std::strerror(err)));
   }
+  // The holder's pid, for a second instance's message; failing to write it costs only
+  // that message its pid (the lock holds).
   const std::string pid = absl::StrCat(static_cast<int>(::getpid()), "\n");
-  if (::ftruncate(fd, 0) != 0 || ::pwrite(fd, pid.data(), pid.size(), 0) < 0) {
-    // The lock holds; only the message a second instance would give lacks the pid.
-  }
+  if (::ftruncate(fd, 0) == 0) (void)!::pwrite(fd, pid.data(), pid.size(), 0);
   return std::unique_ptr<StateDirectoryLock>(new StateDirectoryLock(fd));
 }
 
